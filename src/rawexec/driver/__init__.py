@@ -1,0 +1,1 @@
+"""rawexec.driver"""
