@@ -1,0 +1,430 @@
+"""The raw_exec driver: Nomad's lifecycle verbs over per-task shims. Thread-safe."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import selectors
+import signal as _signal
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from rawexec.driver.config import DriverConfig, TaskDriverConfig, filter_env
+from rawexec.driver.execstream import ExecSession
+from rawexec.driver.handle import TaskRecord, Watcher, connect_shim, read_exit_record
+from rawexec.driver.prepare import build_task_dirs, lookup_bin, parse_signal, resolve_user
+from rawexec.driver.spawnclient import SpawnerClient
+from rawexec.driver.types import (
+    Capabilities,
+    ExecResult,
+    Fingerprint,
+    HealthState,
+    TaskConfig,
+    TaskHandle,
+    TaskStatus,
+)
+from rawexec.errors import (
+    DriverDisabledError,
+    InvalidConfigError,
+    LaunchError,
+    TaskExistsError,
+    TaskNotFoundError,
+    TaskStateError,
+    UnavailableError,
+)
+from rawexec.executor import procfs
+from rawexec.executor.protocol import Channel, ProtocolError
+from rawexec.types import ExitResult
+
+__all__ = ["Driver"]
+
+log = logging.getLogger("rawexec.driver")
+
+EXEC_OUTPUT_KEEP = 64 * 1024
+_STOP_MARGIN_S = 10.0
+
+
+class Driver:
+    """Nomad's raw_exec driver as a Python object. Every method is synchronous and thread-safe."""
+
+    name = "raw_exec"
+
+    def __init__(self, config: DriverConfig | None = None) -> None:
+        self.config = config or DriverConfig()
+        self._tasks: dict[str, TaskRecord] = {}
+        self._lock = threading.Lock()
+        self._spawner = SpawnerClient()
+        self._watcher = Watcher()
+
+    # ----------------------------------------------------------------- plugin-level
+    def set_config(self, config: DriverConfig) -> None:
+        self.config = config
+
+    def fingerprint(self) -> Fingerprint:
+        if not self.config.enabled:
+            return Fingerprint(HealthState.UNDETECTED, "disabled", {})
+        return Fingerprint(HealthState.HEALTHY, "Healthy", {"driver.raw_exec": True})
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    def close(self) -> None:
+        """Release the spawner and the watcher thread. Running tasks live on (recover them later)."""
+        self._spawner.close()
+        self._watcher.close()
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- helpers
+    def _get(self, task_id: str) -> TaskRecord:
+        with self._lock:
+            rec = self._tasks.get(task_id)
+        if rec is None:
+            raise TaskNotFoundError(task_id)
+        return rec
+
+    def _key(self, task_id: str) -> str:
+        return hashlib.sha256(task_id.encode()).hexdigest()[:24]
+
+    def _cgroup_request(self, cfg: TaskConfig, tcfg: TaskDriverConfig) -> dict[str, Any] | None:
+        if self.config.no_cgroups:
+            return None
+        parent = cfg.env.get("NOMAD_PARENT_CGROUP") or self.config.cgroup_parent
+        res = cfg.resources
+        create = {
+            "alloc_id": cfg.alloc_id, "task_name": cfg.name, "parent": parent,
+            "v1_override": dict(tcfg.cgroup_v1_override) or None, "v2_override": tcfg.cgroup_v2_override or None,
+            "resources": None if res is None else {"cpu": res.cpu, "memory": res.memory,
+                                                   "memory_max": res.memory_max, "cores": res.cores,
+                                                   "cpuset": list(res.cpuset)},
+        }
+        required = os.geteuid() == 0 or bool(tcfg.cgroup_v1_override or tcfg.cgroup_v2_override)
+        return {"create": create, "required": required}
+
+    def _sink(self, cfg: TaskConfig, path: str | None, stream: str) -> dict[str, Any]:
+        if cfg.logs.disabled or path == os.devnull:
+            return {"mode": "null"}
+        if path:
+            return {"mode": "fifo", "path": path}
+        return {"mode": "file", "dir": os.path.join(cfg.alloc_dir, "alloc", "logs"),
+                "base": f"{cfg.name}.{stream}", "max_files": cfg.logs.max_files,
+                "max_file_size": cfg.logs.max_file_size}
+
+    # ----------------------------------------------------------------- lifecycle
+    def start_task(self, cfg: TaskConfig) -> TaskHandle:
+        """Validate, prepare and start the task in a new shim; return the handle to persist."""
+        if not self.config.enabled:
+            raise DriverDisabledError()
+        with self._lock:
+            if cfg.id in self._tasks:
+                raise TaskExistsError(cfg.id)
+            self._tasks[cfg.id] = placeholder = TaskRecord(cfg, {"pid": 0, "shim_pid": 0}, time.time())
+        try:
+            handle, rec = self._start(cfg)
+        except BaseException:
+            with self._lock:
+                if self._tasks.get(cfg.id) is placeholder:
+                    del self._tasks[cfg.id]
+            raise
+        with self._lock:
+            self._tasks[cfg.id] = rec
+        self._watcher.watch(rec)
+        return handle
+
+    def _start(self, cfg: TaskConfig) -> tuple[TaskHandle, TaskRecord]:
+        if not cfg.id:
+            raise InvalidConfigError("task id must not be empty")
+        tcfg = TaskDriverConfig.decode(cfg.driver_config)
+        if cfg.logs.max_files < 1:
+            raise InvalidConfigError(f"minimum number of files is 1; got {cfg.logs.max_files}")
+        if cfg.logs.max_file_size < 1:
+            raise InvalidConfigError(f"minimum file size is 1MB; got {cfg.logs.max_file_size}")
+        creds = resolve_user(cfg.user, self.config)
+        build_task_dirs(cfg.alloc_dir, cfg.name)
+        task_dir = cfg.task_dir
+        binary = lookup_bin(task_dir, tcfg.command, cfg.env.get("PATH"), cfg.alloc_dir)
+        env = filter_env(cfg.env, (*self.config.denied_envvars, *tcfg.denied_envvars))
+        state_dir = self.config.state_dir
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        key = self._key(cfg.id)
+        socket_path = os.path.join(state_dir, f"{key}.sock")
+        if len(socket_path.encode()) > 107:
+            raise InvalidConfigError(
+                f"state_dir {state_dir!r} is too long for a unix socket path; use a shorter state_dir")
+        state_path = os.path.join(state_dir, f"{key}.json")
+        try:
+            os.unlink(state_path)
+        except FileNotFoundError:
+            pass
+        spec = {
+            "task_id": cfg.id, "task_dir": task_dir, "argv": [binary, *tcfg.args], "env": env,
+            "cwd": tcfg.work_dir or task_dir,
+            "creds": None if creds is None else [creds.uid, creds.gid, list(creds.groups)],
+            "stdout": self._sink(cfg, cfg.stdout_path, "stdout"),
+            "stderr": self._sink(cfg, cfg.stderr_path, "stderr"),
+            "socket_path": socket_path, "state_path": state_path,
+            "oom_score_adj": tcfg.oom_score_adj, "cgroup": self._cgroup_request(cfg, tcfg),
+        }
+        reply = self._spawner.spawn(spec)
+        if not reply.get("ok"):
+            kind, err = reply.get("kind"), str(reply.get("error"))
+            if kind == "config":
+                raise InvalidConfigError(err)
+            raise LaunchError(err)
+        driver_state = {
+            "shim_pid": reply["shim_pid"], "shim_start": reply["shim_start"], "pid": reply["pid"],
+            "pid_start": reply["pid_start"], "socket_path": socket_path, "state_path": state_path,
+            "started_at": reply["started_at"], "cgroup": reply.get("cgroup"),
+        }
+        rec = TaskRecord(cfg, driver_state, float(reply["started_at"]))
+        return TaskHandle(config=cfg, driver_state=driver_state), rec
+
+    def recover_task(self, handle: TaskHandle | None) -> None:
+        """Re-attach to a task started by another (possibly dead) driver process."""
+        if handle is None:
+            raise InvalidConfigError("handle cannot be nil")
+        cfg = handle.config
+        with self._lock:
+            if cfg.id in self._tasks:
+                return
+        ds = dict(handle.driver_state)
+        for k in ("shim_pid", "pid", "socket_path", "state_path", "started_at"):
+            if k not in ds:
+                raise InvalidConfigError(f"failed to decode task state from handle: missing {k!r}")
+        rec = TaskRecord(cfg, ds, float(ds["started_at"]))
+        if not rec.shim_alive:
+            exit_rec = read_exit_record(ds["state_path"])
+            if exit_rec is not None:
+                rec.set_exit(*exit_rec)
+            else:
+                rec.set_exit(ExitResult(exit_code=-1, err="failed to reattach to executor: the task's shim is "
+                                        "gone and left no exit record"), None)
+            with self._lock:
+                self._tasks.setdefault(cfg.id, rec)
+            return
+        with self._lock:
+            if cfg.id in self._tasks:
+                return
+            self._tasks[cfg.id] = rec
+        self._watcher.watch(rec)
+
+    def wait_task(self, task_id: str, timeout: float | None = None) -> ExitResult:
+        """Block until the task exits; TimeoutError if ``timeout`` passes first."""
+        rec = self._get(task_id)
+        with rec.cond:
+            if not rec.cond.wait_for(lambda: rec.exit is not None, timeout):
+                raise TimeoutError(f"task {task_id} still running after {timeout}s")
+        assert rec.exit is not None
+        return rec.exit
+
+    def _request(self, rec: TaskRecord, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+        ch = connect_shim(rec.driver_state["socket_path"], timeout)
+        try:
+            ch.send(msg)
+            reply, _ = ch.recv()
+            return reply
+        except (ProtocolError, OSError) as e:
+            raise UnavailableError(f"task shim did not answer: {e}") from e
+        finally:
+            ch.close()
+
+    def stop_task(self, task_id: str, timeout: float = 5.0, signal: str | int | None = "SIGINT",
+                  group: bool = False) -> None:
+        """Send ``signal``, wait up to ``timeout`` s, then SIGKILL the task's whole tree. Bounded."""
+        sig = parse_signal(signal)
+        rec = self._get(task_id)
+        if rec.shim_alive:
+            try:
+                reply = self._request(rec, {"op": "stop", "signal": sig, "timeout": max(0.0, timeout),
+                                            "group": group}, timeout + _STOP_MARGIN_S)
+            except UnavailableError:
+                if rec.shim_alive:
+                    raise
+                reply = {"ok": True}
+            if not reply.get("ok"):
+                raise LaunchError(f"executor Shutdown failed: {reply.get('error')}")
+            if reply.get("exit"):
+                rec.set_exit(ExitResult.from_dict(reply["exit"]), None)
+        else:
+            self._kill_orphans(rec)
+        with rec.cond:
+            rec.cond.wait_for(lambda: rec.exit is not None, _STOP_MARGIN_S)
+
+    def _kill_orphans(self, rec: TaskRecord) -> None:
+        """The shim is gone: kill what it left (task group by verified identity, and its cgroup)."""
+        ds = rec.driver_state
+        if procfs.same_process(int(ds["pid"]), ds.get("pid_start")):
+            for pid in procfs.descendants(int(ds["pid"])):
+                try:
+                    os.kill(pid, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                os.killpg(int(ds["pid"]), _signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if ds.get("cgroup"):
+            try:
+                from rawexec.containment import TaskCgroup
+
+                TaskCgroup.from_state(ds["cgroup"]).destroy()
+            except Exception as e:
+                log.warning("cleaning up cgroup of task %s failed: %s", rec.config.id, e)
+        if rec.exit is None:
+            rec.lost()
+
+    def destroy_task(self, task_id: str, force: bool = False) -> None:
+        """Forget the task; refuses a running one unless ``force`` (then it is killed first)."""
+        rec = self._get(task_id)
+        if rec.exit is None and not force:
+            raise TaskStateError("cannot destroy running task")
+        if rec.shim_alive:
+            try:
+                self._request(rec, {"op": "kill"}, _STOP_MARGIN_S)
+            except UnavailableError:
+                pass
+            deadline = time.monotonic() + _STOP_MARGIN_S
+            while rec.shim_alive and time.monotonic() < deadline:
+                time.sleep(0.002)
+        else:
+            self._kill_orphans(rec)
+        self._watcher.unwatch(rec)
+        if rec.exit is None:
+            rec.lost()
+        for p in (rec.driver_state.get("state_path"), rec.driver_state.get("socket_path")):
+            if p:
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+        with self._lock:
+            if self._tasks.get(task_id) is rec:
+                del self._tasks[task_id]
+
+    def inspect_task(self, task_id: str) -> TaskStatus:
+        return self._get(task_id).status()
+
+    def signal_task(self, task_id: str, signal: str | int, group: bool = False) -> None:
+        """Deliver a signal by name to the task (or, with ``group``, to its whole process group)."""
+        sig = parse_signal(signal, default="")
+        rec = self._get(task_id)
+        if rec.exit is not None:
+            raise TaskStateError(f"task {task_id} is not running (it has exited)")
+        reply = self._request(rec, {"op": "signal", "signal": sig, "group": group}, 10.0)
+        if not reply.get("ok"):
+            raise TaskStateError(str(reply.get("error")))
+
+    # ----------------------------------------------------------------- exec
+    def _open_exec(self, rec: TaskRecord, cmd: list[str], tty: bool, rows: int = 0, cols: int = 0,
+                   term: str | None = None) -> tuple[Channel, int, list[int]]:
+        if not cmd or not cmd[0]:
+            raise InvalidConfigError("error cmd must have at least one value")
+        if rec.exit is not None or not rec.shim_alive:
+            raise TaskStateError(f"task {rec.config.id} is not running (it has exited)")
+        ch = connect_shim(rec.driver_state["socket_path"])
+        try:
+            ch.send({"op": "exec", "argv": list(cmd), "tty": tty, "rows": rows, "cols": cols, "term": term})
+            reply, fds = ch.recv()
+        except (ProtocolError, OSError) as e:
+            ch.close()
+            raise UnavailableError(f"task shim did not answer: {e}") from e
+        if not reply.get("ok"):
+            ch.close()
+            kind, err = reply.get("kind"), str(reply.get("error"))
+            if kind == "state":
+                raise TaskStateError(err)
+            if kind == "config":
+                raise InvalidConfigError(err)
+            raise LaunchError(err)
+        return ch, int(reply["pid"]), fds
+
+    def exec_task(self, task_id: str, cmd: list[str], timeout: float = 30.0) -> ExecResult:
+        """Run ``cmd`` in the task's context (env, cwd, user, cgroup); keep the last 64 KiB of output.
+        At the deadline the command is killed and its exit reflects that."""
+        rec = self._get(task_id)
+        deadline = time.monotonic() + timeout
+        ch, pid, fds = self._open_exec(rec, cmd, tty=False)
+        stdin_w, out_r, err_r = fds
+        os.close(stdin_w)
+        buf: deque[bytes] = deque()
+        size = 0
+        result: ExitResult | None = None
+        sel = selectors.DefaultSelector()
+        try:
+            for fd in (out_r, err_r):
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_READ, "out")
+            ch.sock.setblocking(False)
+            sel.register(ch.sock, selectors.EVENT_READ, "ch")
+            open_fds = 2
+            killed = False
+            while result is None or open_fds:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and not killed:
+                    killed = True
+                    try:
+                        ch.send({"op": "exec_kill", "pid": pid})
+                    except OSError:
+                        pass
+                if result is not None and remaining <= -1.0:
+                    break  # background children hold the pipes; the command itself is done
+                events = sel.select(max(remaining, 0.05) if result is None or open_fds else 0)
+                for key, _ in events:
+                    if key.data == "ch":
+                        for msg, _f in ch.poll():
+                            if msg.get("event") == "exit":
+                                result = ExitResult.from_dict(msg["exit"])
+                        if ch.eof:
+                            sel.unregister(ch.sock)
+                            if result is None:
+                                result = ExitResult(exit_code=-1, err="exec: the task's shim went away")
+                        continue
+                    fd = key.fd
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        sel.unregister(fd)
+                        open_fds -= 1
+                        continue
+                    buf.append(data)
+                    size += len(data)
+                    while size - len(buf[0]) >= EXEC_OUTPUT_KEEP:
+                        size -= len(buf.popleft())
+                if result is not None and open_fds and deadline - time.monotonic() < -1.0:
+                    break
+                if result is not None and not events:
+                    break
+        finally:
+            sel.close()
+            for fd in (out_r, err_r):
+                os.close(fd)
+            ch.close()
+        out = b"".join(buf)
+        if len(out) > EXEC_OUTPUT_KEEP:
+            out = out[-EXEC_OUTPUT_KEEP:]
+        return ExecResult(output=out, exit_result=result)
+
+    def exec_task_streaming(self, task_id: str, command: list[str], tty: bool = False, rows: int = 0,
+                            cols: int = 0, term: str | None = None) -> ExecSession:
+        """Start an interactive exec; see :class:`rawexec.driver.execstream.ExecSession`."""
+        rec = self._get(task_id)
+        ch, pid, fds = self._open_exec(rec, command, tty=tty, rows=rows, cols=cols, term=term)
+        return ExecSession(ch, pid, fds, tty)
+
+    # ----------------------------------------------------------------- introspection
+    def task_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._tasks)
+
+    def task_record(self, task_id: str) -> TaskRecord:
+        return self._get(task_id)
+

@@ -1,0 +1,179 @@
+"""One task's state on the driver side, and the single thread that watches every shim."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rawexec.driver.types import TaskConfig, TaskState, TaskStatus
+from rawexec.errors import UnavailableError
+from rawexec.executor import procfs
+from rawexec.executor.protocol import Channel, ProtocolError
+from rawexec.types import ExitResult
+
+__all__ = ["TaskRecord", "Watcher", "connect_shim", "read_exit_record"]
+
+log = logging.getLogger("rawexec.driver")
+
+
+def _ts(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+def connect_shim(socket_path: str, timeout: float = 10.0) -> Channel:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(socket_path)
+    except OSError as e:
+        s.close()
+        raise UnavailableError(f"task shim unreachable at {socket_path}: {e.strerror or e}") from e
+    return Channel(s)
+
+
+def read_exit_record(state_path: str) -> tuple[ExitResult, float | None] | None:
+    try:
+        with open(state_path, "rb") as f:
+            d = json.load(f)
+        return ExitResult.from_dict(d["exit"]), d.get("completed_at")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass
+class TaskRecord:
+    """The driver's view of one task (Nomad's taskHandle)."""
+
+    config: TaskConfig
+    driver_state: dict[str, Any]
+    started_at: float
+    completed_at: float | None = None
+    exit: ExitResult | None = None
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def state(self) -> TaskState:
+        if self.exit is None:
+            return TaskState.RUNNING
+        return TaskState.UNKNOWN if self.exit.err and self.exit.exit_code == -1 else TaskState.EXITED
+
+    @property
+    def shim_alive(self) -> bool:
+        return procfs.same_process(int(self.driver_state["shim_pid"]), self.driver_state.get("shim_start"))
+
+    def set_exit(self, result: ExitResult, completed_at: float | None) -> None:
+        with self.cond:
+            if self.exit is None:
+                self.exit = result
+                self.completed_at = completed_at or datetime.now(UTC).timestamp()
+            self.cond.notify_all()
+
+    def lost(self) -> None:
+        """The wait connection closed without an exit: trust the shim's exit record if it left one."""
+        rec = read_exit_record(self.driver_state["state_path"])
+        if rec is not None:
+            self.set_exit(*rec)
+        else:
+            self.set_exit(ExitResult(exit_code=-1, err="executor: error waiting on process: the task's shim "
+                                     "exited unexpectedly"), None)
+
+    def status(self) -> TaskStatus:
+        return TaskStatus(id=self.config.id, name=self.config.name, state=self.state,
+                          started_at=_ts(self.started_at), completed_at=_ts(self.completed_at),
+                          exit_result=self.exit, driver_attributes={"pid": str(self.driver_state["pid"])})
+
+
+class Watcher:
+    """One thread, one selector, every task's wait connection: exits are pushed, never polled."""
+
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Channel, TaskRecord]] = []
+        self._drop: list[TaskRecord] = []
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._by_record: dict[int, Channel] = {}
+
+    def watch(self, rec: TaskRecord) -> None:
+        """Open a wait connection to the task's shim; its exit arrives on the watcher thread."""
+        try:
+            ch = connect_shim(rec.driver_state["socket_path"])
+            ch.send({"op": "wait"})
+            ch.sock.setblocking(False)
+        except (UnavailableError, OSError):
+            rec.lost()
+            return
+        with self._lock:
+            self._pending.append((ch, rec))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="rawexec-watcher", daemon=True)
+                self._thread.start()
+        os.write(self._wake_w, b"x")
+
+    def unwatch(self, rec: TaskRecord) -> None:
+        with self._lock:
+            self._drop.append(rec)
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        while not self._closed:
+            for key, _ in self._sel.select():
+                if key.data is None:
+                    self._service_wakeup()
+                    continue
+                ch, rec = key.data
+                self._service(ch, rec)
+
+    def _service_wakeup(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            pending, self._pending = self._pending, []
+            drop, self._drop = self._drop, []
+        for ch, rec in pending:
+            self._sel.register(ch.sock, selectors.EVENT_READ, (ch, rec))
+            self._by_record[id(rec)] = ch
+        for rec in drop:
+            dch = self._by_record.pop(id(rec), None)
+            if dch is not None:
+                self._sel.unregister(dch.sock)
+                dch.close()
+
+    def _service(self, ch: Channel, rec: TaskRecord) -> None:
+        try:
+            msgs = ch.poll()
+        except (ProtocolError, OSError):
+            msgs = []
+            ch.eof = True
+        for msg, _ in msgs:
+            if msg.get("event") == "exit":
+                rec.set_exit(ExitResult.from_dict(msg["exit"]), msg.get("completed_at"))
+        if ch.eof:
+            self._sel.unregister(ch.sock)
+            self._by_record.pop(id(rec), None)
+            ch.close()
+            if rec.exit is None:
+                rec.lost()
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass

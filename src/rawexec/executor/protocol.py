@@ -1,0 +1,121 @@
+"""The wire format between the driver, the spawner and each shim.
+
+A message is a 4-byte big-endian length followed by that many bytes of JSON (an object).
+File descriptors travel with a message as SCM_RIGHTS ancillary data; the JSON says how many
+(``"nfds": N``). Both the blocking side (driver) and the non-blocking side (shim event loop) use
+:class:`Channel`.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+__all__ = ["MAX_MESSAGE", "Channel", "ProtocolError"]
+
+MAX_MESSAGE = 64 * 1024 * 1024
+_HDR = struct.Struct(">I")
+_MAX_FDS = 8
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid message, or went away mid-message."""
+
+
+class Channel:
+    """A message stream over a connected unix socket.
+
+    ``recv()`` blocks (honouring the socket's timeout) unless the socket is non-blocking, in which
+    case ``poll()`` returns complete messages already received and never blocks.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray()
+        self._fds: list[int] = []
+        self.eof = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+        payload = json.dumps(msg, separators=(",", ":")).encode()
+        data = _HDR.pack(len(payload)) + payload
+        if fds:
+            msg_fds = array.array("i", fds)
+            sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, msg_fds)])
+        else:
+            sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(data[sent:])
+
+    def _fill(self) -> bool:
+        """Read what is available into the buffer; False on EOF."""
+        fds = array.array("i")
+        data, ancdata, _flags, _addr = self.sock.recvmsg(256 * 1024, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize))
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        self._fds.extend(fds)
+        if not data:
+            self.eof = True
+            return False
+        self._buf += data
+        return True
+
+    def _take(self) -> tuple[dict[str, Any], list[int]] | None:
+        if len(self._buf) < _HDR.size:
+            return None
+        (n,) = _HDR.unpack_from(self._buf)
+        if n > MAX_MESSAGE:
+            raise ProtocolError(f"message of {n} bytes exceeds the limit")
+        if len(self._buf) < _HDR.size + n:
+            return None
+        raw = bytes(self._buf[_HDR.size:_HDR.size + n])
+        del self._buf[:_HDR.size + n]
+        try:
+            msg = json.loads(raw)
+        except ValueError as e:
+            raise ProtocolError(f"malformed message: {e}") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError("malformed message: not an object")
+        nfds = int(msg.get("nfds", 0) or 0)
+        fds, self._fds = self._fds[:nfds], self._fds[nfds:]
+        if len(fds) < nfds:
+            raise ProtocolError("message announced file descriptors that did not arrive")
+        return msg, fds
+
+    def recv(self) -> tuple[dict[str, Any], list[int]]:
+        """Block until one whole message arrived; ProtocolError on EOF."""
+        while True:
+            got = self._take()
+            if got is not None:
+                return got
+            if not self._fill():
+                raise ProtocolError("connection closed")
+
+    def poll(self) -> list[tuple[dict[str, Any], list[int]]]:
+        """Non-blocking: read once, return every complete message (may set ``eof``)."""
+        try:
+            self._fill()
+        except (BlockingIOError, InterruptedError):
+            pass
+        out = []
+        while (got := self._take()) is not None:
+            out.append(got)
+        return out
+
+    def close(self) -> None:
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        self.sock.close()

@@ -1,0 +1,152 @@
+"""The per-task shim: set up, start the task, then hand over to the :class:`Supervisor` loop.
+
+``run_shim`` runs in a process freshly forked from the spawner. It detaches (new session),
+becomes a child subreaper, creates the task's containment, binds its control socket, starts the
+task and answers the driver on ``reply`` with the identities needed to re-attach later.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import time
+from typing import Any, NoReturn
+
+from rawexec.executor import procfs
+from rawexec.executor.launch import Credentials, LaunchFailure, spawn
+from rawexec.executor.protocol import Channel
+from rawexec.executor.sinks import open_sink
+from rawexec.executor.supervisor import Supervisor, _Stream
+
+__all__ = ["run_shim"]
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _set_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+class _Log:
+    """Appends the shim's own rare messages to ``<task_dir>/executor.out`` (Nomad's name)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, msg: str) -> None:
+        try:
+            with open(self.path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [shim {os.getpid()}] {msg}\n")
+        except OSError:
+            pass
+
+
+def run_shim(spec: dict[str, Any], reply_sock: socket.socket) -> NoReturn:
+    """Never returns: exits when the task and all its descendants are gone."""
+    code = 0
+    try:
+        _main(spec, reply_sock)
+    except BaseException as e:
+        code = 1
+        try:
+            Channel(reply_sock).send({"ok": False, "kind": "launch", "error": f"shim failed: {e!r}"})
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    _set_subreaper()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+
+    reply = Channel(reply_sock)
+    log = _Log(os.path.join(spec["task_dir"], "executor.out"))
+
+    def fail(kind: str, error: str) -> None:
+        reply.send({"ok": False, "kind": kind, "error": error})
+        reply.close()
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock_path = spec["socket_path"]
+    try:
+        os.unlink(sock_path)
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o177)
+    try:
+        listener.bind(sock_path)
+    finally:
+        os.umask(old)
+    listener.listen(64)
+    listener.setblocking(False)
+
+    cgroup = None
+    cg = spec.get("cgroup")
+    if cg:
+        try:
+            from rawexec.containment import TaskCgroup, detect
+
+            system = detect(no_cgroups=False)
+            cgroup = TaskCgroup.create(system, **cg["create"]) if system.mode != "off" else None
+        except Exception as e:
+            if cg.get("required"):
+                os.unlink(sock_path)
+                fail("containment", f"unable to configure cgroups: {e}")
+                return
+            log(f"cgroups unavailable, continuing without: {e}")
+            cgroup = None
+
+    streams: list[_Stream] = []
+    child_fds: list[int] = []
+    null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    for desc in (spec["stdout"], spec["stderr"]):
+        if desc.get("mode") == "null":
+            child_fds.append(null_fd)
+            continue
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(r, False)
+        sink = open_sink(desc, on_error=lambda e: log(f"log output: {e}"))
+        streams.append(_Stream(r, sink))
+        child_fds.append(w)
+    c = spec.get("creds")
+    creds = Credentials(int(c[0]), int(c[1]), tuple(c[2])) if c else None
+    try:
+        pid = spawn(spec["argv"], spec["env"], spec["cwd"], (null_fd, child_fds[0], child_fds[1]), creds=creds,
+                    procs_files=cgroup.procs_files if cgroup is not None else (),
+                    oom_score_adj=spec.get("oom_score_adj"))
+    except LaunchFailure as e:
+        if cgroup is not None:
+            cgroup.destroy()
+        os.unlink(sock_path)
+        msg = {
+            "work_dir": f'failed to launch command with executor: chdir "{spec["cwd"]}": {e.detail}',
+            "credentials": f"failed to launch command with executor: cannot switch user: {e.detail}",
+            "cgroup": f"unable to configure cgroups: {e.detail}",
+        }.get(e.stage, f'failed to start command path="{spec["argv"][0]}" --- args={spec["argv"][1:]!r}: '
+                       f"{e.detail}")
+        fail("launch", msg)
+        return
+    for fd in set(child_fds) | {null_fd}:
+        os.close(fd)
+    started_at = time.time()
+    spec["started_at"] = started_at
+    reply.send({"ok": True, "shim_pid": os.getpid(), "shim_start": procfs.process_start_time(os.getpid()),
+                "pid": pid, "pid_start": procfs.process_start_time(pid), "started_at": started_at,
+                "cgroup": cgroup.to_state() if cgroup is not None else None})
+    reply.close()
+    Supervisor(spec=spec, listener=listener, main_pid=pid, streams=streams, cgroup=cgroup, wakeup_r=wake_r,
+               creds=creds, log=log).run()

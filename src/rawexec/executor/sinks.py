@@ -1,0 +1,42 @@
+"""Where a task's stdout/stderr go: rotated files (native), a FIFO (Nomad client), or nowhere."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+__all__ = ["Sink", "open_sink"]
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class _Null:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+def open_sink(desc: Mapping[str, Any], on_error: Callable[[OSError], None]) -> Sink:
+    """``desc``: {"mode": "file", "dir", "base", "max_files", "max_file_size"} | {"mode": "fifo", "path"}
+    | {"mode": "null"}."""
+    mode = desc.get("mode")
+    if mode == "null":
+        return _Null()
+    if mode == "fifo":
+        from rawexec.logs import FifoWriter
+
+        return FifoWriter(str(desc["path"]), on_error=on_error)
+    if mode == "file":
+        from rawexec.logs import FileRotator
+
+        os.makedirs(str(desc["dir"]), exist_ok=True)
+        return FileRotator(str(desc["dir"]), str(desc["base"]), int(desc["max_files"]),
+                           int(desc["max_file_size"]), on_error=on_error)
+    raise ValueError(f"unknown log sink mode {mode!r}")

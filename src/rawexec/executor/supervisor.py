@@ -1,0 +1,508 @@
+"""The shim's event loop: one task, its output, its control socket, its exit.
+
+Single-threaded, blocking in one ``selectors`` call: zero CPU while the task is quiet. It is a
+child subreaper, so every orphaned descendant of the task is reparented here, reaped here, and
+can always be found and killed here (``procfs.children`` of our own pid), with or without cgroups.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rawexec.executor import procfs
+from rawexec.executor.launch import Credentials, LaunchFailure, spawn
+from rawexec.executor.protocol import Channel, ProtocolError
+from rawexec.executor.sinks import Sink
+from rawexec.types import ExitResult, exit_result_from_wait_status
+
+__all__ = ["Supervisor", "write_json_atomic"]
+
+READ_CHUNK = 64 * 1024
+RETRY_WRITE_S = 0.2
+KILL_BOUND_S = 5.0
+
+
+def write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    """temp file + fsync + rename + fsync(dir): a reader sees the old or the new file, never half."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(data).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+@dataclass
+class _Stream:
+    fd: int
+    sink: Sink
+    pending: bytes = b""
+    closed: bool = False
+
+
+@dataclass
+class _ExecSession:
+    pid: int
+    channel: Channel
+    done: bool = False
+
+
+@dataclass
+class _Client:
+    channel: Channel
+    waiting: bool = False
+    execs: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Owns one running task. Build it with the task already started, then call :meth:`run`."""
+
+    def __init__(self, *, spec: dict[str, Any], listener: socket.socket, main_pid: int, streams: list[_Stream],
+                 cgroup: Any, wakeup_r: int, creds: Credentials | None, log: Callable[[str], None]) -> None:
+        self.spec = spec
+        self.listener = listener
+        self.main_pid = main_pid
+        self.streams = streams
+        self.cgroup = cgroup
+        self.wakeup_r = wakeup_r
+        self.creds = creds
+        self.log = log
+        self.exit: ExitResult | None = None
+        self.completed_at: float | None = None
+        self.sel = selectors.DefaultSelector()
+        self.clients: dict[int, _Client] = {}
+        self.execs: dict[int, _ExecSession] = {}
+        self.stoppers: list[Channel] = []
+        self.timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._tick = itertools.count()
+        self.killing = False
+        self.uid = os.geteuid()
+
+    # ------------------------------------------------------------------ timers
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self.timers, (time.monotonic() + delay, next(self._tick), fn))
+
+    def _run_timers(self) -> float | None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self.timers)
+            fn()
+        return max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> None:
+        self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.sel.register(self.wakeup_r, selectors.EVENT_READ, self._on_wakeup)
+        for st in self.streams:
+            self.sel.register(st.fd, selectors.EVENT_READ, self._reader(st))
+        self._reap()
+        while not self._finished():
+            timeout = self._run_timers()
+            if self._finished():
+                break
+            for key, _ in self.sel.select(timeout):
+                key.data()
+        self._shutdown()
+
+    def _finished(self) -> bool:
+        if self.exit is None or self.execs or self.stoppers:
+            return False
+        if any(not st.closed for st in self.streams):
+            return False
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid:
+            self._reaped(pid, _)
+        return False
+
+    def _shutdown(self) -> None:
+        if self.cgroup is not None:
+            try:
+                self.cgroup.destroy()
+            except Exception as e:
+                self.log(f"removing cgroup failed: {e}")
+        for c in list(self.clients.values()):
+            c.channel.close()
+        try:
+            os.unlink(self.spec["socket_path"])
+        except OSError:
+            pass
+        self.listener.close()
+        for st in self.streams:
+            st.sink.close()
+
+    # ------------------------------------------------------------------ children
+    def _on_wakeup(self) -> None:
+        try:
+            while os.read(self.wakeup_r, 4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._reap()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            self._reaped(pid, status)
+
+    def _reaped(self, pid: int, status: int) -> None:
+        if pid == self.main_pid and self.exit is None:
+            self._main_exited(status)
+        sess = self.execs.pop(pid, None)
+        if sess is not None:
+            res = exit_result_from_wait_status(status)
+            try:
+                sess.channel.send({"event": "exit", "exit": res.to_dict()})
+            except OSError:
+                pass
+            self._drop_client(sess.channel)
+
+    def _main_exited(self, status: int) -> None:
+        # Everything the task wrote before exiting is in the pipes: drain first, then publish.
+        for st in self.streams:
+            self._drain(st, until_eagain=True)
+        oom = False
+        if self.cgroup is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            try:
+                oom = self.cgroup.oom_kill_count() > 0
+            except Exception:
+                oom = False
+        self.exit = exit_result_from_wait_status(status, oom_killed=oom)
+        self.completed_at = time.time()
+        try:
+            write_json_atomic(self.spec["state_path"], {
+                "task_id": self.spec["task_id"], "pid": self.main_pid, "exit": self.exit.to_dict(),
+                "completed_at": self.completed_at, "started_at": self.spec.get("started_at")})
+        except OSError as e:
+            self.log(f"writing exit record failed: {e}")
+        for c in self.clients.values():
+            if c.waiting:
+                self._send_exit(c.channel)
+        if self.stoppers:
+            self._kill_tree()
+            self._answer_stoppers()
+
+    def _send_exit(self, ch: Channel) -> None:
+        assert self.exit is not None
+        try:
+            ch.send({"event": "exit", "exit": self.exit.to_dict(), "completed_at": self.completed_at})
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ output
+    def _reader(self, st: _Stream) -> Callable[[], None]:
+        return lambda: self._drain(st, until_eagain=False)
+
+    def _drain(self, st: _Stream, until_eagain: bool) -> None:
+        while not st.closed and not st.pending:
+            try:
+                data = os.read(st.fd, READ_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.log(f"reading task output failed: {e}")
+                data = b""
+            if not data:
+                st.closed = True
+                self.sel.unregister(st.fd)
+                os.close(st.fd)
+                return
+            self._write(st, data)
+            if not until_eagain:
+                return
+
+    def _write(self, st: _Stream, data: bytes) -> None:
+        n = st.sink.write(data)
+        if n < len(data):
+            # Back-pressure: stop reading until the sink takes the rest. The task blocks on a
+            # full pipe instead of losing bytes.
+            st.pending = data[n:]
+            self.sel.unregister(st.fd)
+            self.call_later(RETRY_WRITE_S, lambda: self._retry(st))
+
+    def _retry(self, st: _Stream) -> None:
+        data, st.pending = st.pending, b""
+        self.sel.register(st.fd, selectors.EVENT_READ, self._reader(st))
+        self._write(st, data)
+
+    # ------------------------------------------------------------------ control socket
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        if uid not in (0, self.uid):
+            conn.close()
+            return
+        conn.setblocking(False)
+        ch = Channel(conn)
+        client = _Client(ch)
+        self.clients[ch.fileno()] = client
+        self.sel.register(conn, selectors.EVENT_READ, lambda: self._on_client(client))
+
+    def _drop_client(self, ch: Channel) -> None:
+        fd = ch.fileno()
+        client = self.clients.pop(fd, None)
+        if fd >= 0:
+            try:
+                self.sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        if client is not None:
+            for pid in client.execs:
+                if pid in self.execs:  # client vanished mid-exec: kill what it started
+                    self._kill_exec(pid)
+        ch.close()
+
+    def _on_client(self, client: _Client) -> None:
+        ch = client.channel
+        try:
+            msgs = ch.poll()
+        except (ProtocolError, OSError):
+            self._drop_client(ch)
+            return
+        for msg, fds in msgs:
+            for fd in fds:
+                os.close(fd)
+            try:
+                self._dispatch(client, msg)
+            except OSError as e:
+                self._reply(ch, {"ok": False, "error": str(e)})
+        if ch.eof:
+            self._drop_client(ch)
+
+    def _reply(self, ch: Channel, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+        try:
+            ch.send(msg, fds)
+        except OSError:
+            pass
+
+    def _dispatch(self, client: _Client, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        ch = client.channel
+        if op == "wait":
+            client.waiting = True
+            if self.exit is not None:
+                self._send_exit(ch)
+        elif op == "status":
+            self._reply(ch, self._status())
+        elif op == "signal":
+            self._op_signal(ch, int(msg["signal"]), bool(msg.get("group")))
+        elif op == "stop":
+            self._op_stop(ch, int(msg["signal"]), float(msg.get("timeout", 0)), bool(msg.get("group")))
+        elif op == "kill":
+            self._kill_tree()
+            self._reply(ch, {"ok": True})
+        elif op == "exec":
+            self._op_exec(client, msg)
+        elif op == "exec_kill":
+            pid = int(msg.get("pid", 0))
+            if pid in self.execs:
+                self._kill_exec(pid)
+        else:
+            self._reply(ch, {"ok": False, "error": f"unknown operation {op!r}"})
+
+    def _status(self) -> dict[str, Any]:
+        return {"ok": True, "pid": self.main_pid, "running": self.exit is None,
+                "exit": self.exit.to_dict() if self.exit else None, "completed_at": self.completed_at}
+
+    def _op_signal(self, ch: Channel, sig: int, group: bool) -> None:
+        if self.exit is not None:
+            self._reply(ch, {"ok": False, "kind": "state", "error": "task is not running (it has exited)"})
+            return
+        try:
+            if group:
+                os.killpg(self.main_pid, sig)
+            else:
+                os.kill(self.main_pid, sig)
+        except ProcessLookupError:
+            self._reply(ch, {"ok": False, "kind": "state", "error": "task is not running (it has exited)"})
+            return
+        self._reply(ch, {"ok": True})
+
+    def _op_stop(self, ch: Channel, sig: int, timeout: float, group: bool) -> None:
+        self.stoppers.append(ch)
+        if self.exit is not None:
+            self._kill_tree()
+            self._answer_stoppers()
+            return
+        if timeout > 0 and sig != signal.SIGKILL:
+            try:
+                if group:
+                    os.killpg(self.main_pid, sig)
+                else:
+                    os.kill(self.main_pid, sig)
+            except ProcessLookupError:
+                pass
+            self.call_later(timeout, self._stop_deadline)
+        else:
+            self._stop_deadline()
+
+    def _stop_deadline(self) -> None:
+        if not self.stoppers:
+            return
+        self._kill_tree()
+        self._answer_stoppers()
+
+    def _answer_stoppers(self) -> None:
+        if self.exit is None:
+            return  # the SIGCHLD for the main process will come; answer then
+        for ch in self.stoppers:
+            self._reply(ch, {"ok": True, "exit": self.exit.to_dict()})
+        self.stoppers.clear()
+
+    def _kill_tree(self) -> None:
+        """SIGKILL the task and every descendant; bounded. Cgroup first, then what the subreaper sees."""
+        deadline = time.monotonic() + KILL_BOUND_S
+        if self.cgroup is not None:
+            try:
+                self.cgroup.kill_all(timeout=KILL_BOUND_S)
+            except Exception as e:
+                self.log(f"cgroup kill failed: {e}")
+        me = os.getpid()
+        while True:
+            if self.exit is None:
+                try:
+                    os.killpg(self.main_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            pids = procfs.descendants(me)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self._reap()
+            if not pids:
+                try:
+                    os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if self.exit is not None and not procfs.children(me):
+                    return
+            if time.monotonic() > deadline:
+                self.log(f"processes survived SIGKILL for {KILL_BOUND_S}s: {pids}")
+                return
+            time.sleep(0.001)
+
+    # ------------------------------------------------------------------ exec
+    def _op_exec(self, client: _Client, msg: dict[str, Any]) -> None:
+        ch = client.channel
+        if self.exit is not None:
+            self._reply(ch, {"ok": False, "kind": "state", "error": "task is not running (it has exited)"})
+            return
+        argv = [str(a) for a in msg.get("argv") or []]
+        if not argv:
+            self._reply(ch, {"ok": False, "kind": "config", "error": "error cmd must have at least one value"})
+            return
+        env = dict(self.spec["env"])
+        path = resolve_in_path(argv[0], env.get("PATH"), self.spec["cwd"])
+        if path is None:
+            self._reply(ch, {"ok": False, "kind": "config",
+                             "error": f'exec: "{argv[0]}": executable file not found in $PATH'})
+            return
+        tty = bool(msg.get("tty"))
+        mine: list[int] = []
+        theirs: list[int] = []
+        try:
+            if tty:
+                master, slave = os.openpty()
+                os.set_blocking(master, False)
+                rows, cols = int(msg.get("rows") or 0), int(msg.get("cols") or 0)
+                if rows and cols:
+                    import fcntl
+                    import termios
+
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                env.setdefault("TERM", str(msg.get("term") or "xterm"))
+                stdio = (slave, slave, slave)
+                mine, theirs = [slave], [master]
+            else:
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                stdio = (in_r, out_w, err_w)
+                mine, theirs = [in_r, out_w, err_w], [in_w, out_r, err_r]
+            if self.creds is not None:
+                import pwd
+
+                try:
+                    pw = pwd.getpwuid(self.creds.uid)
+                    env.update(USER=pw.pw_name, LOGNAME=pw.pw_name, HOME=pw.pw_dir)
+                except KeyError:
+                    pass
+            pid = spawn([path, *argv[1:]], env, self.spec["cwd"], stdio, creds=self.creds,
+                        procs_files=self.cgroup.procs_files if self.cgroup is not None else (),
+                        ctty=tty)
+        except LaunchFailure as e:
+            for fd in mine + theirs:
+                os.close(fd)
+            self._reply(ch, {"ok": False, "kind": "launch", "error": f"failed to exec {argv[0]!r}: {e.detail}"})
+            return
+        for fd in mine:
+            os.close(fd)
+        self.execs[pid] = _ExecSession(pid, ch)
+        client.execs.append(pid)
+        self._reply(ch, {"ok": True, "pid": pid, "nfds": len(theirs)}, theirs)
+        for fd in theirs:
+            os.close(fd)
+
+    def _kill_exec(self, pid: int) -> None:
+        for target in procfs.descendants(pid):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def resolve_in_path(cmd: str, path_env: str | None, cwd: str) -> str | None:
+    """Resolve ``cmd`` like a shell: with a slash relative to cwd, else through PATH
+    (the task's PATH first, then the shim's own)."""
+    if "/" in cmd:
+        full = cmd if os.path.isabs(cmd) else os.path.join(cwd, cmd)
+        return full if os.path.isfile(full) and os.access(full, os.X_OK) else None
+    dirs: list[str] = []
+    for p in (path_env, os.environ.get("PATH"), "/usr/local/bin:/usr/bin:/bin"):
+        if p:
+            dirs.extend(d for d in p.split(":") if d and d not in dirs)
+    for d in dirs:
+        full = os.path.join(d, cmd)
+        if os.path.isfile(full) and os.access(full, os.X_OK):
+            return full
+    return None
