@@ -1,0 +1,366 @@
+"""FileRotator: a task stream into ``<base>.0``, ``<base>.1``, ... with Nomad's rotation rules.
+
+Synchronous by design: the shim is one single-threaded selectors loop, so :meth:`FileRotator.write`
+does plain ``os.write`` calls (no buffer, no timer thread) and returns how many bytes it *accepted*.
+Bytes it did not accept are the caller's to keep: it stops reading that pipe (so the task blocks on a
+full pipe rather than losing output) and offers the rest again after :attr:`FileRotator.retry_delay`.
+Accepted bytes are on disk (in the page cache) exactly once; nothing is buffered in this process,
+so a crash of the process that owns the rotator cannot lose accepted bytes either.
+
+Rules (Nomad's logmon rotator, written from its documented behaviour):
+
+* Rotate when the current file reaches the size. A file never exceeds the size.
+* Near the end of a file (less than 32 KiB spare after the data) it ends the file on a newline: it
+  writes up to the last newline that fits; a new line whose newline does not fit starts the next
+  file. Hence a line of up to 32 KiB is never split, also when it reaches us in several chunks.
+  Longer lines (and data with no newline at all) fill the file to the size and continue in the next.
+* Start: resume the highest existing index (append); next index skips directories, symlinks and
+  files already full. Keep the newest ``max_files`` files, delete older ones (purge).
+* Errors (log dir deleted, read-only, disk full): never raised from ``write``; reported once per
+  distinct failure to ``on_error``; the next ``write``/``recover`` recreates the dir, reopens the
+  file and carries on at the same index.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Callable
+
+from rawexec.errors import ValidationError
+from rawexec.logs.config import LINE_SCAN_LIMIT, MB, check_base_name
+
+__all__ = ["FileRotator", "scan_indices"]
+
+_log = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+_NL = 10
+_RETRY_MIN = 0.05
+_RETRY_MAX = 2.0
+
+
+def scan_indices(log_dir: str, base_name: str) -> list[int]:
+    """Indices N of the entries ``<base_name>.N`` in ``log_dir`` (any file type), sorted."""
+    prefix = base_name + "."
+    found: list[int] = []
+    with os.scandir(log_dir) as it:
+        for entry in it:
+            name = entry.name
+            if name.startswith(prefix):
+                suffix = name[len(prefix):]
+                if suffix.isdigit() and suffix.isascii():
+                    found.append(int(suffix))
+    found.sort()
+    return found
+
+
+class FileRotator:
+    """Write one stream of a task into size-rotated files ``<log_dir>/<base_name>.<N>``.
+
+    Args:
+        log_dir: existing directory (Nomad's ``<alloc>/alloc/logs``); a missing one raises
+            ``FileNotFoundError`` here, as Nomad's rotator does.
+        base_name: e.g. ``"web.stdout"``.
+        max_files: how many files to keep (>= 1).
+        max_file_size_mb: rotation size in MB (>= 1).
+        on_error: called with the ``OSError`` once per distinct failure (and again after a
+            recovery if it fails anew). Exceptions it raises are logged and swallowed.
+        max_file_size_bytes: overrides the size in bytes (tests and tools; Nomad's own rotator
+            tests use sizes of a few bytes).
+        create_parents: when recreating a deleted log dir, also recreate missing parents
+            (off by default so a lingering writer does not resurrect a destroyed alloc dir).
+    """
+
+    def __init__(self, log_dir: str, base_name: str, max_files: int, max_file_size_mb: int,
+                 on_error: Callable[[OSError], None] | None = None, *,
+                 max_file_size_bytes: int | None = None, create_parents: bool = False) -> None:
+        check_base_name(base_name, "log base")
+        if isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1:
+            raise ValidationError(f"minimum number of files is 1; got {max_files}")
+        if max_file_size_bytes is None:
+            if isinstance(max_file_size_mb, bool) or not isinstance(max_file_size_mb, int) \
+                    or max_file_size_mb < 1:
+                raise ValidationError(f"minimum file size is 1MB; got {max_file_size_mb}")
+            max_file_size_bytes = max_file_size_mb * MB
+        elif max_file_size_bytes < 1:
+            raise ValidationError(f"max_file_size_bytes must be >= 1; got {max_file_size_bytes}")
+        self.log_dir = log_dir
+        self.base_name = base_name
+        self.max_files = max_files
+        self.max_size = max_file_size_bytes
+        self._on_error = on_error
+        self._create_parents = create_parents
+        self._fd = -1
+        self._index = 0
+        self._oldest = 0
+        self._size = 0
+        self._ends_nl = True  # last byte of the current file is a newline (or the file is empty)
+        self._closed = False
+        self._failure: int | None = None
+        self._last_error: OSError | None = None
+        self._retry = 0.0
+        # Constructor errors are raised (a missing dir is a setup bug); later ones are reported.
+        indices = scan_indices(log_dir, base_name)
+        self._oldest = indices[0] if indices else 0
+        start = indices[-1] if indices else 0
+        self._open_index(self._usable_index(start, allow_full=True))
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def current_index(self) -> int:
+        return self._index
+
+    @property
+    def current_path(self) -> str:
+        return self._path(self._index)
+
+    @property
+    def current_size(self) -> int:
+        return self._size
+
+    @property
+    def healthy(self) -> bool:
+        """True when the last operation succeeded (a file is open and writable)."""
+        return self._failure is None and self._fd >= 0
+
+    @property
+    def last_error(self) -> OSError | None:
+        """The error of the current failure, None when healthy."""
+        return self._last_error if self._failure is not None else None
+
+    @property
+    def retry_delay(self) -> float:
+        """Seconds the caller should wait before offering refused bytes again (0 when healthy).
+
+        Grows from 50 ms to 2 s while failures persist; resets on success.
+        """
+        return self._retry if self._failure is not None else 0.0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data``; return how many leading bytes were accepted (all, unless failing).
+
+        Never raises ``OSError``. When it returns less than ``len(data)``, the rest was not
+        written at all: offer ``data[n:]`` again later (after :attr:`retry_delay`).
+        """
+        if self._closed:
+            raise ValueError("write to a closed FileRotator")
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        total = len(data)
+        if total == 0:
+            return 0
+        if not self._ready():
+            return 0
+        pos = 0
+        fd = self._fd
+        while pos < total:
+            size = self._size
+            if size >= self.max_size:
+                if not self._rotate():
+                    break
+                fd = self._fd
+                continue
+            remaining = self.max_size - size
+            left = total - pos
+            if remaining - LINE_SCAN_LIMIT >= left:
+                n = left  # the common case: far from the boundary, write everything
+            else:
+                n = self._near_end_count(data, pos, left, remaining)
+                if n == 0:
+                    if not self._rotate():
+                        break
+                    fd = self._fd
+                    continue
+            try:
+                written = os.write(fd, data if pos == 0 and n == total else memoryview(data)[pos:pos + n])
+            except OSError as exc:
+                self._fail("write", exc, close=exc.errno not in (errno.ENOSPC, errno.EDQUOT))
+                break
+            if written <= 0:  # pragma: no cover - regular files do not return 0 for n > 0
+                break
+            pos += written
+            self._size = size + written
+            self._ends_nl = data[pos - 1] == _NL
+        if pos == total:
+            self._succeeded()
+        return pos
+
+    def recover(self) -> bool:
+        """Try to get a writable file now (for the caller's retry timer); True when healthy."""
+        if self._closed:
+            return False
+        return self._ready()
+
+    def close(self) -> None:
+        """Close the current file. Idempotent."""
+        self._closed = True
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> FileRotator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- decisions
+
+    def _near_end_count(self, data: bytes | bytearray, pos: int, left: int, remaining: int) -> int:
+        """Bytes to write into the current file near its end; 0 means: rotate first."""
+        fit = min(left, remaining)
+        nl = data.rfind(b"\n", pos, pos + fit)
+        if nl >= 0:
+            return nl + 1 - pos  # end the file (or this write) on a newline
+        if self._size == 0:
+            return fit  # an empty file: nothing better is possible, fill it
+        if not self._ends_nl:
+            # Continuing a line that began in this file with >= 32 KiB spare: it may still end
+            # here; if it does not fit, it is longer than 32 KiB and may be split at the size.
+            return fit
+        # A new line starts here and its newline does not fit: start it in the next file, unless
+        # there is no newline at all and the data could never fit a file or files are tiny.
+        if data.find(b"\n", pos + fit) < 0 and (left > self.max_size or self.max_size < LINE_SCAN_LIMIT):
+            return fit
+        return 0
+
+    # ---------------------------------------------------------------- files
+
+    def _path(self, index: int) -> str:
+        return os.path.join(self.log_dir, f"{self.base_name}.{index}")
+
+    def _usable_index(self, index: int, *, allow_full: bool = False) -> int:
+        """First index >= ``index`` whose entry is absent or a regular file with room."""
+        while True:
+            try:
+                st = os.lstat(self._path(index))
+            except FileNotFoundError:
+                return index
+            if stat.S_ISREG(st.st_mode) and (allow_full or st.st_size < self.max_size):
+                return index
+            index += 1
+            allow_full = False
+
+    def _open_index(self, index: int) -> None:
+        """Open ``<base>.<index>`` for appending; raises OSError."""
+        fd = os.open(self._path(index), _OPEN_FLAGS, 0o666)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "log file is not a regular file", self._path(index))
+            ends_nl = True
+            if st.st_size > 0:
+                ends_nl = os.pread(fd, 1, st.st_size - 1) == b"\n"
+        except BaseException:
+            os.close(fd)
+            raise
+        old, self._fd = self._fd, fd
+        if old >= 0:
+            try:
+                os.close(old)
+            except OSError:
+                pass
+        self._index = index
+        self._size = st.st_size
+        self._ends_nl = ends_nl
+        self._oldest = min(self._oldest, index)
+
+    def _rotate(self) -> bool:
+        """Move to the next usable index and purge; False (reported) on failure."""
+        try:
+            self._open_index(self._usable_index(self._index + 1))
+        except OSError as exc:
+            self._fail("open", exc, close=False)
+            return False
+        if self._index - self._oldest >= self.max_files:
+            self._purge()
+        return True
+
+    def _purge(self) -> None:
+        """Delete all but the newest ``max_files`` regular files of this base name."""
+        try:
+            indices = [i for i in scan_indices(self.log_dir, self.base_name)
+                       if i <= self._index and stat.S_ISREG(os.lstat(self._path(i)).st_mode)]
+        except OSError as exc:
+            self._report("purge", exc)
+            return
+        keep = indices[-self.max_files:]
+        for i in indices[:-self.max_files]:
+            try:
+                os.unlink(self._path(i))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._report("purge", exc)
+        self._oldest = keep[0] if keep else self._index
+
+    def _ready(self) -> bool:
+        """Ensure an open, still-linked current file; recover (mkdir, reopen) if needed."""
+        fd = self._fd
+        if fd >= 0:
+            try:
+                if os.fstat(fd).st_nlink > 0:
+                    return True
+                # Our file was deleted (log dir removed?): writing on would lose the bytes.
+                raise FileNotFoundError(errno.ENOENT, "log file was deleted under the writer",
+                                        self._path(self._index))
+            except OSError as exc:
+                self._fail("check", exc, close=True)
+        return self._reopen()
+
+    def _reopen(self) -> bool:
+        try:
+            if not os.path.isdir(self.log_dir):
+                if self._create_parents:
+                    os.makedirs(self.log_dir, mode=0o777, exist_ok=True)
+                else:
+                    os.mkdir(self.log_dir, 0o777)
+                os.chmod(self.log_dir, 0o777)  # Nomad's mode for alloc/logs, whatever the umask
+            indices = scan_indices(self.log_dir, self.base_name)
+            start = max(self._index, indices[-1]) if indices else self._index
+            if indices:
+                self._oldest = indices[0]
+            self._open_index(self._usable_index(start, allow_full=True))
+        except OSError as exc:
+            self._fail("reopen", exc, close=True)
+            return False
+        return True
+
+    # ---------------------------------------------------------------- errors
+
+    def _fail(self, op: str, exc: OSError, *, close: bool) -> None:
+        if close and self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._retry = _RETRY_MIN if self._failure is None else min(self._retry * 2, _RETRY_MAX)
+        self._report(op, exc)
+
+    def _report(self, op: str, exc: OSError) -> None:
+        key = exc.errno or 0  # distinct failure = distinct errno (op is in the message)
+        self._last_error = exc
+        if key == self._failure:
+            return
+        self._failure = key
+        _log.warning("log %s: %s failed: %s", self._path(self._index), op, exc)
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                _log.exception("log on_error callback failed")
+
+    def _succeeded(self) -> None:
+        if self._failure is not None:
+            _log.info("log %s: writing again", self._path(self._index))
+            self._failure = None
+            self._retry = 0.0
+
