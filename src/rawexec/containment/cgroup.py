@@ -1,0 +1,503 @@
+"""One task's cgroup(s): create + limit, place (via ``procs_files``), list, kill, remove.
+
+Layout, as Nomad lays it out:
+
+* v2: ``<cgroup2 mount>/<parent or nomad.slice>/<alloc_id>.<task>.scope``
+* v1: ``/sys/fs/cgroup/<controller>/<parent or nomad>/<alloc_id>.<task>`` for freezer, memory,
+  cpu, cpuacct and cpuset (whichever are mounted)
+* hybrid: both — the v1 dirs carry the limits, the cgroup2 scope carries membership and
+  ``cgroup.kill``.
+
+An override (``cgroup_v2_override`` or, per controller, ``cgroup_v1_override``) replaces the
+matching directory. It belongs to the operator: we place the task in it and kill what is in it,
+but never create, limit or remove it.
+
+Placement is done by the task's own child between fork and exec: it writes ``b"0"`` to every
+file in :attr:`TaskCgroup.procs_files`, so no early fork of the task can escape.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rawexec.containment.detect import CgroupSystem
+from rawexec.containment.fs import CgroupFS
+from rawexec.containment.limits import cpu_shares, cpu_weight, parse_cpu_list, task_cpuset
+from rawexec.errors import ContainmentError, InvalidConfigError
+from rawexec.types import Resources
+
+__all__ = ["DEFAULT_V1_PARENT", "DEFAULT_V2_PARENT", "STATE_VERSION", "V1_TASK_CONTROLLERS", "TaskCgroup"]
+
+log = logging.getLogger("rawexec.containment")
+
+DEFAULT_V2_PARENT = "nomad.slice"
+DEFAULT_V1_PARENT = "nomad"
+#: v1 controllers a task gets its own directory in (cpuacct only for cheap cpu stats).
+V1_TASK_CONTROLLERS = ("freezer", "memory", "cpu", "cpuacct", "cpuset")
+#: v2 controllers enabled down the parent chain (pure v2 only), as Nomad does.
+V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")
+STATE_VERSION = 1
+
+
+def _check_name(field: str, value: str) -> None:
+    if not isinstance(value, str) or not value or value in (".", "..") or any(c in value for c in "/\n\0"):
+        raise InvalidConfigError(f"{field} {value!r} cannot name a cgroup: it must be non-empty and contain "
+                                 "no '/', newline or NUL")
+
+
+def _rel_parts(field: str, value: str) -> list[str]:
+    """Path components of a cgroup path relative to a mount (a leading '/' is allowed)."""
+    if not isinstance(value, str):
+        raise InvalidConfigError(f"{field} must be a string path, got {value!r}")
+    parts = [p for p in value.strip().split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidConfigError(f"{field} {value!r} must not contain '..': give a path below the cgroup mount")
+    if not parts:
+        raise InvalidConfigError(f"{field} {value!r} is empty: give a cgroup path such as \"custom.slice/x.scope\"")
+    return parts
+
+
+def _override_dir(fs: CgroupFS, mount: str, value: str, field: str) -> str:
+    """Resolve an override (relative to ``mount``, or absolute inside it) to an existing cgroup dir."""
+    v = value.strip() if isinstance(value, str) else value
+    if isinstance(v, str) and (v == mount or v.startswith(mount + "/")):
+        v = v[len(mount):] or "/"
+        path = mount if v == "/" else mount + "/" + "/".join(_rel_parts(field, v))
+    else:
+        path = mount + "/" + "/".join(_rel_parts(field, v))
+    if not fs.isdir(path):
+        raise ContainmentError(f"unable to configure cgroups: no such file or directory: {path} "
+                               f"({field} = {value!r}); create that cgroup first or remove the override")
+    return path
+
+
+def _resources_from_mapping(m: Mapping[str, Any]) -> Resources:
+    known = {"cpu", "memory", "memory_max", "cores", "cpuset"}
+    unknown = sorted(set(m) - known)
+    if unknown:
+        raise InvalidConfigError(f"resources: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        kw: dict[str, Any] = {k: int(m[k]) for k in ("cpu", "memory", "memory_max", "cores") if m.get(k) is not None}
+        if m.get("cpuset"):
+            kw["cpuset"] = tuple(int(c) for c in m["cpuset"])
+    except (TypeError, ValueError) as e:
+        raise InvalidConfigError(f"resources: fields must be integers ({e})") from e
+    return Resources(**kw)
+
+
+def _parse_kv(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            continue
+    return out
+
+
+class TaskCgroup:
+    """The cgroup directories of one task. Build with :meth:`create` or :meth:`from_state`."""
+
+    def __init__(self, fs: CgroupFS, *, mode: str, alloc_id: str, task_name: str, unified: str | None,
+                 v1: Mapping[str, str], owned: tuple[str, ...], oom_baseline: int = 0) -> None:
+        self.fs = fs
+        self.mode = mode
+        self.alloc_id = alloc_id
+        self.task_name = task_name
+        self.unified = unified
+        self.v1 = dict(v1)
+        self.owned = owned
+        self.oom_baseline = oom_baseline
+
+    def __repr__(self) -> str:
+        return f"TaskCgroup(mode={self.mode!r}, dirs={self.dirs!r})"
+
+    # -- layout --------------------------------------------------------------------------------
+    @property
+    def dirs(self) -> tuple[str, ...]:
+        """Every distinct directory the task is a member of (cgroup2 first)."""
+        out: list[str] = [self.unified] if self.unified else []
+        for d in self.v1.values():
+            if d not in out:
+                out.append(d)
+        return tuple(out)
+
+    @property
+    def procs_files(self) -> tuple[str, ...]:
+        """Absolute ``cgroup.procs`` paths; the task's child writes ``b"0"`` to each before exec."""
+        return tuple(self.fs.host_path(d + "/cgroup.procs") for d in self.dirs)
+
+    @property
+    def primary(self) -> str:
+        """The directory that lists the task's processes (cgroup2, else freezer, else pids)."""
+        if self.unified:
+            return self.unified
+        for ctrl in ("freezer", "pids", "memory", "cpu", "cpuacct", "cpuset"):
+            if ctrl in self.v1:
+                return self.v1[ctrl]
+        return next(iter(self.v1.values()))
+
+    @property
+    def memory_dir(self) -> str | None:
+        if "memory" in self.v1:
+            return self.v1["memory"]
+        if self.unified and self.mode == "v2" and self.fs.exists(self.unified + "/memory.current"):
+            return self.unified
+        return None
+
+    # -- create ----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, system: CgroupSystem, *, alloc_id: str, task_name: str, parent: str | None = None,
+               v1_override: Mapping[str, str] | None = None, v2_override: str | None = None,
+               resources: Resources | Mapping[str, Any] | None = None) -> TaskCgroup:
+        """Create (or reuse a leftover of) the task's cgroup dirs and apply ``resources``' limits.
+
+        ``resources`` may also be a mapping of :class:`Resources` fields (e.g. decoded JSON).
+        """
+        fs = system.fs
+        if resources is not None and not isinstance(resources, Resources):
+            resources = _resources_from_mapping(resources)
+        if not system.enabled:
+            raise ContainmentError(f"cannot create a task cgroup: cgroups are off ({system.reason})")
+        _check_name("alloc_id", alloc_id)
+        _check_name("task_name", task_name)
+        if v1_override and v2_override:
+            raise InvalidConfigError("cgroup_v1_override and cgroup_v2_override are both set; set only one of them")
+        if v2_override and system.unified_mount is None:
+            raise ContainmentError(f"cgroup_v2_override is set but this host has no cgroup2 mount (mode "
+                                   f"{system.mode}); use cgroup_v1_override")
+        if v1_override and not system.v1_mounts:
+            raise ContainmentError(f"cgroup_v1_override is set but this host has no cgroup v1 controllers (mode "
+                                   f"{system.mode}); use cgroup_v2_override")
+        for ctrl in v1_override or {}:
+            if ctrl not in system.v1_mounts:
+                raise ContainmentError(f"cgroup_v1_override names controller {ctrl!r}, which is not mounted on this "
+                                       f"host (mounted: {', '.join(sorted(system.v1_mounts))})")
+        parent_parts = _rel_parts("parent cgroup", parent) if parent is not None else None
+        created: list[str] = []
+        owned: list[str] = []
+        try:
+            unified: str | None = None
+            if system.unified_mount is not None:
+                if v2_override:
+                    unified = _override_dir(fs, system.unified_mount, v2_override, "cgroup_v2_override")
+                else:
+                    base = cls._ensure_parent(system, system.unified_mount, parent_parts or [DEFAULT_V2_PARENT],
+                                              created, None)
+                    unified = f"{base}/{alloc_id}.{task_name}.scope"
+                    if fs.mkdir(unified):
+                        created.append(unified)
+                    owned.append(unified)
+            v1: dict[str, str] = {}
+            by_mount: dict[str, str] = {}
+            for ctrl, mount in sorted(system.v1_mounts.items()):
+                if v1_override and ctrl in v1_override:
+                    v1[ctrl] = _override_dir(fs, mount, v1_override[ctrl], f"cgroup_v1_override[{ctrl!r}]")
+                elif ctrl in V1_TASK_CONTROLLERS:
+                    if mount not in by_mount:
+                        cpuset = ctrl == "cpuset" or system.v1_mounts.get("cpuset") == mount
+                        base = cls._ensure_parent(system, mount, parent_parts or [DEFAULT_V1_PARENT], created,
+                                                  "cpuset" if cpuset else None)
+                        d = f"{base}/{alloc_id}.{task_name}"
+                        if fs.mkdir(d):
+                            created.append(d)
+                            if cpuset:
+                                cls._init_cpuset(fs, d)
+                        owned.append(d)
+                        by_mount[mount] = d
+                    v1[ctrl] = by_mount[mount]
+            cg = cls(fs, mode=system.mode, alloc_id=alloc_id, task_name=task_name, unified=unified, v1=v1,
+                     owned=tuple(owned))
+            leftovers = [d for d in owned if d not in created]
+            if leftovers:
+                cg._reuse_leftovers(leftovers)
+            if resources is not None:
+                cg._apply_limits(resources)
+            cg.oom_baseline = cg._raw_oom_count()
+            return cg
+        except BaseException as exc:
+            for d in reversed(created):
+                try:
+                    fs.rmdir(d)
+                except OSError:
+                    pass
+            if isinstance(exc, OSError):
+                raise ContainmentError(f"unable to configure cgroups: {exc}") from exc
+            raise
+
+    @classmethod
+    def _ensure_parent(cls, system: CgroupSystem, mount: str, parts: list[str], created: list[str],
+                       kind: str | None) -> str:
+        fs = system.fs
+        cur = mount
+        if system.mode == "v2" and mount == system.unified_mount:
+            cls._enable_v2_controllers(fs, cur)
+        for part in parts:
+            nxt = f"{cur}/{part}"
+            if fs.mkdir(nxt):
+                created.append(nxt)
+                if kind == "cpuset":
+                    cls._init_cpuset(fs, nxt)
+            cur = nxt
+            if system.mode == "v2" and mount == system.unified_mount:
+                cls._enable_v2_controllers(fs, cur)
+        return cur
+
+    @staticmethod
+    def _enable_v2_controllers(fs: CgroupFS, d: str) -> None:
+        """Enable the wanted controllers for ``d``'s children (best effort, logged)."""
+        try:
+            have = set(fs.read(d + "/cgroup.controllers").split())
+            on = set(fs.read(d + "/cgroup.subtree_control").split())
+        except OSError:
+            return
+        for c in V2_CONTROLLERS:
+            if c in have and c not in on:
+                try:
+                    fs.write(d + "/cgroup.subtree_control", f"+{c}")
+                except OSError as e:
+                    log.warning("cgroups: cannot enable the %s controller in %s: %s", c, d, e.strerror)
+
+    @staticmethod
+    def _init_cpuset(fs: CgroupFS, d: str) -> None:
+        """A new v1 cpuset dir starts empty (no task may join): copy the parent's cpus and mems."""
+        parent = d.rsplit("/", 1)[0]
+        for f in ("cpuset.cpus", "cpuset.mems"):
+            try:
+                if fs.read(f"{d}/{f}").strip():
+                    continue
+                value = fs.read(f"{parent}/{f}").strip()
+            except OSError:
+                continue
+            if value:
+                fs.write(f"{d}/{f}", value)
+
+    def _write(self, path: str, value: str, field: str) -> None:
+        try:
+            self.fs.write(path, value)
+        except OSError as e:
+            raise ContainmentError(f"unable to configure cgroups: writing {value!r} to {path} failed: "
+                                   f"{e.strerror or e} (from {field})") from e
+
+    def _apply_limits(self, r: Resources) -> None:
+        hard, reservation = r.memory_limits()
+        shares = cpu_shares(r.cpu)
+        owned = set(self.owned)
+        fs = self.fs
+        mem = self.v1.get("memory")
+        if mem in owned and mem is not None:
+            self._write(f"{mem}/memory.limit_in_bytes", str(hard) if hard else "-1", "resources.memory")
+            if fs.exists(f"{mem}/memory.soft_limit_in_bytes"):
+                self._write(f"{mem}/memory.soft_limit_in_bytes", str(reservation) if reservation else "-1",
+                            "resources.memory")
+            if fs.exists(f"{mem}/memory.swappiness"):
+                try:
+                    fs.write(f"{mem}/memory.swappiness", "0")
+                except OSError as e:
+                    log.debug("cgroups: memory.swappiness not set in %s: %s", mem, e.strerror)
+        cpu = self.v1.get("cpu")
+        if cpu in owned and cpu is not None:
+            self._write(f"{cpu}/cpu.shares", str(shares), "resources.cpu")
+        cs = self.v1.get("cpuset")
+        if cs in owned and cs is not None and (r.cores > 0 or r.cpuset):
+            parent = cs.rsplit("/", 1)[0]
+            avail = parse_cpu_list(fs.read(f"{parent}/cpuset.effective_cpus")
+                                   if fs.exists(f"{parent}/cpuset.effective_cpus")
+                                   else fs.read(f"{parent}/cpuset.cpus"))
+            value = task_cpuset(r, avail)
+            if value:
+                self._write(f"{cs}/cpuset.cpus", value, "resources.cores")
+        u = self.unified
+        if self.mode == "v2" and u is not None and u in owned:
+            try:
+                ctrls = set(fs.read(f"{u}/cgroup.controllers").split())
+            except OSError:
+                ctrls = set()
+            missing = [c for c in ("memory", "cpu") if c not in ctrls]
+            if missing:
+                log.warning("cgroups: %s controller(s) not enabled for %s; those limits are not applied",
+                            ",".join(missing), u)
+            if "memory" in ctrls:
+                self._write(f"{u}/memory.max", str(hard) if hard else "max", "resources.memory")
+                self._write(f"{u}/memory.low", str(reservation) if reservation else "0", "resources.memory")
+                if hard and fs.exists(f"{u}/memory.swap.max"):
+                    self._write(f"{u}/memory.swap.max", "0", "resources.memory")
+            if "cpu" in ctrls:
+                self._write(f"{u}/cpu.weight", str(cpu_weight(shares)), "resources.cpu")
+            if "cpuset" in ctrls and (r.cores > 0 or r.cpuset):
+                parent = u.rsplit("/", 1)[0]
+                avail = parse_cpu_list(fs.read(f"{parent}/cpuset.cpus.effective"))
+                value = task_cpuset(r, avail)
+                if value:
+                    self._write(f"{u}/cpuset.cpus", value, "resources.cores")
+
+    def _reuse_leftovers(self, dirs: list[str]) -> None:
+        """Dirs left by a crashed run: thaw them and kill whatever still runs there."""
+        for d in dirs:
+            for f, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+                if self.fs.exists(f"{d}/{f}"):
+                    try:
+                        self.fs.write(f"{d}/{f}", thawed)
+                    except OSError:
+                        pass
+        stale = self._pids_in(dirs)
+        if stale:
+            log.warning("cgroups: reusing leftover cgroup %s; killing %d stale processes: %s",
+                        dirs[0], len(stale), sorted(stale)[:10])
+            self._kill(tuple(dirs), 5.0)
+
+    # -- membership ------------------------------------------------------------------------------
+    def _pids_in(self, dirs: tuple[str, ...] | list[str]) -> set[int]:
+        out: set[int] = set()
+        for d in dirs:
+            try:
+                out.update(int(x) for x in self.fs.read(d + "/cgroup.procs").split())
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
+        return out
+
+    def pids(self) -> list[int]:
+        """The task's processes (from the primary directory's ``cgroup.procs``)."""
+        return sorted(self._pids_in([self.primary]))
+
+    # -- kill / destroy --------------------------------------------------------------------------
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the task's cgroups; returns once they are all gone.
+
+        v2/hybrid: ``cgroup.kill``; v1: freeze → SIGKILL each → thaw. Loops (bounded by
+        ``timeout``) until the cgroups are empty: works on SIGSTOPped tasks and fork storms.
+        """
+        self._kill(self.dirs, timeout)
+
+    def _kill(self, dirs: tuple[str, ...], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self._pids_in(dirs)
+            if not pids:
+                return
+            if time.monotonic() > deadline:
+                raise ContainmentError(f"{len(pids)} processes survived SIGKILL in cgroup {dirs[0]} for "
+                                       f"{timeout:g}s: {sorted(pids)[:10]}")
+            self._kill_round(dirs, pids, deadline)
+            round_end = min(deadline, time.monotonic() + 0.25)
+            delay = 0.0002
+            while self._pids_in(dirs) and time.monotonic() < round_end:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
+
+    def _signal_all(self, pids: set[int]) -> None:
+        for p in pids:
+            try:
+                self.fs.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _kill_round(self, dirs: tuple[str, ...], pids: set[int], deadline: float) -> None:
+        fs = self.fs
+        u = self.unified if self.unified in dirs else None
+        fz = self.v1.get("freezer")
+        fz = fz if fz in dirs else None
+        if u is not None and fs.exists(u + "/cgroup.kill"):
+            fs.write(u + "/cgroup.kill", "1")
+            others = tuple(d for d in dirs if d != u)
+            if others:  # a process in a v1 dir but not in the cgroup2 one (should not happen): kill directly
+                self._signal_all(self._pids_in(others) - self._pids_in([u]))
+        elif fz is not None:
+            self._frozen(dirs, fz, "freezer.state", "FROZEN",
+                         lambda: fs.read(fz + "/freezer.state").strip() == "FROZEN", "THAWED", deadline)
+        elif u is not None and fs.exists(u + "/cgroup.freeze"):
+            self._frozen(dirs, u, "cgroup.freeze", "1",
+                         lambda: "frozen 1" in fs.read(u + "/cgroup.events").splitlines(), "0", deadline)
+        else:
+            self._signal_all(pids)
+
+    def _frozen(self, dirs: tuple[str, ...], d: str, f: str, freeze: str, is_frozen: Callable[[], bool], thaw: str,
+                deadline: float) -> None:
+        """Freeze ``d`` (wait, bounded), SIGKILL everything in our dirs, thaw."""
+        fs = self.fs
+        fs.write(f"{d}/{f}", freeze)
+        try:
+            limit = min(deadline, time.monotonic() + 1.0)
+            delay = 0.0002
+            while not is_frozen() and time.monotonic() < limit:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
+            self._signal_all(self._pids_in(dirs))
+        finally:
+            fs.write(f"{d}/{f}", thaw)
+
+    def destroy(self, timeout: float = 5.0) -> None:
+        """Kill everything, then remove our dirs (retrying while busy). Idempotent; overrides stay."""
+        deadline = time.monotonic() + timeout
+        self.kill_all(timeout)
+        for d in self.owned:
+            delay = 0.001
+            while True:
+                try:
+                    self.fs.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise ContainmentError(f"unable to remove cgroup {d}: {e.strerror}") from e
+                    if self._pids_in([d]):
+                        self._kill(self.dirs, max(0.1, deadline - time.monotonic()))
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+
+    # -- OOM -------------------------------------------------------------------------------------
+    def _raw_oom_count(self) -> int:
+        fs = self.fs
+        try:
+            mem = self.v1.get("memory")
+            if mem is not None:
+                kv = _parse_kv(fs.read(mem + "/memory.oom_control"))
+                if "oom_kill" in kv:
+                    return kv["oom_kill"]
+                return int(fs.read(mem + "/memory.failcnt").strip() or 0)
+            if self.unified and fs.exists(self.unified + "/memory.events"):
+                return _parse_kv(fs.read(self.unified + "/memory.events")).get("oom_kill", 0)
+        except OSError:
+            return 0
+        return 0
+
+    def oom_kill_count(self) -> int:
+        """OOM kills in the task's cgroup since :meth:`create` (v2 ``memory.events``; v1 ``oom_control``)."""
+        return max(0, self._raw_oom_count() - self.oom_baseline)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able description for recovery in another process (:meth:`from_state`)."""
+        return {"version": STATE_VERSION, "mode": self.mode, "alloc_id": self.alloc_id,
+                "task_name": self.task_name, "unified": self.unified, "v1": dict(self.v1),
+                "owned": list(self.owned), "oom_baseline": self.oom_baseline}
+
+    @classmethod
+    def from_state(cls, d: Mapping[str, Any], fs: CgroupFS | None = None) -> TaskCgroup:
+        """Rebuild from :meth:`to_state` output (no kernel access)."""
+        try:
+            if d["version"] != STATE_VERSION:
+                raise ContainmentError(f"cgroup state version {d['version']!r} is not supported "
+                                       f"(expected {STATE_VERSION})")
+            unified = d["unified"]
+            v1 = {str(k): str(v) for k, v in dict(d["v1"]).items()}
+            cg = cls(fs if fs is not None else CgroupFS(), mode=str(d["mode"]), alloc_id=str(d["alloc_id"]),
+                     task_name=str(d["task_name"]), unified=None if unified is None else str(unified), v1=v1,
+                     owned=tuple(str(x) for x in d["owned"]), oom_baseline=int(d.get("oom_baseline", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ContainmentError(f"invalid cgroup state {dict(d)!r}: {e!r}") from e
+        if not cg.dirs:
+            raise ContainmentError("invalid cgroup state: it names no cgroup directory")
+        for p in cg.dirs:
+            if not p.startswith("/"):
+                raise ContainmentError(f"invalid cgroup state: {p!r} is not an absolute path")
+        return cg
+
