@@ -16,7 +16,7 @@ import base64
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -178,7 +178,7 @@ def position_for_tail_lines(log_dir: str, task: str, stream: Stream, lines: int)
 
 def _read_from(log_dir: str, task: str, stream: Stream, pos: LogPosition, *, follow: bool,
                stop: Callable[[], bool] | None, poll_interval: float,
-               chunk_size: int) -> Iterator[tuple[int, int, bytes]]:
+               chunk_size: int) -> Generator[tuple[int, int, bytes], None, None]:
     """Yield ``(index, end_offset, data)`` from ``pos`` on; with ``follow``, wait for more."""
     base = log_base_name(task, stream)
     index, offset = pos.index, pos.offset
@@ -252,7 +252,7 @@ def _read_from(log_dir: str, task: str, stream: Stream, pos: LogPosition, *, fol
 
 
 def read_logs(log_dir: str, task: str, stream: Stream, *, origin: Origin = "start", offset: int = 0,
-              chunk_size: int = _CHUNK) -> Iterator[bytes]:
+              chunk_size: int = _CHUNK) -> Generator[bytes, None, None]:
     """Every byte of the stream from the position given by ``origin``/``offset`` to the end."""
     pos = position_at(log_dir, task, stream, origin, offset)
     for _i, _o, data in _read_from(log_dir, task, stream, pos, follow=False, stop=None,
@@ -274,7 +274,7 @@ def tail_lines(log_dir: str, task: str, stream: Stream, lines: int = 10) -> byte
 
 def follow_logs(log_dir: str, task: str, stream: Stream, *, start: LogPosition | None = None,
                 origin: Origin = "start", offset: int = 0, stop: Callable[[], bool] | None = None,
-                poll_interval: float = 0.1, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+                poll_interval: float = 0.1, chunk_size: int = _CHUNK) -> Generator[bytes, None, None]:
     """Yield the stream from ``start`` (or ``origin``/``offset``) and keep following it.
 
     Ends when ``stop()`` returns True at a moment with no new data (checked every
@@ -290,7 +290,7 @@ def stream_frames(log_dir: str, task: str, stream: Stream, *, origin: Origin = "
                   follow: bool = False, stop: Callable[[], bool] | None = None,
                   poll_interval: float = 0.1, frame_size: int = _CHUNK,
                   file_prefix: str = "alloc/logs",
-                  heartbeat_interval: float | None = None) -> Iterator[StreamFrame]:
+                  heartbeat_interval: float | None = None) -> Generator[StreamFrame, None, None]:
     """Nomad's ``/v1/client/fs/logs`` frames: one frame per chunk read, ``File`` relative to the
     alloc dir (``alloc/logs/<task>.<stream>.<N>``), ``Offset`` the position in it after the data.
 
