@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import click
 
+from rawexec.cli.job_cmds import job
+
 
 @click.group()
 @click.version_option(package_name="nomad-rawexec")
 def cli() -> None:
     """rawexec: Nomad's raw_exec task driver, standalone."""
+
+
+cli.add_command(job)
 
 
 def main() -> None:

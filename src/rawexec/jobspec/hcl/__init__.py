@@ -1,0 +1,1 @@
+"""HCL2 support over python-hcl2's Lark parse tree: structure, expression evaluator, functions."""

@@ -1,0 +1,755 @@
+"""Evaluate HCL2 expressions straight from python-hcl2's Lark parse tree.
+
+python-hcl2 8 gives a concrete syntax tree (``hcl2.parses_to_tree``) with positions; this module
+gives it meaning: literals, templates (``${}``, ``%{if}``/``%{for}``, heredocs), operators,
+conditionals, ``for`` expressions, splats, indexing and the functions in :mod:`.functions`.
+
+Names: ``var.<name>`` and ``local.<name>`` are resolved here. Any other root name (``NOMAD_*``,
+``attr``, ``meta``, ``node``, ``env``, or an environment variable) is a runtime reference that
+Nomad resolves on the client, so it evaluates to :class:`Runtime` and lands in the model as the
+``${...}`` text the user wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lark import Token, Tree
+
+from rawexec.jobspec.diagnostics import Pos, did_you_mean
+from rawexec.jobspec.hcl.functions import FUNCTIONS, FuncContext, FuncError, to_number, to_string
+from rawexec.jobspec.hcl.values import EvalError, NeedsRuntime, Runtime, type_name
+
+__all__ = ["Context", "Evaluator", "decode_string_chars", "parse_heredoc"]
+
+#: Nesting depth beyond which an expression is rejected (keeps recursion bounded).
+MAX_DEPTH = 150
+#: Longest string or list an expression may build (guards against blow-ups like range/format).
+MAX_LEN = 16 * 1024 * 1024
+
+_SKIP = {"new_line_or_comment"}
+_VAR, _LOCAL = object(), object()
+
+
+def kids(node: Tree[Any]) -> list[Tree[Any]]:
+    """The sub-trees of a node, without newlines/comments and punctuation tokens."""
+    return [c for c in node.children if isinstance(c, Tree) and c.data not in _SKIP]
+
+
+def node_pos(node: Tree[Any] | Token, filename: str, line_offset: int = 0) -> Pos:
+    if isinstance(node, Token):
+        return Pos(filename, (node.line or 0) + line_offset, node.column or 0)
+    meta = node.meta
+    if getattr(meta, "empty", True):
+        for tok in node.scan_values(lambda v: isinstance(v, Token)):
+            return Pos(filename, (tok.line or 0) + line_offset, tok.column or 0)
+        return Pos(filename, line_offset, 0)
+    return Pos(filename, meta.line + line_offset, meta.column)
+
+
+@dataclass
+class Context:
+    """What names mean: variables, lazily-evaluated locals, the job file's directory."""
+
+    filename: str = "<job>"
+    base_dir: str = "."
+    variables: dict[str, Any] = field(default_factory=dict)
+    declared: set[str] = field(default_factory=set)
+    local_lookup: Callable[[str, Pos], Any] | None = None
+    local_names: Callable[[], list[str]] | None = None
+    allow_vars: bool = True
+
+
+_ESC = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def decode_string_chars(raw: str, pos: Pos) -> str:
+    """Resolve the escapes of a quoted string (``\\n``, ``\\"``, ``\\uNNNN``...)."""
+    if "\\" not in raw:
+        return raw
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = raw[i + 1] if i + 1 < len(raw) else ""
+        if nxt in _ESC:
+            out.append(_ESC[nxt])
+            i += 2
+            continue
+        if nxt in ("u", "U"):
+            width = 4 if nxt == "u" else 8
+            digits = raw[i + 2:i + 2 + width]
+            if len(digits) == width and all(c in "0123456789abcdefABCDEF" for c in digits):
+                cp = int(digits, 16)
+                if cp <= 0x10FFFF and not 0xD800 <= cp < 0xE000:
+                    out.append(chr(cp))
+                    i += 2 + width
+                    continue
+        raise EvalError(f"Invalid escape sequence: the sequence \"\\{nxt}\" is not allowed in a string",
+                        pos, 'use \\\\ for a backslash, or \\n, \\t, \\", \\uNNNN')
+    return "".join(out)
+
+
+_HEREDOC = re.compile(r"<<(-?)([a-zA-Z][a-zA-Z0-9._-]*)\r?\n(.*)", re.S)
+
+
+def parse_heredoc(raw: str) -> tuple[str, bool]:
+    """Split a heredoc token into (body, is_template_with_interpolation). Trims ``<<-`` indentation."""
+    m = _HEREDOC.match(raw)
+    if m is None:
+        return "", False
+    trim, marker, rest = m.group(1) == "-", m.group(2), m.group(3)
+    lines = rest.split("\n")
+    # The last non-empty line is the closing marker.
+    while lines and lines[-1].strip() == "":
+        lines.pop()
+    if lines and lines[-1].strip() == marker:
+        lines.pop()
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    if trim:
+        indents = [len(ln) - len(ln.lstrip(" \t")) for ln in lines if ln.strip()]
+        cut = min(indents) if indents else 0
+        lines = [ln[cut:] for ln in lines]
+    body = "\n".join(lines) + ("\n" if lines else "")
+    return body, ("${" in body or "%{" in body)
+
+
+def _template_to_quoted(body: str) -> str:
+    """Turn a heredoc body into a quoted-string template with the same ${}/%{} sequences."""
+    out: list[str] = []
+    i = 0
+    n = len(body)
+    while i < n:
+        two = body[i:i + 2]
+        if two in ("${", "%{") and not (i > 0 and body[i - 1] == two[0] and _escaped_at(body, i)):
+            end = _match_brace(body, i + 2)
+            if end < 0:
+                raise EvalError("Unterminated template sequence in heredoc: missing \"}\"")
+            out.append(body[i:end + 1])
+            i = end + 1
+            continue
+        ch = body[i]
+        out.append("\\\\" if ch == "\\" else '\\"' if ch == '"' else ch)
+        i += 1
+    return '"' + "".join(out) + '"'
+
+
+def _escaped_at(body: str, i: int) -> bool:
+    # "$${" is an escape: count the run of the sigil before i.
+    j = i - 1
+    while j >= 0 and body[j] == body[i]:
+        j -= 1
+    return (i - j - 1) % 2 == 1
+
+
+def _match_brace(s: str, i: int) -> int:
+    depth = 1
+    in_str = False
+    while i < len(s):
+        c = s[i]
+        if in_str:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_str = False
+        elif c == '"':
+            in_str = True
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+class Evaluator:
+    """Evaluates expression trees of one source text (the job file, or a heredoc body)."""
+
+    def __init__(self, src: str, ctx: Context, line_offset: int = 0) -> None:
+        self.src = src
+        self.ctx = ctx
+        self.line_offset = line_offset
+        self.scopes: list[dict[str, Any]] = []
+        self.depth = 0
+        self.fctx = FuncContext(ctx.base_dir)
+
+    # -- entry points -------------------------------------------------------------------------
+    def evaluate(self, node: Tree[Any]) -> Any:
+        """Evaluate a whole attribute expression; runtime references come back as ``${...}`` text."""
+        try:
+            value = self.eval(node)
+        except NeedsRuntime:
+            value = self._runtime_whole(node)
+        except RecursionError:
+            raise EvalError("expression nested too deeply", self.pos(node)) from None
+        return render_runtime(value)
+
+    def pos(self, node: Tree[Any] | Token) -> Pos:
+        return node_pos(node, self.ctx.filename, self.line_offset)
+
+    def source(self, node: Tree[Any]) -> str:
+        meta = node.meta
+        if getattr(meta, "empty", True):
+            return ""
+        return self.src[meta.start_pos:meta.end_pos]
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def eval(self, node: Tree[Any]) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise EvalError(f"expression nested too deeply (more than {MAX_DEPTH} levels)",
+                                self.pos(node), "simplify the expression")
+            meth = getattr(self, "e_" + str(node.data), None)
+            if meth is None:
+                raise EvalError(f"unsupported expression ({node.data})", self.pos(node))
+            return meth(node)
+        finally:
+            self.depth -= 1
+
+    def e_expr_term(self, node: Tree[Any]) -> Any:
+        sub = kids(node)
+        if len(sub) != 1:
+            raise EvalError("invalid expression", self.pos(node))
+        return self.eval(sub[0])
+
+    def e_int_lit(self, node: Tree[Any]) -> Any:
+        return int(str(node.children[0]))
+
+    def e_float_lit(self, node: Tree[Any]) -> Any:
+        return float(str(node.children[0]))
+
+    def e_literal_value(self, node: Tree[Any]) -> Any:
+        return {"true": True, "false": False, "null": None}[str(node.children[0])]
+
+    def e_identifier(self, node: Tree[Any]) -> Any:
+        name = str(node.children[0])
+        for scope in reversed(self.scopes):
+            if name in scope:
+                return scope[name]
+        if name == "var":
+            if not self.ctx.allow_vars:
+                raise EvalError("Variables not allowed: variables may not be used here", self.pos(node))
+            return _VAR
+        if name == "local":
+            if not self.ctx.allow_vars:
+                raise EvalError("Variables not allowed: locals may not be used here", self.pos(node))
+            return _LOCAL
+        return Runtime(name)
+
+    def e_keyword(self, node: Tree[Any]) -> Any:
+        return Runtime(str(node.children[0]))
+
+    def e_get_attr_expr_term(self, node: Tree[Any]) -> Any:
+        inner, ga = kids(node)
+        base = self.eval(inner)
+        name_node = kids(ga)[0]
+        name = str(name_node.children[0])
+        return self._get_attr(base, name, node, self.pos(name_node))
+
+    def _get_attr(self, base: Any, name: str, node: Tree[Any], pos: Pos) -> Any:
+        if base is _VAR:
+            if name in self.ctx.variables:
+                return self.ctx.variables[name]
+            hint = did_you_mean(name, self.ctx.declared) or f'declare it: variable "{name}" {{ type = string }}'
+            raise EvalError(f'Reference to undeclared input variable: an input variable with the name '
+                            f'"{name}" has not been declared', pos, hint)
+        if base is _LOCAL:
+            if self.ctx.local_lookup is None:
+                raise EvalError("locals may not be used here", pos)
+            return self.ctx.local_lookup(name, pos)
+        if isinstance(base, Runtime):
+            return Runtime(self.source(node) or f"{base.text}.{name}")
+        if isinstance(base, dict):
+            if name in base:
+                return base[name]
+            raise EvalError(f'Unsupported attribute: this object does not have an attribute named "{name}"',
+                            pos, did_you_mean(name, base.keys()))
+        if isinstance(base, list) and name.isdigit():
+            return self._index(base, int(name), pos)
+        raise EvalError(f"Unsupported attribute: cannot read attribute \"{name}\" of a {type_name(base)}", pos)
+
+    def e_index_expr_term(self, node: Tree[Any]) -> Any:
+        inner, idx = kids(node)
+        base = self.eval(inner)
+        if idx.data == "short_index":
+            key: Any = int(str([t for t in idx.children if isinstance(t, Token)][-1]))
+        else:
+            key = self.eval(kids(idx)[0])
+        if base is _VAR or base is _LOCAL:
+            if not isinstance(key, str):
+                raise EvalError("variable names are strings", self.pos(idx))
+            return self._get_attr(base, key, node, self.pos(idx))
+        if isinstance(base, Runtime) or isinstance(key, Runtime):
+            if isinstance(key, Runtime):
+                raise NeedsRuntime
+            return Runtime(self.source(node))
+        return self._index(base, key, self.pos(idx))
+
+    def _index(self, base: Any, key: Any, pos: Pos) -> Any:
+        if isinstance(base, list):
+            try:
+                i = int(to_number(key)) if not isinstance(key, bool) else None
+            except FuncError:
+                i = None
+            if i is None or (isinstance(key, float) and not key.is_integer()):
+                raise EvalError(f"Invalid index: a number is required to index a list, got {type_name(key)}", pos)
+            if not 0 <= i < len(base):
+                raise EvalError(f"Invalid index: the given index {i} is out of range for a list of "
+                                f"{len(base)} elements", pos)
+            return base[i]
+        if isinstance(base, dict):
+            k = to_string(key) if isinstance(key, (str, int, float, bool)) else None
+            if k is None or k not in base:
+                raise EvalError(f'Invalid index: the given key "{key}" does not exist', pos,
+                                did_you_mean(str(key), base.keys()))
+            return base[k]
+        raise EvalError(f"Invalid index: a {type_name(base)} cannot be indexed", pos)
+
+    def _splat(self, node: Tree[Any], full: bool) -> Any:
+        inner, sp = kids(node)
+        base = self.eval(inner)
+        if isinstance(base, Runtime):
+            return Runtime(self.source(node))
+        items = base if isinstance(base, list) else ([] if base is None else [base])
+        out = []
+        for item in items:
+            v = item
+            for op in kids(sp):
+                if op.data == "get_attr":
+                    name_node = kids(op)[0]
+                    v = self._get_attr(v, str(name_node.children[0]), node, self.pos(name_node))
+                elif op.data == "short_index":
+                    v = self._index(v, int(str([t for t in op.children if isinstance(t, Token)][-1])),
+                                    self.pos(op))
+                else:
+                    v = self._index(v, self.eval(kids(op)[0]), self.pos(op))
+            out.append(v)
+        return out
+
+    def e_attr_splat_expr_term(self, node: Tree[Any]) -> Any:
+        return self._splat(node, False)
+
+    def e_full_splat_expr_term(self, node: Tree[Any]) -> Any:
+        return self._splat(node, True)
+
+    def e_tuple(self, node: Tree[Any]) -> Any:
+        return [self.eval(k) for k in kids(node)]
+
+    def e_object(self, node: Tree[Any]) -> Any:
+        out: dict[str, Any] = {}
+        runtime_keys = False
+        for elem in kids(node):
+            key_node, val_node = kids(elem)
+            key = self._object_key(key_node)
+            if isinstance(key, Runtime):
+                runtime_keys = True
+                continue
+            out[key] = self.eval(val_node)
+        if runtime_keys:
+            raise NeedsRuntime
+        return out
+
+    def _object_key(self, key_node: Tree[Any]) -> Any:
+        sub = kids(key_node)[0]
+        if sub.data == "keyword":
+            return str(sub.children[0])
+        if sub.data == "expr_term":
+            inner = kids(sub)
+            has_paren = any(isinstance(t, Token) and t.type == "LPAR" for t in sub.children)
+            if len(inner) == 1 and inner[0].data == "identifier" and not has_paren:
+                return str(inner[0].children[0])
+            if len(inner) == 1 and inner[0].data == "literal_value" and not has_paren:
+                return str(inner[0].children[0])
+        key = self.eval(sub)
+        if isinstance(key, Runtime):
+            return key
+        if isinstance(key, (str, int, float, bool)):
+            return to_string(key)
+        raise EvalError(f"Incorrect key type: object keys must be strings, got {type_name(key)}",
+                        self.pos(key_node))
+
+    def e_function_call(self, node: Tree[Any]) -> Any:
+        parts = kids(node)
+        idents = [p for p in parts if p.data == "identifier"]
+        name = "::".join(str(i.children[0]) for i in idents)
+        fn = FUNCTIONS.get(name)
+        if fn is None:
+            raise EvalError(f'Call to unknown function: there is no function named "{name}"', self.pos(node),
+                            did_you_mean(name, FUNCTIONS) or "see the list of supported functions in the docs")
+        args: list[Any] = []
+        expand = False
+        arg_nodes = [p for p in parts if p.data == "arguments"]
+        if arg_nodes:
+            an = arg_nodes[0]
+            expand = any(isinstance(t, Token) and t.type == "ELLIPSIS" for t in an.children)
+            args = [self.eval(a) for a in kids(an)]
+        if expand:
+            last = args[-1] if args else None
+            if not isinstance(last, list):
+                raise EvalError("Invalid expanding argument value: the expanding argument (...) must be a list",
+                                self.pos(node))
+            args = args[:-1] + last
+        if _has_runtime(args):
+            raise NeedsRuntime
+        try:
+            result = fn(args, self.fctx)
+        except FuncError as exc:
+            raise EvalError(f"Error in function call: {exc}", self.pos(node)) from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EvalError(f"Error in function call: {name}(): {exc}", self.pos(node)) from None
+        if isinstance(result, (str, list)) and len(result) > MAX_LEN:
+            raise EvalError(f"Error in function call: {name}() result is too large", self.pos(node))
+        return result
+
+    def e_conditional(self, node: Tree[Any]) -> Any:
+        cond_n, t_n, f_n = kids(node)
+        cond = self.eval(cond_n)
+        if isinstance(cond, Runtime):
+            raise NeedsRuntime
+        if not isinstance(cond, bool):
+            if cond in ("true", "false"):
+                cond = cond == "true"
+            else:
+                raise EvalError(f"Incorrect condition type: the condition must be a bool, got {type_name(cond)}",
+                                self.pos(cond_n))
+        return self.eval(t_n if cond else f_n)
+
+    def e_unary_op(self, node: Tree[Any]) -> Any:
+        op = str(node.children[0]).strip()
+        v = self.eval(kids(node)[0])
+        if isinstance(v, Runtime):
+            raise NeedsRuntime
+        if op == "!":
+            if not isinstance(v, bool):
+                raise EvalError(f"Invalid operand: a bool is required for !, got {type_name(v)}", self.pos(node))
+            return not v
+        try:
+            return -to_number(v)
+        except FuncError as exc:
+            raise EvalError(f"Invalid operand: {exc}", self.pos(node)) from None
+
+    def e_binary_op(self, node: Tree[Any]) -> Any:
+        left_n, term = kids(node)[:2]
+        op_n, right_n = kids(term)
+        op = str(op_n.children[0]).strip()
+        a = self.eval(left_n)
+        if op in ("&&", "||") and isinstance(a, bool) and (a is False if op == "&&" else a is True):
+            # HCL evaluates both sides; but a decided result needs no runtime value.
+            b = self.eval(right_n)
+            if isinstance(b, Runtime):
+                raise NeedsRuntime
+            return a
+        b = self.eval(right_n)
+        if isinstance(a, Runtime) or isinstance(b, Runtime):
+            raise NeedsRuntime
+        pos = self.pos(node)
+        if op == "==":
+            return _eq(a, b)
+        if op == "!=":
+            return not _eq(a, b)
+        if op in ("&&", "||"):
+            if not (isinstance(a, bool) and isinstance(b, bool)):
+                raise EvalError(f"Invalid operand: {op} needs bool operands, got {type_name(a)} and "
+                                f"{type_name(b)}", pos)
+            return (a and b) if op == "&&" else (a or b)
+        try:
+            x, y = to_number(a), to_number(b)
+        except FuncError as exc:
+            raise EvalError(f"Invalid operand: unsuitable value for {op}: {exc}", pos) from None
+        if op == "+":
+            return x + y
+        if op == "-":
+            return x - y
+        if op == "*":
+            return x * y
+        if op in ("/", "%"):
+            if y == 0:
+                raise EvalError("Division by zero", pos)
+            if op == "%":
+                return x % y
+            q = x / y
+            return int(q) if isinstance(x, int) and isinstance(y, int) and x % y == 0 else q
+        cmp = {"<": x < y, ">": x > y, "<=": x <= y, ">=": x >= y}
+        if op in cmp:
+            return cmp[op]
+        raise EvalError(f"unknown operator {op}", pos)
+
+    def e_for_tuple_expr(self, node: Tree[Any]) -> Any:
+        return self._for(node, obj=False)
+
+    def e_for_object_expr(self, node: Tree[Any]) -> Any:
+        return self._for(node, obj=True)
+
+    def _for(self, node: Tree[Any], obj: bool) -> Any:
+        sub = kids(node)
+        intro = sub[0]
+        intro_k = kids(intro)
+        names = [str(n.children[0]) for n in intro_k if n.data == "identifier"]
+        coll_n = next(n for n in intro_k if n.data != "identifier")
+        cond_n = sub[-1] if sub[-1].data == "for_cond" else None
+        body = [s for s in sub[1:] if s.data != "for_cond"]
+        group = obj and any(isinstance(t, Token) and t.type == "ELLIPSIS" for t in node.children)
+        coll = self.eval(coll_n)
+        if isinstance(coll, Runtime):
+            raise NeedsRuntime
+        if isinstance(coll, dict):
+            pairs: list[tuple[Any, Any]] = list(coll.items())
+        elif isinstance(coll, list):
+            pairs = list(enumerate(coll))
+        else:
+            raise EvalError(f"Iteration over non-iterable value: a {type_name(coll)} cannot be iterated",
+                            self.pos(coll_n))
+        out_list: list[Any] = []
+        out_obj: dict[str, Any] = {}
+        for k, v in pairs:
+            scope = {names[0]: v} if len(names) == 1 else {names[0]: k, names[1]: v}
+            self.scopes.append(scope)
+            try:
+                if cond_n is not None:
+                    c = self.eval(kids(cond_n)[0])
+                    if isinstance(c, Runtime):
+                        raise NeedsRuntime
+                    if not isinstance(c, bool):
+                        raise EvalError("Invalid for expression condition: a bool is required", self.pos(cond_n))
+                    if not c:
+                        continue
+                if obj:
+                    key = self.eval(body[0])
+                    val = self.eval(body[1])
+                    if isinstance(key, Runtime) or isinstance(val, Runtime):
+                        raise NeedsRuntime
+                    skey = to_string(key) if isinstance(key, (str, int, float, bool)) else None
+                    if skey is None:
+                        raise EvalError("Invalid object key: a string is required", self.pos(body[0]))
+                    if group:
+                        out_obj.setdefault(skey, []).append(val)
+                    elif skey in out_obj:
+                        raise EvalError(f'Duplicate object key: two elements produce the key "{skey}"; '
+                                        "use ... to group them", self.pos(body[0]))
+                    else:
+                        out_obj[skey] = val
+                else:
+                    out_list.append(self.eval(body[0]))
+            finally:
+                self.scopes.pop()
+        return out_obj if obj else out_list
+
+    # -- templates ----------------------------------------------------------------------------
+    def e_string(self, node: Tree[Any]) -> Any:
+        parts = [c for c in node.children if isinstance(c, Tree) and c.data == "string_part"]
+        if len(parts) == 1 and isinstance(parts[0].children[0], Tree) \
+                and parts[0].children[0].data == "interpolation":
+            # "${expr}" alone yields the expression's value unchanged (HCL's rule).
+            return self._interp(parts[0].children[0], whole=True)
+        return self._template(parts)
+
+    def e_template_string(self, node: Tree[Any]) -> Any:
+        raw = str(node.children[0])
+        return decode_string_chars(raw[2:-2], self.pos(node))
+
+    def e_heredoc_template(self, node: Tree[Any]) -> Any:
+        return self._heredoc(node)
+
+    def e_heredoc_template_trim(self, node: Tree[Any]) -> Any:
+        return self._heredoc(node)
+
+    def _heredoc(self, node: Tree[Any]) -> Any:
+        body, is_template = parse_heredoc(str(node.children[0]))
+        if not is_template:
+            return body
+        from rawexec.jobspec.hcl.structure import parse_text  # avoid an import cycle
+
+        pos = self.pos(node)
+        try:
+            quoted = _template_to_quoted(body)
+        except EvalError as exc:
+            raise EvalError(exc.message, pos) from None
+        text = "x = " + quoted + "\n"
+        tree = parse_text(text, self.ctx.filename, line_offset=pos.line)
+        expr = kids(kids(kids(tree)[0])[0])[-1]
+        sub = Evaluator(text, self.ctx, line_offset=pos.line)
+        sub.scopes = self.scopes
+        sub.depth = self.depth
+        return sub.eval(expr)
+
+    def _interp(self, interp: Tree[Any], whole: bool = False) -> Any:
+        expr = kids(interp)[0]
+        try:
+            return self.eval(expr)
+        except NeedsRuntime:
+            return self._runtime_whole(expr)
+
+    def _runtime_whole(self, expr: Tree[Any]) -> Runtime:
+        roots = _root_names(expr)
+        if "var" in roots or "local" in roots:
+            rt = sorted(r for r in roots if r not in ("var", "local"))
+            raise EvalError(
+                "cannot mix job-file variables (var., local.) with runtime values "
+                f"({', '.join(rt) or 'attr/meta/env'}) in one expression",
+                self.pos(expr),
+                'split it into separate parts, e.g. "${var.a}-${attr.b}"')
+        return Runtime(self.source(expr))
+
+    def _template(self, parts: list[Tree[Any]]) -> str:
+        items: list[tuple[str, Any, bool, bool]] = []  # (kind, payload, strip_left, strip_right)
+        for p in parts:
+            c = p.children[0]
+            if isinstance(c, Token):
+                raw = str(c)
+                if c.type in ("ESCAPED_INTERPOLATION", "ESCAPED_DIRECTIVE"):
+                    items.append(("lit", raw[1:], False, False))
+                else:
+                    items.append(("lit", decode_string_chars(raw, self.pos(c)), False, False))
+                continue
+            toks = [t for t in c.children if isinstance(t, Token)]
+            strip_l = len(toks) > 1 and toks[1].type == "STRIP_MARKER"
+            strip_r = len(toks) > 1 and toks[-2].type == "STRIP_MARKER"
+            kind = {"interpolation": "interp", "template_if_start": "if", "template_else": "else",
+                    "template_endif": "endif", "template_for_start": "for",
+                    "template_endfor": "endfor"}[str(c.data)]
+            items.append((kind, c, strip_l, strip_r))
+        # Apply strip markers to neighbouring literals.
+        lits = [list(i) for i in items]
+        for i, it in enumerate(lits):
+            if it[0] == "lit":
+                continue
+            if it[2] and i > 0 and lits[i - 1][0] == "lit":
+                lits[i - 1][1] = str(lits[i - 1][1]).rstrip()
+            if it[3] and i + 1 < len(lits) and lits[i + 1][0] == "lit":
+                lits[i + 1][1] = str(lits[i + 1][1]).lstrip()
+        seq = [(str(k), p) for k, p, _, _ in lits]
+        out: list[str] = []
+        self._render(seq, 0, len(seq), out)
+        text = "".join(out)
+        if len(text) > MAX_LEN:
+            raise EvalError("template result is too large")
+        return text
+
+    def _render(self, seq: list[tuple[str, Any]], i: int, end: int, out: list[str]) -> None:
+        while i < end:
+            kind, payload = seq[i]
+            if kind == "lit":
+                out.append(payload)
+                i += 1
+            elif kind == "interp":
+                v = self._interp(payload)
+                out.append(self._stringify(v, payload))
+                i += 1
+            elif kind == "if":
+                else_i, end_i = self._match(seq, i, end, "if", "endif", "else")
+                cond = self._directive_value(payload)
+                if not isinstance(cond, bool):
+                    raise EvalError("Invalid %{if} condition: a bool is required", self.pos(payload))
+                if cond:
+                    self._render(seq, i + 1, else_i if else_i >= 0 else end_i, out)
+                elif else_i >= 0:
+                    self._render(seq, else_i + 1, end_i, out)
+                i = end_i + 1
+            elif kind == "for":
+                _, end_i = self._match(seq, i, end, "for", "endfor", None)
+                names = [str(n.children[0]) for n in kids(payload) if n.data == "identifier"]
+                coll = self._directive_value(payload)
+                pairs = list(coll.items()) if isinstance(coll, dict) else list(enumerate(coll)) \
+                    if isinstance(coll, list) else None
+                if pairs is None:
+                    raise EvalError("Invalid %{for} collection: a list or map is required", self.pos(payload))
+                for k, v in pairs:
+                    self.scopes.append({names[0]: v} if len(names) == 1 else {names[0]: k, names[1]: v})
+                    try:
+                        self._render(seq, i + 1, end_i, out)
+                    finally:
+                        self.scopes.pop()
+                i = end_i + 1
+            else:
+                raise EvalError(f"unexpected %{{{kind}}} in template", self.pos(payload))
+
+    def _directive_value(self, payload: Tree[Any]) -> Any:
+        expr = [n for n in kids(payload) if n.data != "identifier"][-1]
+        try:
+            v = self.eval(expr)
+        except NeedsRuntime:
+            v = Runtime("")
+        if isinstance(v, Runtime):
+            raise EvalError("template directives (%{if}/%{for}) cannot use runtime values", self.pos(payload))
+        return v
+
+    def _match(self, seq: list[tuple[str, Any]], start: int, end: int, open_: str, close: str,
+               mid: str | None) -> tuple[int, int]:
+        depth = 0
+        mid_i = -1
+        for j in range(start, end):
+            k = seq[j][0]
+            if k == open_:
+                depth += 1
+            elif k == close:
+                depth -= 1
+                if depth == 0:
+                    return mid_i, j
+            elif mid is not None and k == mid and depth == 1:
+                mid_i = j
+        raise EvalError(f"unterminated %{{{open_}}}: missing %{{{close}}}", self.pos(seq[start][1]))
+
+    def _stringify(self, v: Any, at: Tree[Any]) -> str:
+        if isinstance(v, Runtime):
+            return v.render()
+        if v is None:
+            raise EvalError("Invalid template interpolation value: the value is null", self.pos(at))
+        if isinstance(v, (list, dict)):
+            raise EvalError(f"Invalid template interpolation value: cannot include a {type_name(v)} in a "
+                            "string template", self.pos(at), "use jsonencode() or join()")
+        return to_string(v)
+
+
+def _eq(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    return bool(a == b)
+
+
+def _has_runtime(v: Any) -> bool:
+    if isinstance(v, Runtime):
+        return True
+    if isinstance(v, list):
+        return any(_has_runtime(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_runtime(x) for x in v.values())
+    return False
+
+
+def _root_names(expr: Tree[Any]) -> set[str]:
+    names: set[str] = set()
+    for sub in expr.iter_subtrees():
+        if sub.data == "expr_term":
+            ks = kids(sub)
+            if len(ks) == 1 and ks[0].data == "identifier":
+                names.add(str(ks[0].children[0]))
+    return names
+
+
+def render_runtime(value: Any) -> Any:
+    """Replace :class:`Runtime` values by their ``${...}`` text, recursively."""
+    if isinstance(value, Runtime):
+        return value.render()
+    if isinstance(value, list):
+        return [render_runtime(v) for v in value]
+    if isinstance(value, dict):
+        return {k: render_runtime(v) for k, v in value.items()}
+    return value
+
+
+def json_value(value: Any) -> str:
+    return json.dumps(value)
+
+
+_ = Mapping  # re-exported type used by callers' annotations

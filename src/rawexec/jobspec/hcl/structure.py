@@ -1,0 +1,146 @@
+"""HCL2 text → a structure of bodies, attributes and blocks (expressions left unevaluated).
+
+Syntax errors from python-hcl2's Lark parser become :class:`~rawexec.jobspec.hcl.values.EvalError`
+with file, line and column and a short, readable message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import hcl2
+from lark import Token, Tree
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from rawexec.jobspec.diagnostics import Pos
+from rawexec.jobspec.hcl.evaluator import decode_string_chars, kids, node_pos
+from rawexec.jobspec.hcl.values import EvalError
+
+__all__ = ["Attr", "Block", "Body", "build_body", "parse_text"]
+
+_TOKEN_NAMES = {
+    "RBRACE": '"}"', "LBRACE": '"{"', "RSQB": '"]"', "LSQB": '"["', "RPAR": '")"', "LPAR": '"("',
+    "EQ": '"="', "COMMA": '","', "NL_OR_COMMENT": "a newline", "DBLQUOTE": 'a quote (")', "NAME": "a name",
+    "COLON": '":"', "$END": "end of file", "INTERP_START": '"${"', "DOT": '"."', "QMARK": '"?"',
+}
+
+
+def _tok(name: str) -> str:
+    return _TOKEN_NAMES.get(name, name.lower())
+
+
+def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
+    """Parse HCL2 text to python-hcl2's Lark tree, or raise EvalError pointing at the problem."""
+    try:
+        return hcl2.parses_to_tree(text)
+    except UnexpectedInput as exc:
+        line = exc.line if isinstance(exc.line, int) and exc.line > 0 else 0
+        column = exc.column if isinstance(exc.column, int) and exc.column > 0 else 0
+        pos = Pos(filename, line + line_offset, column)
+        if isinstance(exc, UnexpectedCharacters):
+            at = exc.pos_in_stream if isinstance(exc.pos_in_stream, int) else -1
+            ch = text[at] if 0 <= at < len(text) else "?"
+            msg = f"Invalid character: {ch!r} is not valid here"
+        elif isinstance(exc, UnexpectedToken):
+            tok = exc.token
+            got = "end of file" if tok.type == "$END" else repr(str(tok).strip() or str(tok))[:40]
+            expected = sorted(_tok(e) for e in (exc.expected or set()) if not e.startswith("__"))
+            msg = f"Syntax error: unexpected {got}"
+            if expected:
+                msg += "; expected " + (", ".join(expected[:6]) + (", ..." if len(expected) > 6 else ""))
+        elif isinstance(exc, UnexpectedEOF):
+            msg = "Syntax error: unexpected end of file"
+        else:
+            msg = "Syntax error"
+        raise EvalError(msg, pos, "check for a missing quote, bracket or brace just before this point") from None
+    except RecursionError:
+        raise EvalError("Syntax error: the file is nested too deeply", Pos(filename)) from None
+    except LarkError as exc:
+        raise EvalError(f"Syntax error: {str(exc).splitlines()[0][:200]}", Pos(filename)) from None
+    except (RuntimeError, ValueError, IndexError) as exc:  # python-hcl2 internal checks
+        raise EvalError(f"Syntax error: {str(exc)[:200]}", Pos(filename)) from None
+
+
+@dataclass
+class Attr:
+    name: str
+    expr: Tree[Any]
+    pos: Pos
+
+
+@dataclass
+class Block:
+    type: str
+    labels: list[str]
+    body: Body
+    pos: Pos
+
+
+@dataclass
+class Body:
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)
+    pos: Pos = field(default_factory=Pos)
+
+
+def _name_of(node: Tree[Any]) -> str:
+    # identifier / keyword / literal_value all hold one token
+    return str(node.children[0])
+
+
+def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: int = 0) -> Body:
+    """Turn a ``body`` tree into a :class:`Body`; redefined attributes are reported in ``errors``."""
+    body = Body(pos=node_pos(node, filename))
+    if depth > 64:
+        errors.append(EvalError("blocks nested too deeply (more than 64 levels)", body.pos))
+        return body
+    for item in kids(node):
+        if item.data == "attribute":
+            parts = kids(item)
+            name = _name_of(parts[0])
+            pos = node_pos(parts[0], filename)
+            if name in body.attrs:
+                prev = body.attrs[name].pos
+                errors.append(EvalError(f'Attribute redefined: the argument "{name}" was already set at '
+                                        f"{prev.line}:{prev.column}", pos,
+                                        "each argument may be set only once per block"))
+                continue
+            body.attrs[name] = Attr(name, parts[-1], pos)
+        elif item.data == "block":
+            parts = kids(item)
+            btype = _name_of(parts[0])
+            pos = node_pos(parts[0], filename)
+            labels: list[str] = []
+            for lab in parts[1:-1]:
+                if lab.data == "string":
+                    sps = [c for c in lab.children if isinstance(c, Tree)]
+                    text = ""
+                    for sp in sps:
+                        c = sp.children[0]
+                        if not isinstance(c, Token):
+                            errors.append(EvalError(f'Invalid block label on "{btype}": labels may not '
+                                                    "contain ${} or %{} sequences", node_pos(lab, filename),
+                                                    "write the label as a plain string"))
+                            break
+                        raw = str(c)
+                        try:
+                            text += raw[1:] if c.type.startswith("ESCAPED_") else decode_string_chars(
+                                raw, node_pos(lab, filename))
+                        except EvalError as exc:
+                            errors.append(exc)
+                    labels.append(text)
+                elif lab.data in ("identifier", "keyword", "literal_value"):
+                    labels.append(_name_of(lab))
+            inner = parts[-1]
+            blk = Block(btype, labels, build_body(inner, filename, errors, depth + 1), pos)
+            body.blocks.append(blk)
+    return body
+
+
+def tree_body(tree: Tree[Any]) -> Tree[Any]:
+    """The ``body`` of a ``start`` tree."""
+    return kids(tree)[0]
+
+
+_ = (Token,)

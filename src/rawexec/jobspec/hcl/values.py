@@ -1,0 +1,55 @@
+"""Values the evaluator produces, and the errors it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rawexec.jobspec.diagnostics import Pos
+
+__all__ = ["EvalError", "NeedsRuntime", "Runtime", "type_name"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A reference Nomad resolves on the client (``attr.x``, ``NOMAD_TASK_DIR``, ``env["X"]``).
+
+    ``text`` is the expression source without ``${}``; it lands in the model as ``"${text}"``.
+    """
+
+    text: str
+
+    def render(self) -> str:
+        return "${" + self.text + "}"
+
+
+class EvalError(Exception):
+    """An expression could not be evaluated; ``pos`` points at it."""
+
+    def __init__(self, message: str, pos: Pos | None = None, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+        self.hint = hint
+
+
+class NeedsRuntime(Exception):
+    """A runtime value reached an operator or function: the enclosing ${} stays verbatim."""
+
+
+def type_name(value: object) -> str:
+    """HCL's name for the type of a value (for messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "tuple"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, Runtime):
+        return "runtime value"
+    return type(value).__name__
