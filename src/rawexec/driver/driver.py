@@ -127,7 +127,7 @@ class Driver:
                 raise TaskExistsError(cfg.id)
             self._tasks[cfg.id] = placeholder = TaskRecord(cfg, {"pid": 0, "shim_pid": 0}, time.time())
         try:
-            handle, rec = self._start(cfg)
+            handle, rec, wait_ch = self._start(cfg)
         except BaseException:
             with self._lock:
                 if self._tasks.get(cfg.id) is placeholder:
@@ -135,10 +135,10 @@ class Driver:
             raise
         with self._lock:
             self._tasks[cfg.id] = rec
-        self._watcher.watch(rec)
+        self._watcher.watch(rec, wait_ch)
         return handle
 
-    def _start(self, cfg: TaskConfig) -> tuple[TaskHandle, TaskRecord]:
+    def _start(self, cfg: TaskConfig) -> tuple[TaskHandle, TaskRecord, Channel | None]:
         if not cfg.id:
             raise InvalidConfigError("task id must not be empty")
         tcfg = TaskDriverConfig.decode(cfg.driver_config)
@@ -172,7 +172,7 @@ class Driver:
             "socket_path": socket_path, "state_path": state_path,
             "oom_score_adj": tcfg.oom_score_adj, "cgroup": self._cgroup_request(cfg, tcfg),
         }
-        reply = self._spawner.spawn(spec)
+        reply, wait_ch = self._spawner.spawn(spec)
         if not reply.get("ok"):
             kind, err = reply.get("kind"), str(reply.get("error"))
             if kind == "config":
@@ -184,7 +184,7 @@ class Driver:
             "started_at": reply["started_at"], "cgroup": reply.get("cgroup"),
         }
         rec = TaskRecord(cfg, driver_state, float(reply["started_at"]))
-        return TaskHandle(config=cfg, driver_state=driver_state), rec
+        return TaskHandle(config=cfg, driver_state=driver_state), rec, wait_ch
 
     def recover_task(self, handle: TaskHandle | None) -> None:
         """Re-attach to a task started by another (possibly dead) driver process."""

@@ -100,7 +100,7 @@ class ExecSession:
             if not self.channel.eof:
                 sel.register(self.channel.sock, selectors.EVENT_READ, None)
             exited_at: float | None = None if self.result is None else time.monotonic()
-            while self._outs:
+            while self._outs or self.result is None:
                 if exited_at is not None:
                     if self.tty or time.monotonic() - exited_at > _DRAIN_AFTER_EXIT_S:
                         for fd in list(self._outs):
@@ -112,6 +112,8 @@ class ExecSession:
                 events = sel.select(timeout)
                 if not events and exited_at is None:
                     return
+                if not events and not self._outs:
+                    break
                 for key, _ in events:
                     if key.data is None:
                         self._on_channel()

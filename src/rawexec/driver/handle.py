@@ -104,11 +104,13 @@ class Watcher:
         self._closed = False
         self._by_record: dict[int, Channel] = {}
 
-    def watch(self, rec: TaskRecord) -> None:
-        """Open a wait connection to the task's shim; its exit arrives on the watcher thread."""
+    def watch(self, rec: TaskRecord, ch: Channel | None = None) -> None:
+        """Watch the task's wait connection (``ch``, or a new one); its exit arrives on the watcher
+        thread."""
         try:
-            ch = connect_shim(rec.driver_state["socket_path"])
-            ch.send({"op": "wait"})
+            if ch is None:
+                ch = connect_shim(rec.driver_state["socket_path"])
+                ch.send({"op": "wait"})
             ch.sock.setblocking(False)
         except (UnavailableError, OSError):
             rec.lost()

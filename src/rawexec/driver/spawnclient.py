@@ -48,8 +48,10 @@ class SpawnerClient:
         with self._lock:
             self._ensure()
 
-    def spawn(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Ask for a shim; return its first message (``ok`` True with identities, or an error)."""
+    def spawn(self, spec: dict[str, Any]) -> tuple[dict[str, Any], Channel | None]:
+        """Ask for a shim; return its first message (``ok`` True with identities, or an error) and,
+        on success, the open connection, which the shim keeps as the driver's wait connection."""
+        reply_mine: socket.socket | None
         reply_mine, reply_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with self._lock:
@@ -64,16 +66,21 @@ class SpawnerClient:
                         if attempt == 2:
                             raise UnavailableError(f"failed to create executor: spawner unavailable: {e}") from e
             reply_theirs.close()
+            assert reply_mine is not None
             reply_mine.settimeout(self.reply_timeout)
             ch = Channel(reply_mine)
             try:
                 msg, _ = ch.recv()
             except (ProtocolError, OSError) as e:
                 raise UnavailableError(f"failed to create executor: no answer from the shim: {e}") from e
-            return msg
+            if msg.get("ok"):
+                keep, reply_mine = ch, None
+                return msg, keep
+            return msg, None
         finally:
             reply_theirs.close()
-            reply_mine.close()
+            if reply_mine is not None:
+                reply_mine.close()
 
     def _close_locked(self) -> None:
         if self._ctl is not None:

@@ -12,11 +12,13 @@ import errno
 import fcntl
 import os
 import signal
+import subprocess
 import termios
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Credentials", "LaunchFailure", "spawn"]
+__all__ = ["Credentials", "LaunchFailure", "reaped", "spawn", "start_process"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +121,123 @@ def spawn(
         parts = b"".join(chunks).decode(errors="replace").split("\0", 2)
         raise LaunchFailure(parts[0], int(parts[1]), parts[2])
     return pid
+
+
+# Popen objects of processes started by start_process, until the shim's reaper reports them: the
+# shim reaps with waitpid(-1), and a Popen that never learns its exit would try to reap its pid
+# again later (subprocess._cleanup), possibly after the pid was reused.
+_POPENS: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def reaped(pid: int, status: int) -> None:
+    """Tell the launcher that ``pid`` was reaped by the shim's reaper."""
+    p = _POPENS.pop(pid, None)
+    if p is not None:
+        p.returncode = os.waitstatus_to_exitcode(status)
+
+
+def _self_cgroups() -> dict[str, str]:
+    """The shim's own cgroup membership: hierarchy key (``0`` for cgroup2, else the v1 controller
+    list) -> path."""
+    out: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            out["" if hid == "0" else ctrls] = path
+    return out
+
+
+def _cgroup_mounts() -> list[tuple[str, str]]:
+    """(mount point, hierarchy key) of every cgroup mount, longest mount point first."""
+    mounts: list[tuple[str, str]] = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _src, opts = [*right.split(), "", "", ""][:3]
+            point = left.split()[4]
+            if fstype == "cgroup2":
+                mounts.append((point, ""))
+            elif fstype == "cgroup":
+                ctrls = [o for o in opts.split(",") if o not in ("rw", "ro", "relatime", "nosuid", "nodev",
+                                                                 "noexec", "clone_children")]
+                mounts.append((point, ",".join(ctrls)))
+    return sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+
+
+def home_procs_files(task_procs_files: Sequence[str]) -> list[str]:
+    """For each task ``cgroup.procs`` file, the same hierarchy's ``cgroup.procs`` of the cgroup the
+    calling process is in now: where the shim returns after starting a child in the task cgroup."""
+    if not task_procs_files:
+        return []
+    mine = _self_cgroups()
+    mounts = _cgroup_mounts()
+    out: list[str] = []
+    for path in task_procs_files:
+        for point, key in mounts:
+            if path.startswith(point.rstrip("/") + "/"):
+                rel = mine.get(key)
+                if rel is None:  # v1 key spelled differently (e.g. "cpu,cpuacct" vs mount opts order)
+                    want = set(key.split(","))
+                    rel = next((p for k, p in mine.items() if k and set(k.split(",")) == want), "/")
+                out.append(os.path.join(point, rel.lstrip("/"), "cgroup.procs"))
+                break
+    return out
+
+
+@contextmanager
+def _inside(procs_files: Sequence[str], oom_score_adj: int | None) -> Iterator[None]:
+    """Run the body with the calling process temporarily in the task's cgroups and with the task's
+    oom_score_adj, so a child started in the body inherits both before it execs."""
+    home = home_procs_files(procs_files)
+    old_adj: bytes | None = None
+    try:
+        if oom_score_adj is not None:
+            with open("/proc/self/oom_score_adj", "rb") as f:
+                old_adj = f.read().strip()
+            _write_file("/proc/self/oom_score_adj", str(oom_score_adj).encode())
+        for path in procs_files:
+            _write_file(path, b"0")
+        yield
+    finally:
+        for path in home:
+            try:
+                _write_file(path, b"0")
+            except OSError:
+                pass
+        if old_adj is not None and old_adj != str(oom_score_adj).encode():
+            try:
+                _write_file("/proc/self/oom_score_adj", old_adj)
+            except OSError:
+                pass  # lowering needs CAP_SYS_RESOURCE; the shim keeps the task's value
+
+
+def start_process(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    stdio: tuple[int, int, int],
+    *,
+    creds: Credentials | None = None,
+    procs_files: Sequence[str] = (),
+    oom_score_adj: int | None = None,
+    tty: bool = False,
+) -> int:
+    """Start a process in the task's context and return its pid (fast path: vfork via
+    ``subprocess``). A TTY session needs setsid + TIOCSCTTY in the child, so it uses :func:`spawn`."""
+    if tty:
+        return spawn(argv, env, cwd, stdio, creds=creds, procs_files=procs_files, oom_score_adj=oom_score_adj,
+                     ctty=True)
+    try:
+        with _inside(procs_files, oom_score_adj):
+            p = subprocess.Popen(
+                list(argv), executable=argv[0], stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], cwd=cwd,
+                env=dict(env), close_fds=True, restore_signals=True, process_group=0,
+                user=creds.uid if creds else None, group=creds.gid if creds else None,
+                extra_groups=list(creds.groups) if creds else None)
+    except OSError as e:
+        stage = "work_dir" if e.filename == cwd and e.filename != argv[0] else "exec"
+        raise LaunchFailure(stage, e.errno or errno.EINVAL, e.strerror or str(e)) from None
+    except (ValueError, subprocess.SubprocessError) as e:
+        raise LaunchFailure("exec", errno.EINVAL, str(e)) from None
+    _POPENS[p.pid] = p
+    return p.pid

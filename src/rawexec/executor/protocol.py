@@ -91,6 +91,10 @@ class Channel:
             raise ProtocolError("message announced file descriptors that did not arrive")
         return msg, fds
 
+    def buffered(self) -> tuple[dict[str, Any], list[int]] | None:
+        """A whole message already received, if any (never reads the socket)."""
+        return self._take()
+
     def recv(self) -> tuple[dict[str, Any], list[int]]:
         """Block until one whole message arrived; ProtocolError on EOF."""
         while True:

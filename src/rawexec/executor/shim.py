@@ -15,7 +15,7 @@ import time
 from typing import Any, NoReturn
 
 from rawexec.executor import procfs
-from rawexec.executor.launch import Credentials, LaunchFailure, spawn
+from rawexec.executor.launch import Credentials, LaunchFailure, start_process
 from rawexec.executor.protocol import Channel
 from rawexec.executor.sinks import open_sink
 from rawexec.executor.supervisor import Supervisor, _Stream
@@ -23,10 +23,15 @@ from rawexec.executor.supervisor import Supervisor, _Stream
 __all__ = ["run_shim"]
 
 PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the spawner, shared by every shim
+
+
+def _noop(_sig: int, _frame: object) -> None:
+    """A caught (not ignored) signal: the handler resets to default in the task on exec."""
 
 
 def _set_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
@@ -66,12 +71,11 @@ def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
         os.dup2(devnull, fd)
     os.close(devnull)
     _set_subreaper()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # Caught, not ignored: an ignored disposition would be inherited by the task across exec.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, _noop)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
 
     reply = Channel(reply_sock)
     log = _Log(os.path.join(spec["task_dir"], "executor.out"))
@@ -82,13 +86,13 @@ def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock_path = spec["socket_path"]
-    try:
-        os.unlink(sock_path)
-    except FileNotFoundError:
-        pass
     old = os.umask(0o177)
     try:
-        listener.bind(sock_path)
+        try:
+            listener.bind(sock_path)
+        except OSError:  # a stale socket of an earlier run with the same task id
+            os.unlink(sock_path)
+            listener.bind(sock_path)
     finally:
         os.umask(old)
     listener.listen(64)
@@ -110,7 +114,7 @@ def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
             log(f"cgroups unavailable, continuing without: {e}")
             cgroup = None
 
-    streams: list[_Stream] = []
+    pipes: list[tuple[int, dict[str, Any]]] = []
     child_fds: list[int] = []
     null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     for desc in (spec["stdout"], spec["stderr"]):
@@ -119,15 +123,14 @@ def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
             continue
         r, w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(r, False)
-        sink = open_sink(desc, on_error=lambda e: log(f"log output: {e}"))
-        streams.append(_Stream(r, sink))
+        pipes.append((r, desc))
         child_fds.append(w)
     c = spec.get("creds")
     creds = Credentials(int(c[0]), int(c[1]), tuple(c[2])) if c else None
     try:
-        pid = spawn(spec["argv"], spec["env"], spec["cwd"], (null_fd, child_fds[0], child_fds[1]), creds=creds,
-                    procs_files=cgroup.procs_files if cgroup is not None else (),
-                    oom_score_adj=spec.get("oom_score_adj"))
+        pid = start_process(spec["argv"], spec["env"], spec["cwd"], (null_fd, child_fds[0], child_fds[1]),
+                            creds=creds, procs_files=cgroup.procs_files if cgroup is not None else (),
+                            oom_score_adj=spec.get("oom_score_adj"))
     except LaunchFailure as e:
         if cgroup is not None:
             cgroup.destroy()
@@ -147,6 +150,9 @@ def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
     reply.send({"ok": True, "shim_pid": os.getpid(), "shim_start": procfs.process_start_time(os.getpid()),
                 "pid": pid, "pid_start": procfs.process_start_time(pid), "started_at": started_at,
                 "cgroup": cgroup.to_state() if cgroup is not None else None})
-    reply.close()
-    Supervisor(spec=spec, listener=listener, main_pid=pid, streams=streams, cgroup=cgroup, wakeup_r=wake_r,
-               creds=creds, log=log).run()
+    # The task runs; opening the log files is off the start's critical path (the pipes buffer).
+    streams = [_Stream(r, open_sink(desc, on_error=lambda e: log(f"log output: {e}"))) for r, desc in pipes]
+    sup = Supervisor(spec=spec, listener=listener, main_pid=pid, streams=streams, cgroup=cgroup, wakeup_r=wake_r,
+                     creds=creds, log=log)
+    sup.adopt_waiter(reply)  # the start connection stays open as the driver's wait connection
+    sup.run()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rawexec.executor import procfs
-from rawexec.executor.launch import Credentials, LaunchFailure, spawn
+from rawexec.executor.launch import Credentials, LaunchFailure, reaped, start_process
 from rawexec.executor.protocol import Channel, ProtocolError
 from rawexec.executor.sinks import Sink
 from rawexec.types import ExitResult, exit_result_from_wait_status
@@ -107,6 +107,13 @@ class Supervisor:
             fn()
         return max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
 
+    def adopt_waiter(self, ch: Channel) -> None:
+        """Treat an already-connected channel as a client that asked to ``wait``."""
+        ch.sock.setblocking(False)
+        client = _Client(ch, waiting=True)
+        self.clients[ch.fileno()] = client
+        self.sel.register(ch.sock, selectors.EVENT_READ, lambda: self._on_client(client))
+
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
         self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
@@ -173,6 +180,7 @@ class Supervisor:
             self._reaped(pid, status)
 
     def _reaped(self, pid: int, status: int) -> None:
+        reaped(pid, status)
         if pid == self.main_pid and self.exit is None:
             self._main_exited(status)
         sess = self.execs.pop(pid, None)
@@ -460,9 +468,8 @@ class Supervisor:
                     env.update(USER=pw.pw_name, LOGNAME=pw.pw_name, HOME=pw.pw_dir)
                 except KeyError:
                     pass
-            pid = spawn([path, *argv[1:]], env, self.spec["cwd"], stdio, creds=self.creds,
-                        procs_files=self.cgroup.procs_files if self.cgroup is not None else (),
-                        ctty=tty)
+            pid = start_process([path, *argv[1:]], env, self.spec["cwd"], stdio, creds=self.creds,
+                                procs_files=self.cgroup.procs_files if self.cgroup is not None else (), tty=tty)
         except LaunchFailure as e:
             for fd in mine + theirs:
                 os.close(fd)

@@ -1,0 +1,454 @@
+"""Ports of Nomad's raw_exec driver tests (facts §8.1/§8.2), on real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import stat
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rawexec import Driver, DriverConfig, HealthState, TaskState
+from rawexec.errors import (
+    DriverDisabledError,
+    InvalidConfigError,
+    TaskExistsError,
+    TaskNotFoundError,
+    TaskStateError,
+)
+from tests.conftest import IS_ROOT, TaskFactory
+from tests.helpers.util import alive, pids_with_tag, tt, wait_until
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def test_fingerprint_and_capabilities(state_dir: str) -> None:
+    off = Driver(DriverConfig(state_dir=state_dir))
+    fp = off.fingerprint()
+    assert (fp.health, fp.description, dict(fp.attributes)) == (HealthState.UNDETECTED, "disabled", {})
+    on = Driver(DriverConfig(enabled=True, state_dir=state_dir))
+    fp = on.fingerprint()
+    assert (fp.health, fp.description, dict(fp.attributes)) == (HealthState.HEALTHY, "Healthy",
+                                                               {"driver.raw_exec": True})
+    caps = on.capabilities()
+    assert caps.send_signals and caps.exec and caps.fs_isolation == "none"
+    assert caps.network_isolation_modes == ("host", "group") and caps.mount_configs == "none"
+
+
+def test_disabled(state_dir: str, make_task: TaskFactory) -> None:
+    d = Driver(DriverConfig(enabled=False, state_dir=state_dir))
+    with pytest.raises(DriverDisabledError, match="raw_exec is disabled"):
+        d.start_task(make_task(tt("sleep", "0.01")))
+    assert os.listdir(state_dir) == []
+
+
+def test_start_wait(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "0.01"))
+    driver.start_task(cfg)
+    res = driver.wait_task(cfg.id, timeout=5)
+    assert (res.exit_code, res.signal, res.oom_killed, res.err) == (0, 0, False, None)
+    assert res.successful
+    # many waiters, many times
+    assert driver.wait_task(cfg.id, 1) == res
+    st = driver.inspect_task(cfg.id)
+    assert st.state == TaskState.EXITED and st.completed_at is not None and st.exit_result == res
+    driver.destroy_task(cfg.id)
+    with pytest.raises(TaskNotFoundError):
+        driver.inspect_task(cfg.id)
+
+
+def test_exit_code_and_output(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task({"command": "/bin/sh", "args": ["-c", "echo out; echo err >&2; exit 7"]}, name="web")
+    driver.start_task(cfg)
+    assert driver.wait_task(cfg.id, 5).exit_code == 7
+    logs = os.path.join(cfg.alloc_dir, "alloc", "logs")
+    assert read(os.path.join(logs, "web.stdout.0")) == "out\n"
+    assert read(os.path.join(logs, "web.stderr.0")) == "err\n"
+
+
+def test_alloc_dir_layout_and_write(driver: Driver, make_task: TaskFactory) -> None:
+    out = os.path.join(make_task.alloc_dir, "alloc", "output.txt")
+    cfg = make_task(tt("sleep", "0.2", "write", "win", out), name="web")
+    driver.start_task(cfg)
+    assert driver.wait_task(cfg.id, 5).successful
+    assert read(out) == "win"
+    for rel, mode in [("alloc", 0o777), ("alloc/logs", 0o777), ("alloc/tmp", 0o777), ("alloc/data", 0o777),
+                      ("web", 0o777), ("web/local", 0o777), ("web/secrets", 0o777), ("web/tmp", 0o1777)]:
+        st = os.stat(os.path.join(cfg.alloc_dir, rel))
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == mode, rel
+
+
+def test_default_cwd_is_task_dir_and_work_dir(driver: Driver, make_task: TaskFactory, tmp_path: object) -> None:
+    cfg = make_task({"command": "/bin/pwd"}, name="web")
+    driver.start_task(cfg)
+    driver.wait_task(cfg.id, 5)
+    assert read(os.path.join(cfg.alloc_dir, "alloc/logs/web.stdout.0")).strip() == os.path.join(cfg.alloc_dir, "web")
+    wd = str(tmp_path)
+    with open(os.path.join(wd, "foo.txt"), "w") as f:
+        f.write("x")
+    cfg2 = make_task({"command": "/usr/bin/stat", "args": ["foo.txt"], "work_dir": wd})
+    driver.start_task(cfg2)
+    assert driver.wait_task(cfg2.id, 5).exit_code == 0
+
+
+def test_env_is_exactly_the_task_env(state_dir: str, make_task: TaskFactory, tag: str) -> None:
+    d = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=state_dir, denied_envvars=("*_TOKEN",)))
+    try:
+        cfg = make_task({"command": "/usr/bin/env", "denied_envvars": ["AWS_*"]}, name="envtask",
+                        env={"NOMAD_TOKEN": "x", "AWS_KEY": "y", "KEEP": "z"})
+        d.start_task(cfg)
+        d.wait_task(cfg.id, 5)
+        lines = read(os.path.join(cfg.alloc_dir, "alloc/logs/envtask.stdout.0")).splitlines()
+        want = {f"{k}={v}" for k, v in cfg.env.items() if k not in ("NOMAD_TOKEN", "AWS_KEY")}
+        assert set(lines) == want
+    finally:
+        for t in d.task_ids():
+            d.destroy_task(t, force=True)
+        d.close()
+
+
+def test_duplicate_id(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "30"), id="dup")
+    driver.start_task(cfg)
+    with pytest.raises(TaskExistsError, match='task with ID "dup" already started'):
+        driver.start_task(cfg)
+    assert driver.inspect_task("dup").state == TaskState.RUNNING
+
+
+def test_stop_sigint(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    t0 = time.monotonic()
+    driver.stop_task(cfg.id, timeout=2, signal="SIGINT")
+    res = driver.wait_task(cfg.id, 10)
+    assert (res.signal, res.exit_code) == (signal.SIGINT, 128 + signal.SIGINT)
+    assert time.monotonic() - t0 < 1.5
+    assert driver.inspect_task(cfg.id).state == TaskState.EXITED
+    driver.destroy_task(cfg.id)
+
+
+def test_stop_escalates_to_sigkill(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("ignore", "SIGINT", "ignore", "SIGTERM", "echo", "ready", "sleep", "100"),
+                    name="stubborn")
+    driver.start_task(cfg)
+    log = os.path.join(cfg.alloc_dir, "alloc/logs/stubborn.stdout.0")
+    wait_until(lambda: os.path.exists(log) and read(log) == "ready\n", 10)
+    t0 = time.monotonic()
+    driver.stop_task(cfg.id, timeout=0.3, signal="SIGTERM")
+    res = driver.wait_task(cfg.id, 5)
+    assert (res.exit_code, res.signal) == (137, 9)
+    assert 0.25 < time.monotonic() - t0 < 3
+
+
+def test_stop_kill_immediately(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    driver.stop_task(cfg.id, 0, "SIGKILL")
+    assert driver.wait_task(cfg.id, 5).signal == 9
+
+
+def test_signal_trap(driver: Driver, make_task: TaskFactory) -> None:
+    script = os.path.join(make_task.alloc_dir, "test.sh")
+    os.makedirs(make_task.alloc_dir, exist_ok=True)
+    with open(script, "w") as f:
+        f.write("trap 'echo Terminated.; exit 3' USR1\necho ready\nwhile true; do sleep 1; done\n")
+    cfg = make_task({"command": "/bin/bash", "args": [script]}, name="signal")
+    driver.start_task(cfg)
+    log = os.path.join(cfg.alloc_dir, "alloc/logs/signal.stdout.0")
+    wait_until(lambda: os.path.exists(log) and "ready" in read(log), 10)
+    driver.signal_task(cfg.id, "SIGUSR1")
+    res = driver.wait_task(cfg.id, 6)
+    assert res.exit_code == 3 and not res.successful
+    assert read(log).split("\n")[1].strip() == "Terminated."
+
+
+def test_signal_group(driver: Driver, make_task: TaskFactory) -> None:
+    pidfile = os.path.join(make_task.alloc_dir, "child.pid")
+    cfg = make_task(tt("fork/exec", pidfile, "sleep", "100"))
+    driver.start_task(cfg)
+    wait_until(lambda: os.path.exists(pidfile) and read(pidfile).strip(), 10)
+    child = int(read(pidfile))
+    driver.signal_task(cfg.id, "SIGTERM", group=True)
+    wait_until(lambda: not alive(child), 5)
+
+
+def test_unknown_signal_rejected(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "30"))
+    driver.start_task(cfg)
+    with pytest.raises(InvalidConfigError, match="unknown signal 'SIGBOGUS'"):
+        driver.signal_task(cfg.id, "SIGBOGUS")
+    assert driver.inspect_task(cfg.id).state == TaskState.RUNNING
+
+
+def test_start_kill_wait_escaped_group(driver: Driver, make_task: TaskFactory, tag: str) -> None:
+    """A grandchild in its own process group must die on stop (Nomad needs cgroups for this)."""
+    pidfile = os.path.join(make_task.alloc_dir, "pid")
+    os.makedirs(make_task.alloc_dir, exist_ok=True)
+    cfg = make_task(tt("fork/exec", pidfile, "pgrp", "0", "sleep", "20"))
+    driver.start_task(cfg)
+    wait_until(lambda: os.path.exists(pidfile) and read(pidfile).strip(), 5)
+    grandchild = int(read(pidfile))
+    assert alive(grandchild)
+    driver.stop_task(cfg.id, 0, "")
+    assert not driver.wait_task(cfg.id, 5).successful
+    wait_until(lambda: not alive(grandchild), 5)
+    assert pids_with_tag(tag) == []
+
+
+@pytest.mark.parametrize("shape", ["setsid", "daemon", "forkstorm", "sigterm-ignoring", "stopped"])
+def test_no_survivors_without_cgroups(driver: Driver, make_task: TaskFactory, tag: str, shape: str) -> None:
+    os.makedirs(make_task.alloc_dir, exist_ok=True)
+    pidfile = os.path.join(make_task.alloc_dir, f"{shape}.pid")
+    ops = {
+        "setsid": ("spawn", pidfile, "setsid", "sleep", "100"),
+        "daemon": ("daemon", pidfile, "fork/exec", pidfile + ".2", "setsid", "sleep", "100"),
+        "forkstorm": ("forkstorm", "20", pidfile, "sleep", "100"),
+        "sigterm-ignoring": ("ignore", "SIGTERM", "ignore", "SIGINT", "spawn", pidfile, "ignore", "SIGTERM",
+                             "setsid", "sleep", "100"),
+        "stopped": ("spawn", pidfile, "setsid", "sleep", "100"),
+    }[shape]
+    cfg = make_task(tt(*ops, "sleep", "100"))
+    driver.start_task(cfg)
+    wait_until(lambda: os.path.exists(pidfile) and read(pidfile).strip(), 10)
+    wait_until(lambda: len(pids_with_tag(tag)) >= 2, 10)
+    if shape == "stopped":
+        for pid in pids_with_tag(tag):
+            os.kill(pid, signal.SIGSTOP)
+    driver.stop_task(cfg.id, 0.2, "SIGTERM")
+    driver.wait_task(cfg.id, 5)
+    wait_until(lambda: not pids_with_tag(tag), 5, msg="survivors")
+
+
+def test_destroy_kills_all(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task({"command": "/bin/sh", "args": ["-c", 'sleep 3600 & echo "SLEEP_PID=$!"']}, name="test")
+    driver.start_task(cfg)
+    assert driver.wait_task(cfg.id, 10).successful
+    out = read(os.path.join(cfg.alloc_dir, "alloc/logs/test.stdout.0"))
+    m = re.search(r"SLEEP_PID=(\d+)", out)
+    assert m
+    pid = int(m.group(1))
+    assert alive(pid)
+    driver.destroy_task(cfg.id, force=True)
+    wait_until(lambda: not alive(pid), 5)
+
+
+def test_wait_not_blocked_by_orphaned_children(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task({"command": "/bin/sh", "args": ["-c", "(sleep 30 > /dev/null &) ; exec sleep 0.2"]})
+    driver.start_task(cfg)
+    assert driver.wait_task(cfg.id, 7).successful
+
+
+def test_destroy_running_requires_force(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "30"))
+    driver.start_task(cfg)
+    with pytest.raises(TaskStateError, match="cannot destroy running task"):
+        driver.destroy_task(cfg.id)
+    driver.destroy_task(cfg.id, force=True)
+    assert cfg.id not in driver.task_ids()
+
+
+def test_unknown_task_for_every_verb(driver: Driver) -> None:
+    calls: list[Callable[[], object]] = [
+        lambda: driver.wait_task("nope", 0.1), lambda: driver.stop_task("nope", 1),
+        lambda: driver.destroy_task("nope"), lambda: driver.inspect_task("nope"),
+        lambda: driver.signal_task("nope", "SIGHUP"), lambda: driver.exec_task("nope", ["true"], 1),
+        lambda: driver.exec_task_streaming("nope", ["true"]),
+    ]
+    for call in calls:
+        with pytest.raises(TaskNotFoundError, match="task not found for given id"):
+            call()
+
+
+def _assert_nothing_left(driver: Driver, state_dir: str, tag: str) -> None:
+    assert driver.task_ids() == []
+    assert [f for f in os.listdir(state_dir) if not f.startswith(".")] == []
+    assert pids_with_tag(tag) == []
+
+
+@pytest.mark.parametrize(("config", "msg"), [
+    ({}, 'The argument "command" is required'),
+    ({"command": ""}, 'The argument "command" is required'),
+    ({"command": "no-such-binary-xyz"}, 'binary "no-such-binary-xyz" could not be found'),
+    ({"command": "/"}, "is a directory"),
+    ({"command": "/usr/share/rawexec-test-not-executable"}, "is not executable"),
+    ({"command": "/bin/true", "oom_score_adj": -5}, "oom_score_adj must not be negative"),
+    ({"command": "/bin/true", "work_dir": "relative/dir"}, "work_dir must be an absolute path"),
+    ({"command": "/bin/true", "work_dir": "/no/such/dir"}, 'chdir "/no/such/dir"'),
+])
+def test_bad_task_config(driver: Driver, make_task: TaskFactory, state_dir: str, tag: str,
+                         config: dict[str, object], msg: str, not_executable: str) -> None:
+    if config.get("command") == "/usr/share/rawexec-test-not-executable":
+        config = {"command": not_executable}
+    with pytest.raises(Exception) as ei:
+        driver.start_task(make_task(config))
+    assert msg in str(ei.value)
+    _assert_nothing_left(driver, state_dir, tag)
+
+
+@pytest.fixture
+def not_executable(tmp_path: Path) -> str:
+    """A host file outside any alloc dir, without execute bits."""
+    p = os.path.join(str(tmp_path), "data.txt")
+    with open(p, "w") as f:
+        f.write("not a program\n")
+    os.chmod(p, 0o644)
+    return p
+
+
+def test_unknown_user(driver: Driver, make_task: TaskFactory, state_dir: str, tag: str) -> None:
+    with pytest.raises(InvalidConfigError, match="unknown user alice"):
+        driver.start_task(make_task(tt("sleep", "45"), user="alice"))
+    _assert_nothing_left(driver, state_dir, tag)
+
+
+def test_denied_uid_of_agent_user(state_dir: str, make_task: TaskFactory) -> None:
+    uid = os.geteuid()
+    d = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=state_dir, denied_host_uids=f"{uid}"))
+    with pytest.raises(InvalidConfigError, match=f"running as uid {uid} is disallowed"):
+        d.start_task(make_task(tt("sleep", "1")))
+    import pwd
+
+    with pytest.raises(InvalidConfigError, match=f"running as uid {uid} is disallowed"):
+        d.start_task(make_task(tt("sleep", "1"), user=pwd.getpwuid(uid).pw_name))
+    gid = os.getegid()
+    d2 = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=state_dir, denied_host_gids=f"{gid}"))
+    with pytest.raises(InvalidConfigError, match=f"running as gid {gid} is disallowed"):
+        d2.start_task(make_task(tt("sleep", "1")))
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="switching users needs root")
+def test_user_nobody(driver: Driver, make_task: TaskFactory) -> None:
+    os.makedirs(make_task.alloc_dir, exist_ok=True)
+    os.chmod(os.path.dirname(make_task.alloc_dir), 0o755)
+    cfg = make_task({"command": "/bin/sleep", "args": ["30"]}, user="nobody")
+    driver.start_task(cfg)
+    r = driver.exec_task(cfg.id, ["id", "-un"], 5)
+    assert r.exit_result.successful and r.output.strip() == b"nobody"
+    with open(f"/proc/{driver.inspect_task(cfg.id).driver_attributes['pid']}/status") as f:
+        uid_line = next(line for line in f if line.startswith("Uid:"))
+    import pwd
+
+    assert int(uid_line.split()[1]) == pwd.getpwnam("nobody").pw_uid
+
+
+def test_binary_lookup_order(driver: Driver, make_task: TaskFactory) -> None:
+    task_dir = os.path.join(make_task.alloc_dir, "lookup")
+    os.makedirs(os.path.join(task_dir, "local"), exist_ok=True)
+    for where, word in ((task_dir, "taskdir"), (os.path.join(task_dir, "local"), "local")):
+        p = os.path.join(where, "hello.sh")
+        with open(p, "w") as f:
+            f.write(f"#!/bin/sh\necho {word}\n")
+        os.chmod(p, 0o600)  # not executable: inside the alloc dir it is made executable, as Nomad
+    cfg = make_task({"command": "hello.sh"}, name="lookup")
+    driver.start_task(cfg)
+    assert driver.wait_task(cfg.id, 5).successful
+    assert read(os.path.join(cfg.alloc_dir, "alloc/logs/lookup.stdout.0")) == "local\n"
+    assert stat.S_IMODE(os.stat(os.path.join(task_dir, "local", "hello.sh")).st_mode) == 0o755
+    # bare names fall back to PATH
+    cfg2 = make_task({"command": "true"})
+    driver.start_task(cfg2)
+    assert driver.wait_task(cfg2.id, 5).successful
+
+
+def test_exec(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "100"), name="ex", env={"MY_VAR": "hello"})
+    driver.start_task(cfg)
+    r = driver.exec_task(cfg.id, ["/usr/bin/stat", "/tmp"], 5)
+    assert r.exit_result.successful and len(r.output) > 100
+    r = driver.exec_task(cfg.id, ["/usr/bin/stat", "notarealfile123abc"], 5)
+    assert not r.exit_result.successful and b"No such file or directory" in r.output
+    r = driver.exec_task(cfg.id, ["/bin/sh", "-c", "echo $MY_VAR; pwd"], 5)
+    assert r.output.decode().split() == ["hello", os.path.join(cfg.alloc_dir, "ex")]
+    with pytest.raises(InvalidConfigError, match="at least one value"):
+        driver.exec_task(cfg.id, [], 5)
+    with pytest.raises(InvalidConfigError, match="executable file not found"):
+        driver.exec_task(cfg.id, ["no-such-command-xyz"], 5)
+
+
+def test_exec_keeps_last_64k_and_deadline(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    r = driver.exec_task(cfg.id, [sys.executable, "-c", "import sys; sys.stdout.write('a'*100000 + 'END')"], 10)
+    assert len(r.output) >= 64 * 1024 and r.output.endswith(b"END") and r.exit_result.successful
+    t0 = time.monotonic()
+    r = driver.exec_task(cfg.id, ["/bin/sleep", "30"], 0.3)
+    assert time.monotonic() - t0 < 3
+    assert r.exit_result.signal == signal.SIGKILL
+
+
+def test_exec_into_exited_task(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("exit", "0"))
+    driver.start_task(cfg)
+    driver.wait_task(cfg.id, 5)
+    with pytest.raises(TaskStateError, match="not running"):
+        driver.exec_task(cfg.id, ["true"], 1)
+    with pytest.raises(TaskStateError):
+        driver.signal_task(cfg.id, "SIGHUP")
+
+
+def test_exec_streaming_no_tty(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    with driver.exec_task_streaming(cfg.id, ["/bin/sh", "-c", "cat; echo bye >&2; exit 5"]) as s:
+        s.write_stdin(b"hello\n")
+        s.close_stdin()
+        frames = list(s.frames())
+    out = b"".join(f.data for f in frames if f.stream == "stdout")
+    err = b"".join(f.data for f in frames if f.stream == "stderr")
+    assert (out, err) == (b"hello\n", b"bye\n")
+    assert sum(1 for f in frames if f.close) == 2
+    assert s.result is not None and s.result.exit_code == 5
+
+
+def test_exec_streaming_tty(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    with driver.exec_task_streaming(cfg.id, ["/bin/sh", "-c", "tty; stty size; exit 7"], tty=True,
+                                    rows=33, cols=111) as s:
+        out = b"".join(f.data for f in s.frames())
+    text = out.decode()
+    assert re.search(r"/dev/pts/\d+", text) and "33 111" in text
+    assert s.result is not None and s.result.exit_code == 7
+
+
+def test_exec_client_vanishes(driver: Driver, make_task: TaskFactory, tag: str) -> None:
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    s = driver.exec_task_streaming(cfg.id, ["/bin/sleep", "77"])
+    pid = s.pid
+    assert alive(pid)
+    s.close()
+    wait_until(lambda: not alive(pid), 5)
+
+
+def test_handle_round_trip_and_corruption(driver: Driver, make_task: TaskFactory) -> None:
+    from rawexec import TaskHandle
+
+    cfg = make_task(tt("sleep", "30"))
+    h = driver.start_task(cfg)
+    blob = h.dumps()
+    assert TaskHandle.loads(blob) == h
+    for bad in (blob[:-10], blob.replace(b"rawexec", b"rawexex", 1), b"", b"garbage", blob[:30] + b"!" + blob[31:],
+                blob.replace(b" 1 ", b" 9 ", 1)):
+        with pytest.raises(InvalidConfigError, match="failed to decode task state from handle"):
+            TaskHandle.loads(bad)
+    with pytest.raises(InvalidConfigError, match="handle cannot be nil"):
+        driver.recover_task(None)
+
+
+def test_state_dir_permissions(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "30"))
+    h = driver.start_task(cfg)
+    sock = h.driver_state["socket_path"]
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(driver.config.state_dir).st_mode) == 0o700 or \
+        shutil.disk_usage(driver.config.state_dir)
