@@ -128,3 +128,12 @@ def test_parse_port_ranges() -> None:
                      ("0", "outside 1-65535"), ("1,,2", "invalid port or range")):
         with pytest.raises(InvalidConfigError, match=msg):
             parse_port_ranges(bad)
+
+
+def test_accepts_job_model_ports_and_dicts() -> None:
+    from rawexec.jobspec.model import Port
+
+    port = free_port()
+    pa = PortAllocator()
+    got = pa.allocate("a", [Port(label="web", static=port), Port(label="dyn", to=-1), {"label": "d2"}])
+    assert got[0].value == port and got[1].to == got[1].value and got[2].label == "d2"

@@ -149,3 +149,13 @@ def test_bad_construction() -> None:
         RestartTracker(RestartPolicy.default_for("batch"), "batch", lifecycle="prestop")
     with pytest.raises(ValidationError, match="Interval can not be less than 5s"):
         RestartTracker(RestartPolicy(1, 1, 0), "batch")
+
+
+def test_accepts_the_job_models_policy() -> None:
+    from rawexec.jobspec.model import RestartPolicy as JobRestartPolicy
+
+    t, _ = tracker(JobRestartPolicy(attempts=1, interval=60, delay=5, mode="fail"))  # type: ignore[arg-type]
+    assert t.policy == RestartPolicy(1, 60, 5, "fail")
+    assert t.set_exit_result(FAIL).get_state().state == "Restarting"
+    with pytest.raises(ValidationError, match="restart policy is missing a field"):
+        RestartPolicy.coerce(object())

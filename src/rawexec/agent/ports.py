@@ -48,6 +48,19 @@ class PortRequest:
     to: int = 0
 
     @classmethod
+    def coerce(cls, port: Any) -> PortRequest:
+        """This class from a dict or any object with ``label`` and ``static``/``value`` and ``to``
+        (e.g. the job model's ``Port``)."""
+        if isinstance(port, PortRequest):
+            return port
+        if isinstance(port, Mapping):
+            return cls.from_dict(port)
+        value = getattr(port, "static", None)
+        if value is None:
+            value = getattr(port, "value", 0)
+        return cls(label=str(port.label), value=int(value or 0), to=int(getattr(port, "to", 0) or 0))
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PortRequest:
         return cls(label=str(d.get("label", "")), value=int(d.get("value", d.get("static", 0)) or 0),
                    to=int(d.get("to", 0) or 0))
@@ -150,12 +163,15 @@ class PortAllocator:
 
     # -- allocate / release -------------------------------------------------------------------
 
-    def allocate(self, alloc_id: str, requests: Sequence[PortRequest]) -> list[AllocatedPort]:
+    def allocate(self, alloc_id: str, requests: Sequence[Any]) -> list[AllocatedPort]:
         """Give ``alloc_id`` a port per request (all or none). Static ports first, then dynamic.
+
+        ``requests`` are :class:`PortRequest` s, dicts, or job-model ports (see :meth:`PortRequest.coerce`).
 
         Raises :class:`InvalidConfigError` for bad requests and static-port collisions, and
         :class:`UnavailableError` when the dynamic range has no free port left.
         """
+        requests = [PortRequest.coerce(r) for r in requests]
         self._validate(requests)
         with self._lock:
             if alloc_id in self._by_alloc:

@@ -75,6 +75,17 @@ class RestartPolicy:
             return cls(attempts=3, interval=24 * _HOUR, delay=15.0, mode=MODE_FAIL)
         raise ValidationError(f'invalid job type "{job_type}": must be one of {", ".join(JOB_TYPES)}')
 
+    @classmethod
+    def coerce(cls, policy: Any) -> RestartPolicy:
+        """This class from any object with the same fields (e.g. the job model's ``RestartPolicy``)."""
+        if isinstance(policy, RestartPolicy):
+            return policy
+        try:
+            return cls(attempts=policy.attempts, interval=float(policy.interval), delay=float(policy.delay),
+                       mode=str(policy.mode), render_templates=bool(getattr(policy, "render_templates", False)))
+        except AttributeError as e:
+            raise ValidationError(f"restart policy is missing a field: {e}") from None
+
     def merged(self, overrides: Mapping[str, Any]) -> RestartPolicy:
         """This policy with the fields set in ``overrides`` (a partially-specified block) replaced."""
         unknown = set(overrides) - {"attempts", "interval", "delay", "mode", "render_templates"}
@@ -137,9 +148,10 @@ class RestartTracker:
     and ``sidecar`` its sidecar flag.
     """
 
-    def __init__(self, policy: RestartPolicy, job_type: str, *, lifecycle: str | None = None,
+    def __init__(self, policy: Any, job_type: str, *, lifecycle: str | None = None,
                  sidecar: bool = False, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
+        policy = RestartPolicy.coerce(policy)
         policy.validate()
         if job_type not in JOB_TYPES:
             raise ValidationError(f'invalid job type "{job_type}": must be one of {", ".join(JOB_TYPES)}')
@@ -166,7 +178,8 @@ class RestartTracker:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def set_policy(self, policy: RestartPolicy) -> None:
+    def set_policy(self, policy: Any) -> None:
+        policy = RestartPolicy.coerce(policy)
         policy.validate()
         self.policy = policy
 
