@@ -322,7 +322,7 @@ def _dec(spec: Spec, body: Any, env: dict[str, str], implied: str) -> Any:
     if isinstance(spec, Object):
         if not isinstance(body, Mapping):
             raise InvalidConfigError(f"Unsuitable value type; an object is required, got {_kind(body)}")
-        names = {_input_name(child, key) for key, child in spec.attributes.items()}
+        names: set[str] = set().union(*(_input_names(child, key) for key, child in spec.attributes.items()))
         for key in body:
             if key not in names:
                 raise InvalidConfigError(f'Invalid label; No argument or block type is named "{key}".')
@@ -371,11 +371,15 @@ def _dec_block_map(nested: Spec, depth: int, raw: Any, env: dict[str, str]) -> A
     return {k: _dec_block_map(nested, depth - 1, v, env) for k, v in raw.items()}
 
 
-def _input_name(spec: Spec, key: str) -> str:
+def _input_names(spec: Spec, key: str) -> set[str]:
+    """The body keys a child spec consumes (through Default and Array wrappers)."""
     if isinstance(spec, Default):
-        return _input_name(spec.primary, key)
-    name = getattr(spec, "name", "")
-    return name or key
+        return _input_names(spec.primary, key) | _input_names(spec.default, key)
+    if isinstance(spec, Array):
+        return set().union(*(_input_names(v, "") for v in spec.values))
+    if isinstance(spec, Literal | Object):
+        return set()
+    return {spec.name or key}
 
 
 def _interp(value: Any, env: dict[str, str]) -> Any:

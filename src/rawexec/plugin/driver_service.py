@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from rawexec.errors import InvalidConfigError, TaskNotFoundError, UnsupportedError
+from rawexec.errors import InvalidConfigError, TaskNotFoundError, UnavailableError, UnsupportedError
 from rawexec.plugin import convert, hclspec
 from rawexec.plugin.base_service import PluginState
 from rawexec.plugin.gen import driver_pb2
@@ -61,6 +61,10 @@ class DriverServicer:
 
     def __init__(self, state: PluginState) -> None:
         self.state = state
+
+    @staticmethod
+    def _exited(drv: Any, task_id: str) -> bool:
+        return str(drv.inspect_task(task_id).state) == "exited"
 
     def _call(self, context: grpc.ServicerContext, method: str, fn: Callable[[], T]) -> T:
         try:
@@ -155,10 +159,16 @@ class DriverServicer:
             timeout = convert.duration_seconds(
                 request.timeout if request.HasField("timeout") else None, DEFAULT_STOP_TIMEOUT)
             kwargs = {"signal": request.signal} if request.signal else {}
+            drv = self.state.driver()
             try:
-                self.state.driver().stop_task(request.task_id, timeout, **kwargs)
+                if self._exited(drv, request.task_id):
+                    return driver_pb2.StopTaskResponse()  # already gone: success, as Nomad expects
+                drv.stop_task(request.task_id, timeout, **kwargs)
             except TaskNotFoundError:
                 log.debug("stop of an unknown task: nothing to do", extra={"kv": {"task_id": request.task_id}})
+            except UnavailableError:
+                if not self._exited(drv, request.task_id):
+                    raise
             return driver_pb2.StopTaskResponse()
         return self._call(context, "StopTask", run)
 

@@ -1,0 +1,236 @@
+"""hclspec trees, the pure proto translations, and the error -> status mapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import msgpack  # type: ignore[import-untyped]
+import pytest
+
+from rawexec.driver import Capabilities, Fingerprint, HealthState, TaskState, TaskStatus
+from rawexec.errors import (
+    DriverDisabledError,
+    InvalidConfigError,
+    TaskNotFoundError,
+    UnavailableError,
+)
+from rawexec.plugin import convert, hclspec
+from rawexec.plugin.gen import driver_pb2, hclspec_pb2, rpc_status_pb2, structs_pb2
+from rawexec.plugin.hclspec import (
+    Array,
+    Attr,
+    Block,
+    BlockAttrs,
+    BlockList,
+    BlockMap,
+    BlockSet,
+    Default,
+    Literal,
+    Object,
+    Spec,
+)
+from rawexec.plugin.status import RECOVERABLE_TYPE_URL, STATUS_DETAILS_KEY, to_status
+from rawexec.types import CpuStats, ExitResult, MemoryStats, ResourceUsage, TaskResourceUsage
+
+ALL_KINDS = Object({
+    "a": Attr("string", required=True),
+    "d": Default(Attr("number", name="d"), Literal("10")),
+    "arr": Array((Attr("bool", name="x"), Literal('"y"'))),
+    "b": Block(Object({"p": Attr("string")}), required=True, name="blk"),
+    "ba": BlockAttrs("map(string)", name="ba"),
+    "bl": BlockList(Object({"v": Attr("any")}), min_items=1, max_items=3),
+    "bs": BlockSet(Object({"v": Attr("any")}), max_items=2),
+    "bm": BlockMap(("l1", "l2"), Object({"v": Attr("set(string)")})),
+})
+
+
+def test_every_spec_kind_round_trips_through_proto() -> None:
+    msg = hclspec.to_proto(ALL_KINDS)
+    again = hclspec_pb2.Spec.FromString(msg.SerializeToString())
+    assert hclspec.from_proto(again) == ALL_KINDS
+    assert again.object.attributes["a"].WhichOneof("block") == "Attr"
+    assert again.object.attributes["d"].default.default.literal.value == "10"
+
+
+def test_unset_spec_is_rejected_like_nomad() -> None:
+    with pytest.raises(InvalidConfigError, match="Invalid spec block"):
+        hclspec.from_proto(hclspec_pb2.Spec())
+    with pytest.raises(InvalidConfigError, match="nil spec given"):
+        hclspec.from_proto(None)
+
+
+def _nested_attrs_have_names(spec: Spec, direct: bool) -> bool:
+    """Nomad: an Attr needs a name unless it sits directly under an Object."""
+    if isinstance(spec, Attr):
+        return direct or bool(spec.name)
+    if isinstance(spec, Object):
+        return all(_nested_attrs_have_names(c, True) for c in spec.attributes.values())
+    if isinstance(spec, Default):
+        return _nested_attrs_have_names(spec.primary, False) and _nested_attrs_have_names(spec.default, False)
+    return True
+
+
+@pytest.mark.parametrize("spec", [hclspec.plugin_config_spec(), hclspec.task_config_spec()])
+def test_raw_exec_specs_are_valid_for_nomad(spec: Object) -> None:
+    assert _nested_attrs_have_names(spec, True)
+    for child in spec.attributes.values():
+        attr = child.primary if isinstance(child, Default) else child
+        assert isinstance(attr, Attr)
+        hclspec.parse_type(attr.type)
+
+
+def test_raw_exec_spec_keys_and_defaults() -> None:
+    assert set(hclspec.plugin_config_spec().attributes) == {
+        "enabled", "no_cgroups", "denied_host_uids", "denied_host_gids", "denied_envvars"}
+    enabled = hclspec.plugin_config_spec().attributes["enabled"]
+    assert enabled == Default(Attr("bool", name="enabled"), Literal("false"))
+    task = hclspec.task_config_spec().attributes
+    assert task["command"] == Attr("string", required=True)
+    assert set(task) == {"command", "args", "cgroup_v1_override", "cgroup_v2_override", "oom_score_adj",
+                         "work_dir", "denied_envvars"}
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("string", "string"), ("list(string)", ("list", "string")),
+    ("list(map(string))", ("list", ("map", "string"))),
+    ("object({a=number, b=list(bool)})", ("object", {"a": "number", "b": ("list", "bool")})),
+    ("tuple([string, any])", ("tuple", ["string", "any"])),
+])
+def test_parse_type(text: str, parsed: Any) -> None:
+    assert hclspec.parse_type(text) == parsed
+
+
+@pytest.mark.parametrize("bad", ["", "lst(string)", "list(", "list()", "map(string", "string string", "list(%)"])
+def test_parse_type_errors(bad: str) -> None:
+    with pytest.raises(InvalidConfigError, match="HCL type expression"):
+        hclspec.parse_type(bad)
+
+
+# --- convert ---------------------------------------------------------------------------------------
+
+
+def _task_pb(**kw: Any) -> Any:
+    base: dict[str, Any] = {"id": "a1/web/x", "name": "web", "alloc_id": "a1", "alloc_dir": "/tmp/a1",
+                            "msgpack_driver_config": msgpack.packb({"command": "/bin/true", "args": None})}
+    base.update(kw)
+    return driver_pb2.TaskConfig(**base)
+
+
+def test_task_config_from_proto() -> None:
+    res = driver_pb2.Resources(
+        allocated_resources=driver_pb2.AllocatedTaskResources(
+            cpu=driver_pb2.AllocatedCpuResources(cpu_shares=500),
+            memory=driver_pb2.AllocatedMemoryResources(memory_mb=256, memory_max_mb=512)),
+        linux_resources=driver_pb2.LinuxResources(cpuset_cpus="0,2-3"))
+    cfg = convert.task_config_from_proto(_task_pb(env={"A": "1"}, user="nobody", stdout_path="/f/out",
+                                                  resources=res, job_name="j", task_group_name="g"))
+    assert cfg.id == "a1/web/x" and cfg.name == "web" and cfg.alloc_dir == "/tmp/a1"
+    assert dict(cfg.driver_config) == {"command": "/bin/true"}
+    assert dict(cfg.env) == {"A": "1"} and cfg.user == "nobody"
+    assert cfg.stdout_path == "/f/out" and cfg.stderr_path is None
+    assert cfg.resources is not None
+    assert (cfg.resources.cpu, cfg.resources.memory, cfg.resources.memory_max) == (500, 256, 512)
+    assert cfg.resources.cpuset == (0, 2, 3) and cfg.resources.cores == 3
+    assert convert.task_config_from_proto(_task_pb()).resources is None
+
+
+def test_task_config_from_proto_errors() -> None:
+    with pytest.raises(InvalidConfigError, match=r"task\.id is empty"):
+        convert.task_config_from_proto(_task_pb(id=""))
+    with pytest.raises(InvalidConfigError, match="not valid msgpack"):
+        convert.task_config_from_proto(_task_pb(msgpack_driver_config=b"\xc1"))
+    with pytest.raises(InvalidConfigError, match="cpu list"):
+        convert.task_config_from_proto(_task_pb(resources=driver_pb2.Resources(
+            allocated_resources=driver_pb2.AllocatedTaskResources(),
+            linux_resources=driver_pb2.LinuxResources(cpuset_cpus="a-b"))))
+
+
+def test_exit_result_round_trip_and_never_nil() -> None:
+    pb, err = convert.exit_result_to_proto(ExitResult(exit_code=137, signal=9, oom_killed=True, err="x"))
+    assert (pb.exit_code, pb.signal, pb.oom_killed, err) == (137, 9, True, "x")
+    assert convert.exit_result_from_proto(pb, err) == ExitResult(137, 9, True, "x")
+    pb, err = convert.exit_result_to_proto(None)
+    assert pb.exit_code == -1 and err
+
+
+def test_task_status_timestamps_always_set() -> None:
+    st = TaskStatus(id="t", name="web", state=TaskState.RUNNING,
+                    started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), completed_at=None,
+                    exit_result=None, driver_attributes={"pid": "42"})
+    resp = convert.task_status_to_proto(st)
+    assert resp.task.state == driver_pb2.RUNNING
+    assert resp.task.started_at.ToDatetime(tzinfo=UTC) == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert resp.task.HasField("completed_at") and resp.task.completed_at.seconds == convert.ZERO_TIME_SECONDS
+    assert resp.task.HasField("result") and dict(resp.driver.attributes) == {"pid": "42"}
+
+
+def test_fingerprint_and_rename() -> None:
+    fp = Fingerprint(HealthState.HEALTHY, "Healthy", {"driver.raw_exec": True, "driver.raw_exec.v": 2})
+    resp = convert.fingerprint_to_proto(fp, "raw_exec_py")
+    assert resp.health == driver_pb2.FingerprintResponse.HEALTHY and resp.health_description == "Healthy"
+    assert resp.attributes["driver.raw_exec_py"].bool_val is True
+    assert resp.attributes["driver.raw_exec_py.v"].int_val == 2
+    off = convert.fingerprint_to_proto(Fingerprint(HealthState.UNDETECTED, "disabled", {}))
+    assert off.health == driver_pb2.FingerprintResponse.UNDETECTED and not off.attributes
+    assert convert.attribute_to_proto(1.5) == structs_pb2.Attribute(float_val=1.5)
+    assert convert.attribute_to_proto("s") == structs_pb2.Attribute(string_val="s")
+
+
+def test_capabilities_are_nomads_raw_exec() -> None:
+    caps = convert.capabilities_to_proto(Capabilities())
+    assert caps.send_signals and caps.exec
+    assert caps.fs_isolation == driver_pb2.DriverCapabilities.NONE
+    assert list(caps.network_isolation_modes) == [driver_pb2.NetworkIsolationSpec.HOST,
+                                                  driver_pb2.NetworkIsolationSpec.GROUP]
+    assert caps.mount_configs == driver_pb2.DriverCapabilities.NO_MOUNTS
+    assert not caps.must_create_network and not caps.remote_tasks
+
+
+def test_task_stats_always_has_timestamp_and_agg() -> None:
+    empty = convert.task_stats_to_proto("t", None, 1_700_000_000_000_000_000).stats
+    assert empty.HasField("timestamp") and empty.HasField("agg_resource_usage")
+    assert empty.timestamp.ToNanoseconds() == 1_700_000_000_000_000_000
+    usage = TaskResourceUsage(
+        resource_usage=ResourceUsage(MemoryStats(rss=100, swap=5, measured=("RSS", "Swap")),
+                                     CpuStats(user_mode=1.5, percent=12.0, measured=("User Mode", "Percent"))),
+        timestamp=123, pids={"7": ResourceUsage(MemoryStats(rss=50, measured=("RSS",)))})
+    stats = convert.task_stats_to_proto("t", usage, 999).stats
+    assert stats.timestamp.ToNanoseconds() == 123
+    agg = stats.agg_resource_usage
+    assert agg.memory.rss == 100 and agg.memory.swap == 5
+    assert list(agg.memory.measured_fields) == [driver_pb2.MemoryUsage.RSS, driver_pb2.MemoryUsage.SWAP]
+    assert list(agg.cpu.measured_fields) == [driver_pb2.CPUUsage.USER_MODE, driver_pb2.CPUUsage.PERCENT]
+    assert stats.resource_usage_by_pid["7"].memory.rss == 50
+
+
+def test_durations() -> None:
+    assert convert.duration_seconds(None, 5.0) == 5.0
+    assert convert.duration_seconds(convert.duration_from_seconds(2.25), 0) == 2.25
+
+
+# --- status -----------------------------------------------------------------------------------------
+
+
+def test_error_codes_follow_grpc_code_attribute() -> None:
+    assert to_status(TaskNotFoundError("x")).code == grpc.StatusCode.NOT_FOUND
+    assert to_status(DriverDisabledError()).code == grpc.StatusCode.FAILED_PRECONDITION
+    assert to_status(DriverDisabledError()).details == "raw_exec is disabled"
+    assert to_status(InvalidConfigError("bad")).code == grpc.StatusCode.INVALID_ARGUMENT
+    st = to_status(ValueError("boom"))
+    assert st.code == grpc.StatusCode.INTERNAL and "boom" in st.details and not st.trailing_metadata
+
+
+def test_recoverable_error_carries_nomads_detail() -> None:
+    st = to_status(UnavailableError("spawner busy"))
+    assert st.code == grpc.StatusCode.UNAVAILABLE
+    ((key, value),) = st.trailing_metadata
+    assert key == STATUS_DETAILS_KEY
+    assert isinstance(value, bytes)
+    rich = rpc_status_pb2.Status.FromString(value)
+    assert rich.code == grpc.StatusCode.UNAVAILABLE.value[0] and rich.message == "spawner busy"
+    assert rich.details[0].type_url == RECOVERABLE_TYPE_URL
+    assert rich.details[0].value == bytes.fromhex("0801")  # facts §6: the bytes grpc-go reads
+    assert not to_status(InvalidConfigError("x", recoverable=False)).trailing_metadata
+    assert to_status(InvalidConfigError("x", recoverable=True)).trailing_metadata
