@@ -56,7 +56,7 @@ def zip_bytes(entries: list[tuple[str, bytes] | tuple[str, bytes, int]]) -> byte
         for e in entries:
             info = zipfile.ZipInfo(e[0])
             info.compress_type = zipfile.ZIP_DEFLATED
-            mode = e[2] if len(e) == 3 else stat.S_IFREG | 0o644  # type: ignore[misc]
+            mode = e[2] if len(e) == 3 else stat.S_IFREG | 0o644
             info.external_attr = mode << 16
             zf.writestr(info, e[1])
     return buf.getvalue()

@@ -7,6 +7,7 @@ import os
 import stat
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from rawexec.artifacts.archive import (
 )
 from tests.artifacts.corpus import bad_corpus, compress, sample_tree, tar_bytes, ti, zip_bytes
 
-LIMITS = {"size_limit": 4 << 20, "count_limit": 32}
+LIMITS: dict[str, Any] = {"size_limit": 4 << 20, "count_limit": 32}
 
 
 @pytest.mark.parametrize(("name", "kind"), [

@@ -33,6 +33,20 @@ __all__ = ["FetchResult", "Progress", "fetch_artifact"]
 
 _WORK_DIR = ".rawexec-artifacts"  # inside the alloc dir: staging dirs and "already fetched" markers
 _DEFAULT_CONFIG = GetterConfig()
+_PKG_DIR = os.path.dirname(os.path.abspath(rawexec.__file__))
+# Runs rawexec.artifacts.sandbox as __main__ in a fresh interpreter, like `python -m`, but with
+# `rawexec` registered as a bare package: the package's __init__ imports the whole driver, which
+# the sandbox does not need (it costs ~0.6 s per fetch). The sandbox imports only rawexec.errors
+# and rawexec.artifacts.*.
+_BOOTSTRAP = (
+    "import sys, types, runpy\n"
+    "pkg = types.ModuleType('rawexec')\n"
+    "pkg.__path__ = [sys.argv[1]]\n"
+    "pkg.__file__ = sys.argv[1] + '/__init__.py'\n"
+    "sys.modules['rawexec'] = pkg\n"
+    "del sys.argv[1]\n"
+    "runpy.run_module('rawexec.artifacts.sandbox', run_name='__main__', alter_sys=True)\n"
+)
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,7 @@ def _marker_key(spec: ArtifactSpec, src: str, dest: str, options: Mapping[str, s
 
 
 def _child_env(cfg: GetterConfig, staging: str) -> dict[str, str]:
-    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(rawexec.__file__)))
+    pkg_root = os.path.dirname(_PKG_DIR)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": staging, "PYTHONPATH": pkg_root,
            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
     home = os.environ.get("HOME") or (pwd.getpwuid(os.getuid()).pw_dir if hasattr(os, "getuid") else "")
@@ -110,7 +124,7 @@ def _run_child(params: dict[str, Any], cfg: GetterConfig, source: str,
     """Run the sandbox child; returns (done event, isolation mode) or raises ArtifactError."""
     staging = params["staging"]
     with tempfile.TemporaryFile(dir=staging) as errf:
-        proc = subprocess.Popen([sys.executable, "-m", "rawexec.artifacts.sandbox"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, _PKG_DIR], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=errf, env=_child_env(cfg, staging),
                                 cwd=staging, close_fds=True, start_new_session=True)
         assert proc.stdin is not None and proc.stdout is not None

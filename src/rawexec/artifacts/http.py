@@ -12,19 +12,12 @@ from typing import Any
 import httpx
 
 from rawexec.artifacts.config import GetterConfig
+from rawexec.artifacts.failure import FetchFailure
 
-__all__ = ["FetchFailure", "http_download", "http_get_small"]
+__all__ = ["FetchFailure", "http_download", "http_get_small", "new_hasher_factory"]
 
 _CHUNK = 1 << 20
 _USER_AGENT = "rawexec-getter/0.1"
-
-
-class FetchFailure(Exception):
-    """A download failed; ``recoverable`` says whether a later retry may succeed."""
-
-    def __init__(self, message: str, recoverable: bool) -> None:
-        super().__init__(message)
-        self.recoverable = recoverable
 
 
 def _netrc_auth(url: httpx.URL, headers: Mapping[str, str]) -> httpx.Auth | None:
@@ -127,7 +120,7 @@ def http_download(url: str, path: str, *, headers: Mapping[str, str], insecure: 
                     validator = etag if etag and not etag.startswith("W/") else \
                         resp.headers.get("last-modified")
                     progress(done, total)
-                    for chunk in resp.iter_raw(_CHUNK):
+                    for chunk in resp.iter_raw():  # no chunk_size: a chunker drops its buffer on error
                         out.write(chunk)
                         if hasher is not None:
                             hasher.update(chunk)

@@ -9,6 +9,7 @@ reports newline-delimited JSON events on stdout: ``isolation``, ``progress``, th
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -18,12 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx  # imported before Landlock so the interpreter has what it needs
-import zstandard  # noqa: F401  (same reason)
-
 from rawexec.artifacts import archive, landlock
 from rawexec.artifacts.config import GetterConfig
-from rawexec.artifacts.http import FetchFailure, http_download, http_get_small, new_hasher_factory
+from rawexec.artifacts.failure import FetchFailure
 
 __all__ = ["main", "sandbox_read_paths"]
 
@@ -78,6 +76,16 @@ def sandbox_read_paths(params: dict[str, Any]) -> list[str]:
     return paths
 
 
+def _preload(params: dict[str, Any]) -> None:
+    """Import what this fetch needs before Landlock narrows what the interpreter may read."""
+    ck = params.get("checksum") or ("", "")
+    if params.get("getter") == "http" or str(ck[1]).startswith(("http://", "https://")):
+        import rawexec.artifacts.http  # noqa: F401  (httpx and its TLS stack)
+    kind = params.get("archive_kind") or ""
+    if kind.endswith("zst") and not params.get("archive_disabled"):
+        import zstandard  # noqa: F401
+
+
 def _isolate(params: dict[str, Any], em: Emitter) -> None:
     iso = params["isolation"]
     if not iso["enabled"]:
@@ -130,6 +138,8 @@ def _checksum(params: dict[str, Any], cfg: GetterConfig) -> tuple[str, str] | No
         with open(value[len("file://"):], "rb") as f:
             body = f.read(1 << 20)
     else:
+        from rawexec.artifacts.http import http_get_small
+
         body = http_get_small(value, headers=params["headers"], insecure=params["insecure"], cfg=cfg)
     return _hex_from_checksum_file(body, params["name"], value)
 
@@ -185,7 +195,8 @@ def _git(params: dict[str, Any], out: str, cfg: GetterConfig) -> None:
             msg = r.stderr.decode("utf-8", "replace").strip()
             lowered = msg.lower()
             permanent = any(s in lowered for s in ("not found", "did not match", "does not appear to be",
-                                                   "not a git repository", "unknown revision"))
+                                                   "not a git repository", "unknown revision",
+                                                   "invalid reference", "pathspec"))
             sub = "clone" if "clone" in argv else "checkout"
             raise FetchFailure(f"git {sub} failed: {msg or 'exit status ' + str(r.returncode)}",
                                not permanent)
@@ -220,7 +231,7 @@ def run(params: dict[str, Any], em: Emitter) -> dict[str, Any]:
         return {"kind": "dir", "name": "", "bytes": 0, "files": 0}
 
     checksum = _checksum(params, cfg)
-    new_hasher = new_hasher_factory(checksum[0]) if checksum else None
+    new_hasher = (lambda: hashlib.new(checksum[0])) if checksum else None
     dl_dir = os.path.join(staging, "dl")
     os.mkdir(dl_dir)
     name = params["name"]
@@ -230,6 +241,8 @@ def run(params: dict[str, Any], em: Emitter) -> dict[str, Any]:
         em.progress("download", done, total)
 
     if getter == "http":
+        from rawexec.artifacts.http import http_download
+
         size, hasher = http_download(params["url"], dl, headers=params["headers"], insecure=params["insecure"],
                                      cfg=cfg, new_hasher=new_hasher, progress=prog)
     else:
@@ -279,6 +292,7 @@ def main() -> int:
     try:
         params = json.loads(sys.stdin.read())
         os.umask(0o022)
+        _preload(params)
         _isolate(params, em)
         result = run(params, em)
     except FetchFailure as exc:
@@ -290,9 +304,6 @@ def main() -> int:
     except OSError as exc:
         em.send("error", message=f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
                 recoverable=True)
-        return 1
-    except httpx.HTTPError as exc:
-        em.send("error", message=f"{type(exc).__name__}: {exc}", recoverable=True)
         return 1
     em.send("done", **result)
     return 0
