@@ -173,3 +173,20 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
             assert st.get_task_state(a["ID"], "t") == {"state": "running", "i": a["i"]}
             assert st.events(a["ID"], "t") == [{"type": "Started", "i": a["i"]}]
     assert json.loads(json.dumps(allocs))  # plain data
+
+
+def test_summaries_and_json_listings(tmp_path: Path) -> None:
+    with StateStore(tmp_path) as st:
+        st.put_job("default", "j", {"ID": "j", "Big": "x" * 100}, summary={"ID": "j"})
+        st.put_job("default", "k", {"ID": "k"})
+        assert st.list_jobs(summary=True) == [{"ID": "j"}, {"ID": "k"}]
+        assert json.loads(st.list_jobs_json(summary=True)) == [{"ID": "j"}, {"ID": "k"}]
+        assert json.loads(st.list_jobs_json("default"))[0]["Big"] == "x" * 100
+        assert st.list_jobs_json("none") == "[]"
+        st.put_alloc("a1", {"ID": "a1", "Full": True}, job_id="j", summary={"ID": "a1"})
+        st.put_alloc("a2", {"ID": "a2", "Full": True}, job_id="k")
+        assert st.list_allocs(summary=True) == [{"ID": "a1"}, {"ID": "a2", "Full": True}]
+        assert json.loads(st.list_allocs_json(job_id="j")) == [{"ID": "a1", "Full": True}]
+        assert json.loads(st.list_allocs_json(job_id="j", summary=True)) == [{"ID": "a1"}]
+        st.put_alloc("a1", {"ID": "a1", "Full": False}, job_id="j")  # a replace without summary drops it
+        assert st.list_allocs(job_id="j", summary=True) == [{"ID": "a1", "Full": False}]

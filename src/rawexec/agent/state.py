@@ -34,16 +34,19 @@ SCHEMA_VERSION = 1
 DB_NAME = "state.db"
 LOCK_NAME = "agent.lock"
 
+# Small columns come before ``body`` so listings of summaries never read the bodies' overflow pages.
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE jobs (
-        namespace TEXT NOT NULL, job_id TEXT NOT NULL, body TEXT NOT NULL,
+        namespace TEXT NOT NULL, job_id TEXT NOT NULL,
         create_index INTEGER NOT NULL, modify_index INTEGER NOT NULL,
+        summary TEXT, body TEXT NOT NULL,
         PRIMARY KEY (namespace, job_id));
     CREATE TABLE allocs (
-        alloc_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, job_id TEXT NOT NULL, body TEXT NOT NULL,
-        create_index INTEGER NOT NULL, modify_index INTEGER NOT NULL);
+        alloc_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, job_id TEXT NOT NULL,
+        create_index INTEGER NOT NULL, modify_index INTEGER NOT NULL,
+        summary TEXT, body TEXT NOT NULL);
     CREATE INDEX allocs_by_job ON allocs (namespace, job_id);
     CREATE TABLE task_states (
         alloc_id TEXT NOT NULL, task TEXT NOT NULL, body TEXT NOT NULL, modify_index INTEGER NOT NULL,
@@ -108,14 +111,18 @@ class Tx:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def put_job(self, namespace: str, job_id: str, job: Mapping[str, Any]) -> int:
-        """Insert or replace a job; returns the modify index."""
+    def put_job(self, namespace: str, job_id: str, job: Mapping[str, Any], *,
+                summary: Mapping[str, Any] | None = None) -> int:
+        """Insert or replace a job; returns the modify index. ``summary`` is an optional small form
+        (e.g. the API's list stub) that listings can return without decoding every full job."""
         body = _dump(job, "job")
+        stub = None if summary is None else _dump(summary, "job summary")
         idx = self._bump()
         self._c.execute(
-            "INSERT INTO jobs(namespace, job_id, body, create_index, modify_index) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(namespace, job_id) DO UPDATE SET body = excluded.body, "
-            "modify_index = excluded.modify_index", (namespace, job_id, body, idx, idx))
+            "INSERT INTO jobs(namespace, job_id, body, summary, create_index, modify_index) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(namespace, job_id) DO UPDATE SET body = excluded.body, "
+            "summary = excluded.summary, modify_index = excluded.modify_index",
+            (namespace, job_id, body, stub, idx, idx))
         return idx
 
     def get_job(self, namespace: str, job_id: str) -> dict[str, Any] | None:
@@ -129,13 +136,20 @@ class Tx:
                               (namespace, job_id)).fetchone()
         return None if row is None else (int(row[0]), int(row[1]))
 
-    def list_jobs(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    def _jobs_sql(self, col: str, namespace: str | None) -> tuple[str, list[Any]]:
         if namespace is None:
-            rows = self._c.execute("SELECT body FROM jobs ORDER BY namespace, job_id").fetchall()
-        else:
-            rows = self._c.execute("SELECT body FROM jobs WHERE namespace = ? ORDER BY job_id",
-                                   (namespace,)).fetchall()
-        return [_load(r[0]) for r in rows]
+            return f"SELECT {col} FROM jobs ORDER BY namespace, job_id", []
+        return f"SELECT {col} FROM jobs WHERE namespace = ? ORDER BY job_id", [namespace]
+
+    def list_jobs(self, namespace: str | None = None, *, summary: bool = False) -> list[dict[str, Any]]:
+        """All jobs (or their summaries, where stored; the full job otherwise)."""
+        sql, args = self._jobs_sql("coalesce(summary, body)" if summary else "body", namespace)
+        return [_load(r[0]) for r in self._c.execute(sql, args).fetchall()]
+
+    def list_jobs_json(self, namespace: str | None = None, *, summary: bool = False) -> str:
+        """Like :meth:`list_jobs`, as one JSON array text, without decoding (for the HTTP API)."""
+        sql, args = self._jobs_sql("coalesce(summary, body) AS j" if summary else "body AS j", namespace)
+        return self._json_array(sql, args)
 
     def delete_job(self, namespace: str, job_id: str) -> bool:
         cur = self._c.execute("DELETE FROM jobs WHERE namespace = ? AND job_id = ?", (namespace, job_id))
@@ -146,22 +160,25 @@ class Tx:
     # -- allocations --------------------------------------------------------------------------
 
     def put_alloc(self, alloc_id: str, alloc: Mapping[str, Any], *, job_id: str,
-                  namespace: str = "default") -> int:
+                  namespace: str = "default", summary: Mapping[str, Any] | None = None) -> int:
+        """Insert or replace an allocation (``summary``: an optional list stub, see :meth:`put_job`)."""
         body = _dump(alloc, "allocation")
+        stub = None if summary is None else _dump(summary, "allocation summary")
         idx = self._bump()
         self._c.execute(
-            "INSERT INTO allocs(alloc_id, namespace, job_id, body, create_index, modify_index) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(alloc_id) DO UPDATE SET body = excluded.body, "
-            "namespace = excluded.namespace, job_id = excluded.job_id, modify_index = excluded.modify_index",
-            (alloc_id, namespace, job_id, body, idx, idx))
+            "INSERT INTO allocs(alloc_id, namespace, job_id, body, summary, create_index, modify_index) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(alloc_id) DO UPDATE SET body = excluded.body, "
+            "summary = excluded.summary, namespace = excluded.namespace, job_id = excluded.job_id, "
+            "modify_index = excluded.modify_index",
+            (alloc_id, namespace, job_id, body, stub, idx, idx))
         return idx
 
     def get_alloc(self, alloc_id: str) -> dict[str, Any] | None:
         row = self._c.execute("SELECT body FROM allocs WHERE alloc_id = ?", (alloc_id,)).fetchone()
         return None if row is None else _load(row[0])
 
-    def list_allocs(self, *, job_id: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT body FROM allocs", []
+    def _allocs_sql(self, col: str, job_id: str | None, namespace: str | None) -> tuple[str, list[Any]]:
+        sql, args = f"SELECT {col} FROM allocs", []
         conds = []
         if namespace is not None:
             conds.append("namespace = ?")
@@ -171,8 +188,23 @@ class Tx:
             args.append(job_id)
         if conds:
             sql += " WHERE " + " AND ".join(conds)
-        sql += " ORDER BY create_index, alloc_id"
+        return sql + " ORDER BY create_index, alloc_id", args
+
+    def list_allocs(self, *, job_id: str | None = None, namespace: str | None = None,
+                    summary: bool = False) -> list[dict[str, Any]]:
+        """Allocations in creation order (or their summaries, where stored)."""
+        sql, args = self._allocs_sql("coalesce(summary, body)" if summary else "body", job_id, namespace)
         return [_load(r[0]) for r in self._c.execute(sql, args).fetchall()]
+
+    def list_allocs_json(self, *, job_id: str | None = None, namespace: str | None = None,
+                         summary: bool = False) -> str:
+        """Like :meth:`list_allocs`, as one JSON array text, without decoding (for the HTTP API)."""
+        sql, args = self._allocs_sql("coalesce(summary, body) AS j" if summary else "body AS j", job_id, namespace)
+        return self._json_array(sql, args)
+
+    def _json_array(self, sql: str, args: list[Any]) -> str:
+        row = self._c.execute(f"SELECT '[' || coalesce(group_concat(j, ','), '') || ']' FROM ({sql})", args)
+        return str(row.fetchone()[0])
 
     def alloc_ids_by_prefix(self, prefix: str) -> list[str]:
         """Ids starting with ``prefix`` (for ``nomad alloc status <short id>``)."""
@@ -219,8 +251,8 @@ class Tx:
         idx = self._bump()
         self._c.execute("INSERT INTO task_events(alloc_id, task, body) VALUES (?, ?, ?)", (alloc_id, task, body))
         self._c.execute(
-            "DELETE FROM task_events WHERE alloc_id = ? AND task = ? AND id NOT IN "
-            "(SELECT id FROM task_events WHERE alloc_id = ? AND task = ? ORDER BY id DESC LIMIT ?)",
+            "DELETE FROM task_events WHERE alloc_id = ? AND task = ? AND id <= "
+            "(SELECT id FROM task_events WHERE alloc_id = ? AND task = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
             (alloc_id, task, alloc_id, task, keep))
         return idx
 
@@ -395,8 +427,9 @@ def _single(name: str) -> Any:
     return call
 
 
-for _name in ("index", "put_meta", "get_meta", "put_job", "get_job", "job_indexes", "list_jobs", "delete_job",
-              "put_alloc", "get_alloc", "list_allocs", "alloc_ids_by_prefix", "delete_alloc", "put_task_state",
+for _name in ("index", "put_meta", "get_meta", "put_job", "get_job", "job_indexes", "list_jobs",
+              "list_jobs_json", "delete_job", "put_alloc", "get_alloc", "list_allocs", "list_allocs_json",
+              "alloc_ids_by_prefix", "delete_alloc", "put_task_state",
               "get_task_state", "task_states", "append_event", "events", "put_driver_handle",
               "get_driver_handle", "delete_driver_handle", "driver_handles"):
     setattr(StateStore, _name, _single(_name))
