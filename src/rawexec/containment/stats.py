@@ -51,6 +51,11 @@ def host_total_mhz() -> float:
         return 1000.0 * n
 
 
+#: Clocks (module attributes so tests can drive the cpu-percent arithmetic deterministically).
+_monotonic_ns = time.monotonic_ns
+_time_ns = time.time_ns
+
+
 def _kv(raw: bytes) -> dict[bytes, bytes]:
     toks = raw.split()
     return dict(zip(toks[::2], toks[1::2], strict=False))
@@ -158,8 +163,8 @@ class StatsCollector:
     # -- collect ---------------------------------------------------------------------------------
     def collect(self) -> TaskResourceUsage:
         """One reading: aggregate + per-pid memory and cpu, UTC-ns timestamp."""
-        ts = time.time_ns()
-        now = time.monotonic_ns()
+        ts = _time_ns()
+        now = _monotonic_ns()
         mem = self._cgroup_memory()
         cpu = self._cgroup_cpu(now)
         if (mem is None or cpu is None or self._pid_at is None
