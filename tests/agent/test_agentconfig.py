@@ -188,3 +188,11 @@ def test_scalar_parsers() -> None:
     with pytest.raises(InvalidConfigError, match="must not be negative"):
         parse_bytes(-1)
     assert parse_go_bool("t") is True and parse_go_bool("FALSE") is False and parse_go_bool("yes") is None
+
+
+def test_hcl1_style_map_blocks_and_dotted_keys() -> None:
+    cfg = load_config(texts=[("x.hcl", 'client {\n  options {\n    "driver.raw_exec.enable" = "1"\n'
+                                       '    "env.denylist" = "X"\n  }\n  meta { "rack.id" = "r1" }\n}')])
+    assert cfg.raw_exec_enabled and cfg.env_denylist == ("X",) and dict(cfg.client.meta) == {"rack.id": "r1"}
+    cfg = load_config(texts=[("x.hcl", 'client { options = { driver.raw_exec.enable = "true" } }')])
+    assert cfg.raw_exec_enabled

@@ -313,7 +313,10 @@ def _strmap(v: Any, path: str) -> dict[str, str]:
     for b in blocks:
         if not isinstance(b, Mapping):
             raise InvalidConfigError(f"{path} must be a map of strings, got {json.dumps(v)}")
-        for k, val in b.items():
+        for raw_key, val in b.items():
+            k = str(raw_key)
+            if k.startswith("${") and k.endswith("}"):  # an unquoted dotted key: a.b.c = "x"
+                k = k[2:-1]
             if isinstance(val, bool):
                 out[str(k)] = "true" if val else "false"
             elif isinstance(val, int | float | str):
@@ -442,6 +445,11 @@ def _parse_tree(tree: Mapping[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+# Nomad reads agent config with HCL1, where ``options { "driver.raw_exec.enable" = "1" }`` (a block
+# with quoted keys) is common; HCL2 only accepts that as an object: ``options = { ... }``.
+_HCL1_MAP_BLOCK = re.compile(r"(^|[\s{])(options|meta)\s*\{", re.MULTILINE)
+
+
 def parse_config_text(text: str, source: str = "<config>", *, json_format: bool | None = None) -> dict[str, Any]:
     """Parse one config file's text (HCL, or JSON when ``json_format`` or it starts with ``{``)."""
     if json_format is None:
@@ -452,7 +460,7 @@ def parse_config_text(text: str, source: str = "<config>", *, json_format: bool 
         else:
             opts = hcl2.SerializationOptions(strip_string_quotes=True, with_comments=False,
                                              explicit_blocks=False)
-            tree = hcl2.loads(text, serialization_options=opts)
+            tree = hcl2.loads(_HCL1_MAP_BLOCK.sub(r"\1\2 = {", text), serialization_options=opts)
     except Exception as e:  # the parsers raise assorted exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidConfigError(f"{source}: cannot parse config: {first}") from None
