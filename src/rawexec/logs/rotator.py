@@ -38,6 +38,8 @@ _log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 _NL = 10
+_fstat = os.fstat
+_write = os.write
 _RETRY_MIN = 0.05
 _RETRY_MAX = 2.0
 
@@ -146,16 +148,35 @@ class FileRotator:
         Never raises ``OSError``. When it returns less than ``len(data)``, the rest was not
         written at all: offer ``data[n:]`` again later (after :attr:`retry_delay`).
         """
+        # Fast path (nearly every call of a busy task): healthy, far from the size boundary.
+        fd = self._fd
+        total = len(data)
+        if fd >= 0 and self._failure is None and type(data) is bytes \
+                and 0 < total <= self.max_size - self._size - LINE_SCAN_LIMIT:
+            try:
+                # A deleted file (its dir removed?) would swallow the bytes: check it is linked.
+                if _fstat(fd).st_nlink:
+                    written = _write(fd, data)
+                    self._size += written
+                    if written == total:
+                        self._ends_nl = data[-1] == _NL
+                        return total
+                    return self._write_slow(data, written)
+            except OSError:
+                pass  # handled (and reported) on the slow path
+        return self._write_slow(data, 0)
+
+    def _write_slow(self, data: bytes | bytearray | memoryview, pos: int) -> int:
+        """The general case: boundary rules, rotation, failures and recovery."""
         if self._closed:
             raise ValueError("write to a closed FileRotator")
         if isinstance(data, memoryview):
             data = data.tobytes()
         total = len(data)
-        if total == 0:
-            return 0
+        if total == pos:
+            return pos
         if not self._ready():
-            return 0
-        pos = 0
+            return pos
         fd = self._fd
         while pos < total:
             size = self._size
@@ -167,7 +188,7 @@ class FileRotator:
             remaining = self.max_size - size
             left = total - pos
             if remaining - LINE_SCAN_LIMIT >= left:
-                n = left  # the common case: far from the boundary, write everything
+                n = left  # far from the boundary, write everything
             else:
                 n = self._near_end_count(data, pos, left, remaining)
                 if n == 0:
