@@ -183,12 +183,18 @@ class HclReader(Reader):
                 self.cache[hcl] = _MISSING
         return self.cache[hcl], attr.pos
 
-    def _blocks_of(self, hcl: str) -> list[Block]:
+    def _blocks_of(self, hcl: str, allow_attr: bool = False) -> list[Block]:
         self.known.add(hcl)
+        found = [b for b in self.body.blocks if b.type == hcl]
+        if allow_attr:
+            if found and hcl in self.body.attrs:
+                self.err(hcl, f'"{hcl}" is set twice: as an argument and as a block', found[0].pos,
+                         "use one form")
+            return found
         if hcl in self.body.attrs:
             self.err(hcl, f'Unsupported argument: "{hcl}" is a block here, not an argument',
                      self.body.attrs[hcl].pos, f"write {hcl} {{ ... }}")
-        return [b for b in self.body.blocks if b.type == hcl]
+        return found
 
     def _child(self, b: Block, elem: str) -> HclReader:
         return HclReader(b.body, self.ev, path_join(self.path, elem), self.diags, b.pos)
@@ -215,7 +221,7 @@ class HclReader(Reader):
 
     def strmap(self, hcl: str, json: str) -> dict[str, str]:
         out: dict[str, str] = {}
-        blocks = self._blocks_of(hcl)
+        blocks = self._blocks_of(hcl, allow_attr=True)
         if hcl in self.body.attrs:
             v, pos = self.raw(hcl, json)
             if v is _MISSING or v is None:
@@ -246,7 +252,7 @@ class HclReader(Reader):
         return out
 
     def anymap(self, hcl: str, json: str) -> dict[str, Any]:
-        blocks = self._blocks_of(hcl)
+        blocks = self._blocks_of(hcl, allow_attr=True)
         if hcl in self.body.attrs:
             v, pos = self.raw(hcl, json)
             if v is _MISSING or v is None:

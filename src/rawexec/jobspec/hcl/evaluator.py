@@ -37,10 +37,12 @@ _VAR, _LOCAL = object(), object()
 
 def kids(node: Tree[Any]) -> list[Tree[Any]]:
     """The sub-trees of a node, without newlines/comments and punctuation tokens."""
-    return [c for c in node.children if isinstance(c, Tree) and c.data not in _SKIP]
+    return [c for c in node.children if type(c) is Tree and c.data != "new_line_or_comment"]
 
 
 def node_pos(node: Tree[Any] | Token, filename: str, line_offset: int = 0) -> Pos:
+    if type(node) is Tree and node.children and isinstance(node.children[0], Token):
+        node = node.children[0]
     if isinstance(node, Token):
         return Pos(filename, (node.line or 0) + line_offset, node.column or 0)
     meta = node.meta
@@ -67,7 +69,7 @@ class Context:
 _ESC = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 
 
-def decode_string_chars(raw: str, pos: Pos) -> str:
+def decode_string_chars(raw: str, pos: Pos | Callable[[], Pos]) -> str:
     """Resolve the escapes of a quoted string (``\\n``, ``\\"``, ``\\uNNNN``...)."""
     if "\\" not in raw:
         return raw
@@ -94,7 +96,7 @@ def decode_string_chars(raw: str, pos: Pos) -> str:
                     i += 2 + width
                     continue
         raise EvalError(f"Invalid escape sequence: the sequence \"\\{nxt}\" is not allowed in a string",
-                        pos, 'use \\\\ for a backslash, or \\n, \\t, \\", \\uNNNN')
+                        pos if isinstance(pos, Pos) else pos(), 'use \\\\ for a backslash, or \\n, \\t, \\", \\uNNNN')
     return "".join(out)
 
 
@@ -400,13 +402,18 @@ class Evaluator:
                 raise EvalError("Invalid expanding argument value: the expanding argument (...) must be a list",
                                 self.pos(node))
             args = args[:-1] + last
-        if _has_runtime(args):
+        if any(isinstance(a, Runtime) for a in args):
             raise NeedsRuntime
+        nested_runtime = _has_runtime(args)
         try:
             result = fn(args, self.fctx)
         except FuncError as exc:
+            if nested_runtime:
+                raise NeedsRuntime from None
             raise EvalError(f"Error in function call: {exc}", self.pos(node)) from None
         except (TypeError, ValueError, OverflowError) as exc:
+            if nested_runtime:
+                raise NeedsRuntime from None
             raise EvalError(f"Error in function call: {name}(): {exc}", self.pos(node)) from None
         if isinstance(result, (str, list)) and len(result) > MAX_LEN:
             raise EvalError(f"Error in function call: {name}() result is too large", self.pos(node))
@@ -610,7 +617,7 @@ class Evaluator:
                 if c.type in ("ESCAPED_INTERPOLATION", "ESCAPED_DIRECTIVE"):
                     items.append(("lit", raw[1:], False, False))
                 else:
-                    items.append(("lit", decode_string_chars(raw, self.pos(c)), False, False))
+                    items.append(("lit", decode_string_chars(raw, lambda c=c: self.pos(c)), False, False))
                 continue
             toks = [t for t in c.children if isinstance(t, Token)]
             strip_l = len(toks) > 1 and toks[1].type == "STRIP_MARKER"
@@ -728,12 +735,19 @@ def _has_runtime(v: Any) -> bool:
 
 
 def _root_names(expr: Tree[Any]) -> set[str]:
+    """Root names referenced by an expression (not object keys, not function names)."""
     names: set[str] = set()
-    for sub in expr.iter_subtrees():
-        if sub.data == "expr_term":
-            ks = kids(sub)
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if node.data == "object_elem_key":
+            continue
+        if node.data == "expr_term":
+            ks = kids(node)
             if len(ks) == 1 and ks[0].data == "identifier":
                 names.add(str(ks[0].children[0]))
+                continue
+        stack.extend(kids(node))
     return names
 
 

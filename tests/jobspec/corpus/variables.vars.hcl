@@ -1,0 +1,6 @@
+replicas = 4
+region   = "eu-west"
+labels = {
+  team = "platform"
+  env  = "prod"
+}
