@@ -247,6 +247,7 @@ class Driver:
             except UnavailableError:
                 if rec.shim_alive:
                     raise
+                self._kill_orphans(rec)  # the shim died under us: clean up what it left
                 reply = {"ok": True}
             if not reply.get("ok"):
                 raise LaunchError(f"executor Shutdown failed: {reply.get('error')}")
@@ -293,8 +294,9 @@ class Driver:
             deadline = time.monotonic() + _STOP_MARGIN_S
             while rec.shim_alive and time.monotonic() < deadline:
                 time.sleep(0.002)
-        else:
-            self._kill_orphans(rec)
+        # Whatever the shim could not clean up (it was killed, or hung): the task's group by
+        # verified identity, and its cgroup. A no-op when everything is already gone.
+        self._kill_orphans(rec)
         self._watcher.unwatch(rec)
         if rec.exit is None:
             rec.lost()
