@@ -13,6 +13,7 @@ import pytest
 
 from rawexec import Driver, TaskHandle, TaskState
 from tests.conftest import TaskFactory
+from tests.driver.test_lifecycle import read
 from tests.helpers.util import alive, pids_with_tag, tt, wait_until
 
 _CHILD = textwrap.dedent("""
@@ -53,7 +54,7 @@ def test_start_wait_recover_wait_stop(driver: Driver, make_task: TaskFactory, st
     log = os.path.join(cfg.alloc_dir, "alloc/logs/rec.stdout.0")
     driver.recover_task(handle)
     # the shim kept writing while no driver was alive
-    wait_until(lambda: os.path.exists(log) and open(log).read() == "before\n", 10)
+    wait_until(lambda: os.path.exists(log) and read(log) == "before\n", 10)
     st = driver.inspect_task(cfg.id)
     assert st.state == TaskState.RUNNING
     assert st.driver_attributes["pid"] == str(handle.driver_state["pid"])
@@ -78,7 +79,7 @@ def test_exit_while_no_driver_is_reported(driver: Driver, make_task: TaskFactory
     res = driver.wait_task(cfg.id, 5)
     assert (res.exit_code, res.err) == (42, None)
     assert driver.inspect_task(cfg.id).state == TaskState.EXITED
-    assert open(os.path.join(cfg.alloc_dir, "alloc/logs/gone.stdout.0")).read() == "done\n"
+    assert read(os.path.join(cfg.alloc_dir, "alloc/logs/gone.stdout.0")) == "done\n"
 
 
 def test_shim_killed_reports_lost(driver: Driver, make_task: TaskFactory, tag: str) -> None:
