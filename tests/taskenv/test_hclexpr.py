@@ -132,3 +132,10 @@ def test_never_crashes_with_a_foreign_exception(text: str) -> None:
         evaluate_template(text, EvalContext.for_task(ENV, ATTRS))
     except InvalidConfigError:
         pass
+
+
+def test_deep_nesting_is_a_clear_error(ctx: EvalContext) -> None:
+    with pytest.raises(InvalidConfigError, match="failed to parse config: Invalid expression; the expression is "
+                                                 "nested too deeply"):
+        evaluate_template("${" + "(" * 5000 + "1" + ")" * 5000 + "}", ctx)
+    assert evaluate_template("${" + "(" * 50 + "1" + ")" * 50 + "}", ctx) == 1

@@ -642,7 +642,9 @@ def evaluate_template(text: str, ctx: EvalContext, *, where: str = "") -> Any:
         loc = f"{where}: " if where else ""
         raise InvalidConfigError(f"failed to parse config: {loc}{e}") from None
     except RecursionError:
-        raise InvalidConfigError(f"failed to parse config: {where}: expression is nested too deeply") from None
+        loc = f"{where}: " if where else ""
+        raise InvalidConfigError(f"failed to parse config: {loc}Invalid expression; the expression is nested "
+                                 "too deeply.") from None
 
 
 def evaluate_config(config: Any, ctx: EvalContext, *, where: str = "") -> Any:
