@@ -26,6 +26,8 @@ def test_display_messages() -> None:
         'Exit Code: -1, Exit Message: "executor \\"lost\\""'
     assert TaskEvent.killing(5).display_message == "Sent interrupt. Waiting 5s before force killing"
     assert TaskEvent.killing(5, "alloc stopped").display_message == "alloc stopped"
+    assert TaskEvent.killing(0).display_message == "Sent interrupt"
+    assert TaskEvent.new(ev.CLIENT_RECONNECTED).display_message == "Client reconnected"
     assert TaskEvent.killed().display_message == "Task successfully killed"
     assert TaskEvent.killed("boom").display_message == "boom"
     assert TaskEvent.restarting(15.5, "Restart within policy").display_message == "Task restarting in 15.5s"
@@ -49,8 +51,10 @@ def test_details_and_fails_task() -> None:
     assert not t.fails_task
     k = TaskEvent.killing(5)
     assert k.details["kill_timeout"] == "5s"
-    assert TaskEvent.driver_failure("x").fails_task
-    assert TaskEvent.failed_validation("failed to parse config: x").details["fails_task"] == "true"
+    assert not TaskEvent.driver_failure("x").fails_task  # the restart verdict fails the task
+    assert TaskEvent.driver_failure("x", fails_task=True).details["fails_task"] == "true"
+    assert TaskEvent.failed_validation("failed to parse config: x").validation_error.startswith("failed")
+    assert TaskEvent.not_restarting("Error was unrecoverable").fails_task
 
 
 def test_unknown_type_refused() -> None:
@@ -82,6 +86,8 @@ def test_task_state_keeps_last_ten_and_counts() -> None:
     assert st.started_at == 100
     st.set_state("dead", TaskEvent.not_restarting("Error was unrecoverable", at=200))
     assert st.failed and st.finished_at == 200 and not st.successful
+    st.set_state("dead", TaskEvent.killed(at=300))
+    assert st.finished_at == 200  # first death kept
     back = TaskState.from_dict(st.to_dict())
     assert back == st
     assert back.to_api()["FinishedAt"] == "1970-01-01T00:00:00.0000002Z"

@@ -211,12 +211,13 @@ class TaskEvent:
         return cls.new(SIGNALING, at=at, task_signal=signal, task_signal_reason=reason)
 
     @classmethod
-    def driver_failure(cls, error: str, *, at: int | None = None) -> TaskEvent:
-        return cls.new(DRIVER_FAILURE, at=at, driver_error=error, fails_task=True)
+    def driver_failure(cls, error: str, *, fails_task: bool = False, at: int | None = None) -> TaskEvent:
+        """A start failure; the restart tracker's verdict (``Not Restarting``) is what fails the task."""
+        return cls.new(DRIVER_FAILURE, at=at, driver_error=error, fails_task=fails_task)
 
     @classmethod
-    def failed_validation(cls, error: str, *, at: int | None = None) -> TaskEvent:
-        return cls.new(FAILED_VALIDATION, at=at, validation_error=error, fails_task=True)
+    def failed_validation(cls, error: str, *, fails_task: bool = False, at: int | None = None) -> TaskEvent:
+        return cls.new(FAILED_VALIDATION, at=at, validation_error=error, fails_task=fails_task)
 
     @classmethod
     def setup_failure(cls, error: str, *, fails_task: bool = True, at: int | None = None) -> TaskEvent:
@@ -232,7 +233,7 @@ class TaskEvent:
 
     @classmethod
     def sibling_failed(cls, sibling: str, *, at: int | None = None) -> TaskEvent:
-        return cls.new(SIBLING_FAILED, at=at, failed_sibling=sibling, fails_task=True)
+        return cls.new(SIBLING_FAILED, at=at, failed_sibling=sibling)
 
     # -- display ---------------------------------------------------------------------------
 
@@ -283,7 +284,9 @@ class TaskEvent:
         if t == KILLING:
             if self.kill_reason:
                 return self.kill_reason
-            return f"Sent interrupt. Waiting {format_duration(self.kill_timeout)} before force killing"
+            if self.kill_timeout:
+                return f"Sent interrupt. Waiting {format_duration(self.kill_timeout)} before force killing"
+            return "Sent interrupt"
         if t == KILLED:
             return self.kill_error or "Task successfully killed"
         if t == TERMINATED:
@@ -318,6 +321,8 @@ class TaskEvent:
             return "Leader Task in Group dead"
         if t == MAIN_DEAD:
             return "Main tasks in the group died"
+        if t == CLIENT_RECONNECTED:
+            return "Client reconnected"
         return self.message
 
     # -- (de)serialisation -------------------------------------------------------------------
@@ -416,7 +421,11 @@ class TaskState:
             del self.events[: len(self.events) - MAX_TASK_EVENTS]
 
     def set_state(self, state: str, event: TaskEvent | None = None) -> None:
-        """Move to ``state`` (recording ``event`` first, as Nomad does), stamping start/finish times."""
+        """Move to ``state`` (recording ``event`` first, as Nomad does).
+
+        Entering ``running`` stamps ``started_at`` (again on every restart); entering ``dead``
+        stamps ``finished_at`` once (Nomad keeps the first).
+        """
         if state not in _STATES:
             raise ValueError(f"invalid task state {state!r}; expected one of {list(_STATES)}")
         if event is not None:
@@ -424,8 +433,7 @@ class TaskState:
         now = event.time if event is not None else _now_ns()
         if state == TASK_RUNNING and self.state != TASK_RUNNING:
             self.started_at = now
-            self.finished_at = 0
-        elif state == TASK_DEAD and self.state != TASK_DEAD:
+        elif state == TASK_DEAD and self.finished_at == 0:
             self.finished_at = now
         self.state = state
 
