@@ -55,8 +55,8 @@ def unpack(data: bytes, what: str = "config") -> Any:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated classes for bad input
         raise InvalidConfigError(
-            f"{what} is not valid msgpack ({type(exc).__name__}: {exc}); it must be the msgpack "
-            "encoding of the config object, as Nomad sends it") from exc
+            f"{what} is not valid msgpack ({type(exc).__name__}: {exc or 'malformed data'}); it must be "
+            "the msgpack encoding of the config object, as Nomad sends it") from exc
 
 
 def decode(spec: Spec, data: bytes, what: str = "config") -> dict[str, Any]:
