@@ -96,12 +96,19 @@ def test_defaults_and_disabled_unless_enabled() -> None:
 def test_deprecated_client_option(value: str, enabled: bool) -> None:
     cfg = load_config(texts=[("x", f'client {{ options = {{ "driver.raw_exec.enable" = "{value}" }} }}')])
     assert cfg.raw_exec_enabled is enabled
+    assert len(cfg.warnings) == 1
+    if value == "yes":
+        assert cfg.warnings[0] == 'client.options["driver.raw_exec.enable"] = "yes" is not a boolean and is ignored'
+    else:
+        assert "is deprecated; use plugin \"raw_exec\"" in cfg.warnings[0]
 
 
 def test_plugin_block_beats_deprecated_option() -> None:
     cfg = load_config(texts=[("x", 'client { options = { "driver.raw_exec.enable" = "1" } }\n'
                                    'plugin "raw_exec" { config { enabled = false } }')])
     assert not cfg.raw_exec_enabled
+    assert cfg.warnings == ('client.options["driver.raw_exec.enable"] is ignored: plugin "raw_exec" config '
+                            "sets enabled",)
 
 
 def test_merge_files_and_dirs(tmp_path: Path) -> None:

@@ -215,6 +215,8 @@ class AgentConfig:
     client: ClientConfig = field(default_factory=ClientConfig)
     raw_exec: RawExecPluginConfig = field(default_factory=RawExecPluginConfig)
     sources: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """Non-fatal notes for the operator (deprecated or ignored settings), to log at start."""
 
     @property
     def raw_exec_enabled(self) -> bool:
@@ -526,14 +528,19 @@ def _build(d: Mapping[str, Any], sources: tuple[str, ...]) -> AgentConfig:
     art = ArtifactConfig(**client_d.pop("artifact", {}))
     options = client_d.get("options", {})
     plugin_d = dict(d.get("plugin", {}))
-    if "enabled" not in plugin_d and "driver.raw_exec.enable" in options:
-        flag = parse_go_bool(options["driver.raw_exec.enable"])
-        if flag is not None:
-            plugin_d["enabled"] = flag
-    if "no_cgroups" not in plugin_d and "driver.raw_exec.no_cgroups" in options:
-        flag = parse_go_bool(options["driver.raw_exec.no_cgroups"])
-        if flag is not None:
-            plugin_d["no_cgroups"] = flag
+    warnings: list[str] = []
+    for opt, key in (("driver.raw_exec.enable", "enabled"), ("driver.raw_exec.no_cgroups", "no_cgroups")):
+        if opt not in options:
+            continue
+        flag = parse_go_bool(options[opt])
+        if key in plugin_d:
+            warnings.append(f'client.options["{opt}"] is ignored: plugin "raw_exec" config sets {key}')
+        elif flag is None:
+            warnings.append(f'client.options["{opt}"] = "{options[opt]}" is not a boolean and is ignored')
+        else:
+            plugin_d[key] = flag
+            warnings.append(f'client.options["{opt}"] is deprecated; use plugin "raw_exec" '
+                            f"{{ config {{ {key} = {'true' if flag else 'false'} }} }}")
     for key, name in (("denied_host_uids", "deniedHostUIDs"), ("denied_host_gids", "deniedHostGIDs")):
         try:
             _parse_id_ranges(plugin_d.get(key, ""), name)
@@ -570,4 +577,5 @@ def _build(d: Mapping[str, Any], sources: tuple[str, ...]) -> AgentConfig:
     if errs:
         raise ValidationError(errs)
     return AgentConfig(**top, http_port=d.get("ports", {}).get("http"), acl_enabled=acl, client=client,
-                       raw_exec=RawExecPluginConfig(**plugin_d), sources=sources)
+                       raw_exec=RawExecPluginConfig(**plugin_d), sources=sources,
+                       warnings=tuple(warnings))
