@@ -97,8 +97,9 @@ def checksum_error(value: str) -> str | None:
 
 def destination_escapes(destination: str) -> bool:
     """True when ``destination``, joined to ``<alloc>/task/`` (Go ``filepath.Join``), leaves the alloc dir."""
-    joined = posixpath.normpath(posixpath.join("/alloc/task", destination.lstrip("/")))
-    return not (joined == "/alloc" or joined.startswith("/alloc/"))
+    root = "/alloc-dir/alloc-id"
+    joined = posixpath.normpath(posixpath.join(root, "task", destination.lstrip("/")))
+    return not (joined == root or joined.startswith(root + "/"))
 
 
 def _restart(c: _Ctx, path: str, r: m.RestartPolicy, what: str) -> None:
