@@ -190,3 +190,22 @@ def test_summaries_and_json_listings(tmp_path: Path) -> None:
         assert json.loads(st.list_allocs_json(job_id="j", summary=True)) == [{"ID": "a1"}]
         st.put_alloc("a1", {"ID": "a1", "Full": False}, job_id="j")  # a replace without summary drops it
         assert st.list_allocs(job_id="j", summary=True) == [{"ID": "a1", "Full": False}]
+
+
+def test_concurrent_writers_from_threads(tmp_path: Path) -> None:
+    import threading
+
+    with StateStore(tmp_path) as st:
+        def work(n: int) -> None:
+            for i in range(50):
+                with st.transaction() as tx:
+                    tx.put_alloc(f"t{n}-{i}", {"n": n, "i": i}, job_id=f"j{n}")
+                    tx.append_event(f"t{n}-{i}", "task", {"i": i})
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(st.list_allocs()) == 200
+        assert st.index() == 200  # one index per transaction, none lost
+        assert all(len(st.list_allocs(job_id=f"j{n}")) == 50 for n in range(4))
