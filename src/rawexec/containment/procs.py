@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+_send_signal = os.kill  # module attribute: tests replace it to check the bound
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -137,7 +138,7 @@ def kill_process_tree(root_pid: int, *, include_root: bool = True, timeout: floa
         for sig in (signal.SIGSTOP, signal.SIGKILL):
             for p in live:
                 try:
-                    os.kill(p, sig)
+                    _send_signal(p, sig)
                 except ProcessLookupError:
                     pass
         time.sleep(delay)

@@ -111,7 +111,8 @@ class StatsCollector:
 
     # -- plumbing --------------------------------------------------------------------------------
     def close(self) -> None:
-        fds, self._fds = self._fds, {}
+        """Close the descriptors kept on cgroup files (idempotent)."""
+        fds, self._fds = getattr(self, "_fds", {}), {}
         for fd in fds.values():
             if fd >= 0:
                 try:
