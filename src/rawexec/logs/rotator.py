@@ -158,8 +158,9 @@ class FileRotator:
                 if _fstat(fd).st_nlink:
                     written = _write(fd, data)
                     self._size += written
+                    if written > 0:
+                        self._ends_nl = data[written - 1] == _NL
                     if written == total:
-                        self._ends_nl = data[-1] == _NL
                         return total
                     return self._write_slow(data, written)
             except OSError:
