@@ -12,13 +12,15 @@ the task's own ``env {}`` (Nomad walks a Go map, so there one env var seeing ano
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from rawexec.artifacts.spec import ArtifactSpec
-from rawexec.taskenv.hclexpr import EvalContext, evaluate_config
+from rawexec.taskenv.hclexpr import EvalContext, evaluate_config, node_variables
 from rawexec.taskenv.interp import replace_env
 from rawexec.types import Resources
 
@@ -42,13 +44,13 @@ _CLEANED_PREFIXES = ("NOMAD_ADDR_", "NOMAD_IP_", "NOMAD_PORT_", "NOMAD_HOST_PORT
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
+_UNCLEAN = re.compile(r"[^A-Za-z0-9_.]")
+
+
 def _clean_key(key: str) -> str:
     """Nomad's key cleaning: bytes outside ``[A-Za-z0-9_.]`` (and a leading digit) become ``_``."""
-    out = []
-    for i, ch in enumerate(key):
-        ok = ch in "_." or ("a" <= ch <= "z") or ("A" <= ch <= "Z") or (i > 0 and "0" <= ch <= "9")
-        out.append(ch if ok else "_" * len(ch.encode()))
-    return "".join(out)
+    out = _UNCLEAN.sub(lambda m: "_" * len(m.group().encode()), key)
+    return "_" + out[1:] if out[:1].isdigit() else out
 
 
 def go_glob(pattern: str, subj: str) -> bool:
@@ -116,11 +118,20 @@ class NodeInfo:
 
     def node_attrs(self) -> dict[str, str]:
         """Nomad's interpolation map: ``node.unique.id``, ``node.region``, ..., ``attr.<k>``, ``meta.<k>``."""
+        return dict(self._node_attrs)
+
+    @cached_property
+    def _node_attrs(self) -> dict[str, str]:
         out = {"node.unique.id": self.id, "node.unique.name": self.name, "node.datacenter": self.datacenter,
                "node.region": self.region, "node.class": self.node_class, "node.pool": self.node_pool}
         out.update({f"attr.{k}": str(v) for k, v in self.attributes.items()})
         out.update({f"meta.{k}": str(v) for k, v in self.meta.items()})
         return out
+
+    @cached_property
+    def eval_variables(self) -> dict[str, Any]:
+        """The ``node``/``attr``/``meta`` objects of the config {} eval context (computed once per node)."""
+        return node_variables(self._node_attrs)
 
 
 def _join_host_port(ip: str, port: int) -> str:
@@ -144,9 +155,11 @@ def _format_cpuset(cores: Sequence[int]) -> str:
 class TaskEnv:
     """A built task environment plus the node attributes; the interpolation entry points."""
 
-    def __init__(self, env: Mapping[str, str], node_attrs: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], node_attrs: Mapping[str, str], *,
+                 node_vars: Mapping[str, Any] | None = None) -> None:
         self.env: dict[str, str] = dict(env)
         self.node_attrs: dict[str, str] = dict(node_attrs)
+        self._node_vars = node_vars
         self._ctx: EvalContext | None = None
 
     def env_list(self) -> list[str]:
@@ -172,7 +185,7 @@ class TaskEnv:
 
     def eval_context(self) -> EvalContext:
         if self._ctx is None:
-            self._ctx = EvalContext.for_task(self.env, self.node_attrs)
+            self._ctx = EvalContext.for_task(self.env, self.node_attrs, node_vars=self._node_vars)
         return self._ctx
 
     def parse_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -258,7 +271,10 @@ class TaskEnvBuilder:
 
     def set_host_env(self, env: Mapping[str, str] | None = None,
                      denylist: Iterable[str] = DEFAULT_ENV_DENYLIST) -> TaskEnvBuilder:
-        """The agent's environment (default ``os.environ``) minus ``denylist`` (exact names)."""
+        """The agent's environment (default ``os.environ``) minus ``denylist`` (exact names).
+
+        An agent building many tasks should pass one snapshot (``dict(os.environ)``): cheaper.
+        """
         deny = set(denylist)
         src = os.environ if env is None else env
         self._host_env = {k: v for k, v in src.items() if k not in deny}
@@ -313,7 +329,7 @@ class TaskEnvBuilder:
             env[f"NOMAD_META_{k.upper()}"] = v
         for k, v in self._host_env.items():
             env.setdefault(k, v)
-        attrs = self.node.node_attrs()
+        attrs = self.node._node_attrs
         base = dict(env)
         for k, v in self._task_env.items():
             env[k] = replace_env(v, base, attrs)
@@ -322,4 +338,4 @@ class TaskEnvBuilder:
         cleaned: dict[str, str] = {}
         for k, v in env.items():
             cleaned[_clean_key(k) if k.startswith(_CLEANED_PREFIXES) else k] = v
-        return TaskEnv(cleaned, attrs)
+        return TaskEnv(cleaned, attrs, node_vars=self.node.eval_variables)

@@ -29,7 +29,7 @@ from typing import Any
 
 from rawexec.errors import InvalidConfigError
 
-__all__ = ["EvalContext", "evaluate_config", "evaluate_template", "nest_dotted"]
+__all__ = ["EvalContext", "evaluate_config", "evaluate_template", "nest_dotted", "node_variables"]
 
 
 class _EvalError(Exception):
@@ -50,10 +50,10 @@ def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
     a key that would turn a value into an object (or the reverse) is skipped too: shorter keys
     are placed first and win. Such keys stay reachable through ``env["..."]``.
     """
-    out: dict[str, Any] = {}
-    for key in sorted(flat, key=lambda k: (k.count("."), k)):
+    out: dict[str, Any] = {k: v for k, v in flat.items() if "." not in k}
+    for key in sorted((k for k in flat if "." in k), key=lambda k: (k.count("."), k)):
         parts = key.split(".")
-        if any(p == "" for p in parts):
+        if "" in parts:
             continue
         node: dict[str, Any] = out
         ok = True
@@ -76,17 +76,27 @@ class EvalContext:
     functions: dict[str, Callable[..., Any]] = field(default_factory=lambda: dict(FUNCTIONS))
 
     @classmethod
-    def for_task(cls, env: Mapping[str, str], node_attrs: Mapping[str, str]) -> EvalContext:
-        """Nomad's task eval context: env vars (nested on dots), ``env``, ``node``, ``attr``, ``meta``."""
+    def for_task(cls, env: Mapping[str, str], node_attrs: Mapping[str, str], *,
+                 node_vars: Mapping[str, Any] | None = None) -> EvalContext:
+        """Nomad's task eval context: env vars (nested on dots), ``env``, ``node``, ``attr``, ``meta``.
+
+        ``node_vars`` is :func:`node_variables` of ``node_attrs``, when the caller has it cached.
+        """
         variables = nest_dotted(env)
-        nested_attrs = nest_dotted(node_attrs)
-        node = dict(nested_attrs.get("node", {})) if isinstance(nested_attrs.get("node"), dict) else {}
-        attr = nested_attrs.get("attr", {})
-        meta = nested_attrs.get("meta", {})
-        node["attr"] = attr
-        node["meta"] = meta
-        variables.update(env=dict(env), node=node, attr=attr, meta=meta)
+        variables["env"] = dict(env)
+        variables.update(node_vars if node_vars is not None else node_variables(node_attrs))
         return cls(variables=variables)
+
+
+def node_variables(node_attrs: Mapping[str, str]) -> dict[str, Any]:
+    """``node`` (with ``node.attr``/``node.meta``), ``attr`` and ``meta`` objects from the flat node attributes."""
+    nested = nest_dotted(node_attrs)
+    node = dict(nested["node"]) if isinstance(nested.get("node"), dict) else {}
+    attr = nested.get("attr", {})
+    meta = nested.get("meta", {})
+    node["attr"] = attr
+    node["meta"] = meta
+    return {"node": node, "attr": attr, "meta": meta}
 
 
 # -- values ------------------------------------------------------------------------------------
