@@ -1,0 +1,95 @@
+"""The agent's event stream: Nomad ``/v1/event/stream`` events (Topic, Type, Key, Index, Payload)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Event", "EventBroker", "EventSubscription"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Nomad stream event."""
+
+    topic: str
+    type: str
+    key: str
+    index: int
+    payload: dict[str, Any] = field(default_factory=dict)
+    namespace: str = "default"
+
+    def to_api(self) -> dict[str, Any]:
+        return {"Topic": self.topic, "Type": self.type, "Key": self.key, "Namespace": self.namespace,
+                "Index": self.index, "Payload": self.payload}
+
+
+class EventBroker:
+    """A bounded in-memory ring of recent events with blocking subscriptions."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._ring: collections.deque[Event] = collections.deque(maxlen=size)
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def publish(self, event: Event) -> None:
+        with self._cond:
+            self._ring.append(event)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def subscribe(self, index: int = 0) -> EventSubscription:
+        """Events with Index > ``index`` (those still in the ring), then new ones as they come."""
+        return EventSubscription(self, index)
+
+    def _after(self, index: int, timeout: float | None) -> list[Event]:
+        with self._cond:
+            def ready() -> bool:
+                return self._closed or (bool(self._ring) and self._ring[-1].index > index)
+
+            self._cond.wait_for(ready, timeout)
+            return [e for e in self._ring if e.index > index]
+
+
+class EventSubscription:
+    """Iterator over events; ``next_batch(timeout)`` for non-blocking polling (API heartbeats)."""
+
+    def __init__(self, broker: EventBroker, index: int) -> None:
+        self._broker = broker
+        self.index = index
+        self._pending: collections.deque[Event] = collections.deque()
+
+    def next_batch(self, timeout: float | None = None) -> list[Event]:
+        """Events newer than the last one returned; [] on timeout or when the broker closed."""
+        if self._pending:
+            out = list(self._pending)
+            self._pending.clear()
+            return out
+        return self._fetch(timeout)
+
+    def _fetch(self, timeout: float | None) -> list[Event]:
+        batch = self._broker._after(self.index, timeout)
+        if batch:
+            self.index = batch[-1].index
+        return batch
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        while not self._pending:
+            if self._broker.closed:
+                raise StopIteration
+            self._pending.extend(self._fetch(None))
+        return self._pending.popleft()
