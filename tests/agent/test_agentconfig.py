@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rawexec.agent.agentconfig import (
     AgentConfig,
@@ -203,3 +205,24 @@ def test_hcl1_style_map_blocks_and_dotted_keys() -> None:
     assert cfg.raw_exec_enabled and cfg.env_denylist == ("X",) and dict(cfg.client.meta) == {"rack.id": "r1"}
     cfg = load_config(texts=[("x.hcl", 'client { options = { driver.raw_exec.enable = "true" } }')])
     assert cfg.raw_exec_enabled
+
+
+_KEYS = ["data_dir", "name", "region", "datacenter", "bind_addr", "log_level", "ports", "http", "acl", "enabled",
+         "client", "meta", "options", "max_kill_timeout", "cgroup_parent", "artifact", "http_read_timeout",
+         "http_max_size", "plugin", "raw_exec", "config", "denied_host_uids", "denied_envvars", "bogus"]
+
+
+def _json_values() -> st.SearchStrategy[object]:
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=False),
+                        st.sampled_from(["", "1s", "-1s", "127.0.0.1", "0.0.0.0", "x", "1-2", "100GB", "INFO"]))
+    return st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4)), max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(_KEYS), _json_values(), max_size=6))
+@settings(max_examples=150, deadline=None)
+def test_garbage_trees_only_raise_invalid_config(tree: dict[str, object]) -> None:
+    try:
+        load_config(texts=[("fuzz.json", json.dumps(tree))])
+    except InvalidConfigError:
+        pass

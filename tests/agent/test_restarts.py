@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rawexec.agent.restarts import Decision, RestartPolicy, RestartTracker
 from rawexec.errors import LaunchError, UnavailableError, ValidationError
@@ -159,3 +161,24 @@ def test_accepts_the_job_models_policy() -> None:
     assert t.set_exit_result(FAIL).get_state().state == "Restarting"
     with pytest.raises(ValidationError, match="restart policy is missing a field"):
         RestartPolicy.coerce(object())
+
+
+@given(attempts=st.integers(1, 5), delay=st.floats(0, 10), steps=st.lists(st.floats(0, 100), max_size=30))
+@settings(max_examples=100, deadline=None)
+def test_fail_mode_never_exceeds_attempts_per_window(attempts: int, delay: float, steps: list[float]) -> None:
+    interval = max(5.0, attempts * delay + 1)
+    t, clock = tracker(RestartPolicy(attempts=attempts, interval=interval, delay=delay))
+    window_start, restarts_in_window = clock.t, 0
+    for dt in steps:
+        clock.t += dt
+        if clock.t > window_start + interval:
+            window_start, restarts_in_window = clock.t, 0
+        d = t.set_exit_result(FAIL).get_state()
+        if d.state == "Restarting":
+            restarts_in_window += 1
+            assert d.reason == "Restart within policy"
+            assert delay <= d.delay <= delay * 1.25 + 1e-9
+            assert restarts_in_window <= attempts
+        else:
+            assert d.state == "Not Restarting" and restarts_in_window == attempts
+            return
