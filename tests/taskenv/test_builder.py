@@ -164,3 +164,12 @@ def test_bad_input() -> None:
         TaskEnvBuilder().set_alloc_dir("/x")
     assert "NOMAD_TASK_DIR" not in TaskEnvBuilder().set_task("t").build().env
     assert os.sep == "/"
+
+
+def test_alloc_name_uses_job_id_and_job_name_defaults_to_id() -> None:
+    env = TaskEnvBuilder().set_alloc(alloc_id="a" * 36, job_id="web-1", job_name="Web", group="g",
+                                     index=3, parent_id="web").set_task("t").build().env
+    assert env["NOMAD_ALLOC_NAME"] == "web-1.g[3]" and env["NOMAD_JOB_NAME"] == "Web"
+    assert env["NOMAD_JOB_PARENT_ID"] == "web"
+    env = TaskEnvBuilder().set_alloc(alloc_id="a", job_id="j", group="g", alloc_name="custom").set_task("t").build().env
+    assert env["NOMAD_ALLOC_NAME"] == "custom" and env["NOMAD_JOB_NAME"] == "j" and env["NOMAD_SHORT_ALLOC_ID"] == "a"

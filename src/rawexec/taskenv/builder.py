@@ -225,7 +225,7 @@ class TaskEnvBuilder:
         job_name = job_name or job_id
         self._alloc = {
             "NOMAD_ALLOC_ID": alloc_id, "NOMAD_SHORT_ALLOC_ID": alloc_id[:8],
-            "NOMAD_ALLOC_NAME": alloc_name or f"{job_name}.{group}[{index}]",
+            "NOMAD_ALLOC_NAME": alloc_name or f"{job_id}.{group}[{index}]",
             "NOMAD_ALLOC_INDEX": str(index), "NOMAD_GROUP_NAME": group, "NOMAD_JOB_ID": job_id,
             "NOMAD_JOB_NAME": job_name, "NOMAD_JOB_PARENT_ID": parent_id, "NOMAD_NAMESPACE": namespace,
         }
