@@ -32,9 +32,11 @@ LOOP = "trap 'echo got-usr1; exit 3' USR1; echo started; echo to-stderr >&2; whi
 
 
 @pytest.fixture
-def configured(plugin: Plugin) -> Plugin:
-    set_config(plugin)
-    return plugin
+def configured(shared_plugin: Plugin) -> Iterator[Plugin]:
+    """The module's shared plugin, configured (enabled); asserts it is still healthy afterwards."""
+    set_config(shared_plugin)
+    yield shared_plugin
+    assert shared_plugin.healthy()
 
 
 def _seconds(s: float) -> duration_pb2.Duration:
@@ -65,7 +67,8 @@ def _stop_destroy(p: Plugin, task_id: str) -> None:
     p.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=task_id, force=True), timeout=30)
 
 
-def test_schemas_and_capabilities(plugin: Plugin) -> None:
+def test_schemas_and_capabilities(shared_plugin: Plugin) -> None:
+    plugin = shared_plugin
     spec = plugin.base.ConfigSchema(base_pb2.ConfigSchemaRequest(), timeout=5).spec
     assert from_proto(spec) == plugin_config_spec()
     tspec = plugin.driver.TaskConfigSchema(driver_pb2.TaskConfigSchemaRequest(), timeout=5).spec
@@ -273,7 +276,9 @@ def test_disabled_driver_refuses_start(plugin: Plugin, tmp_path: Path) -> None:
      'invalid range deniedHostUIDs "0-x": range bound not valid'),
     (b"\x91\x01", grpc.StatusCode.INVALID_ARGUMENT, "plugin config must be an object"),
 ])
-def test_bad_plugin_config(plugin: Plugin, msgpack_config: bytes, code: grpc.StatusCode, text: str) -> None:
+def test_bad_plugin_config(shared_plugin: Plugin, msgpack_config: bytes, code: grpc.StatusCode,
+                           text: str) -> None:
+    plugin = shared_plugin
     with pytest.raises(grpc.RpcError) as ei:
         plugin.base.SetConfig(base_pb2.SetConfigRequest(msgpack_config=msgpack_config), timeout=5)
     assert _code(ei) == code and text in _details(ei)

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2
 
 from rawexec.plugin.gen import base_pb2, plugin_pb2
 from rawexec.plugin.server import MAGIC_COOKIE_VALUE
@@ -57,6 +58,14 @@ def test_handshake_line_socket_dir_and_health(plugin: Plugin, sock_dir: Path) ->
     sock = Path(plugin.socket_path)
     assert sock.parent == sock_dir and stat.S_ISSOCK(sock.stat().st_mode)
     assert plugin.healthy()
+    with pytest.raises(grpc.RpcError) as ei:
+        plugin.health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = plugin.health.List(health_pb2.HealthListRequest(), timeout=5)
+    assert listed.statuses["plugin"].status == health_pb2.HealthCheckResponse.SERVING
+    watch = plugin.health.Watch(health_pb2.HealthCheckRequest(service="plugin"))
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
     info = plugin.base.PluginInfo(base_pb2.PluginInfoRequest(), timeout=5)
     assert info.type == base_pb2.DRIVER and list(info.plugin_api_versions) == ["0.1.0"]
     assert info.plugin_version == "0.1.0" and info.name == "raw_exec"
@@ -86,7 +95,8 @@ def test_stdout_carries_only_the_handshake_and_stderr_is_hclog_json(tmp_path: Pa
     assert any(r["@message"] == "plugin exiting" for r in p.log_records())
 
 
-def test_sigint_is_ignored(plugin: Plugin) -> None:
+def test_sigint_is_ignored(shared_plugin: Plugin) -> None:
+    plugin = shared_plugin
     os.kill(plugin.pid, signal.SIGINT)
     os.killpg(plugin.pid, signal.SIGINT)  # Ctrl-C on the agent's terminal reaches the whole group
     assert plugin.healthy()
@@ -119,7 +129,8 @@ def test_shutdown_while_streams_are_open(plugin: Plugin) -> None:
         list(stream)
 
 
-def test_stdio_stream_stays_open_and_survives_cancel(plugin: Plugin) -> None:
+def test_stdio_stream_stays_open_and_survives_cancel(shared_plugin: Plugin) -> None:
+    plugin = shared_plugin
     stream = plugin.stdio.StreamStdio(empty_pb2.Empty())
     assert plugin.healthy()  # a full round trip later, the stdio stream is still open
     assert stream.is_active()
@@ -132,7 +143,8 @@ def test_stdio_stream_stays_open_and_survives_cancel(plugin: Plugin) -> None:
     assert plugin.healthy()
 
 
-def test_broker_is_unimplemented_which_hosts_ignore(plugin: Plugin) -> None:
+def test_broker_is_unimplemented_which_hosts_ignore(shared_plugin: Plugin) -> None:
+    plugin = shared_plugin
     call = plugin.channel.stream_stream("/plugin.GRPCBroker/StartStream",
                                         request_serializer=plugin_pb2.ConnInfo.SerializeToString,
                                         response_deserializer=plugin_pb2.ConnInfo.FromString)
@@ -190,6 +202,7 @@ def test_socket_dir_must_exist(tmp_path: Path) -> None:
     assert "PLUGIN_UNIX_SOCKET_DIR" in res.stderr.decode()
 
 
-def test_launch_to_handshake_is_quick(plugin: Plugin) -> None:
+def test_launch_to_handshake_is_quick(shared_plugin: Plugin) -> None:
+    plugin = shared_plugin
     wait_until(plugin.healthy, 5)
     assert plugin.launch_seconds < 3.0  # the benchmark measures the real figure; this catches regressions

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rawexec.errors import InvalidConfigError
 from rawexec.plugin.gen import plugin_pb2, plugin_pb2_grpc
@@ -142,6 +142,46 @@ class _Stdio:
         yield  # pragma: no cover - makes this a generator
 
 
+class _Health:
+    """``grpc.health.v1.Health``: "plugin" (and "") SERVING until the server stops.
+
+    Our own small servicer instead of grpc_health's, which imports grpc.aio/asyncio and costs
+    launch time (every agent start launches the plugin three times).
+    """
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
+        self.services = {"plugin", ""}
+
+    def _status(self, service: str) -> Any:
+        if service not in self.services:
+            return None
+        if self._stopping.is_set():
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse.SERVING
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+        status = self._status(request.service)
+        if status is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    def List(self, request: Any, context: grpc.ServicerContext) -> Any:
+        resp = health_pb2.HealthListResponse()
+        for service in sorted(self.services):
+            resp.statuses[service].status = self._status(service)
+        return resp
+
+    def Watch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        status = self._status(request.service)
+        yield health_pb2.HealthCheckResponse(
+            status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN if status is None else status)
+        done = threading.Event()
+        context.add_callback(done.set)
+        while not done.is_set() and not self._stopping.is_set():
+            done.wait()
+
+
 @dataclass
 class PluginServer:
     """One plugin process's gRPC server, from handshake to exit.
@@ -162,7 +202,7 @@ class PluginServer:
         self._wake_r, self._wake_w = os.pipe()
         self._stop_reason = ""
         self._server: grpc.Server | None = None
-        self.health = health.HealthServicer()
+        self.health = _Health(self.stopping)
 
     def request_stop(self, reason: str) -> None:
         """Ask the main loop to stop (callable from any thread or a signal handler)."""
@@ -182,8 +222,6 @@ class PluginServer:
                              options=[("grpc.max_send_message_length", 2**31 - 1),
                                       ("grpc.max_receive_message_length", 2**31 - 1),
                                       ("grpc.so_reuseport", 0)])
-        self.health.set("plugin", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         plugin_pb2_grpc.add_GRPCControllerServicer_to_server(_Controller(self.request_stop), server)
         plugin_pb2_grpc.add_GRPCStdioServicer_to_server(_Stdio(self.stopping), server)
@@ -233,7 +271,6 @@ class PluginServer:
     def stop(self) -> None:
         """Stop serving: end the long-lived streams, cancel what is left, remove the socket."""
         self.stopping.set()
-        self.health.enter_graceful_shutdown()
         if self._server is not None:
             self._server.stop(grace=None).wait(timeout=1.0)
         if self.on_stop is not None:
