@@ -182,3 +182,24 @@ def test_fail_mode_never_exceeds_attempts_per_window(attempts: int, delay: float
         else:
             assert d.state == "Not Restarting" and restarts_in_window == attempts
             return
+
+
+def test_state_survives_an_agent_restart() -> None:
+    t, clock = tracker(RestartPolicy(attempts=2, interval=600, delay=1))
+    clock.t += 10
+    assert t.set_exit_result(FAIL).get_state().state == "Restarting"
+    assert t.set_exit_result(FAIL).get_state().state == "Restarting"
+    saved = t.to_dict(wall_now=50_000.0)
+    assert saved == {"count": 2, "window_start": 50_000.0 - 10}
+    # a new process: a new monotonic clock, 100 s of wall time later
+    t2, clock2 = tracker(RestartPolicy(attempts=2, interval=600, delay=1))
+    clock2.t = 7.0
+    t2.restore(saved, wall_now=50_100.0)
+    assert t2.set_exit_result(FAIL).get_state().state == "Not Restarting"  # still inside the window
+    t3, _ = tracker(RestartPolicy(attempts=2, interval=600, delay=1))
+    t3.restore(saved, wall_now=50_000.0 + 700)
+    assert t3.set_exit_result(FAIL).get_state().state == "Restarting"  # the window has passed: count reset
+    with pytest.raises(ValidationError, match="invalid restart tracker state"):
+        t3.restore({"count": "many", "window_start": 1})
+    with pytest.raises(ValidationError, match="count -1 is negative"):
+        t3.restore({"count": -1, "window_start": 1})

@@ -203,6 +203,27 @@ class RestartTracker:
         self._failure = failure
         return self
 
+    # -- persistence (so an agent restart continues the policy) -------------------------------
+
+    def to_dict(self, *, wall_now: float | None = None) -> dict[str, Any]:
+        """The tracker's progress: restarts counted in the window and the window's wall-clock start."""
+        wall = time.time() if wall_now is None else wall_now
+        return {"count": self.count, "window_start": wall - (self._clock() - self._start)}
+
+    def restore(self, state: Mapping[str, Any], *, wall_now: float | None = None) -> RestartTracker:
+        """Continue from :meth:`to_dict` output (possibly written by an earlier agent process)."""
+        try:
+            count = int(state["count"])
+            started = float(state["window_start"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValidationError(f"invalid restart tracker state {dict(state)!r}: {e}") from None
+        if count < 0:
+            raise ValidationError(f"invalid restart tracker state: count {count} is negative")
+        wall = time.time() if wall_now is None else wall_now
+        self.count = count
+        self._start = self._clock() - max(0.0, wall - started)
+        return self
+
     # -- the decision -------------------------------------------------------------------------
 
     def get_state(self) -> Decision:
