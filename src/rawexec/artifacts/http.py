@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -64,6 +66,48 @@ def _sleep_backoff(cfg: GetterConfig, attempt: int) -> None:
         time.sleep(delay * (0.75 + random.random() / 2))
 
 
+class _Sink:
+    """Writes chunks to the file in the calling thread and hashes them in a worker thread.
+
+    hashlib releases the GIL on large updates, so hashing overlaps with receiving the next bytes.
+    """
+
+    def __init__(self, out: Any, new_hasher: Callable[[], Any] | None) -> None:
+        self.out = out
+        self.new_hasher = new_hasher
+        self._q: queue.Queue[tuple[Any, bytes] | None] = queue.Queue(maxsize=64)
+        self._t: threading.Thread | None = None
+        self.hasher: Any = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over: empty file, fresh hash."""
+        self.drain()
+        self.out.seek(0)
+        self.out.truncate()
+        self.hasher = self.new_hasher() if self.new_hasher else None
+        if self.hasher is not None:
+            self._t = threading.Thread(target=self._hash, name="hash", daemon=True)
+            self._t.start()
+
+    def _hash(self) -> None:
+        while (item := self._q.get()) is not None:
+            item[0].update(item[1])
+
+    def write(self, chunk: bytes) -> None:
+        self.out.write(chunk)
+        if self.hasher is not None:
+            self._q.put((self.hasher, chunk))
+
+    def drain(self) -> Any:
+        """Wait until every chunk is hashed; returns the hasher."""
+        if self._t is not None:
+            self._q.put(None)
+            self._t.join()
+            self._t = None
+        return self.hasher
+
+
 def http_download(url: str, path: str, *, headers: Mapping[str, str], insecure: bool, cfg: GetterConfig,
                   new_hasher: Callable[[], Any] | None,
                   progress: Callable[[int, int | None], None]) -> tuple[int, Any]:
@@ -75,73 +119,70 @@ def http_download(url: str, path: str, *, headers: Mapping[str, str], insecure: 
     otherwise it starts over.
     """
     base_headers = {"User-Agent": _USER_AGENT, **headers, "Accept-Encoding": "identity"}
-    hasher = new_hasher() if new_hasher else None
     done = 0
     can_resume = False
     validator: str | None = None
     last: FetchFailure | None = None
     with _client(cfg, insecure) as client, open(path, "wb") as out:
-        auth = _netrc_auth(httpx.URL(url), headers)
-        for attempt in range(cfg.http_retries + 1):
-            if attempt:
-                _sleep_backoff(cfg, attempt - 1)
-            req_headers = dict(base_headers)
-            resuming = done > 0 and can_resume
-            if resuming:
-                req_headers["Range"] = f"bytes={done}-"
-                if validator:
-                    req_headers["If-Range"] = validator
-            elif done:
-                out.seek(0)
-                out.truncate()
-                done = 0
-                hasher = new_hasher() if new_hasher else None
-            try:
-                with client.stream("GET", url, headers=req_headers,
-                                   auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT) as resp:
-                    if resuming and resp.status_code == 206 and \
-                            resp.headers.get("content-range", "").startswith(f"bytes {done}-"):
-                        pass  # continue where we stopped
-                    elif resp.status_code == 200:
-                        if done:
-                            out.seek(0)
-                            out.truncate()
-                            done = 0
-                            hasher = new_hasher() if new_hasher else None
-                    else:
-                        raise _status_failure(resp)
-                    length = resp.headers.get("content-length")
-                    total = done + int(length) if length and length.isdigit() else None
-                    if cfg.http_max_size and total is not None and total > cfg.http_max_size:
-                        raise FetchFailure(f"download of {total} bytes exceeds http_max_size "
-                                           f"({cfg.http_max_size} bytes)", False)
-                    can_resume = resp.headers.get("accept-ranges", "").lower() == "bytes"
-                    etag = resp.headers.get("etag")
-                    validator = etag if etag and not etag.startswith("W/") else \
-                        resp.headers.get("last-modified")
-                    progress(done, total)
-                    for chunk in resp.iter_raw():  # no chunk_size: a chunker drops its buffer on error
-                        out.write(chunk)
-                        if hasher is not None:
-                            hasher.update(chunk)
-                        done += len(chunk)
-                        if cfg.http_max_size and done > cfg.http_max_size:
-                            raise FetchFailure(f"download exceeds http_max_size ({cfg.http_max_size} bytes)",
-                                               False)
+        sink = _Sink(out, new_hasher)
+        try:
+            auth = _netrc_auth(httpx.URL(url), headers)
+            for attempt in range(cfg.http_retries + 1):
+                if attempt:
+                    _sleep_backoff(cfg, attempt - 1)
+                req_headers = dict(base_headers)
+                resuming = done > 0 and can_resume
+                if resuming:
+                    req_headers["Range"] = f"bytes={done}-"
+                    if validator:
+                        req_headers["If-Range"] = validator
+                elif done:
+                    sink.reset()
+                    done = 0
+                try:
+                    with client.stream("GET", url, headers=req_headers,
+                                       auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT) as resp:
+                        if resuming and resp.status_code == 206 and \
+                                resp.headers.get("content-range", "").startswith(f"bytes {done}-"):
+                            pass  # continue where we stopped
+                        elif resp.status_code == 200:
+                            if done:
+                                sink.reset()
+                                done = 0
+                        else:
+                            raise _status_failure(resp)
+                        length = resp.headers.get("content-length")
+                        total = done + int(length) if length and length.isdigit() else None
+                        if cfg.http_max_size and total is not None and total > cfg.http_max_size:
+                            raise FetchFailure(f"download of {total} bytes exceeds http_max_size "
+                                               f"({cfg.http_max_size} bytes)", False)
+                        can_resume = resp.headers.get("accept-ranges", "").lower() == "bytes"
+                        etag = resp.headers.get("etag")
+                        validator = etag if etag and not etag.startswith("W/") else \
+                            resp.headers.get("last-modified")
                         progress(done, total)
-                    if total is not None and done < total:
-                        raise FetchFailure(f"connection closed after {done} of {total} bytes", True)
-                out.flush()
-                return done, hasher
-            except FetchFailure as exc:
-                if not exc.recoverable:
-                    raise
-                last = exc
-            except httpx.HTTPError as exc:
-                failure = _classify(exc)
-                if not failure.recoverable:
-                    raise failure from None
-                last = failure
+                        for chunk in resp.iter_raw():  # no chunk_size: a chunker drops its buffer on error
+                            sink.write(chunk)
+                            done += len(chunk)
+                            if cfg.http_max_size and done > cfg.http_max_size:
+                                raise FetchFailure(f"download exceeds http_max_size ({cfg.http_max_size} bytes)",
+                                                   False)
+                            progress(done, total)
+                        if total is not None and done < total:
+                            raise FetchFailure(f"connection closed after {done} of {total} bytes", True)
+                    out.flush()
+                    return done, sink.drain()
+                except FetchFailure as exc:
+                    if not exc.recoverable:
+                        raise
+                    last = exc
+                except httpx.HTTPError as exc:
+                    failure = _classify(exc)
+                    if not failure.recoverable:
+                        raise failure from None
+                    last = failure
+        finally:
+            sink.drain()
     assert last is not None
     attempts = cfg.http_retries + 1
     raise FetchFailure(f"{last} (after {attempts} attempt{'s' if attempts > 1 else ''})", True)
