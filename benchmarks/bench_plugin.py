@@ -1,0 +1,247 @@
+"""The external plugin (``nomad-driver-rawexec``) as Nomad's client sees it.
+
+Measures, in one run:
+
+* launch -> handshake line (target <= 300 ms), next to bare ``python -c pass`` and
+  ``python -c "import grpc"`` on the same machine (the floor any Python plugin pays);
+* Kill: ``GRPCController/Shutdown`` -> process exited (target <= 100 ms; go-plugin waits 2 s
+  and then SIGKILLs a plugin without it);
+* StartTask over gRPC p50 (target <= 10 ms) next to ``Driver.start_task`` in-process;
+* N running tasks (default 200), each with a blocked WaitTask and a 1 s TaskStats stream,
+  plus the Fingerprint and TaskEvents streams: the plugin process's CPU over a window
+  (target < 2 % of a core).
+
+    .venv/bin/python benchmarks/bench_plugin.py [--launches 10] [--starts 50] [--tasks 200] [--window 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import grpc
+import psutil
+from google.protobuf import duration_pb2
+
+from rawexec.plugin import cty, hclspec
+from rawexec.plugin.gen import base_pb2, driver_pb2, driver_pb2_grpc, plugin_pb2, plugin_pb2_grpc
+from rawexec.plugin.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
+
+LINE = re.compile(r"^1\|2\|unix\|(/[^|]+)\|grpc\|?$")
+
+
+def _env(sock_dir: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE, "PLUGIN_PROTOCOL_VERSIONS": "2",
+                "PLUGIN_UNIX_SOCKET_DIR": sock_dir, "RAWEXEC_PLUGIN_LOG_LEVEL": "info"})
+    return env
+
+
+class Launched:
+    def __init__(self, sock_dir: str) -> None:
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "rawexec.plugin.main"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=_env(sock_dir),
+                                     start_new_session=True)
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            if not sel.select(30):
+                raise RuntimeError("no handshake within 30 s")
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError("plugin exited before the handshake")
+            buf += chunk
+        sel.close()
+        self.handshake_s = time.perf_counter() - t0
+        m = LINE.match(buf.decode().strip())
+        if not m:
+            raise RuntimeError(f"bad handshake {buf!r}")
+        self.channel = grpc.insecure_channel(f"unix:{m.group(1)}")
+        self.base = base_pb2_grpc_stub(self.channel)
+        self.driver = driver_pb2_grpc.DriverStub(self.channel)
+        self.controller = plugin_pb2_grpc.GRPCControllerStub(self.channel)
+
+    def kill(self) -> float:
+        """go-plugin's Kill(): Shutdown, then wait for the exit; returns seconds."""
+        t0 = time.perf_counter()
+        try:
+            self.controller.Shutdown(plugin_pb2.Empty(), timeout=5)
+        except grpc.RpcError:
+            pass
+        self.channel.close()
+        self.proc.wait(timeout=10)
+        dt = time.perf_counter() - t0
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return dt
+
+
+def base_pb2_grpc_stub(channel: grpc.Channel) -> Any:
+    from rawexec.plugin.gen import base_pb2_grpc
+
+    return base_pb2_grpc.BasePluginStub(channel)
+
+
+def _ms(xs: list[float]) -> str:
+    xs = sorted(xs)
+    p90 = xs[min(len(xs) - 1, int(len(xs) * 0.9))]
+    return f"p50 {statistics.median(xs) * 1000:7.1f} ms   p90 {p90 * 1000:7.1f} ms   max {xs[-1] * 1000:7.1f} ms"
+
+
+def _time_cmd(argv: list[str], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _task(alloc_root: str, command: str, args: list[str]) -> Any:
+    alloc_id = str(uuid.uuid4())
+    alloc_dir = os.path.join(alloc_root, alloc_id[:8])
+    body = cty.hcldec(hclspec.task_config_spec(), {"command": command, "args": args})
+    return driver_pb2.TaskConfig(id=f"{alloc_id}/t/{uuid.uuid4().hex[:8]}", name="t", alloc_id=alloc_id,
+                                 alloc_dir=alloc_dir, msgpack_driver_config=cty.encode(body),
+                                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                                 stdout_path=os.devnull, stderr_path=os.devnull)
+
+
+def _set_config(p: Launched) -> None:
+    cfg = cty.encode(cty.hcldec(hclspec.plugin_config_spec(), {"enabled": True}))
+    req = base_pb2.SetConfigRequest(msgpack_config=cfg, plugin_api_version="0.1.0")
+    req.nomad_config.driver.ClientMinPort = 14000
+    req.nomad_config.driver.ClientMaxPort = 14512
+    p.base.SetConfig(req, timeout=10)
+
+
+def _stop_all(p: Launched, ids: list[str]) -> None:
+    for tid in ids:
+        p.driver.StopTask(driver_pb2.StopTaskRequest(task_id=tid, timeout=duration_pb2.Duration(seconds=1),
+                                                     signal="SIGKILL"), timeout=60)
+        p.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=tid, force=True), timeout=60)
+
+
+def bench_launch(sock_dir: str, n: int) -> None:
+    print(f"== launch -> handshake, Kill (controller Shutdown -> exited); {n} launches")
+    bare = _time_cmd([sys.executable, "-c", "pass"], n)
+    grpc_only = _time_cmd([sys.executable, "-c", "import grpc"], n)
+    hs, kills = [], []
+    for _ in range(n):
+        p = Launched(sock_dir)
+        hs.append(p.handshake_s)
+        kills.append(p.kill())
+    print(f"  python -c pass               {_ms(bare)}")
+    print(f"  python -c 'import grpc'      {_ms(grpc_only)}")
+    print(f"  plugin handshake             {_ms(hs)}   (target p50 <= 300 ms)")
+    print(f"  Kill via Shutdown            {_ms(kills)}   (target <= 100 ms; 2000 ms without it)")
+
+
+def bench_start(sock_dir: str, alloc_root: str, n: int) -> None:
+    print(f"== StartTask over gRPC vs Driver.start_task in-process; {n} x /bin/sleep 60")
+    p = Launched(sock_dir)
+    try:
+        _set_config(p)
+        ids, times = [], []
+        warm = _task(alloc_root, "/bin/sleep", ["60"])
+        p.driver.StartTask(driver_pb2.StartTaskRequest(task=warm), timeout=30)
+        ids.append(warm.id)
+        for _ in range(n):
+            cfg = _task(alloc_root, "/bin/sleep", ["60"])
+            t0 = time.perf_counter()
+            p.driver.StartTask(driver_pb2.StartTaskRequest(task=cfg), timeout=30)
+            times.append(time.perf_counter() - t0)
+            ids.append(cfg.id)
+        _stop_all(p, ids)
+    finally:
+        p.kill()
+    from rawexec.driver import Driver, DriverConfig, TaskConfig
+
+    local = []
+    with Driver(DriverConfig(enabled=True)) as drv:
+        tids = []
+        for i in range(n + 1):
+            cfg = TaskConfig(id=f"local-{uuid.uuid4()}", name="t", alloc_id="a",
+                             alloc_dir=os.path.join(alloc_root, f"local{i}"),
+                             driver_config={"command": "/bin/sleep", "args": ["60"]},
+                             env={"PATH": os.environ.get("PATH", "")}, stdout_path=os.devnull,
+                             stderr_path=os.devnull)
+            t0 = time.perf_counter()
+            drv.start_task(cfg)
+            if i:
+                local.append(time.perf_counter() - t0)
+            tids.append(cfg.id)
+        for tid in tids:
+            drv.stop_task(tid, 1.0, "SIGKILL")
+            drv.destroy_task(tid, force=True)
+    print(f"  StartTask (gRPC)             {_ms(times)}   (target p50 <= 10 ms)")
+    print(f"  Driver.start_task (local)    {_ms(local)}")
+
+
+def bench_idle_cpu(sock_dir: str, alloc_root: str, tasks: int, window: float) -> None:
+    print(f"== {tasks} running tasks, each with a WaitTask and a 1 s TaskStats stream; CPU over {window:.0f} s")
+    p = Launched(sock_dir)
+    calls: list[Any] = []
+    ids: list[str] = []
+    try:
+        _set_config(p)
+        calls.append(p.driver.Fingerprint(driver_pb2.FingerprintRequest()))
+        calls.append(p.driver.TaskEvents(driver_pb2.TaskEventsRequest()))
+        for _ in range(tasks):
+            cfg = _task(alloc_root, "/bin/sleep", ["600"])
+            p.driver.StartTask(driver_pb2.StartTaskRequest(task=cfg), timeout=30)
+            ids.append(cfg.id)
+            calls.append(p.driver.WaitTask.future(driver_pb2.WaitTaskRequest(task_id=cfg.id)))
+            calls.append(p.driver.TaskStats(driver_pb2.TaskStatsRequest(
+                task_id=cfg.id, collection_interval=duration_pb2.Duration(seconds=1))))
+        proc = psutil.Process(p.proc.pid)
+        time.sleep(2.0)  # let every stream reach its steady state
+        c0, t0 = proc.cpu_times(), time.perf_counter()
+        time.sleep(window)
+        c1, dt = proc.cpu_times(), time.perf_counter() - t0
+        cpu = (c1.user - c0.user) + (c1.system - c0.system)
+        print(f"  plugin threads {proc.num_threads()}, RSS {proc.memory_info().rss / 2**20:.1f} MiB")
+        print(f"  plugin CPU {cpu / dt * 100:6.2f} % of a core   (target < 2 %; the stats streams here carry "
+              "the driver's stats, or zeros if it has none)")
+    finally:
+        for c in calls:
+            c.cancel()
+        _stop_all(p, ids)
+        p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--launches", type=int, default=10)
+    ap.add_argument("--starts", type=int, default=50)
+    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--window", type=float, default=10.0)
+    args = ap.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    sock_dir = tempfile.mkdtemp(prefix="rxb")
+    alloc_root = tempfile.mkdtemp(prefix="rawexec-bench-")
+    try:
+        bench_launch(sock_dir, args.launches)
+        bench_start(sock_dir, alloc_root, args.starts)
+        if args.tasks:
+            bench_idle_cpu(sock_dir, alloc_root, args.tasks, args.window)
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        shutil.rmtree(alloc_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
