@@ -234,7 +234,7 @@ def _decompressing_reader(raw: IO[bytes], compression: str) -> Any:
         try:  # ISA-L inflate: same format, ~2x less CPU than zlib
             from isal import igzip
 
-            return igzip.IGzipFile(fileobj=raw, mode="rb")
+            return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
         except ImportError:
             import gzip
 
