@@ -139,3 +139,15 @@ def test_deep_nesting_is_a_clear_error(ctx: EvalContext) -> None:
                                                  "nested too deeply"):
         evaluate_template("${" + "(" * 5000 + "1" + ")" * 5000 + "}", ctx)
     assert evaluate_template("${" + "(" * 50 + "1" + ")" * 50 + "}", ctx) == 1
+
+
+def test_conditional_evaluates_only_the_chosen_branch(ctx: EvalContext) -> None:
+    tmpl = '${hasindex(env, "UNSET") ? env["UNSET"] : "fallback"}'
+    assert evaluate_template(tmpl, ctx) == "fallback"
+    assert evaluate_template('${true ? "yes" : nope.x[1] + foo("a", "${b}")}', ctx) == "yes"
+    assert evaluate_template('${false ? upper(missing) : lower("OK")}', ctx) == "ok"
+    assert evaluate_template('${true ? (false ? a : "in") : b}', ctx) == "in"
+    with pytest.raises(InvalidConfigError, match="Unknown variable"):
+        evaluate_template('${false ? "x" : missing}', ctx)
+    with pytest.raises(InvalidConfigError, match=r'Expected "\)"'):  # the skipped branch is still parsed
+        evaluate_template('${true ? "x" : (a b}', ctx)

@@ -293,6 +293,7 @@ class _Parser:
         self.s = src
         self.i = 0
         self.ctx = ctx
+        self.dry = 0  # > 0 while parsing a conditional's branch that is not taken: syntax only
 
     # -- low level --
     def ws(self) -> None:
@@ -373,6 +374,8 @@ class _Parser:
             parts.append("".join(buf))
         if len(parts) == 1 and isinstance(parts[0], _Interp):
             return parts[0].value
+        if self.dry:
+            return ""
         return "".join(_to_string(p.value) if isinstance(p, _Interp) else p for p in parts)
 
     def escape(self) -> str:
@@ -397,11 +400,23 @@ class _Parser:
     def expr(self) -> Any:
         cond = self.binary(0)
         if self.take("?"):
-            a = self.expr()
+            # Like HCL, only the chosen branch is evaluated; the other is only parsed.
+            take_first = None if self.dry else _to_bool(cond)
+            a = self._branch(take_first is not False)
             self.expect(":")
-            b = self.expr()
-            return a if _to_bool(cond) else b
+            b = self._branch(take_first is not True)
+            return None if take_first is None else (a if take_first else b)
         return cond
+
+    def _branch(self, evaluate: bool) -> Any:
+        if evaluate:
+            return self.expr()
+        self.dry += 1
+        try:
+            self.expr()
+        finally:
+            self.dry -= 1
+        return None
 
     _LEVELS: tuple[tuple[str, ...], ...] = (("||",), ("&&",), ("==", "!="), ("<=", ">=", "<", ">"),
                                             ("+", "-"), ("*", "/", "%"))
@@ -416,7 +431,7 @@ class _Parser:
                 return left
             self.i += len(op)
             right = self.binary(level + 1)
-            left = _apply(op, left, right)
+            left = None if self.dry else _apply(op, left, right)
 
     def _is_other_op(self, op: str) -> bool:
         """Avoid reading ``=`` of ``=>``/``==`` or ``-`` when not an operator (handled by callers)."""
@@ -425,9 +440,11 @@ class _Parser:
 
     def unary(self) -> Any:
         if self.take("!"):
-            return not _to_bool(self.unary())
+            v = self.unary()
+            return None if self.dry else not _to_bool(v)
         if self.take("-"):
-            return -_to_number(self.unary(), "operand")
+            v = self.unary()
+            return None if self.dry else -_to_number(v, "operand")
         return self.postfix(self.primary())
 
     def postfix(self, val: Any) -> Any:
@@ -443,16 +460,16 @@ class _Parser:
                 if j > self.i:
                     idx = int(self.s[self.i:j])
                     self.i = j
-                    val = _index(val, idx)
+                    val = None if self.dry else _index(val, idx)
                     continue
                 name = self.ident()
                 if name is None:
                     raise _fail("Invalid attribute name", "An attribute name is required after a dot.")
-                val = _attr(val, name)
+                val = None if self.dry else _attr(val, name)
             elif self.take("["):
                 key = self.expr()
                 self.expect("]")
-                val = _index(val, key)
+                val = None if self.dry else _index(val, key)
             else:
                 return val
 
@@ -494,7 +511,8 @@ class _Parser:
                 if key is None:
                     if name is not None:
                         raise _fail("Invalid object key", "Object keys must be names or strings.")
-                    key = _to_string(self.expr())
+                    k = self.expr()
+                    key = "" if self.dry else _to_string(k)
                 if not (self.take("=") or self.take(":")):
                     raise _fail("Missing key/value separator", 'Expected an equals sign ("=") after the key.')
                 obj[key] = self.expr()
@@ -509,6 +527,8 @@ class _Parser:
             return None
         if self.take("("):
             return self.call(name)
+        if self.dry:
+            return None
         if name not in self.ctx.variables:
             raise _fail("Unknown variable", f'There is no variable named "{name}".')
         return self.ctx.variables[name]
@@ -549,6 +569,8 @@ class _Parser:
             if not self.take(","):
                 self.expect(")")
                 break
+        if self.dry:
+            return None
         if name not in self.ctx.functions:
             raise _fail("Call to unknown function", f'There is no function named "{name}".')
         if expand:
