@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from rawexec.errors import InvalidConfigError, TaskNotFoundError, UnavailableError, UnsupportedError
+from rawexec.errors import (
+    InvalidConfigError,
+    TaskNotFoundError,
+    TaskStateError,
+    UnavailableError,
+    UnsupportedError,
+)
 from rawexec.plugin import convert, hclspec
 from rawexec.plugin.base_service import PluginState
 from rawexec.plugin.gen import driver_pb2
@@ -223,6 +229,8 @@ class DriverServicer:
                     usage = stats_fn(task_id)
                 except TaskNotFoundError as exc:
                     abort(context, exc, "TaskStats")
+                except TaskStateError:
+                    return  # the task exited: end the stream cleanly, as Nomad's drivers do
                 except Exception as exc:
                     log.debug("stats sample failed", extra={"kv": {"task_id": task_id, "error": str(exc)}})
             yield convert.task_stats_to_proto(task_id, usage, time.time_ns())
