@@ -31,9 +31,26 @@ def tag() -> str:
     return f"RAWEXEC_TEST_TAG={uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=["nocgroups"])
+def _cgroups_available() -> str | None:
+    """None when tasks can be placed in cgroups here; else the reason why not."""
+    from rawexec.containment import detect
+
+    if not IS_ROOT:
+        return "cgroups need root"
+    system = detect()
+    return None if system.enabled else f"cgroups are off: {system.reason}"
+
+
+CGROUPS_SKIP = _cgroups_available()
+
+
+@pytest.fixture(params=["nocgroups", "cgroups"])
 def driver(request: pytest.FixtureRequest, state_dir: str, tag: str) -> Iterator[Driver]:
-    d = Driver(DriverConfig(enabled=True, no_cgroups=request.param == "nocgroups", state_dir=state_dir))
+    """An enabled driver, once without cgroups and once with them (when the host allows)."""
+    if request.param == "cgroups" and CGROUPS_SKIP:
+        pytest.skip(CGROUPS_SKIP)
+    d = Driver(DriverConfig(enabled=True, no_cgroups=request.param == "nocgroups", state_dir=state_dir,
+                            cgroup_parent=f"rawexec-test-{uuid.uuid4().hex[:8]}"))
     yield d
     for tid in d.task_ids():
         try:

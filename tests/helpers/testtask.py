@@ -9,7 +9,7 @@ Run as ``python testtask.py OP [ARGS] OP [ARGS] ...``; ops run in order:
   pgrp N                   setpgid(0, N) (0 = a new process group)
   setsid                   start a new session
   fork/exec PIDFILE OPS..  run the remaining ops in a child; write its pid to PIDFILE; wait for it
-  spawn PIDFILE OPS..      like fork/exec but do not wait: continue (with no more ops) immediately
+  spawn PIDFILE OPS..      like fork/exec but do not wait: the parent then sleeps 100 s
   daemon PIDFILE OPS..     double-fork: the grandchild (new session) runs the remaining ops
   ignore SIG               ignore a signal (e.g. SIGTERM)
   trap SIG CODE MSG        on SIG print MSG and exit CODE
@@ -68,6 +68,8 @@ def run(ops: list[str]) -> None:
             _write_pid(pidfile, pid)
             if op == "fork/exec":
                 os.waitpid(pid, 0)
+            else:
+                time.sleep(100)
             return
         elif op == "daemon":
             pidfile, rest = ops[i], ops[i + 1:]

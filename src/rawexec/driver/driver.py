@@ -10,7 +10,8 @@ import signal as _signal
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from rawexec.driver.config import DriverConfig, TaskDriverConfig, filter_env
 from rawexec.driver.execstream import ExecSession
@@ -37,7 +38,10 @@ from rawexec.errors import (
 )
 from rawexec.executor import procfs
 from rawexec.executor.protocol import Channel, ProtocolError
-from rawexec.types import ExitResult
+from rawexec.types import ExitResult, TaskResourceUsage
+
+if TYPE_CHECKING:
+    from rawexec.containment import StatsCollector
 
 __all__ = ["Driver"]
 
@@ -306,6 +310,8 @@ class Driver:
                     os.unlink(p)
                 except OSError:
                     pass
+        if rec.stats is not None:
+            rec.stats.close()
         with self._lock:
             if self._tasks.get(task_id) is rec:
                 del self._tasks[task_id]
@@ -421,6 +427,45 @@ class Driver:
         rec = self._get(task_id)
         ch, pid, fds = self._open_exec(rec, command, tty=tty, rows=rows, cols=cols, term=term)
         return ExecSession(ch, pid, fds, tty)
+
+    # ----------------------------------------------------------------- stats
+    def _collector(self, rec: TaskRecord) -> StatsCollector:
+        with rec.cond:
+            if rec.stats is None:
+                from rawexec.containment import StatsCollector, TaskCgroup
+
+                ds = rec.driver_state
+                cgroup = TaskCgroup.from_state(ds["cgroup"]) if ds.get("cgroup") else None
+                shim = int(ds["shim_pid"])
+                # Without a cgroup, walk from the shim: orphans of the task are reparented there.
+                rec.stats = StatsCollector(cgroup, shim, exclude_pids=[shim])
+            collector: StatsCollector = rec.stats
+            return collector
+
+    def task_stats(self, task_id: str) -> TaskResourceUsage:
+        """Resource usage of the task's whole tree, in Nomad's TaskResourceUsage shape. Read
+        directly from the cgroup files (or /proc without cgroups): no round trip to the shim."""
+        rec = self._get(task_id)
+        if rec.exit is not None:
+            raise TaskStateError(f"task {task_id} is not running (it has exited)")
+        collector = self._collector(rec)
+        with rec.cond:
+            return collector.collect()
+
+    def stream_task_stats(self, task_id: str, interval: float = 1.0,
+                          stop: threading.Event | None = None) -> Iterator[TaskResourceUsage]:
+        """Yield a sample now, then every ``interval`` s, until the task exits or ``stop`` is set."""
+        if interval <= 0:
+            interval = 1.0
+        rec = self._get(task_id)
+        stop = stop or threading.Event()
+        while not stop.is_set() and rec.exit is None:
+            try:
+                yield self.task_stats(task_id)
+            except (TaskStateError, TaskNotFoundError):
+                return
+            with rec.cond:
+                rec.cond.wait_for(lambda: rec.exit is not None or stop.is_set(), interval)
 
     # ----------------------------------------------------------------- introspection
     def task_ids(self) -> list[str]:

@@ -57,6 +57,7 @@ class TaskRecord:
     completed_at: float | None = None
     exit: ExitResult | None = None
     cond: threading.Condition = field(default_factory=threading.Condition)
+    stats: Any = None  # a containment.StatsCollector, made on the first task_stats call
 
     @property
     def state(self) -> TaskState:
