@@ -130,8 +130,9 @@ class Plugin:
             except (subprocess.TimeoutExpired, grpc.RpcError):
                 self.kill9()
         self.channel.close()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def read_first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
@@ -162,13 +163,16 @@ def read_first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
 
 def launch(workdir: Path, socket_dir: Path | None, args: Sequence[str] = (),
            env: Mapping[str, str] | None = None, timeout: float = 20.0,
-           command: Sequence[str] | None = None) -> Plugin:
-    """Start the plugin like go-plugin does and complete the handshake."""
+           command: Sequence[str] | None = None, stderr_pipe: bool = False) -> Plugin:
+    """Start the plugin like go-plugin does and complete the handshake.
+
+    stderr goes to a file, or with ``stderr_pipe`` to a pipe (``proc.stderr``) like the agent's.
+    """
     stderr_path = workdir / f"plugin-stderr-{time.monotonic_ns()}.log"
     t0 = time.monotonic()
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(list(command or plugin_command(args)), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE if stderr_pipe else err,
                                 env=dict(env) if env is not None else plugin_env(socket_dir),
                                 start_new_session=True)
     line = read_first_line(proc, timeout)

@@ -206,3 +206,21 @@ def test_launch_to_handshake_is_quick(shared_plugin: Plugin) -> None:
     plugin = shared_plugin
     wait_until(plugin.healthy, 5)
     assert plugin.launch_seconds < 3.0  # the benchmark measures the real figure; this catches regressions
+
+
+def test_survives_the_agent_dying_with_its_pipes(tmp_path: Path, sock_dir: Path) -> None:
+    """The agent dies: the plugin's stdout/stderr pipes break, but it must live on for reattach."""
+    p = launch(tmp_path, sock_dir, stderr_pipe=True)
+    try:
+        assert p.proc.stderr is not None and p.proc.stdout is not None
+        p.proc.stderr.close()
+        p.proc.stdout.close()
+        for _ in range(3):  # each of these logs to stderr
+            p.base.PluginInfo(base_pb2.PluginInfoRequest(), timeout=5)
+            with pytest.raises(grpc.RpcError):
+                p.base.SetConfig(base_pb2.SetConfigRequest(msgpack_config=b"\xc1"), timeout=5)
+        assert p.healthy() and p.alive()
+    finally:
+        p.controller.Shutdown(plugin_pb2.Empty(), timeout=5)
+        assert p.proc.wait(timeout=5) == 0
+        p.channel.close()
