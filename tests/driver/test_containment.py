@@ -11,6 +11,7 @@ import pytest
 
 from rawexec import Driver, Resources, TaskState
 from tests.conftest import TaskFactory
+from tests.driver.test_lifecycle import read
 from tests.helpers.util import pids_with_tag, tt, wait_until
 
 SHAPES = {
@@ -75,7 +76,7 @@ def test_stats_busy_loop_and_rss(driver: Driver, make_task: TaskFactory) -> None
     driver.start_task(busy)
     driver.start_task(mem)
     log = os.path.join(mem.alloc_dir, "alloc/logs/mem.stdout.0")
-    wait_until(lambda: os.path.exists(log) and "ready" in open(log).read(), 30)
+    wait_until(lambda: os.path.exists(log) and "ready" in read(log), 30)
     busy_pid = int(driver.inspect_task(busy.id).driver_attributes["pid"])
     ticks = os.sysconf("SC_CLK_TCK")
 
