@@ -13,7 +13,8 @@ The tree (callers branch on the class, never on the message)::
     ├── UnavailableError              shim/agent unreachable, try again            (UNAVAILABLE, 1)
     ├── ContainmentError              cgroup setup/kill/remove failed               (INTERNAL, 1)
     ├── ArtifactError                 download/verify/unpack failed                 (INTERNAL, 1)
-    └── LaunchError                   the command could not be started              (INTERNAL, 1)
+    ├── LaunchError                   the command could not be started              (INTERNAL, 1)
+    └── NotFoundError                 no job/allocation/task with that id (agent)   (NOT_FOUND, 1)
 
 `recoverable` mirrors Nomad's RecoverableError: the task runner may retry the start.
 Translation to gRPC status codes and CLI exit codes happens at exactly one place on
@@ -28,6 +29,7 @@ __all__ = [
     "DriverDisabledError",
     "InvalidConfigError",
     "LaunchError",
+    "NotFoundError",
     "RawExecError",
     "TaskExistsError",
     "TaskNotFoundError",
@@ -131,3 +133,9 @@ class ArtifactError(RawExecError):
 
 class LaunchError(RawExecError):
     """The task's command could not be started."""
+
+
+class NotFoundError(RawExecError):
+    """The agent has no job, allocation or task with that id (HTTP 404)."""
+
+    grpc_code = "NOT_FOUND"

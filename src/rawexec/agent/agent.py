@@ -1,68 +1,478 @@
-"""The single-node agent: jobs -> allocations -> task runners over the raw_exec Driver (stub; filled in next)."""
+"""The single-node agent: jobs -> allocations (count) -> task runners over the raw_exec Driver.
+
+State lives in the SQLite store in ``data_dir`` (jobs, allocations, task states, driver
+handles); :meth:`Agent.start` re-attaches every task that was running when the previous agent
+stopped or died, reports exits that happened meanwhile and continues restart policies.
+Shapes returned here are Nomad's API JSON (PascalCase) so the HTTP API passes them through.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
+import threading
+import time
+import uuid
 from typing import Any
 
 from rawexec.agent.agentconfig import AgentConfig
-from rawexec.agent.eventstream import EventSubscription
-from rawexec.driver import ExecSession
-from rawexec.jobspec import Job
+from rawexec.agent.allocrunner import AllocRunner
+from rawexec.agent.eventstream import Event, EventBroker, EventSubscription
+from rawexec.agent.node import Node
+from rawexec.agent.ports import PortAllocator
+from rawexec.agent.state import StateStore
+from rawexec.driver import Driver, DriverConfig, ExecSession
+from rawexec.errors import InvalidConfigError, NotFoundError, TaskStateError
+from rawexec.jobspec import Job, parse_json, to_api_json
 
 __all__ = ["Agent"]
 
+log = logging.getLogger("rawexec.agent")
+
+
+def _dur_ns(seconds: float) -> int:
+    return round(seconds * 1e9)
+
 
 class Agent:
-    def __init__(self, config: AgentConfig, *, dev: bool = False) -> None:
+    """A single-node Nomad-like agent running raw_exec tasks. Thread-safe."""
+
+    def __init__(self, config: AgentConfig, *, dev: bool = False, driver_config: DriverConfig | None = None) -> None:
         self.config = config.with_dev() if dev else config
         self.dev = dev
+        self.data_dir = self.config.require_data_dir()
+        self._driver_config = driver_config
         self.node: dict[str, Any] = {}
+        self.host_env = dict(os.environ)
+        self._lock = threading.RLock()
+        self._allocs: dict[str, AllocRunner] = {}
+        self._jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._broker = EventBroker()
+        self._started = False
+        self._closed = False
+        self._purge_waiters: list[threading.Thread] = []
+        self.store: StateStore
+        self.driver: Driver
+        self.node_obj: Node
+        from rawexec.artifacts.config import GetterConfig
+
+        art = self.config.client.artifact
+        self.getter_config = GetterConfig(**{f.name: getattr(art, f.name) for f in dataclasses.fields(art)
+                                             if f.name in {g.name for g in dataclasses.fields(GetterConfig)}})
+        self.ports = PortAllocator(min_port=self.config.client.min_dynamic_port,
+                                   max_port=self.config.client.max_dynamic_port)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _make_driver_config(self) -> DriverConfig:
+        if self._driver_config is not None:
+            return dataclasses.replace(self._driver_config, enabled=self.config.raw_exec_enabled)
+        rc = self.config.raw_exec
+        return DriverConfig(enabled=rc.enabled, no_cgroups=rc.no_cgroups, denied_host_uids=rc.denied_host_uids,
+                            denied_host_gids=rc.denied_host_gids, denied_envvars=rc.denied_envvars,
+                            cgroup_parent=self.config.cgroup_parent)
 
     def start(self) -> None:
-        raise NotImplementedError
+        """Lock and open the state store, fingerprint the node, recover every allocation."""
+        if self._started:
+            return
+        self.store = StateStore(self.data_dir)
+        try:
+            self.driver = Driver(self._make_driver_config())
+            fp = self.driver.fingerprint()
+            self.node_obj = Node(self.config, self.store, health=str(fp.health),
+                                 health_description=fp.description)
+            self.node = self.node_obj.to_api()
+            for w in self.config.warnings:
+                log.warning("%s", w)
+            self._recover()
+        except BaseException:
+            self.store.close()
+            raise
+        self._started = True
+        self.publish("Node", "NodeRegistration", self.node_obj.id, self.store.index(), {"Node": self.node})
 
-    def shutdown(self, *, stop_tasks: bool) -> None:
-        raise NotImplementedError
+    def _recover(self) -> None:
+        for body in self.store.list_jobs():
+            self._jobs[(body.get("Namespace", "default"), body["ID"])] = body
+        handles = self.store.driver_handles()
+        by_alloc: dict[str, dict[str, bytes]] = {}
+        for (alloc_id, task), blob in handles.items():
+            by_alloc.setdefault(alloc_id, {})[task] = blob
+        runners = []
+        for body in self.store.list_allocs():
+            try:
+                ar = AllocRunner.restore(self, body, self.store.task_states(body["ID"]), by_alloc.get(body["ID"], {}))
+            except Exception as e:
+                log.error("cannot restore allocation %s: %s", body.get("ID"), e)
+                continue
+            self._allocs[ar.alloc_id] = ar
+            runners.append(ar)
+        for ar in runners:
+            ar.resume()
+        for (ns, job_id), body in list(self._jobs.items()):
+            if body.get("RawExecPurge"):
+                self._schedule_purge(ns, job_id)
+
+    def shutdown(self, *, stop_tasks: bool, timeout: float | None = None) -> None:
+        """``stop_tasks``: stop every task gracefully first (``rawexec run``). Otherwise the tasks keep
+        running and the next agent on this data dir re-attaches to them."""
+        if not self._started or self._closed:
+            return
+        if stop_tasks:
+            self.stop_all()
+            limit = timeout if timeout is not None else self.config.client.max_kill_timeout + 30.0
+            deadline = time.monotonic() + limit
+            for ar in list(self._allocs.values()):
+                ar.wait(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._closed = True
+            for ar in self._allocs.values():
+                ar.detach()
+        self._broker.close()
+        self.driver.close()
+        self.store.close()
+
+    def stop_all(self, *, force: bool = False) -> None:
+        """Stop every allocation (``force``: SIGKILL at once, skip shutdown delays and poststop tasks)."""
+        for ar in list(self._allocs.values()):
+            if not ar.terminal:
+                ar.stop("agent shutting down", force=force)
+
+    def __enter__(self) -> Agent:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(stop_tasks=True)
+
+    # ------------------------------------------------------------------ events
+    def publish(self, topic: str, type_: str, key: str, index: int, payload: dict[str, Any]) -> None:
+        self._broker.publish(Event(topic, type_, key, index, payload))
+
+    def events(self, index: int = 0) -> EventSubscription:
+        return self._broker.subscribe(index)
+
+    def alloc_finished(self, ar: AllocRunner) -> None:
+        self._refresh_job_status(ar.job.namespace, ar.job.id)
+
+    # ------------------------------------------------------------------ jobs
+    def _job_key(self, job_id: str, namespace: str = "default") -> tuple[str, str]:
+        return (namespace, job_id)
+
+    def _job_warnings(self, job: Job) -> list[str]:
+        out = []
+        for g in job.groups:
+            for t in g.tasks:
+                if t.driver != "raw_exec":
+                    out.append(f'task "{g.name}/{t.name}": driver "{t.driver}" not available on this node')
+        if not self.config.raw_exec_enabled and any(t.driver == "raw_exec" for g in job.groups for t in g.tasks):
+            out.append("raw_exec is disabled on this node (enable it with plugin \"raw_exec\" "
+                       "{ config { enabled = true } }, or run the agent with -dev)")
+        return out
 
     def register_job(self, job: Job) -> dict[str, Any]:
-        raise NotImplementedError
+        """Register (or update) a job: a changed job replaces its allocations; an unchanged one is a no-op."""
+        self._require_started()
+        api = to_api_json(job)["Job"]
+        key = self._job_key(job.id, job.namespace)
+        warnings = self._job_warnings(job)
+        eval_id = str(uuid.uuid4())
+        with self._lock:
+            prev = self._jobs.get(key)
+            live = [a for a in self._allocs.values() if a.job.id == job.id and a.job.namespace == job.namespace
+                    and not a.terminal and a.desired_status == "run"]
+            unchanged = prev is not None and not prev.get("Stop") and _spec(prev) == _spec(api) and (
+                live or job.type in ("batch", "sysbatch"))
+            if unchanged and prev is not None:
+                return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": prev["JobModifyIndex"],
+                        "Warnings": "\n".join(warnings), "Index": prev["ModifyIndex"]}
+            version = 0 if prev is None else int(prev.get("Version", 0)) + 1
+            now = time.time_ns()
+            api.update({"Version": version, "Stop": False, "Status": "pending", "StatusDescription": "",
+                        "SubmitTime": now, "Stable": False})
+            with self.store.transaction() as tx:
+                idx = tx.index() + 1
+                api["CreateIndex"] = prev["CreateIndex"] if prev else idx
+                api["ModifyIndex"] = api["JobModifyIndex"] = idx
+                tx.put_job(job.namespace, job.id, api, summary=self._job_stub(api))
+            self._jobs[key] = api
+            for a in live:
+                a.stop("alloc not needed due to job update")
+            new: list[AllocRunner] = []
+            for g in job.groups:
+                for i in range(g.count):
+                    ar = AllocRunner(self, str(uuid.uuid4()), job, api, g, i, eval_id=eval_id)
+                    self._allocs[ar.alloc_id] = ar
+                    new.append(ar)
+        self.publish("Job", "JobRegistered", job.id, idx, {"Job": api})
+        for ar in new:
+            ar.start()
+        self._refresh_job_status(job.namespace, job.id)
+        return {"EvalID": eval_id, "EvalCreateIndex": idx, "JobModifyIndex": idx, "Warnings": "\n".join(warnings),
+                "Index": idx}
+
+    def _job_allocs(self, job_id: str, namespace: str = "default") -> list[AllocRunner]:
+        return [a for a in self._allocs.values() if a.job.id == job_id and a.job.namespace == namespace]
+
+    def _job_status(self, api: dict[str, Any]) -> str:
+        allocs = self._job_allocs(api["ID"], api.get("Namespace", "default"))
+        if any(not a.terminal for a in allocs):
+            return "running"
+        if api.get("Stop") or allocs:
+            return "dead"
+        return "pending"
+
+    def _refresh_job_status(self, namespace: str, job_id: str) -> None:
+        with self._lock:
+            api = self._jobs.get((namespace, job_id))
+            if api is None or self._closed:
+                return
+            status = self._job_status(api)
+            if status == api.get("Status"):
+                return
+            api["Status"] = status
+            try:
+                idx = self.store.put_job(namespace, job_id, api, summary=self._job_stub(api))
+            except Exception as e:  # store closed during shutdown
+                log.debug("job status not persisted: %s", e)
+                return
+        self.publish("Job", "JobUpdated" if status != "dead" else "JobDeregistered", job_id, idx, {"Job": api})
+
+    def _job_stub(self, api: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ID": api["ID"], "ParentID": "", "Name": api.get("Name", api["ID"]), "Namespace": api.get("Namespace"),
+            "Datacenters": api.get("Datacenters"), "NodePool": api.get("NodePool", "default"),
+            "Type": api.get("Type"), "Priority": api.get("Priority"), "Periodic": api.get("Periodic") is not None,
+            "ParameterizedJob": api.get("ParameterizedJob") is not None, "Stop": api.get("Stop", False),
+            "Status": api.get("Status", "pending"), "StatusDescription": api.get("StatusDescription", ""),
+            "CreateIndex": api.get("CreateIndex", 0), "ModifyIndex": api.get("ModifyIndex", 0),
+            "JobModifyIndex": api.get("JobModifyIndex", 0), "SubmitTime": api.get("SubmitTime", 0),
+            "Version": api.get("Version", 0),
+        }
 
     def list_jobs(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        self._require_started()
+        with self._lock:
+            out = []
+            for (ns, job_id), api in sorted(self._jobs.items()):
+                stub = self._job_stub(api)
+                stub["JobSummary"] = self.job_summary(job_id, namespace=ns)
+                out.append(stub)
+            return out
 
     def get_job(self, job_id: str) -> Job | None:
-        raise NotImplementedError
+        api = self.get_job_api(job_id)
+        return None if api is None else parse_json({"Job": {k: v for k, v in api.items() if k != "RawExecPurge"}})
 
-    def job_summary(self, job_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+    def get_job_api(self, job_id: str, namespace: str = "default") -> dict[str, Any] | None:
+        """The job in Nomad's API JSON (with Status, Version, indexes)."""
+        self._require_started()
+        with self._lock:
+            api = self._jobs.get((namespace, job_id))
+            return None if api is None else dict(api)
 
-    def stop_job(self, job_id: str, *, purge: bool = False) -> dict[str, Any]:
-        raise NotImplementedError
+    def job_summary(self, job_id: str, *, namespace: str = "default") -> dict[str, Any]:
+        with self._lock:
+            api = self._jobs.get((namespace, job_id))
+            if api is None:
+                raise NotFoundError(f"job not found: {job_id}")
+            groups = {g["Name"]: {"Queued": 0, "Complete": 0, "Failed": 0, "Running": 0, "Starting": 0,
+                                  "Lost": 0, "Unknown": 0} for g in api.get("TaskGroups") or []}
+            for a in self._job_allocs(job_id, namespace):
+                s = groups.setdefault(a.group.name, {"Queued": 0, "Complete": 0, "Failed": 0, "Running": 0,
+                                                     "Starting": 0, "Lost": 0, "Unknown": 0})
+                key = {"pending": "Starting", "running": "Running", "complete": "Complete",
+                       "failed": "Failed"}.get(a.client_status, "Unknown")
+                s[key] += 1
+            return {"JobID": job_id, "Namespace": namespace, "Summary": groups,
+                    "Children": {"Pending": 0, "Running": 0, "Dead": 0},
+                    "CreateIndex": api.get("CreateIndex", 0), "ModifyIndex": api.get("ModifyIndex", 0)}
+
+    def stop_job(self, job_id: str, *, purge: bool = False, namespace: str = "default") -> dict[str, Any]:
+        """Stop every allocation of the job; ``purge`` also forgets the job once they are gone."""
+        self._require_started()
+        key = (namespace, job_id)
+        eval_id = str(uuid.uuid4())
+        with self._lock:
+            api = self._jobs.get(key)
+            if api is None:
+                raise NotFoundError(f"job not found: {job_id}")
+            api["Stop"] = True
+            if purge:
+                api["RawExecPurge"] = True
+            api["Status"] = self._job_status(api)
+            with self.store.transaction() as tx:
+                idx = tx.index() + 1
+                api["ModifyIndex"] = api["JobModifyIndex"] = idx
+                tx.put_job(namespace, job_id, api, summary=self._job_stub(api))
+            allocs = [a for a in self._job_allocs(job_id, namespace) if not a.terminal]
+        for a in allocs:
+            a.stop("alloc not needed as job is stopped")
+        if purge:
+            self._schedule_purge(namespace, job_id)
+        self._refresh_job_status(namespace, job_id)
+        return {"EvalID": eval_id, "EvalCreateIndex": idx, "JobModifyIndex": idx, "Index": idx}
+
+    def _schedule_purge(self, namespace: str, job_id: str) -> None:
+        def purge() -> None:
+            for a in self._job_allocs(job_id, namespace):
+                a.wait()
+            with self._lock:
+                if self._closed:
+                    return
+                api = self._jobs.get((namespace, job_id))
+                if api is None or not api.get("RawExecPurge"):
+                    return
+                ids = [a.alloc_id for a in self._job_allocs(job_id, namespace)]
+                with self.store.transaction() as tx:
+                    for aid in ids:
+                        tx.delete_alloc(aid)
+                    tx.delete_job(namespace, job_id)
+                    idx = tx.index()
+                for aid in ids:
+                    self._allocs.pop(aid, None)
+                self._jobs.pop((namespace, job_id), None)
+            self.publish("Job", "JobDeregistered", job_id, idx, {"Job": api})
+
+        t = threading.Thread(target=purge, name=f"purge-{job_id}", daemon=True)
+        t.start()
+        self._purge_waiters.append(t)
+
+    def wait_purged(self, timeout: float | None = None) -> None:
+        for t in list(self._purge_waiters):
+            t.join(timeout)
+
+    # ------------------------------------------------------------------ allocations
+    def _alloc(self, alloc_id_or_prefix: str) -> AllocRunner:
+        self._require_started()
+        with self._lock:
+            ar = self._allocs.get(alloc_id_or_prefix)
+            if ar is not None:
+                return ar
+            if not alloc_id_or_prefix:
+                raise NotFoundError("alloc not found: an allocation id is required")
+            matches = [a for i, a in self._allocs.items() if i.startswith(alloc_id_or_prefix)]
+        if not matches:
+            raise NotFoundError(f"alloc not found: {alloc_id_or_prefix}")
+        if len(matches) > 1:
+            raise InvalidConfigError(f'prefix "{alloc_id_or_prefix}" matched multiple allocations: '
+                                     + ", ".join(sorted(a.alloc_id for a in matches)[:10]))
+        return matches[0]
 
     def list_allocations(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        self._require_started()
+        return self.store.list_allocs(job_id=job_id, summary=True)
+
+    def list_allocations_json(self, job_id: str | None = None) -> str:
+        """Same as :meth:`list_allocations`, as JSON text straight from the store (fast path)."""
+        self._require_started()
+        return self.store.list_allocs_json(job_id=job_id, summary=True)
+
+    def allocation_runner(self, alloc_id_or_prefix: str) -> AllocRunner:
+        return self._alloc(alloc_id_or_prefix)
 
     def get_allocation(self, alloc_id_or_prefix: str) -> dict[str, Any]:
-        raise NotImplementedError
+        return self._alloc(alloc_id_or_prefix).full()
 
     def stop_allocation(self, alloc_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        ar = self._alloc(alloc_id)
+        ar.stop("alloc was stopped by user")
+        return {"EvalID": str(uuid.uuid4()), "Index": ar.modify_index}
+
+    def _runner(self, ar: AllocRunner, task: str) -> Any:
+        r = ar.runners.get(task)
+        if r is None:
+            raise NotFoundError(f'task "{task}" not found in allocation {ar.alloc_id}')
+        return r
 
     def signal_allocation(self, alloc_id: str, signal: str, task: str | None = None) -> None:
-        raise NotImplementedError
+        ar = self._alloc(alloc_id)
+        from rawexec.driver.prepare import parse_signal
+
+        parse_signal(signal or "SIGKILL")
+        runners = [self._runner(ar, task)] if task else [r for r in ar.runners.values() if r.running]
+        if not runners:
+            raise TaskStateError(f"allocation {ar.alloc_id} has no running task to signal")
+        for r in runners:
+            r.signal(signal or "SIGKILL")
 
     def restart_allocation(self, alloc_id: str, task: str | None = None, all_tasks: bool = False) -> None:
-        raise NotImplementedError
+        ar = self._alloc(alloc_id)
+        if ar.terminal:
+            raise TaskStateError(f"allocation {ar.alloc_id} is not running")
+        runners = [self._runner(ar, task)] if task else [r for r in ar.runners.values() if r.running]
+        for r in runners:
+            if not r.running:
+                raise TaskStateError(f'task "{r.name}" is not running')
+            r.restart()
 
     def allocation_stats(self, alloc_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        ar = self._alloc(alloc_id)
+        tasks: dict[str, Any] = {}
+        tot_rss = tot_cpu = tot_ticks = 0.0
+        ts = time.time_ns()
+        for name, r in ar.runners.items():
+            if not r.running or not r.task_id:
+                continue
+            try:
+                u = self.driver.task_stats(r.task_id)
+            except Exception:
+                continue
+            api = _usage_api(u)
+            tasks[name] = api
+            tot_rss += api["ResourceUsage"]["MemoryStats"]["RSS"]
+            tot_cpu += api["ResourceUsage"]["CpuStats"]["Percent"]
+            tot_ticks += api["ResourceUsage"]["CpuStats"]["TotalTicks"]
+            ts = max(ts, api["Timestamp"])
+        return {"ResourceUsage": {"MemoryStats": {"RSS": int(tot_rss), "Cache": 0, "Swap": 0, "Usage": 0,
+                                                  "MaxUsage": 0, "KernelUsage": 0, "KernelMaxUsage": 0,
+                                                  "Measured": ["RSS"]},
+                                  "CpuStats": {"Percent": tot_cpu, "SystemMode": 0.0, "UserMode": 0.0,
+                                               "TotalTicks": tot_ticks, "ThrottledPeriods": 0,
+                                               "ThrottledTime": 0, "Measured": ["Percent", "Total Ticks"]},
+                                  "DeviceStats": None},
+                "Tasks": tasks, "Timestamp": ts}
 
     def alloc_dir(self, alloc_id: str) -> str:
-        raise NotImplementedError
+        return self._alloc(alloc_id).alloc_dir
 
     def exec_task(self, alloc_id: str, task: str, command: list[str], tty: bool, rows: int = 0, cols: int = 0
                   ) -> ExecSession:
-        raise NotImplementedError
+        ar = self._alloc(alloc_id)
+        r = self._runner(ar, task)
+        if not r.running or not r.task_id:
+            raise TaskStateError(f'task "{task}" is not running')
+        return self.driver.exec_task_streaming(r.task_id, command, tty=tty, rows=rows, cols=cols)
 
-    def events(self, index: int = 0) -> EventSubscription:
-        raise NotImplementedError
+    # ------------------------------------------------------------------ helpers
+    def _require_started(self) -> None:
+        if not self._started:
+            raise TaskStateError("the agent is not started; call start() first")
+
+
+def _spec(api: dict[str, Any]) -> dict[str, Any]:
+    """The user-visible part of a job (what decides whether a re-register changes anything)."""
+    skip = {"Version", "Stop", "Status", "StatusDescription", "SubmitTime", "Stable", "CreateIndex",
+            "ModifyIndex", "JobModifyIndex", "RawExecPurge"}
+    return {k: v for k, v in api.items() if k not in skip}
+
+
+def _usage_api(u: Any) -> dict[str, Any]:
+    """TaskResourceUsage -> Nomad's JSON."""
+    def ru(r: Any) -> dict[str, Any]:
+        m, c = r.memory_stats, r.cpu_stats
+        return {"MemoryStats": {k: getattr(m, s, 0) for k, s in (
+                    ("RSS", "rss"), ("Cache", "cache"), ("Swap", "swap"), ("Usage", "usage"),
+                    ("MaxUsage", "max_usage"), ("KernelUsage", "kernel_usage"),
+                    ("KernelMaxUsage", "kernel_max_usage"))} | {"Measured": list(getattr(m, "measured", ()))},
+                "CpuStats": {k: getattr(c, s, 0) for k, s in (
+                    ("SystemMode", "system_mode"), ("UserMode", "user_mode"), ("TotalTicks", "total_ticks"),
+                    ("ThrottledPeriods", "throttled_periods"), ("ThrottledTime", "throttled_time"),
+                    ("Percent", "percent"))} | {"Measured": list(getattr(c, "measured", ()))},
+                "DeviceStats": None}
+
+    return {"ResourceUsage": ru(u.resource_usage), "Timestamp": u.timestamp,
+            "Pids": {pid: ru(r) for pid, r in (u.pids or {}).items()}}
+
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from rawexec.cli.job_cmds import job
+from rawexec.cli.run_cmd import run
 
 
 @click.group()
@@ -14,6 +15,7 @@ def cli() -> None:
 
 
 cli.add_command(job)
+cli.add_command(run)
 
 
 def main() -> None:

@@ -1,0 +1,359 @@
+"""One allocation: its task runners, task lifecycle ordering, status, and persistence.
+
+Lifecycle (Nomad's): prestart tasks first (sidecars keep running; the others must finish
+successfully), then the main tasks, poststart tasks once every main task has started, and
+poststop tasks once every other task is dead. A failed task kills its siblings (``Sibling Task
+Failed``); a dead leader kills the rest (``Leader Task Dead``); when every main task is dead
+the sidecars are stopped (``Main Tasks Dead``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from rawexec.agent import events as ev
+from rawexec.agent.events import TaskEvent
+from rawexec.agent.ports import AllocatedPort
+from rawexec.agent.taskrunner import TaskRunner
+from rawexec.driver import TaskHandle
+from rawexec.jobspec import Job, TaskGroup
+from rawexec.taskenv import TaskEnv, TaskEnvBuilder
+
+if TYPE_CHECKING:
+    from rawexec.agent.agent import Agent
+    from rawexec.agent.agentconfig import AgentConfig
+    from rawexec.artifacts.config import GetterConfig
+    from rawexec.driver import Driver
+
+__all__ = ["AllocRunner"]
+
+log = logging.getLogger("rawexec.agent")
+
+CLIENT_PENDING = "pending"
+CLIENT_RUNNING = "running"
+CLIENT_COMPLETE = "complete"
+CLIENT_FAILED = "failed"
+TERMINAL = (CLIENT_COMPLETE, CLIENT_FAILED)
+
+
+class AllocRunner:
+    """Runs the tasks of one allocation of a task group."""
+
+    def __init__(self, agent: Agent, alloc_id: str, job: Job, job_api: dict[str, Any], group: TaskGroup,
+                 index: int, *, eval_id: str, create_time: int | None = None) -> None:
+        self.agent = agent
+        self.alloc_id = alloc_id
+        self.short = alloc_id[:8]
+        self.job = job
+        self.job_api = job_api
+        self.group = group
+        self.index = index
+        self.eval_id = eval_id
+        self.name = f"{job.id}.{group.name}[{index}]"
+        self.alloc_dir = os.path.join(agent.data_dir, "alloc", alloc_id)
+        self.desired_status = "run"
+        self.desired_description = ""
+        self.client_status = CLIENT_PENDING
+        self.client_description = "No tasks have started"
+        self.create_time = create_time or time.time_ns()
+        self.modify_time = self.create_time
+        self.create_index = 0
+        self.modify_index = 0
+        self.ports: list[AllocatedPort] = []
+        self.detached = False
+        self._lock = threading.RLock()
+        self._advancing = False
+        self._dirty = False
+        self._killing_all = False
+        self._done = threading.Event()
+        self.runners: dict[str, TaskRunner] = {}
+        for t in group.tasks:
+            hook = t.lifecycle.hook if t.lifecycle else ""
+            sidecar = bool(t.lifecycle and t.lifecycle.sidecar)
+            self.runners[t.name] = TaskRunner(self, t, lifecycle=hook, sidecar=sidecar)
+
+    # ------------------------------------------------------------------ context for task runners
+    @property
+    def driver(self) -> Driver:
+        return self.agent.driver
+
+    @property
+    def config(self) -> AgentConfig:
+        return self.agent.config
+
+    def getter_config(self) -> GetterConfig:
+        return self.agent.getter_config
+
+    def build_env(self, runner: TaskRunner) -> TaskEnv:
+        task = runner.task
+        b = TaskEnvBuilder(self.agent.node_obj.info)
+        b.set_alloc(alloc_id=self.alloc_id, job_id=self.job.id, group=self.group.name, index=self.index,
+                    job_name=self.job.name or self.job.id, namespace=self.job.namespace, region=self.job.region)
+        b.set_task(task.name, env=task.env, meta=[self.job.meta, self.group.meta, task.meta],
+                   resources=task.resources)
+        b.set_alloc_dir(self.alloc_dir)
+        b.set_ports(self.ports)
+        b.set_host_env(self.agent.host_env, self.agent.config.env_denylist)
+        return b.build()
+
+    # ------------------------------------------------------------------ persistence
+    def _private(self) -> dict[str, Any]:
+        return {"Index": self.index, "Ports": [p.to_dict() for p in self.ports], "Group": self.group.name}
+
+    def body(self) -> dict[str, Any]:
+        """The stored allocation (Nomad's Allocation JSON without TaskStates, plus our private fields)."""
+        out = self.stub(task_states=False)
+        out["Job"] = self.job_api
+        out["AllocatedResources"] = self._resources()
+        out["RawExec"] = self._private()
+        return out
+
+    def _resources(self) -> dict[str, Any]:
+        ports = [{"Label": p.label, "Value": p.value, "To": p.to, "HostIP": p.host_ip} for p in self.ports]
+        tasks = {t.name: {"Cpu": {"CpuShares": t.resources.cpu},
+                          "Memory": {"MemoryMB": t.resources.memory, "MemoryMaxMB": t.resources.memory_max}}
+                 for t in self.group.tasks}
+        return {"Tasks": tasks, "Shared": {"DiskMB": self.group.ephemeral_disk.size, "Ports": ports or None,
+                                           "Networks": None}}
+
+    def stub(self, *, task_states: bool = True) -> dict[str, Any]:
+        """Nomad's AllocationListStub."""
+        out: dict[str, Any] = {
+            "ID": self.alloc_id, "EvalID": self.eval_id, "Name": self.name, "Namespace": self.job.namespace,
+            "NodeID": self.agent.node_obj.id, "NodeName": self.agent.config.name, "JobID": self.job.id,
+            "JobType": self.job.type, "JobVersion": int(self.job_api.get("Version", 0)),
+            "TaskGroup": self.group.name, "DesiredStatus": self.desired_status,
+            "DesiredDescription": self.desired_description, "ClientStatus": self.client_status,
+            "ClientDescription": self.client_description, "FollowupEvalID": "",
+            "CreateIndex": self.create_index, "ModifyIndex": self.modify_index,
+            "AllocModifyIndex": self.create_index, "CreateTime": self.create_time, "ModifyTime": self.modify_time,
+        }
+        if task_states:
+            out["TaskStates"] = self.task_states_api()
+        return out
+
+    def task_states_api(self) -> dict[str, Any]:
+        return {name: r.state.to_api() for name, r in self.runners.items()}
+
+    def full(self) -> dict[str, Any]:
+        out = self.body()
+        out.pop("RawExec", None)
+        out["TaskStates"] = self.task_states_api()
+        return out
+
+    def persist(self, runner: TaskRunner | None = None, *, handle: bytes | None = None,
+                drop_handle: bool = False, all_tasks: bool = False) -> int:
+        store = self.agent.store
+        with self._lock:
+            self.modify_time = time.time_ns()
+            with store.transaction() as tx:
+                idx = tx.index() + 1
+                if self.create_index == 0:
+                    self.create_index = idx
+                self.modify_index = idx
+                runners = list(self.runners.values()) if all_tasks else ([runner] if runner else [])
+                for r in runners:
+                    tx.put_task_state(self.alloc_id, r.name, r.to_record())
+                if runner is not None and handle is not None:
+                    tx.put_driver_handle(self.alloc_id, runner.name, handle)
+                if runner is not None and drop_handle:
+                    tx.delete_driver_handle(self.alloc_id, runner.name)
+                summary = self.stub()
+                tx.put_alloc(self.alloc_id, self.body(), job_id=self.job.id, namespace=self.job.namespace,
+                             summary=summary)
+        self.agent.publish("Allocation", "AllocationUpdated", self.alloc_id, idx, {"Allocation": summary})
+        return idx
+
+    @classmethod
+    def restore(cls, agent: Agent, body: dict[str, Any], states: dict[str, dict[str, Any]],
+                handles: dict[str, bytes]) -> AllocRunner:
+        from rawexec.jobspec import parse_json
+
+        job_api = body["Job"]
+        job = parse_json({"Job": job_api})
+        priv = body.get("RawExec") or {}
+        group = job.group(str(priv.get("Group", body.get("TaskGroup"))))
+        ar = cls(agent, body["ID"], job, job_api, group, int(priv.get("Index", 0)), eval_id=body.get("EvalID", ""),
+                 create_time=int(body.get("CreateTime", 0)) or None)
+        ar.desired_status = body.get("DesiredStatus", "run")
+        ar.desired_description = body.get("DesiredDescription", "")
+        ar.client_status = body.get("ClientStatus", CLIENT_PENDING)
+        ar.client_description = body.get("ClientDescription", "")
+        ar.create_index = int(body.get("CreateIndex", 0))
+        ar.modify_index = int(body.get("ModifyIndex", 0))
+        ar.ports = [AllocatedPort.from_dict(p) for p in priv.get("Ports", [])]
+        for name, rec in states.items():
+            if name in ar.runners:
+                ar.runners[name].load_record(rec)
+        ar._restored_handles = handles
+        return ar
+
+    _restored_handles: dict[str, bytes] = {}
+
+    # ------------------------------------------------------------------ running
+    def start(self) -> None:
+        """A new allocation: allocate ports, record Received for every task, then run."""
+        requests = [p for n in self.group.networks for p in n.ports]
+        if requests:
+            try:
+                self.ports = self.agent.ports.allocate(self.alloc_id, requests)
+            except Exception as e:
+                for r in self.runners.values():
+                    r.state.set_state(ev.TASK_DEAD, TaskEvent.setup_failure(f"failed to allocate ports: {e}"))
+                self.client_status = CLIENT_FAILED
+                self.client_description = f"Failed to allocate ports: {e}"
+                self.persist(all_tasks=True)
+                self._done.set()
+                return
+        os.makedirs(self.alloc_dir, mode=0o755, exist_ok=True)
+        for r in self.runners.values():
+            r.state.append_event(TaskEvent.received())
+        self.persist(all_tasks=True)
+        self.advance()
+
+    def resume(self) -> None:
+        """After an agent restart: re-attach running tasks, then continue the lifecycle."""
+        if self.client_status in TERMINAL:
+            self._done.set()
+            return
+        if self.ports:
+            try:
+                self.agent.ports.restore(self.alloc_id, self.ports)
+            except Exception as e:
+                log.warning("restoring ports of %s: %s", self.alloc_id, e)
+        for name, r in self.runners.items():
+            blob = self._restored_handles.get(name)
+            if r.dead:
+                continue
+            if blob is not None or r.restart_at > 0 or r.state.state == ev.TASK_RUNNING or r.task_id:
+                handle = None
+                if blob is not None:
+                    try:
+                        handle = TaskHandle.loads(blob)
+                    except Exception as e:
+                        log.warning("bad driver handle for %s/%s: %s", self.alloc_id, name, e)
+                r.recover(handle)
+        self._restored_handles = {}
+        self.advance()
+
+    def task_changed(self, runner: TaskRunner, *, handle: bytes | None = None, drop_handle: bool = False) -> None:
+        if self.detached:
+            return
+        self._update_status()
+        self.persist(runner, handle=handle, drop_handle=drop_handle)
+        self.advance()
+
+    def task_done(self, runner: TaskRunner) -> None:
+        self.advance()
+
+    def _update_status(self) -> None:
+        rs = list(self.runners.values())
+        if all(r.dead for r in rs):
+            failed = any(r.state.failed for r in rs)
+            self.client_status = CLIENT_FAILED if failed else CLIENT_COMPLETE
+            self.client_description = "Failed tasks" if failed else "All tasks have completed"
+        elif any(r.running for r in rs):
+            self.client_status = CLIENT_RUNNING
+            self.client_description = "Tasks are running"
+        elif self.client_status != CLIENT_RUNNING:
+            self.client_status = CLIENT_PENDING
+            self.client_description = "No tasks have started"
+
+    def advance(self) -> None:
+        """Move the lifecycle on (start/kill tasks). Re-entrant calls are folded into one more pass."""
+        with self._lock:
+            if self._advancing:
+                self._dirty = True
+                return
+            self._advancing = True
+        try:
+            while True:
+                with self._lock:
+                    self._dirty = False
+                self._advance_once()
+                with self._lock:
+                    if not self._dirty:
+                        self._advancing = False
+                        return
+        except BaseException:
+            with self._lock:
+                self._advancing = False
+            raise
+
+    def _advance_once(self) -> None:
+        if self.detached or self._done.is_set():
+            return
+        rs = list(self.runners.values())
+        pre = [r for r in rs if r.lifecycle == "prestart"]
+        main = [r for r in rs if r.lifecycle == ""]
+        poststart = [r for r in rs if r.lifecycle == "poststart"]
+        poststop = [r for r in rs if r.lifecycle == "poststop"]
+        others = [r for r in rs if r.lifecycle != "poststop"]
+        if not self._killing_all:
+            failed = next((r for r in others if r.dead and r.state.failed), None)
+            leader = next((r for r in others if r.task.leader and r.dead), None)
+            if self.desired_status != "run":
+                self._kill_all(others, None)
+            elif failed is not None:
+                self._kill_all(others, TaskEvent.sibling_failed(failed.name))
+            elif leader is not None:
+                self._kill_all(others, TaskEvent.new(ev.LEADER_DEAD, fails_task=False))
+            elif main and all(r.dead for r in main):
+                self._kill_all(others, TaskEvent.new(ev.MAIN_DEAD))
+        if not self._killing_all:
+            for r in pre:
+                r.start()
+            ready = all((r.dead and not r.state.failed) if not r.sidecar else r.started_once for r in pre)
+            if ready:
+                for r in main:
+                    r.start()
+                if main and all(r.started_once or r.dead for r in main):
+                    for r in poststart:
+                        r.start()
+        if all(r.dead for r in others):
+            for r in poststop:
+                if self.desired_status == "run" or not r.started:
+                    r.start()
+        if all(r.dead for r in rs) and not any(r.active for r in rs):
+            self._finish()
+
+    def _kill_all(self, runners: list[TaskRunner], event: TaskEvent | None, *, force: bool = False) -> None:
+        self._killing_all = True
+        for r in runners:
+            if not r.dead:
+                r.kill(event, force=force)
+
+    def _finish(self) -> None:
+        if self._done.is_set():
+            return
+        self._done.set()
+        self.agent.ports.release(self.alloc_id)
+        self._update_status()
+        self.persist()
+        self.agent.alloc_finished(self)
+
+    # ------------------------------------------------------------------ control
+    def stop(self, description: str, *, force: bool = False) -> None:
+        """Stop every task (poststop tasks still run, unless ``force``)."""
+        with self._lock:
+            if self.desired_status == "run":
+                self.desired_status = "stop"
+                self.desired_description = description
+        self.persist()
+        if force:
+            self._kill_all(list(self.runners.values()), None, force=True)
+        self.advance()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def terminal(self) -> bool:
+        return self._done.is_set()
+
+    def detach(self) -> None:
+        self.detached = True

@@ -1,0 +1,490 @@
+"""One task of an allocation, run with Nomad's client semantics (facts §5, §6).
+
+A :class:`TaskRunner` owns one thread while the task is active: build the task dir and env,
+download artifacts, interpolate the driver config, start through :class:`rawexec.Driver`, wait,
+record ``Terminated``, ask the restart tracker, and loop or finish. Every state change is
+persisted (task state, restart counters, the driver handle) in one transaction before it is
+acted on, so an agent killed at any moment re-attaches (:meth:`TaskRunner.recover`) instead of
+starting a second copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal as _signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rawexec.agent import events as ev
+from rawexec.agent.events import TaskEvent, TaskState
+from rawexec.agent.restarts import RestartTracker
+from rawexec.driver import TaskConfig, TaskHandle
+from rawexec.driver.prepare import build_task_dirs
+from rawexec.errors import (
+    ArtifactError,
+    DriverDisabledError,
+    InvalidConfigError,
+    RawExecError,
+    TaskNotFoundError,
+)
+from rawexec.types import ExitResult
+
+if TYPE_CHECKING:
+    from rawexec.agent.allocrunner import AllocRunner
+    from rawexec.artifacts.getter import Progress
+    from rawexec.jobspec import Task
+
+__all__ = ["ArtifactProgress", "TaskRunner", "kill_strays"]
+
+log = logging.getLogger("rawexec.agent")
+
+
+@dataclass
+class ArtifactProgress:
+    """The latest download progress of a task's artifacts (for the live view)."""
+
+    source: str = ""
+    phase: str = ""
+    bytes: int = 0
+    total: int | None = None
+    done: bool = False
+
+
+def kill_strays(alloc_id: str, task: str) -> int:
+    """Kill processes of a task whose start was not recorded (agent died mid-start): found by the
+    ``NOMAD_ALLOC_ID``/``NOMAD_TASK_NAME`` pair in their environment. Returns how many were killed."""
+    want_a = f"NOMAD_ALLOC_ID={alloc_id}".encode()
+    want_t = f"NOMAD_TASK_NAME={task}".encode()
+    killed = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if want_a in env and want_t in env:
+            try:
+                os.kill(int(name), _signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
+class TaskRunner:
+    """Runs one task of an allocation. Thread-safe; the alloc runner drives it."""
+
+    def __init__(self, alloc: AllocRunner, task: Task, *, lifecycle: str, sidecar: bool) -> None:
+        self.alloc = alloc
+        self.task = task
+        self.name = task.name
+        self.lifecycle = lifecycle  # "prestart" | "poststart" | "poststop" | "" (main)
+        self.sidecar = sidecar
+        self.state = TaskState()
+        self.tracker = RestartTracker(task.restart, alloc.job.type, lifecycle=lifecycle or None, sidecar=sidecar)
+        self.attempt = 0
+        self.task_id = ""  # the driver's id of the current attempt
+        self.handle: TaskHandle | None = None
+        self.restart_at = 0.0  # wall time of a pending restart
+        self.progress: ArtifactProgress | None = None
+        self.started_once = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._kill_reason: TaskEvent | None = None
+        self._killing = False
+        self._force = False
+        self._restart_requested = False
+        self._dir_built = False
+        self._finished = False
+
+    # ------------------------------------------------------------------ persisted form
+    def to_record(self) -> dict[str, Any]:
+        return {"state": self.state.to_dict(), "attempt": self.attempt, "task_id": self.task_id,
+                "restart": self.tracker.to_dict(),
+                "restart_at": self.restart_at, "started_once": self.started_once}
+
+    def load_record(self, rec: dict[str, Any]) -> None:
+        self.state = TaskState.from_dict(rec["state"])
+        self.attempt = int(rec.get("attempt", 0))
+        self.task_id = str(rec.get("task_id", ""))
+        if rec.get("restart"):
+            self.tracker.restore(rec["restart"])
+        self.restart_at = float(rec.get("restart_at", 0.0))
+        self.started_once = bool(rec.get("started_once", False))
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def dead(self) -> bool:
+        return self.state.state == ev.TASK_DEAD
+
+    @property
+    def running(self) -> bool:
+        return self.state.state == ev.TASK_RUNNING
+
+    @property
+    def active(self) -> bool:
+        """The task's thread runs (started and not yet returned)."""
+        return self._thread is not None and not self._finished and self._thread.ident is not None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    # ------------------------------------------------------------------ state changes
+    def _emit(self, event: TaskEvent | None, state: str | None = None, *, handle: bytes | None = None,
+              drop_handle: bool = False) -> None:
+        with self._cond:
+            if state is not None:
+                self.state.set_state(state, event)
+            elif event is not None:
+                self.state.append_event(event)
+        self.alloc.task_changed(self, handle=handle, drop_handle=drop_handle)
+
+    def received(self) -> None:
+        self._emit(TaskEvent.received())
+
+    # ------------------------------------------------------------------ control (from the alloc runner / API)
+    def start(self) -> None:
+        """Start the task's thread (once)."""
+        with self._cond:
+            if self._thread is not None or self.dead:
+                return
+            self._thread = threading.Thread(target=self._run_safe, name=f"task-{self.alloc.short}-{self.name}",
+                                            daemon=True)
+            self._thread.start()
+
+    def recover(self, handle: TaskHandle | None) -> None:
+        """Resume after an agent restart: re-attach to the running task (or pick up a pending restart)."""
+        with self._cond:
+            if self._thread is not None or self.dead:
+                return
+            self._thread = threading.Thread(target=self._run_safe, args=(handle, True),
+                                            name=f"task-{self.alloc.short}-{self.name}", daemon=True)
+            self._thread.start()
+
+    def kill(self, event: TaskEvent | None = None, *, force: bool = False) -> None:
+        """Stop the task (kill_signal, then kill_timeout, then SIGKILL); no restart afterwards.
+        A task that never started is marked dead."""
+        with self._cond:
+            first = not self._killing
+            self._killing = True
+            self._force = self._force or force
+            if event is not None and self._kill_reason is None:
+                self._kill_reason = event
+            self._cond.notify_all()
+            never_started = self._thread is None and not self.dead
+            if never_started:
+                self._thread = threading.Thread(target=lambda: None)  # never run
+        if never_started:
+            self._emit(None, ev.TASK_DEAD)
+            return
+        if first and event is not None and event.type != ev.KILLING and not self.dead:
+            self._emit(event)
+        if force and not first and self.task_id:
+            try:
+                self.alloc.driver.stop_task(self.task_id, timeout=0.0, signal="SIGKILL")
+            except RawExecError:
+                pass
+        elif first:
+            threading.Thread(target=self._stop_running, name=f"kill-{self.name}", daemon=True).start()
+
+    def restart(self) -> None:
+        """``alloc restart``: stop the running task and start it again at once (no policy count)."""
+        with self._cond:
+            if self.dead or self._killing:
+                return
+            self._restart_requested = True
+            self._cond.notify_all()
+        self._emit(TaskEvent.new(ev.RESTART_SIGNAL, restart_reason="User requested restart"))
+        self._stop_current(reason="")
+
+    def signal(self, sig: str) -> None:
+        if not self.running or not self.task_id:
+            from rawexec.errors import TaskStateError
+
+            raise TaskStateError(f'task "{self.name}" is not running')
+        self._emit(TaskEvent.signaling(sig, "User requested signal"))
+        self.alloc.driver.signal_task(self.task_id, sig)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        t = self._thread
+        if t is None or not t.is_alive():
+            return True
+        t.join(timeout)
+        return not t.is_alive()
+
+    # ------------------------------------------------------------------ kill mechanics
+    def _kill_timeout(self) -> float:
+        return min(self.task.kill_timeout, self.alloc.config.client.max_kill_timeout)
+
+    def _stop_running(self) -> None:
+        delay = max(self.task.shutdown_delay, self.alloc.group.shutdown_delay)
+        if delay > 0 and self.running:
+            if self._force:
+                self._emit(TaskEvent.new(ev.SKIPPING_SHUTDOWN_DELAY,
+                                         message=f"Skipping shutdown delay of {ev.format_duration(delay)}"))
+            else:
+                self._emit(TaskEvent.new(ev.WAITING_SHUTDOWN_DELAY,
+                                         message=f"Waiting for shutdown delay of {ev.format_duration(delay)}"))
+                with self._cond:
+                    self._cond.wait_for(lambda: self._force, delay)
+        if self.running:
+            reason = self._kill_reason.kill_reason if self._kill_reason and \
+                self._kill_reason.type == ev.KILLING else ""
+            self._emit(TaskEvent.killing(self._kill_timeout(), reason))
+        self._stop_current(reason="kill")
+
+    def _stop_current(self, reason: str) -> None:
+        task_id = self.task_id
+        if not task_id or not self.running:
+            return
+        timeout = 0.0 if self._force else self._kill_timeout()
+        try:
+            self.alloc.driver.stop_task(task_id, timeout=timeout, signal=self.task.kill_signal or "SIGINT")
+        except TaskNotFoundError:
+            pass
+        except RawExecError as e:
+            log.warning("stopping task %s failed: %s", task_id, e)
+
+    # ------------------------------------------------------------------ the run loop
+    def _run_safe(self, handle: TaskHandle | None = None, recovering: bool = False) -> None:
+        try:
+            self._run(handle, recovering)
+        except Exception as e:  # a bug must not leave the task "running" forever
+            if self.alloc.detached:
+                return
+            log.exception("task runner %s/%s crashed", self.alloc.alloc_id, self.name)
+            self._emit(TaskEvent.new(ev.HOOK_FAILED, message=f"task runner error: {e}", fails_task=True),
+                       ev.TASK_DEAD)
+        finally:
+            self._finished = True
+            if not self.alloc.detached:
+                self.alloc.task_done(self)
+
+    def _run(self, handle: TaskHandle | None, recovering: bool) -> None:
+        attached = False
+        if recovering:
+            attached = self._reattach(handle)
+            if not attached and self.restart_at > 0 and not self._sleep_until(self.restart_at):
+                self._finish_killed(False)
+                return
+        while True:
+            if self.alloc.detached:
+                return
+            if not attached:
+                if self._killing:
+                    self._finish_killed(False)
+                    return
+                result = self._start_once()
+                if result is None:
+                    return  # dead (start failed for good), state already recorded
+                if result is False:
+                    continue  # restart after a failed start
+            attached = False
+            exit_res = self._wait_exit()
+            if exit_res is None:
+                return  # detached
+            if self._handle_exit(exit_res):
+                continue
+            return
+
+    def _reattach(self, handle: TaskHandle | None) -> bool:
+        """True when re-attached to a task started by an earlier agent."""
+        if handle is None:
+            if self.state.state == ev.TASK_RUNNING:
+                # running without a handle cannot happen (written together); be safe
+                self._emit(None, ev.TASK_PENDING)
+            if self.task_id:
+                n = kill_strays(self.alloc.alloc_id, self.name)
+                if n:
+                    log.warning("killed %d unrecorded process(es) of task %s/%s", n, self.alloc.alloc_id, self.name)
+            return False
+        try:
+            self.alloc.driver.recover_task(handle)
+        except RawExecError as e:
+            self._emit(TaskEvent.new(ev.RESTORE_FAILED, message=str(e)), drop_handle=True)
+            kill_strays(self.alloc.alloc_id, self.name)
+            res = ExitResult(exit_code=-1, err=f"failed to restore task: {e}")
+            self._emit(TaskEvent.terminated(res.exit_code, err=res.err), ev.TASK_PENDING)
+            self.task_id = ""
+            return False
+        self.task_id = handle.config.id
+        self.handle = handle
+        self.started_once = True
+        if self.state.state != ev.TASK_RUNNING:
+            self._emit(None, ev.TASK_RUNNING)
+        return True
+
+    def _sleep_until(self, wall: float) -> bool:
+        """Wait for a restart delay; False when killed meanwhile."""
+        with self._cond:
+            while True:
+                if self._killing:
+                    return False
+                if self._restart_requested:
+                    self._restart_requested = False
+                    return True
+                left = wall - time.time()
+                if left <= 0:
+                    return True
+                self._cond.wait(left)
+
+    def _finish_killed(self, was_running: bool) -> None:
+        self.restart_at = 0.0
+        if was_running:
+            self._emit(TaskEvent.killed(), ev.TASK_DEAD)
+        else:
+            self._emit(None, ev.TASK_DEAD)
+
+    def _decide_after_failure(self, err: BaseException) -> bool | None:
+        """After a failed start: False to try again (after the delay), None when the task is dead."""
+        decision = self.tracker.set_start_error(err).get_state()
+        ev_ = decision.event()
+        if decision.restart:
+            return self._schedule_restart(ev_, decision.delay)
+        self._emit(ev_, ev.TASK_DEAD)
+        return None
+
+    def _schedule_restart(self, event: TaskEvent | None, delay: float) -> bool | None:
+        self.restart_at = time.time() + delay
+        self._emit(event, ev.TASK_PENDING)
+        if not self._sleep_until(self.restart_at):
+            self._finish_killed(False)
+            return None
+        self.restart_at = 0.0
+        return False
+
+    def _start_once(self) -> bool | None:
+        """Prestart hooks + driver start. True: started. False: retry. None: dead."""
+        ar = self.alloc
+        task = self.task
+        if task.driver != "raw_exec":
+            msg = f'driver "{task.driver}" not available on this node'
+            self._emit(TaskEvent.driver_failure(msg))
+            self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
+            return None
+        if not self._dir_built:
+            self._emit(TaskEvent.task_setup("Building Task Directory"))
+            try:
+                build_task_dirs(ar.alloc_dir, self.name)
+            except (OSError, RawExecError) as e:
+                self._emit(TaskEvent.setup_failure(f"failed to build task directory for {self.name!r}: {e}"),
+                           ev.TASK_DEAD)
+                return None
+            self._dir_built = True
+        try:
+            env = ar.build_env(self)
+        except RawExecError as e:
+            self._emit(TaskEvent.setup_failure(str(e)), ev.TASK_DEAD)
+            return None
+        if task.artifacts:
+            self._emit(TaskEvent.downloading_artifacts())
+            try:
+                self._fetch_artifacts(env.replace)
+            except ArtifactError as e:
+                self._emit(TaskEvent.artifact_download_failed(str(e)))
+                return self._decide_after_failure(e)
+            finally:
+                if self.progress is not None:
+                    self.progress.done = True
+        try:
+            driver_config = env.parse_config(task.config)
+        except InvalidConfigError as e:
+            msg = str(e) if str(e).startswith("failed to parse config") else f"failed to parse config: {e}"
+            self._emit(TaskEvent.failed_validation(msg))
+            self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
+            return None
+        with self._cond:
+            if self._killing:
+                self._finish_killed(False)
+                return None
+            self.attempt += 1
+            self.task_id = f"{ar.alloc_id}/{self.name}/{self.attempt}"
+        cfg = TaskConfig(id=self.task_id, name=self.name, alloc_id=ar.alloc_id, alloc_dir=ar.alloc_dir,
+                         driver_config=driver_config, env=env.env, user=task.user, resources=task.resources,
+                         logs=task.logs, job_name=ar.job.name or ar.job.id, task_group_name=ar.group.name)
+        self._emit(None)  # persist the attempt's id before the process exists (stray detection)
+        try:
+            handle = ar.driver.start_task(cfg)
+        except DriverDisabledError as e:
+            self._emit(TaskEvent.driver_failure(str(e)))
+            self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
+            return None
+        except InvalidConfigError as e:
+            self._emit(TaskEvent.failed_validation(str(e)))
+            self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
+            return None
+        except RawExecError as e:
+            self._emit(TaskEvent.driver_failure(str(e)))
+            return self._decide_after_failure(e)
+        self.handle = handle
+        self.started_once = True
+        self._emit(TaskEvent.started(), ev.TASK_RUNNING, handle=handle.dumps())
+        return True
+
+    def _fetch_artifacts(self, interpolate: Callable[[str], str]) -> None:
+        from rawexec.artifacts.getter import fetch_artifact
+
+        ar = self.alloc
+        self.progress = ArtifactProgress()
+        task_dir = os.path.join(ar.alloc_dir, self.name)
+
+        def on_progress(p: Progress) -> None:
+            prog = self.progress
+            if prog is not None:
+                prog.source, prog.phase, prog.bytes, prog.total = p.source, p.phase, p.bytes, p.total
+
+        for spec in self.task.artifacts:
+            if self._killing:
+                raise ArtifactError("task killed while downloading artifacts")
+            fetch_artifact(spec, task_dir=task_dir, alloc_dir=ar.alloc_dir, config=ar.getter_config(),
+                           progress=on_progress, interpolate=interpolate, task_user=self.task.user or None)
+
+    def _wait_exit(self) -> ExitResult | None:
+        task_id = self.task_id
+        try:
+            res = self.alloc.driver.wait_task(task_id)
+        except TaskNotFoundError:
+            res = ExitResult(exit_code=-1, err="task not found by the driver")
+        if self.alloc.detached:
+            return None
+        return res
+
+    def _handle_exit(self, res: ExitResult) -> bool:
+        """Record the exit and decide; True to start again."""
+        term = TaskEvent.terminated(res.exit_code, res.signal, oom_killed=res.oom_killed, err=res.err)
+        task_id = self.task_id
+        with self._cond:
+            killing = self._killing
+            restart_req = self._restart_requested
+            self._restart_requested = False
+        self._emit(term, ev.TASK_PENDING if not killing else None, drop_handle=True)
+        try:
+            self.alloc.driver.destroy_task(task_id, force=True)
+        except RawExecError:
+            pass
+        self.handle = None
+        if killing:
+            self._finish_killed(True)
+            return False
+        if restart_req:
+            decision = self.tracker.set_restart_triggered().get_state()
+            self._emit(decision.event())
+            return True
+        decision = self.tracker.set_exit_result(res).get_state()
+        if decision.restart:
+            return self._schedule_restart(decision.event(), decision.delay) is False
+        if decision.state == ev.NOT_RESTARTING:
+            self._emit(decision.event(), ev.TASK_DEAD)
+        elif not res.successful:
+            self._emit(TaskEvent.not_restarting(decision.reason or "Task exceeded restart policy"),
+                       ev.TASK_DEAD)
+        else:
+            self._emit(None, ev.TASK_DEAD)
+        return False

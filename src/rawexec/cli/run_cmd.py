@@ -1,0 +1,376 @@
+"""``rawexec run JOBFILE``: run a Nomad job in the foreground on an embedded dev-mode agent.
+
+Shows every task's output prefixed ``<alloc>/<task> |`` and, on a TTY, a live table of
+allocations and tasks (state, restarts, last event, artifact download progress). Ctrl-C stops
+every task gracefully (kill_signal, kill_timeout); a second Ctrl-C kills at once. A batch job
+exits 0 when every task succeeded, 1 otherwise, 130 when interrupted, after a summary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from rawexec.errors import RawExecError, ValidationError
+
+if TYPE_CHECKING:
+    from rawexec.agent.agent import Agent
+    from rawexec.agent.allocrunner import AllocRunner
+    from rawexec.logs import LogPosition
+
+__all__ = ["run"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _vars(pairs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs:
+        name, sep, value = p.partition("=")
+        if not sep or not name.strip():
+            raise click.UsageError(f'-var "{p}": expected name=value, e.g. -var greeting=hi')
+        out[name.strip()] = value
+    return out
+
+
+# ---------------------------------------------------------------------- log following
+@dataclass
+class _Stream:
+    alloc: AllocRunner
+    task: str
+    stream: str
+    pos: LogPosition | None = None
+    partial: bytes = b""
+    prefix: str = ""
+
+
+@dataclass
+class _LogPump:
+    """Follows every task's stdout/stderr log files (rawexec.logs.reader) and prints whole lines."""
+
+    out: TextIO
+    lock: threading.Lock
+    streams: dict[tuple[str, str, str], _Stream] = field(default_factory=dict)
+
+    def add_alloc(self, ar: AllocRunner, label: str) -> None:
+        for task in ar.runners:
+            for s in ("stdout", "stderr"):
+                key = (ar.alloc_id, task, s)
+                if key not in self.streams:
+                    self.streams[key] = _Stream(ar, task, s, prefix=f"{label}/{task} | ")
+
+    def poll(self, final: bool = False) -> int:
+        from rawexec.logs import LogPosition, reader
+
+        n = 0
+        for st in self.streams.values():
+            log_dir = os.path.join(st.alloc.alloc_dir, "alloc", "logs")
+            if st.pos is None:
+                if not reader.list_log_files(log_dir, st.task, st.stream):  # type: ignore[arg-type]
+                    continue
+                st.pos = LogPosition(reader.list_log_files(log_dir, st.task, st.stream)[0].index, 0)  # type: ignore[arg-type]
+            chunks = []
+            for idx, off, data in reader._read_from(log_dir, st.task, st.stream,  # type: ignore[arg-type]
+                                                     st.pos, follow=False, stop=None, poll_interval=0.0,
+                                                     chunk_size=65536):
+                chunks.append(data)
+                st.pos = LogPosition(idx, off)
+            if not chunks and not (final and st.partial):
+                continue
+            buf = st.partial + b"".join(chunks)
+            lines = buf.split(b"\n")
+            st.partial = lines.pop()
+            if final and st.partial:
+                lines.append(st.partial)
+                st.partial = b""
+            if lines:
+                text = "".join(st.prefix + ln.decode("utf-8", "replace") + "\n" for ln in lines)
+                with self.lock:
+                    self.out.write(text)
+                    self.out.flush()
+                n += len(lines)
+        return n
+
+
+# ---------------------------------------------------------------------- rendering
+def _last_event(ts: dict[str, Any]) -> str:
+    evs = ts.get("Events") or []
+    if not evs:
+        return ""
+    e = evs[-1]
+    return f"{e['Type']}: {e['DisplayMessage']}" if e.get("DisplayMessage") else str(e["Type"])
+
+
+def _label(ar: AllocRunner) -> str:
+    return ar.short
+
+
+def _table(allocs: list[AllocRunner]) -> Any:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False, expand=False)
+    for col in ("Alloc", "Group", "Task", "State", "Restarts", "Last Event"):
+        t.add_column(col, no_wrap=col != "Last Event")
+    bars = []
+    shown = allocs[:40]
+    for ar in shown:
+        for name, r in ar.runners.items():
+            st = r.state
+            state = st.state + (" (failed)" if st.failed else "")
+            color = {"running": "green", "dead": "red" if st.failed else "blue"}.get(st.state, "yellow")
+            last = st.events[-1] if st.events else None
+            t.add_row(ar.short, f"{ar.group.name}[{ar.index}]", name, f"[{color}]{state}[/]", str(st.restarts),
+                      f"{last.type}: {last.display_message}" if last else "")
+            p = r.progress
+            if p is not None and not p.done:
+                total = p.total or 0
+                bar = ProgressBar(total=float(total) if total else None, completed=float(p.bytes), width=30)
+                t2 = Table.grid(padding=(0, 1))
+                t2.add_row(f"{ar.short}/{name} {p.phase or 'download'}", bar,
+                           f"{p.bytes / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{p.bytes / 1e6:.1f} MB")
+                bars.append(t2)
+    if len(allocs) > len(shown):
+        t.add_row("…", f"{len(allocs) - len(shown)} more", "", "", "", "")
+    return Group(t, *bars)
+
+
+class _EventPrinter:
+    """Plain-text progress for non-TTY output: one line per new task event."""
+
+    def __init__(self, out: TextIO, lock: threading.Lock) -> None:
+        self.out = out
+        self.lock = lock
+        self.seen: dict[tuple[str, str], int] = {}
+
+    def poll(self, allocs: list[AllocRunner]) -> None:
+        lines = []
+        for ar in allocs:
+            for name, r in ar.runners.items():
+                evs = list(r.state.events)
+                key = (ar.alloc_id, name)
+                last = self.seen.get(key, 0)
+                new = [e for e in evs if e.time > last]
+                for e in new:
+                    lines.append(f"==> {ar.short}/{name}: {e.type}: {e.display_message}".rstrip(": ") + "\n")
+                if new:
+                    self.seen[key] = new[-1].time
+        if lines:
+            with self.lock:
+                self.out.write("".join(lines))
+                self.out.flush()
+
+
+def _summary(allocs: list[AllocRunner]) -> tuple[str, bool]:
+    rows = []
+    ok = True
+    for ar in allocs:
+        ok = ok and ar.client_status == "complete"
+        for name, r in ar.runners.items():
+            st = r.state
+            code = ""
+            for e in reversed(st.events):
+                if e.type == "Terminated":
+                    code = str(e.exit_code)
+                    break
+            rows.append((f"{ar.short}/{name}", st.state + (" (failed)" if st.failed else ""), code or "-",
+                         str(st.restarts), (f"{st.events[-1].type}: {st.events[-1].display_message}"
+                                            if st.events else "")))
+    w0 = max([len("Alloc/Task"), *(len(row[0]) for row in rows)])
+    w1 = max([len("State"), *(len(row[1]) for row in rows)])
+    lines = [f"{'Alloc/Task':<{w0}}  {'State':<{w1}}  Exit  Restarts  Last Event"]
+    for row in rows[:30]:
+        lines.append(f"{row[0]:<{w0}}  {row[1]:<{w1}}  {row[2]:>4}  {row[3]:>8}  {row[4]}")
+    if len(rows) > 30:
+        lines.append(f"... and {len(rows) - 30} more tasks")
+    return "\n".join(lines), ok
+
+
+# ---------------------------------------------------------------------- the command
+@click.command("run", context_settings={"help_option_names": ["-h", "--help", "-help"]})
+@click.argument("jobfile", type=click.Path(dir_okay=False))
+@click.option("-var", "--var", "var", multiple=True, metavar="KEY=VALUE", help="Set an HCL2 variable (repeatable).")
+@click.option("-var-file", "--var-file", "var_file", multiple=True, metavar="FILE",
+              help="Read HCL2 variables from a file (repeatable).")
+@click.option("-data-dir", "--data-dir", "data_dir", default=None, metavar="DIR",
+              help="Agent data dir (default: a temp dir removed at exit).")
+@click.option("-detach", "--detach", "detach", is_flag=True,
+              help="Start the job and return; tasks keep running (the data dir is kept).")
+def run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir: str | None, detach: bool) -> None:
+    """Run a Nomad job file in the foreground on an embedded single-node agent."""
+    sys.exit(_run(jobfile, var, var_file, data_dir, detach))
+
+
+def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir: str | None,
+         detach: bool) -> int:
+    from rawexec.jobspec import load_file
+
+    err = sys.stderr
+    try:
+        parsed = load_file(jobfile, variables=_vars(var) or None, var_files=list(var_file) or None)
+    except ValidationError as exc:
+        err.write(f'Error parsing job file "{jobfile}":\n')
+        for e in exc.errors:
+            err.write(f"  * {e}\n")
+        return EXIT_FAILED
+    except OSError as exc:
+        err.write(f'Error reading job file "{jobfile}": {exc.strerror or exc}\n')
+        return EXIT_FAILED
+    except RawExecError as exc:
+        err.write(f'Error in job file "{jobfile}": {exc}\n')
+        return EXIT_FAILED
+    job = parsed.job
+    for w in parsed.warnings:
+        err.write(f"Warning: {w}\n")
+
+    from rawexec.agent.agent import Agent
+    from rawexec.agent.agentconfig import AgentConfig
+
+    tmp = None
+    if data_dir is None:
+        tmp = data_dir = tempfile.mkdtemp(prefix="rawexec-run-")
+    agent = Agent(AgentConfig(data_dir=data_dir, name=os.uname().nodename), dev=True)
+    try:
+        agent.start()
+    except RawExecError as exc:
+        err.write(f"Error starting the agent: {exc}\n")
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return EXIT_FAILED
+    keep_dir = detach
+    try:
+        return _drive(agent, job, detach)
+    finally:
+        if not keep_dir and tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _drive(agent: Agent, job: Any, detach: bool) -> int:
+    out = sys.stdout
+    tty = out.isatty() and os.environ.get("TERM") != "dumb"
+    lock = threading.Lock()
+    interrupts: list[float] = []
+    wake = threading.Event()
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        interrupts.append(time.monotonic())
+        wake.set()
+
+    old_int = signal.signal(signal.SIGINT, on_sigint)
+    old_term = signal.signal(signal.SIGTERM, on_sigint)
+    stopping = False
+    forced = False
+    try:
+        try:
+            res = agent.register_job(job)
+        except RawExecError as exc:
+            sys.stderr.write(f"Error registering job: {exc}\n")
+            agent.shutdown(stop_tasks=True)
+            return EXIT_FAILED
+        for w in filter(None, str(res.get("Warnings", "")).split("\n")):
+            sys.stderr.write(f"Warning: {w}\n")
+        allocs = [a for a in agent._allocs.values() if a.job.id == job.id and a.eval_id == res["EvalID"]]
+        allocs.sort(key=lambda a: (a.group.name, a.index))
+        if detach:
+            out.write(f"==> Job {job.id!r} started: {len(allocs)} allocation(s); data dir {agent.data_dir}\n")
+            for a in allocs:
+                out.write(f"    {a.alloc_id} {a.name}\n")
+            agent.shutdown(stop_tasks=False)
+            return EXIT_OK
+        if not tty:
+            out.write(f"==> Running job {job.id!r} ({job.type}): {len(allocs)} allocation(s) on node "
+                      f"{agent.node_obj.id[:8]}; Ctrl-C stops it\n")
+            out.flush()
+        pump = _LogPump(out, lock)
+        for a in allocs:
+            pump.add_alloc(a, _label(a))
+        printer = _EventPrinter(out, lock)
+        live: Any = None
+        if tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(file=out)
+            live = Live(_table(allocs), console=console, refresh_per_second=8, transient=False,
+                        redirect_stdout=False)
+            live.start()
+            pump.out = _LiveWriter(live)  # type: ignore[assignment]
+        handled = 0
+        try:
+            interval = 0.05
+            while True:
+                if len(interrupts) > handled:
+                    handled = len(interrupts)
+                    if not stopping:
+                        stopping = True
+                        msg = "==> Stopping every task (Ctrl-C again to force)\n"
+                        _say(out, lock, live, msg)
+                        threading.Thread(target=agent.stop_all, daemon=True).start()
+                    elif not forced:
+                        forced = True
+                        _say(out, lock, live, "==> Forcing: killing every task now\n")
+                        threading.Thread(target=agent.stop_all, kwargs={"force": True}, daemon=True).start()
+                if live is None:
+                    printer.poll(allocs)
+                pump.poll()
+                if live is not None:
+                    live.update(_table(allocs))
+                if all(a.terminal for a in allocs):
+                    break
+                wake.wait(interval)
+                wake.clear()
+                interval = min(0.25, interval * 1.5)
+            pump.poll(final=True)
+            if live is not None:
+                live.update(_table(allocs))
+        finally:
+            if live is not None:
+                live.stop()
+        if not tty:
+            printer.poll(allocs)
+        text, ok = _summary(allocs)
+        out.write("\n==> Summary\n" + text + "\n")
+        out.flush()
+        agent.shutdown(stop_tasks=True, timeout=0.0 if forced else None)
+        if stopping:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if ok else EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+class _LiveWriter:
+    """Task output above the live table."""
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+
+    def write(self, text: str) -> int:
+        self.live.console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _say(out: TextIO, lock: threading.Lock, live: Any, msg: str) -> None:
+    if live is not None:
+        live.console.print(msg.rstrip("\n"), markup=False)
+        return
+    with lock:
+        out.write(msg)
+        out.flush()
