@@ -209,3 +209,14 @@ def test_concurrent_writers_from_threads(tmp_path: Path) -> None:
         assert len(st.list_allocs()) == 200
         assert st.index() == 200  # one index per transaction, none lost
         assert all(len(st.list_allocs(job_id=f"j{n}")) == 50 for n in range(4))
+
+
+def test_files_are_owner_only(tmp_path: Path) -> None:
+    import stat
+
+    with StateStore(tmp_path / "d") as st:
+        st.put_job("default", "j", {"Env": {"SECRET": "x"}})
+        for name in ("state.db", "state.db-wal", "state.db-shm", "agent.lock"):
+            mode = stat.S_IMODE(os.stat(tmp_path / "d" / name).st_mode)
+            assert mode == 0o600, (name, oct(mode))
+        assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o755  # alloc dirs live below

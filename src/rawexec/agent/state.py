@@ -299,6 +299,8 @@ class StateStore(Tx):
         self._prepare_dir()
         self._acquire_lock()
         try:
+            # State holds job env values: owner-only. SQLite gives -wal/-shm the db file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             try:
                 conn.execute("PRAGMA journal_mode=WAL").fetchone()
@@ -320,7 +322,8 @@ class StateStore(Tx):
 
     def _prepare_dir(self) -> None:
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # 0755 like Nomad: tasks running as another user (task.user) must reach their alloc dirs.
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
             probe = self.data_dir / f".write-test.{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
