@@ -219,4 +219,4 @@ def test_files_are_owner_only(tmp_path: Path) -> None:
         for name in ("state.db", "state.db-wal", "state.db-shm", "agent.lock"):
             mode = stat.S_IMODE(os.stat(tmp_path / "d" / name).st_mode)
             assert mode == 0o600, (name, oct(mode))
-        assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o755  # alloc dirs live below
+        assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) & 0o022 == 0  # not writable by others
