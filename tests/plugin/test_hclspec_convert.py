@@ -33,6 +33,7 @@ from rawexec.plugin.hclspec import (
 )
 from rawexec.plugin.status import RECOVERABLE_TYPE_URL, STATUS_DETAILS_KEY, to_status
 from rawexec.types import CpuStats, ExitResult, MemoryStats, ResourceUsage, TaskResourceUsage
+from tests.plugin.harness import short_tmp_dir
 
 ALL_KINDS = Object({
     "a": Attr("string", required=True),
@@ -234,3 +235,41 @@ def test_recoverable_error_carries_nomads_detail() -> None:
     assert rich.details[0].value == bytes.fromhex("0801")  # facts §6: the bytes grpc-go reads
     assert not to_status(InvalidConfigError("x", recoverable=False)).trailing_metadata
     assert to_status(InvalidConfigError("x", recoverable=True)).trailing_metadata
+
+
+def test_recoverable_detail_reaches_a_grpc_client() -> None:
+    """Over a real socket: the client sees the code, the message and the RecoverableError detail."""
+    from concurrent import futures
+
+    from rawexec.plugin.status import abort
+
+    def fail(request: bytes, context: grpc.ServicerContext) -> bytes:
+        abort(context, UnavailableError("spawner restarting; retry"), "StartTask")
+
+    handler = grpc.method_handlers_generic_handler(
+        "hashicorp.nomad.plugins.drivers.proto.Driver",
+        {"StartTask": grpc.unary_unary_rpc_method_handler(fail)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    with short_tmp_dir() as d:
+        sock = f"unix:{d}/s.sock"
+        server.add_insecure_port(sock)
+        server.start()
+        try:
+            _call_failing(sock)
+        finally:
+            server.stop(None)
+
+
+def _call_failing(sock: str) -> None:
+    with grpc.insecure_channel(sock) as ch:
+        call = ch.unary_unary("/hashicorp.nomad.plugins.drivers.proto.Driver/StartTask",
+                              request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as ei:
+            call(b"", timeout=5)
+    err: Any = ei.value
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and err.details() == "spawner restarting; retry"
+    trailers = dict(err.trailing_metadata())
+    rich = rpc_status_pb2.Status.FromString(trailers[STATUS_DETAILS_KEY])
+    assert rich.details[0].type_url == RECOVERABLE_TYPE_URL
+    detail = structs_pb2.RecoverableError()
+    assert rich.details[0].Unpack(detail) and detail.recoverable
