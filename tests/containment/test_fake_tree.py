@@ -17,6 +17,7 @@ from tests.containment.fakefs import FakeCgroupFS, build_tree
 
 MB = 1024 * 1024
 V1_TASK = ("cpu", "cpuacct", "cpuset", "freezer", "memory")
+V1_JOINED = ("cpu", "cpuacct", "freezer", "memory")  # cpuset only with reserved cores
 
 
 def system(tmp_path: Path, mode: str, **kw: object) -> tuple[CgroupSystem, FakeCgroupFS]:
@@ -52,10 +53,12 @@ def test_v1_layout(tmp_path: Path) -> None:
     s, _fs = system(tmp_path, "v1")
     cg = create(s)
     assert cg.unified is None
-    assert cg.v1 == {c: f"/sys/fs/cgroup/{c}/nomad/a1b2.web" for c in V1_TASK}
+    assert cg.v1 == {c: f"/sys/fs/cgroup/{c}/nomad/a1b2.web" for c in V1_JOINED}
     assert "pids" not in cg.v1  # Nomad never creates a pids cgroup for raw_exec
     assert cg.primary == "/sys/fs/cgroup/freezer/nomad/a1b2.web"
-    assert len(cg.procs_files) == 5
+    assert len(cg.procs_files) == 4
+    with_cores = create(s, task_name="db", resources=Resources(cores=1))
+    assert with_cores.v1["cpuset"] == "/sys/fs/cgroup/cpuset/nomad/a1b2.db"
 
 
 def test_hybrid_layout(tmp_path: Path) -> None:
@@ -65,27 +68,30 @@ def test_hybrid_layout(tmp_path: Path) -> None:
     assert cg.v1["memory"] == "/sys/fs/cgroup/memory/nomad/a1b2.web"
     assert cg.primary == cg.unified
     assert cg.procs_files[0].endswith("/unified/nomad.slice/a1b2.web.scope/cgroup.procs")
-    assert len(cg.procs_files) == 6
+    # cgroup2 does membership, kill and cpu stats: only the limit controllers are joined in v1
+    assert sorted(cg.v1) == ["cpu", "memory"]
+    assert len(cg.procs_files) == 3
 
 
 def test_custom_parent_applies_to_every_hierarchy(tmp_path: Path) -> None:
     s, _fs = system(tmp_path, "hybrid")
     cg = create(s, parent="/custom/deep")
     assert cg.unified == "/sys/fs/cgroup/unified/custom/deep/a1b2.web.scope"
-    assert cg.v1["freezer"] == "/sys/fs/cgroup/freezer/custom/deep/a1b2.web"
+    assert cg.v1["memory"] == "/sys/fs/cgroup/memory/custom/deep/a1b2.web"
 
 
 def test_comounted_cpu_cpuacct_share_one_dir(tmp_path: Path) -> None:
     s, _fs = system(tmp_path, "v1", cpu_cpuacct_together=True)
     cg = create(s)
     assert cg.v1["cpu"] == cg.v1["cpuacct"] == "/sys/fs/cgroup/cpu,cpuacct/nomad/a1b2.web"
-    assert len(cg.procs_files) == len(set(cg.procs_files)) == 4
+    assert len(cg.procs_files) == len(set(cg.procs_files)) == 3
 
 
 def test_v1_cpuset_dirs_get_parent_cpus_and_mems(tmp_path: Path) -> None:
     s, fs = system(tmp_path, "v1")
-    cg = create(s)
-    for d in ("/sys/fs/cgroup/cpuset/nomad", cg.v1["cpuset"]):
+    cg = create(s, resources=Resources(cpuset=(2,)))
+    assert fs.read(cg.v1["cpuset"] + "/cpuset.cpus") == "2"
+    for d in ("/sys/fs/cgroup/cpuset/nomad",):
         assert fs.read(d + "/cpuset.cpus") == "0-3"
         assert fs.read(d + "/cpuset.mems") == "0"
 
@@ -223,6 +229,7 @@ def test_v1_override_per_controller(tmp_path: Path) -> None:
     assert cg.v1["pids"] == "/sys/fs/cgroup/pids/custom/path"
     assert cg.v1["memory"] == "/sys/fs/cgroup/memory/mine"
     assert cg.v1["freezer"] == "/sys/fs/cgroup/freezer/nomad/a1b2.web"  # the rest fall back to ours
+    assert "cpuset" not in cg.v1
     assert "/sys/fs/cgroup/memory/mine" not in cg.owned
     assert cg.primary == cg.v1["freezer"]
 

@@ -37,7 +37,7 @@ log = logging.getLogger("rawexec.containment")
 
 DEFAULT_V2_PARENT = "nomad.slice"
 DEFAULT_V1_PARENT = "nomad"
-#: v1 controllers a task gets its own directory in (cpuacct only for cheap cpu stats).
+#: v1 controllers a task may get its own directory in; see :func:`_v1_wanted` for which it does.
 V1_TASK_CONTROLLERS = ("freezer", "memory", "cpu", "cpuacct", "cpuset")
 #: v2 controllers enabled down the parent chain (pure v2 only), as Nomad does.
 V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")
@@ -74,6 +74,25 @@ def _override_dir(fs: CgroupFS, mount: str, value: str, field: str) -> str:
         raise ContainmentError(f"unable to configure cgroups: no such file or directory: {path} "
                                f"({field} = {value!r}); create that cgroup first or remove the override")
     return path
+
+
+def _v1_wanted(fs: CgroupFS, unified: str | None, resources: Resources | None) -> set[str]:
+    """The v1 controllers a task joins. Every join is a cgroup migration (not free), so only:
+
+    * memory and cpu — the limits;
+    * cpuset — only when cores are reserved (else the task keeps the parent's cpus anyway);
+    * freezer — membership and the freeze/kill sequence, unless a cgroup2 dir with
+      ``cgroup.kill`` already does that (hybrid);
+    * cpuacct — cpu stats, unless the cgroup2 dir's ``cpu.stat`` has them (hybrid).
+    """
+    wanted = {"memory", "cpu"}
+    if resources is not None and (resources.cores > 0 or resources.cpuset):
+        wanted.add("cpuset")
+    if unified is None or not fs.exists(unified + "/cgroup.kill"):
+        wanted.add("freezer")
+    if unified is None or not fs.exists(unified + "/cpu.stat"):
+        wanted.add("cpuacct")
+    return wanted
 
 
 def _resources_from_mapping(m: Mapping[str, Any]) -> Resources:
@@ -196,10 +215,11 @@ class TaskCgroup:
                     owned.append(unified)
             v1: dict[str, str] = {}
             by_mount: dict[str, str] = {}
+            wanted = _v1_wanted(fs, unified, resources)
             for ctrl, mount in sorted(system.v1_mounts.items()):
                 if v1_override and ctrl in v1_override:
                     v1[ctrl] = _override_dir(fs, mount, v1_override[ctrl], f"cgroup_v1_override[{ctrl!r}]")
-                elif ctrl in V1_TASK_CONTROLLERS:
+                elif ctrl in wanted or mount in by_mount:
                     if mount not in by_mount:
                         cpuset = ctrl == "cpuset" or system.v1_mounts.get("cpuset") == mount
                         base = cls._ensure_parent(system, mount, parent_parts or [DEFAULT_V1_PARENT], created,

@@ -56,9 +56,17 @@ _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
 
 
-def _kv(raw: bytes) -> dict[bytes, bytes]:
-    toks = raw.split()
-    return dict(zip(toks[::2], toks[1::2], strict=False))
+def _field(stat: bytes, key: bytes) -> int | None:
+    """Value of ``key`` in a ``key value`` per line file given as ``b"\\n" + content``; None if absent."""
+    i = stat.find(b"\n" + key + b" ")
+    if i < 0:
+        return None
+    i += len(key) + 2
+    j = stat.find(b"\n", i)
+    try:
+        return int(stat[i:j] if j >= 0 else stat[i:])
+    except ValueError:
+        return None
 
 
 def _pct(delta_ns: int, wall_ns: int) -> float:
@@ -95,6 +103,7 @@ class StatsCollector:
         self._pid_at: int | None = None
         self._mem_dir: str | None = None
         self._mem_v1 = False
+        self._mem_plan: list[tuple[str, bytes | None, str | None]] | None = None
         self._cpu_src: str | None = None  # "v2" | "v1"
         self._throttle: str | None = None  # path of the cpu.stat with throttling numbers
         if cgroup is not None:
@@ -225,6 +234,20 @@ class StatsCollector:
         self._prev_pid = prev
         self._pid_usage = usage
 
+    def _memory_plan(self, d: str, stat: bytes) -> list[tuple[str, bytes | None, str | None]]:
+        """(measured name, memory.stat key, or file) in Nomad's order, fixed per task on first read."""
+        if self._mem_v1:
+            pre = b"total_" if b"\ntotal_rss " in stat else b""
+            return [("RSS", pre + b"rss", None), ("Cache", pre + b"cache", None), ("Swap", pre + b"swap", None),
+                    ("Mapped File", pre + b"mapped_file", None),
+                    ("Usage", None, d + "/memory.usage_in_bytes"),
+                    ("Max Usage", None, d + "/memory.max_usage_in_bytes"),
+                    ("Kernel Usage", None, d + "/memory.kmem.usage_in_bytes"),
+                    ("Kernel Max Usage", None, d + "/memory.kmem.max_usage_in_bytes")]
+        return [("RSS", b"anon", None), ("Cache", b"file", None), ("Swap", None, d + "/memory.swap.current"),
+                ("Mapped File", b"file_mapped", None), ("Usage", None, d + "/memory.current"),
+                ("Max Usage", None, d + "/memory.peak"), ("Kernel Usage", b"kernel", None)]
+
     def _cgroup_memory(self) -> MemoryStats | None:
         d = self._mem_dir
         if d is None:
@@ -232,40 +255,21 @@ class StatsCollector:
         raw = self._read(d + "/memory.stat")
         if raw is None:
             return None
-        st = _kv(raw)
+        stat = b"\n" + raw
+        if self._mem_plan is None:
+            self._mem_plan = self._memory_plan(d, stat)
         measured: list[str] = []
         vals: dict[str, int] = {}
-
-        def take(name: str, key: bytes | None, value: int | None = None) -> None:
-            if key is not None:
-                v = st.get(key)
-                value = int(v) if v is not None else None
-            if value is not None:
-                vals[name] = value
+        for name, key, path in self._mem_plan:
+            v = _field(stat, key) if key is not None else self._int(path)  # type: ignore[arg-type]
+            if v is not None:
+                vals[name] = v
                 measured.append(name)
-
-        if self._mem_v1:
-            pre = b"total_" if b"total_rss" in st else b""
-            take("RSS", pre + b"rss")
-            take("Cache", pre + b"cache")
-            take("Swap", pre + b"swap")
-            take("Mapped File", pre + b"mapped_file")
-            take("Usage", None, self._int(d + "/memory.usage_in_bytes"))
-            take("Max Usage", None, self._int(d + "/memory.max_usage_in_bytes"))
-            take("Kernel Usage", None, self._int(d + "/memory.kmem.usage_in_bytes"))
-            take("Kernel Max Usage", None, self._int(d + "/memory.kmem.max_usage_in_bytes"))
-        else:
-            take("RSS", b"anon")
-            take("Cache", b"file")
-            take("Swap", None, self._int(d + "/memory.swap.current"))
-            take("Mapped File", b"file_mapped")
-            take("Usage", None, self._int(d + "/memory.current"))
-            take("Max Usage", None, self._int(d + "/memory.peak"))
-            take("Kernel Usage", b"kernel")
-        return MemoryStats(rss=vals.get("RSS", 0), cache=vals.get("Cache", 0), swap=vals.get("Swap", 0),
-                           mapped_file=vals.get("Mapped File", 0), usage=vals.get("Usage", 0),
-                           max_usage=vals.get("Max Usage", 0), kernel_usage=vals.get("Kernel Usage", 0),
-                           kernel_max_usage=vals.get("Kernel Max Usage", 0), measured=tuple(measured))
+        g = vals.get
+        return MemoryStats(rss=g("RSS", 0), cache=g("Cache", 0), swap=g("Swap", 0),
+                           mapped_file=g("Mapped File", 0), usage=g("Usage", 0), max_usage=g("Max Usage", 0),
+                           kernel_usage=g("Kernel Usage", 0), kernel_max_usage=g("Kernel Max Usage", 0),
+                           measured=tuple(measured))
 
     def _cgroup_cpu(self, now: int) -> CpuStats | None:
         cg = self.cgroup
@@ -276,13 +280,11 @@ class StatsCollector:
             raw = self._read(cg.unified + "/cpu.stat")
             if raw is None:
                 return None
-            st = _kv(raw)
-            try:
-                user = int(st[b"user_usec"]) * 1000
-                system = int(st[b"system_usec"]) * 1000
-                total = int(st[b"usage_usec"]) * 1000
-            except (KeyError, ValueError):
+            stat = b"\n" + raw
+            u2, s2, t2 = _field(stat, b"user_usec"), _field(stat, b"system_usec"), _field(stat, b"usage_usec")
+            if u2 is None or s2 is None or t2 is None:
                 return None
+            user, system, total = u2 * 1000, s2 * 1000, t2 * 1000
         else:
             d = cg.v1["cpuacct"]
             u = self._int(d + "/cpuacct.usage_user")
@@ -299,13 +301,15 @@ class StatsCollector:
         periods = throttled = 0
         if self._throttle is not None:
             raw = self._read(self._throttle)
-            st = _kv(raw) if raw is not None else {}
-            if b"nr_throttled" in st:
-                periods = int(st[b"nr_throttled"])
-                if b"throttled_time" in st:
-                    throttled = int(st[b"throttled_time"])
-                elif b"throttled_usec" in st:
-                    throttled = int(st[b"throttled_usec"]) * 1000
+            stat = b"\n" + raw if raw is not None else b""
+            nr = _field(stat, b"nr_throttled")
+            if nr is not None:
+                periods = nr
+                ns = _field(stat, b"throttled_time")
+                if ns is None:
+                    us = _field(stat, b"throttled_usec")
+                    ns = us * 1000 if us is not None else 0
+                throttled = ns
                 measured += ["Throttled Periods", "Throttled Time"]
         return CpuStats(system_mode=ps, user_mode=pu, percent=pt, total_ticks=self._ticks(pt),
                         throttled_periods=periods, throttled_time=throttled, measured=tuple(measured))
