@@ -24,7 +24,8 @@ def generate_job(tasks: int = 200, tasks_per_group: int = 10) -> str:
         'variable "replicas" {\n  type    = number\n  default = 2\n'
         '  validation {\n    condition     = var.replicas > 0\n    error_message = "replicas must be positive"\n'
         "  }\n}\n",
-        'locals {\n  base = "/opt/app-${var.image_version}"\n  common_env = { APP_ENV = "prod", LOG_LEVEL = "info" }\n}\n',
+        'locals {\n  base = "/opt/app-${var.image_version}"\n'
+        '  common_env = { APP_ENV = "prod", LOG_LEVEL = "info" }\n}\n',
         'job "bench" {\n  datacenters = ["dc1"]\n  type = "service"\n  meta { owner = "bench" }\n',
     ]
     groups = (tasks + tasks_per_group - 1) // tasks_per_group

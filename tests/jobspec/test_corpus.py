@@ -25,6 +25,7 @@ from rawexec.jobspec import (
 from rawexec.jobspec.model import thaw
 from tests.jobspec.conftest import CORPUS
 
+SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 JOB_FILES = sorted(p.name for p in CORPUS.glob("*.nomad.hcl"))
 VARS = {"region": "eu"}
 
@@ -100,7 +101,7 @@ def test_full_job_every_block() -> None:
     assert dict(srv.meta) == {"role": "server"}
     a1, a2 = srv.artifacts
     assert a1 == ArtifactSpec(source="https://example.com/server.tar.gz", destination="local/bin", mode="dir",
-                              options={"checksum": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                              options={"checksum": "sha256:" + SHA,
                                        "archive": "tar.gz"},
                               headers={"Authorization": "Bearer abc"}, insecure=False, chown=True)
     assert (a2.destination, a2.mode) == ("../alloc/data/config.json", "file")

@@ -8,6 +8,7 @@ import pytest
 
 from rawexec.errors import ValidationError
 from rawexec.jobspec import MAX_JOB_FILE_BYTES, checksum_error, load_hcl, parse_file
+from rawexec.jobspec.diagnostics import SEP
 from tests.jobspec.conftest import errors_of, parse, task_job
 
 
@@ -49,7 +50,7 @@ def test_unknown_group_and_job_fields() -> None:
 
 def test_field_path_names_job_group_task() -> None:
     msg = one(errors_of(task_job('kill_timeout = "soon"')))
-    assert 'job "j" › group "g" › task "t" › kill_timeout:' in msg
+    assert f'job "j"{SEP}group "g"{SEP}task "t"{SEP}kill_timeout:' in msg
     assert 'Invalid duration "soon"' in msg and "hint:" in msg
 
 
@@ -91,7 +92,7 @@ def test_bad_durations() -> None:
 def test_restart_mode_sometimes() -> None:
     msg = one(errors_of(task_job("", group_body='restart {\n mode = "sometimes"\n }')))
     assert 'Unsupported restart mode: "sometimes"' in msg
-    assert "restart › mode" in msg
+    assert f"restart{SEP}mode" in msg
 
 
 def test_restart_attempts_times_delay_over_interval() -> None:
@@ -108,7 +109,7 @@ def test_restart_interval_too_short_and_ambiguous_zero_attempts() -> None:
 
 def test_task_restart_override_is_checked() -> None:
     msg = one(errors_of(task_job('restart {\n mode = "never"\n }')))
-    assert 'task "t" › restart › mode' in msg
+    assert f'task "t"{SEP}restart{SEP}mode' in msg
 
 
 @pytest.mark.parametrize(("checksum", "message"), [
@@ -127,7 +128,7 @@ def test_bad_checksums_have_nomads_messages(checksum: str, message: str) -> None
     assert checksum_error(checksum) == message
     body = f'artifact {{\n source = "https://x/y"\n options {{\n checksum = "{checksum}"\n }}\n }}'
     msg = one(errors_of(task_job(body), filename="j.hcl"))
-    assert message in msg and "artifact › options › checksum" in msg and msg.startswith("j.hcl:")
+    assert message in msg and f"artifact{SEP}options{SEP}checksum" in msg and msg.startswith("j.hcl:")
 
 
 @pytest.mark.parametrize("checksum", [
@@ -173,7 +174,8 @@ def test_undefined_local_and_locals_cycle() -> None:
 
 def test_variable_failing_its_validation_rule() -> None:
     text = ('variable "count" {\n type = number\n default = 1\n validation {\n condition = var.count > 1\n'
-            ' error_message = "count must be greater than one."\n }\n}\n' + task_job("", group_body="count = var.count"))
+            ' error_message = "count must be greater than one."\n }\n}\n'
+            + task_job("", group_body="count = var.count"))
     msg = one(errors_of(text, filename="j.hcl"))
     assert "Invalid value for variable: count must be greater than one." in msg
     assert msg.startswith("j.hcl:5:")

@@ -24,6 +24,8 @@ __all__ = ["MAX_JOB_FILE_BYTES", "ParsedJob", "load_file", "load_hcl", "load_jso
 #: Larger job files are refused before parsing (a 200-task job is ~60 KB).
 MAX_JOB_FILE_BYTES = 4 * 1024 * 1024
 _TOP = ("job", "variable", "locals")
+#: Fields of Nomad's job-register request besides "Job" (meaningless to rawexec, accepted silently).
+_SUBMIT_FIELDS = ("EnforceIndex", "JobModifyIndex", "PolicyOverride", "PreserveCounts", "EvalPriority", "Submission")
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,9 @@ def load_json(text_or_dict: str | bytes | Mapping[str, Any], *, filename: str = 
                 hint='the form is {"Job": {"ID": "...", "TaskGroups": [...]}}')
         d.raise_if_any()
     if "Job" in obj:
-        extra = [k for k in obj if k != "Job"]
+        extra = [k for k in obj if k != "Job" and k not in _SUBMIT_FIELDS]
         obj = obj["Job"]
-        if extra and not all(k in ("EnforceIndex", "JobModifyIndex", "PolicyOverride", "PreserveCounts",
-                                    "EvalPriority", "Submission") for k in extra):
+        if extra:
             d.warn(f"ignored top-level fields: {', '.join(sorted(map(str, extra)))}", pos=Pos(filename))
     elif "job" in obj:
         d.error('this looks like HCL written in JSON syntax ("job" key); rawexec reads the API JSON form',

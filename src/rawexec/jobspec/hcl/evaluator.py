@@ -1,6 +1,6 @@
 """Evaluate HCL2 expressions straight from python-hcl2's Lark parse tree.
 
-python-hcl2 8 gives a concrete syntax tree (``hcl2.parses_to_tree``) with positions; this module
+python-hcl2 8's grammar gives a concrete syntax tree (see :mod:`.structure`); this module
 gives it meaning: literals, templates (``${}``, ``%{if}``/``%{for}``, heredocs), operators,
 conditionals, ``for`` expressions, splats, indexing and the functions in :mod:`.functions`.
 
@@ -12,6 +12,7 @@ Nomad resolves on the client, so it evaluates to :class:`Runtime` and lands in t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -40,17 +41,29 @@ def kids(node: Tree[Any]) -> list[Tree[Any]]:
     return [c for c in node.children if type(c) is Tree and c.data != "new_line_or_comment"]
 
 
+def _edge_token(node: Tree[Any] | Token, last: bool) -> Token | None:
+    """The first (or last) token under a node: the parser keeps no positions on trees."""
+    cur: Any = node
+    while not isinstance(cur, Token):
+        if not cur.children:
+            return None
+        cur = cur.children[-1] if last else cur.children[0]
+    return cur
+
+
 def node_pos(node: Tree[Any] | Token, filename: str, line_offset: int = 0) -> Pos:
-    if type(node) is Tree and node.children and isinstance(node.children[0], Token):
-        node = node.children[0]
-    if isinstance(node, Token):
-        return Pos(filename, (node.line or 0) + line_offset, node.column or 0)
-    meta = node.meta
-    if getattr(meta, "empty", True):
-        for tok in node.scan_values(lambda v: isinstance(v, Token)):
-            return Pos(filename, (tok.line or 0) + line_offset, tok.column or 0)
+    tok = _edge_token(node, last=False)
+    if tok is None:
         return Pos(filename, line_offset, 0)
-    return Pos(filename, meta.line + line_offset, meta.column)
+    return Pos(filename, (tok.line or 0) + line_offset, tok.column or 0)
+
+
+def node_source(node: Tree[Any], src: str) -> str:
+    """The source text a node was parsed from."""
+    first, last = _edge_token(node, last=False), _edge_token(node, last=True)
+    if first is None or last is None or first.start_pos is None or last.end_pos is None:
+        return ""
+    return src[first.start_pos:last.end_pos].strip()
 
 
 @dataclass
@@ -200,10 +213,7 @@ class Evaluator:
         return node_pos(node, self.ctx.filename, self.line_offset)
 
     def source(self, node: Tree[Any]) -> str:
-        meta = node.meta
-        if getattr(meta, "empty", True):
-            return ""
-        return self.src[meta.start_pos:meta.end_pos]
+        return node_source(node, self.src)
 
     # -- dispatch -----------------------------------------------------------------------------
     def eval(self, node: Tree[Any]) -> Any:
@@ -617,7 +627,7 @@ class Evaluator:
                 if c.type in ("ESCAPED_INTERPOLATION", "ESCAPED_DIRECTIVE"):
                     items.append(("lit", raw[1:], False, False))
                 else:
-                    items.append(("lit", decode_string_chars(raw, lambda c=c: self.pos(c)), False, False))
+                    items.append(("lit", decode_string_chars(raw, functools.partial(self.pos, c)), False, False))
                 continue
             toks = [t for t in c.children if isinstance(t, Token)]
             strip_l = len(toks) > 1 and toks[1].type == "STRIP_MARKER"

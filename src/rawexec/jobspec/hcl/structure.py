@@ -6,11 +6,13 @@ with file, line and column and a short, readable message.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-import hcl2
-from lark import Token, Tree
+import hcl2.parser
+from hcl2.postlexer import PostLexer
+from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from rawexec.jobspec.diagnostics import Pos
@@ -30,10 +32,22 @@ def _tok(name: str) -> str:
     return _TOKEN_NAMES.get(name, name.lower())
 
 
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    """python-hcl2's grammar and post-lexer, without position propagation on trees.
+
+    ``hcl2.parses_to_tree`` builds its parser with ``propagate_positions=True``, which doubles the
+    parse time; every token keeps its position anyway, and that is all the evaluator needs.
+    """
+    return Lark.open("hcl2.lark", rel_to=hcl2.parser.__file__, parser="lalr", propagate_positions=False,
+                     postlex=PostLexer(), cache=True)
+
+
 def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
     """Parse HCL2 text to python-hcl2's Lark tree, or raise EvalError pointing at the problem."""
     try:
-        return hcl2.parses_to_tree(text)
+        # A trailing newline, as python-hcl2 adds: the grammar ends statements with one.
+        return _parser().parse(text + "\n")
     except UnexpectedInput as exc:
         line = exc.line if isinstance(exc.line, int) and exc.line > 0 else 0
         column = exc.column if isinstance(exc.column, int) and exc.column > 0 else 0
