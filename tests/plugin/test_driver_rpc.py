@@ -102,6 +102,16 @@ def test_fingerprint_enabled_disabled_and_renamed(tmp_path: Path, sock_dir: Path
             p.close()
 
 
+def test_fingerprint_is_resent_when_the_config_changes(plugin: Plugin) -> None:
+    set_config(plugin, {"enabled": False})
+    stream = plugin.driver.Fingerprint(driver_pb2.FingerprintRequest(), timeout=20)
+    assert next(stream).health == driver_pb2.FingerprintResponse.UNDETECTED
+    set_config(plugin, {"enabled": True})
+    nxt = next(stream)  # well before the 30 s period
+    assert nxt.health == driver_pb2.FingerprintResponse.HEALTHY and nxt.attributes["driver.raw_exec"].bool_val
+    stream.cancel()
+
+
 def test_lifecycle_signal_wait_stats_events_and_fifo_logs(configured: Plugin, tmp_path: Path) -> None:
     p = configured
     alloc = tmp_path / "alloc1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ class PluginState:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._watchers: set[threading.Event] = set()
         self._driver: Driver | None = None
         self._driver_config: DriverConfig | None = None
 
@@ -58,8 +60,22 @@ class PluginState:
                         "the plugin is already running with a different config; restart the Nomad "
                         "client to change plugin \"raw_exec\" { config {} }")
                 reconfigure(driver_config)
+            changed = self._driver_config != driver_config
             self.config = config
             self._driver_config = driver_config
+            watchers = list(self._watchers) if changed else []
+        for w in watchers:  # e.g. Fingerprint streams: a new config may change the driver's health
+            w.set()
+
+    def watch_config(self, event: threading.Event) -> Callable[[], None]:
+        """Set ``event`` whenever the config changes; returns the function that stops it."""
+        with self._lock:
+            self._watchers.add(event)
+
+        def unwatch() -> None:
+            with self._lock:
+                self._watchers.discard(event)
+        return unwatch
 
     def driver(self) -> Driver:
         """The driver, created on first use from the config SetConfig gave."""

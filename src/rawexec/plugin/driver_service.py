@@ -93,18 +93,27 @@ class DriverServicer:
         return self._call(context, "Capabilities", run)
 
     def Fingerprint(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        """Send at once, then every 30 s and whenever SetConfig changes the config; stay open."""
         cancel = _Cancel(context, self.state.stopping)
         drv = self._call(context, "Fingerprint", self.state.driver)
-        while not cancel.done:
-            try:
-                resp = convert.fingerprint_to_proto(drv.fingerprint(), self.state.name)
-            except Exception as exc:
-                log.error("fingerprint failed", exc_info=exc)
-                resp = driver_pb2.FingerprintResponse(
-                    health=driver_pb2.FingerprintResponse.UNHEALTHY,
-                    health_description="failed to fingerprint driver", err=str(exc))
-            yield resp
-            cancel.wait(FINGERPRINT_PERIOD)
+        wake = threading.Event()
+        if not context.add_callback(wake.set):
+            return
+        unwatch = self.state.watch_config(wake)
+        try:
+            while not cancel.done:
+                try:
+                    resp = convert.fingerprint_to_proto(drv.fingerprint(), self.state.name)
+                except Exception as exc:
+                    log.error("fingerprint failed", exc_info=exc)
+                    resp = driver_pb2.FingerprintResponse(
+                        health=driver_pb2.FingerprintResponse.UNHEALTHY,
+                        health_description="failed to fingerprint driver", err=str(exc))
+                yield resp
+                wake.wait(FINGERPRINT_PERIOD)
+                wake.clear()
+        finally:
+            unwatch()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
