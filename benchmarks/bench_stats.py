@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 
-from rawexec.containment import CgroupSystem, StatsCollector, TaskCgroup, detect
+from rawexec.containment import CgroupSystem, StatsCollector, TaskCgroup, destroy_all, detect
 from rawexec.types import Resources
 
 __all__ = ["main"]
@@ -182,15 +182,23 @@ def main() -> None:
                   f"{_pct(lat, 0.99) * 1e6:>7.0f} µs")
         print(f"  (host load average now: {os.getloadavg()[0]:.1f}; wall latencies include waiting for a cpu)")
 
+        half = len(cgs) // 2
         t = time.perf_counter()
-        for cg in cgs:
+        for cg in cgs[:half]:
             cg.destroy()
-        stop = time.perf_counter() - t
+        one_by_one = time.perf_counter() - t
+        t = time.perf_counter()
+        errors = destroy_all(cgs[half:])
+        batch = time.perf_counter() - t
         for p in procs:
             p.wait()
         survivors = _tagged(tag)
-        print(f"\nstop: destroy() of {args.tasks} cgroups ({running} processes) took {stop * 1e3:.1f} ms "
-              f"({stop / args.tasks * 1e3:.2f} ms per task); survivors: {survivors}")
+        print(f"\nstop ({running // len(cgs)} processes per task):")
+        print(f"  destroy() one by one, {half} tasks: {one_by_one * 1e3:.1f} ms "
+              f"({one_by_one / half * 1e3:.2f} ms/task)")
+        print(f"  destroy_all(), {len(cgs) - half} tasks: {batch * 1e3:.1f} ms "
+              f"({batch / (len(cgs) - half) * 1e3:.2f} ms/task); errors: {len(errors)}")
+        print(f"  survivors (tagged processes left): {survivors}")
     finally:
         for cg in cgs:
             try:

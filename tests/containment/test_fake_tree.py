@@ -398,3 +398,31 @@ def test_state_round_trip(tmp_path: Path, mode: str) -> None:
 def test_bad_state(state: dict[str, object], match: str) -> None:
     with pytest.raises(ContainmentError, match=match):
         TaskCgroup.from_state(state)
+
+
+def test_destroy_all_kills_everything_first_then_removes(tmp_path: Path) -> None:
+    from rawexec.containment import destroy_all
+
+    s, fs = system(tmp_path, "v2")
+    cgs = [create(s, task_name=f"t{i}") for i in range(3)]
+    for i, cg in enumerate(cgs):
+        fs.set_procs(str(cg.unified), [900 + i])
+    fs.events.clear()
+    assert destroy_all(cgs) == []
+    kills = [i for i, e in enumerate(fs.events) if e[0].endswith("/cgroup.kill")]
+    rmdirs = [i for i, e in enumerate(fs.events) if e[0] == "rmdir"]
+    assert len(kills) == 3 and len(rmdirs) == 3
+    assert max(kills) < min(rmdirs)  # all kills were sent before the first removal
+    assert not any(fs.exists(str(cg.unified)) for cg in cgs)
+
+
+def test_destroy_all_reports_each_failure(tmp_path: Path) -> None:
+    from rawexec.containment import destroy_all
+
+    s, fs = system(tmp_path, "v1")
+    good, bad = create(s, task_name="good"), create(s, task_name="bad")
+    fs.set_procs(bad.v1["freezer"], [999])
+    fs.immortal.add(999)
+    errors = destroy_all([bad, good], timeout=0.3)
+    assert len(errors) == 1 and "survived SIGKILL" in str(errors[0])
+    assert not any(fs.exists(d) for d in good.dirs)

@@ -253,3 +253,21 @@ def test_stats_rss_of_a_100mb_process(host: CgroupSystem, parent: str) -> None:
     finally:
         cg.destroy()
         _reap([p])
+
+
+def test_destroy_all_many_adversarial_tasks(host: CgroupSystem, parent: str) -> None:
+    from rawexec.containment import destroy_all
+
+    tag = uuid.uuid4().hex
+    shapes = ["setsid_child", "double_fork_daemon", "ignores_sigterm", "sigstopped", "resession_fork_again"]
+    cgs = [_create(host, parent, task_name=f"t{i}") for i in range(20)]
+    procs = [start(SHAPES[shapes[i % len(shapes)]][0], tag, cg.procs_files) for i, cg in enumerate(cgs)]
+    minimum = sum(SHAPES[shapes[i % len(shapes)]][1] for i in range(len(cgs)))
+    try:
+        assert wait_until(lambda: len(tagged(tag)) >= minimum, 30), (len(tagged(tag)), minimum)
+        assert destroy_all(cgs) == []
+        assert tagged(tag) == []
+    finally:
+        _reap(procs)
+        destroy_all(cgs)
+    assert not any(os.path.exists(d) for cg in cgs for d in cg.dirs)

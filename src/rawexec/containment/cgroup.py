@@ -22,7 +22,7 @@ import errno
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rawexec.containment.detect import CgroupSystem
@@ -31,7 +31,8 @@ from rawexec.containment.limits import cpu_shares, cpu_weight, parse_cpu_list, t
 from rawexec.errors import ContainmentError, InvalidConfigError
 from rawexec.types import Resources
 
-__all__ = ["DEFAULT_V1_PARENT", "DEFAULT_V2_PARENT", "STATE_VERSION", "V1_TASK_CONTROLLERS", "TaskCgroup"]
+__all__ = ["DEFAULT_V1_PARENT", "DEFAULT_V2_PARENT", "STATE_VERSION", "V1_TASK_CONTROLLERS", "TaskCgroup",
+           "destroy_all"]
 
 log = logging.getLogger("rawexec.containment")
 
@@ -453,6 +454,12 @@ class TaskCgroup:
         finally:
             fs.write(f"{d}/{f}", thaw)
 
+    def signal_kill(self) -> None:
+        """Start killing everything in the cgroup without waiting (one kill round; see :func:`destroy_all`)."""
+        pids = self._pids_in(self.dirs)
+        if pids:
+            self._kill_round(self.dirs, pids, time.monotonic() + 1.0)
+
     def destroy(self, timeout: float = 5.0) -> None:
         """Kill everything, then remove our dirs (retrying while busy). Idempotent; overrides stay."""
         deadline = time.monotonic() + timeout
@@ -521,3 +528,25 @@ class TaskCgroup:
                 raise ContainmentError(f"invalid cgroup state: {p!r} is not an absolute path")
         return cg
 
+
+def destroy_all(cgroups: Iterable[TaskCgroup], timeout: float = 5.0) -> list[ContainmentError]:
+    """Destroy many task cgroups fast: kill them all first (exits overlap), then wait and remove each.
+
+    Returns the errors (one per cgroup that could not be destroyed) instead of stopping at the first.
+    """
+    cgs = list(cgroups)
+    errors: list[ContainmentError] = []
+    for cg in cgs:
+        try:
+            cg.signal_kill()
+        except (OSError, ContainmentError) as e:
+            log.debug("cgroups: first kill round for %r failed: %s", cg, e)
+    deadline = time.monotonic() + timeout
+    for cg in cgs:
+        try:
+            cg.destroy(max(0.5, deadline - time.monotonic()))
+        except ContainmentError as e:
+            errors.append(e)
+        except OSError as e:
+            errors.append(ContainmentError(f"unable to destroy {cg!r}: {e}"))
+    return errors

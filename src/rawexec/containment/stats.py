@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from collections.abc import Iterable
 
@@ -97,6 +98,7 @@ class StatsCollector:
         self.exclude = frozenset(exclude_pids)
         self._fs: CgroupFS = cgroup.fs if cgroup is not None else CgroupFS()
         self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()  # task_stats and a stats stream may share one collector
         self._prev_cpu: tuple[int, int, int, int] | None = None  # (wall, user, system, total) ns
         self._prev_pid: dict[int, tuple[int, int, int]] = {}  # pid -> (wall, user, system) ns
         self._pid_usage: dict[str, ResourceUsage] = {}
@@ -172,7 +174,11 @@ class StatsCollector:
 
     # -- collect ---------------------------------------------------------------------------------
     def collect(self) -> TaskResourceUsage:
-        """One reading: aggregate + per-pid memory and cpu, UTC-ns timestamp."""
+        """One reading: aggregate + per-pid memory and cpu, UTC-ns timestamp (thread-safe)."""
+        with self._lock:
+            return self._collect()
+
+    def _collect(self) -> TaskResourceUsage:
         ts = _time_ns()
         now = _monotonic_ns()
         mem = self._cgroup_memory()
