@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rawexec import Driver, Resources, TaskState
+from rawexec import Driver, Resources, TaskEvent, TaskState
 from tests.conftest import TaskFactory
 from tests.driver.test_lifecycle import read
 from tests.helpers.util import pids_with_tag, tt, wait_until
@@ -55,10 +55,16 @@ def _cgroup_driver(driver: Driver) -> None:
 
 def test_oom_is_reported(driver: Driver, make_task: TaskFactory) -> None:
     _cgroup_driver(driver)
+    events: list[TaskEvent] = []
+    unsubscribe = driver.subscribe_events(events.append)
     cfg = make_task(tt("alloc", "200", "sleep", "10"), resources=Resources(memory=32))
     driver.start_task(cfg)
     res = driver.wait_task(cfg.id, 30)
     assert res.oom_killed and res.signal == 9 and res.exit_code == 137
+    wait_until(lambda: events, 5)
+    assert events[0].task_id == cfg.id and events[0].annotations == {"oom_killed": "true"}
+    assert "OOM" in events[0].message
+    unsubscribe()
 
 
 def test_memory_limit_not_hit_is_not_oom(driver: Driver, make_task: TaskFactory) -> None:

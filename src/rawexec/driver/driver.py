@@ -10,7 +10,8 @@ import signal as _signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rawexec.driver.config import DriverConfig, TaskDriverConfig, filter_env
@@ -24,6 +25,7 @@ from rawexec.driver.types import (
     Fingerprint,
     HealthState,
     TaskConfig,
+    TaskEvent,
     TaskHandle,
     TaskStatus,
 )
@@ -51,6 +53,23 @@ EXEC_OUTPUT_KEEP = 64 * 1024
 _STOP_MARGIN_S = 10.0
 
 
+def _wait_gone(pid: int, rec: TaskRecord, timeout: float) -> None:
+    """Wait (without polling) until the shim process is gone, through a pidfd."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return  # already gone
+    try:
+        if not rec.shim_alive:  # the pid may have been reused before we opened it
+            return
+        with selectors.DefaultSelector() as sel:
+            sel.register(pidfd, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                log.warning("shim %d of task %s still running %.0fs after kill", pid, rec.config.id, timeout)
+    finally:
+        os.close(pidfd)
+
+
 class Driver:
     """Nomad's raw_exec driver as a Python object. Every method is synchronous and thread-safe."""
 
@@ -62,6 +81,31 @@ class Driver:
         self._lock = threading.Lock()
         self._spawner = SpawnerClient()
         self._watcher = Watcher()
+        self._subscribers: list[Callable[[TaskEvent], None]] = []
+
+    # ----------------------------------------------------------------- events
+    def subscribe_events(self, callback: Callable[[TaskEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` (on a driver thread) for every task event; returns an unsubscribe."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, rec: TaskRecord, message: str, annotations: dict[str, str]) -> None:
+        ev = TaskEvent(task_id=rec.config.id, alloc_id=rec.config.alloc_id, task_name=rec.config.name,
+                       timestamp=datetime.now(UTC), message=message, annotations=annotations)
+        with self._lock:
+            subs = list(self._subscribers)
+        for cb in subs:
+            try:
+                cb(ev)
+            except Exception:
+                log.exception("task event subscriber failed")
 
     # ----------------------------------------------------------------- plugin-level
     def set_config(self, config: DriverConfig) -> None:
@@ -187,7 +231,7 @@ class Driver:
             "pid_start": reply["pid_start"], "socket_path": socket_path, "state_path": state_path,
             "started_at": reply["started_at"], "cgroup": reply.get("cgroup"),
         }
-        rec = TaskRecord(cfg, driver_state, float(reply["started_at"]))
+        rec = TaskRecord(cfg, driver_state, float(reply["started_at"]), on_event=self._emit)
         return TaskHandle(config=cfg, driver_state=driver_state), rec, wait_ch
 
     def recover_task(self, handle: TaskHandle | None) -> None:
@@ -202,7 +246,7 @@ class Driver:
         for k in ("shim_pid", "pid", "socket_path", "state_path", "started_at"):
             if k not in ds:
                 raise InvalidConfigError(f"failed to decode task state from handle: missing {k!r}")
-        rec = TaskRecord(cfg, ds, float(ds["started_at"]))
+        rec = TaskRecord(cfg, ds, float(ds["started_at"]), on_event=self._emit)
         if not rec.shim_alive:
             exit_rec = read_exit_record(ds["state_path"])
             if exit_rec is not None:
@@ -295,9 +339,7 @@ class Driver:
                 self._request(rec, {"op": "kill"}, _STOP_MARGIN_S)
             except UnavailableError:
                 pass
-            deadline = time.monotonic() + _STOP_MARGIN_S
-            while rec.shim_alive and time.monotonic() < deadline:
-                time.sleep(0.002)
+            _wait_gone(int(rec.driver_state["shim_pid"]), rec, _STOP_MARGIN_S)
         # Whatever the shim could not clean up (it was killed, or hung): the task's group by
         # verified identity, and its cgroup. A no-op when everything is already gone.
         self._kill_orphans(rec)

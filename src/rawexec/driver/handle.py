@@ -8,6 +8,7 @@ import os
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +59,7 @@ class TaskRecord:
     exit: ExitResult | None = None
     cond: threading.Condition = field(default_factory=threading.Condition)
     stats: Any = None  # a containment.StatsCollector, made on the first task_stats call
+    on_event: Callable[[TaskRecord, str, dict[str, str]], None] | None = None
 
     @property
     def state(self) -> TaskState:
@@ -70,11 +72,19 @@ class TaskRecord:
         return procfs.same_process(int(self.driver_state["shim_pid"]), self.driver_state.get("shim_start"))
 
     def set_exit(self, result: ExitResult, completed_at: float | None) -> None:
+        first = False
         with self.cond:
             if self.exit is None:
+                first = True
                 self.exit = result
                 self.completed_at = completed_at or datetime.now(UTC).timestamp()
             self.cond.notify_all()
+        if first and self.on_event is not None:
+            if result.oom_killed:
+                self.on_event(self, "OOM Killed: the task exceeded its memory limit and the kernel killed it",
+                              {"oom_killed": "true"})
+            elif result.err:
+                self.on_event(self, result.err, {})
 
     def lost(self) -> None:
         """The wait connection closed without an exit: trust the shim's exit record if it left one."""
@@ -167,6 +177,9 @@ class Watcher:
         for msg, _ in msgs:
             if msg.get("event") == "exit":
                 rec.set_exit(ExitResult.from_dict(msg["exit"]), msg.get("completed_at"))
+            elif msg.get("event") == "task" and rec.on_event is not None:
+                rec.on_event(rec, str(msg.get("message")), {str(k): str(v) for k, v in
+                                                            (msg.get("annotations") or {}).items()})
         if ch.eof:
             self._sel.unregister(ch.sock)
             self._by_record.pop(id(rec), None)

@@ -20,6 +20,7 @@ __all__ = [
     "Fingerprint",
     "HealthState",
     "TaskConfig",
+    "TaskEvent",
     "TaskHandle",
     "TaskState",
     "TaskStatus",
@@ -112,6 +113,18 @@ class TaskStatus:
     completed_at: datetime | None
     exit_result: ExitResult | None
     driver_attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """Something the driver wants the task runner (and the user) to know, as Nomad's DriverTaskEvent."""
+
+    task_id: str
+    alloc_id: str
+    task_name: str
+    timestamp: datetime
+    message: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,10 @@ def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
                 "pid": pid, "pid_start": procfs.process_start_time(pid), "started_at": started_at,
                 "cgroup": cgroup.to_state() if cgroup is not None else None})
     # The task runs; opening the log files is off the start's critical path (the pipes buffer).
-    streams = [_Stream(r, open_sink(desc, on_error=lambda e: log(f"log output: {e}"))) for r, desc in pipes]
-    sup = Supervisor(spec=spec, listener=listener, main_pid=pid, streams=streams, cgroup=cgroup, wakeup_r=wake_r,
+    sup = Supervisor(spec=spec, listener=listener, main_pid=pid, streams=[], cgroup=cgroup, wakeup_r=wake_r,
                      creds=creds, log=log)
+    sup.streams = [_Stream(r, open_sink(desc, on_error=lambda e: sup.event(f"task output could not be written to "
+                                                                          f"its log: {e}; retrying, nothing lost")))
+                   for r, desc in pipes]
     sup.adopt_waiter(reply)  # the start connection stays open as the driver's wait connection
     sup.run()

@@ -34,20 +34,18 @@ KILL_BOUND_S = 5.0
 
 
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    """temp file + fsync + rename + fsync(dir): a reader sees the old or the new file, never half."""
+    """temp file + rename: another process sees the old file or the new one, never half of one.
+
+    No fsync: the record must survive the *driver* dying, not the machine (after a reboot the
+    task is gone anyway); a record lost to power failure reads as "shim lost", never as garbage.
+    """
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(data).encode())
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 @dataclass
@@ -113,6 +111,13 @@ class Supervisor:
         client = _Client(ch, waiting=True)
         self.clients[ch.fileno()] = client
         self.sel.register(ch.sock, selectors.EVENT_READ, lambda: self._on_client(client))
+
+    def event(self, message: str, annotations: dict[str, str] | None = None) -> None:
+        """Tell every connected driver about something worth a task event (also logged)."""
+        self.log(message)
+        for c in list(self.clients.values()):
+            if c.waiting:
+                self._reply(c.channel, {"event": "task", "message": message, "annotations": annotations or {}})
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
