@@ -102,6 +102,7 @@ class TaskRunner:
         self._restart_requested = False
         self._dir_built = False
         self._finished = False
+        self._stop_sent = False
 
     # ------------------------------------------------------------------ persisted form
     def to_record(self) -> dict[str, Any]:
@@ -234,6 +235,10 @@ class TaskRunner:
                                          message=f"Waiting for shutdown delay of {ev.format_duration(delay)}"))
                 with self._cond:
                     self._cond.wait_for(lambda: self._force, delay)
+        with self._cond:
+            if not self.running or self._stop_sent:
+                return  # not started yet: the run loop sees _killing and stops it once started
+            self._stop_sent = True
         if self.running:
             reason = self._kill_reason.kill_reason if self._kill_reason and \
                 self._kill_reason.type == ev.KILLING else ""
@@ -426,6 +431,10 @@ class TaskRunner:
         self.handle = handle
         self.started_once = True
         self._emit(TaskEvent.started(), ev.TASK_RUNNING, handle=handle.dumps())
+        with self._cond:
+            killed_meanwhile = self._killing
+        if killed_meanwhile:
+            self._stop_running()
         return True
 
     def _fetch_artifacts(self, interpolate: Callable[[str], str]) -> None:

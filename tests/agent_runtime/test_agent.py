@@ -1,0 +1,286 @@
+"""The agent runtime in-process: batch end to end, restart policy, lifecycle, stop/purge, bad input."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from rawexec.errors import NotFoundError
+from tests.agent_runtime.conftest import MakeAgent, event_types, job_hcl, wait_terminal
+from tests.helpers.util import pids_with_tag, wait_until
+
+
+def task(name: str, script: str, extra: str = "") -> str:
+    script = script.replace("\\", "\\\\").replace('"', '\\"')
+    return f'''
+    task "{name}" {{
+      driver = "raw_exec"
+      config {{
+        command = "/bin/sh"
+        args    = ["-c", "{script}"]
+      }}
+      {extra}
+    }}'''
+
+
+def group(name: str, *tasks: str, extra: str = "") -> str:
+    return f'group "{name}" {{\n{extra}\n' + "\n".join(tasks) + "\n}"
+
+
+def log_of(agent_alloc_dir: str, task: str, stream: str = "stdout") -> str:
+    return Path(agent_alloc_dir, "alloc", "logs", f"{task}.{stream}.0").read_text()
+
+
+def test_batch_job_end_to_end(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    job = job_hcl(group("g", task("t", 'echo "id=$NOMAD_ALLOC_ID name=$NOMAD_ALLOC_NAME idx=$NOMAD_ALLOC_INDEX"; '
+                                       'echo "port=$NOMAD_PORT_http dir=$NOMAD_TASK_DIR"; pwd; echo err >&2',
+                                  'env { GREETING = "hi-${NOMAD_TASK_NAME}" }'),
+                        extra='count = 2\nnetwork { port "http" {} }'), tag, job_id="e2e")
+    res = agent.register_job(job)
+    assert res["EvalID"] and res["JobModifyIndex"] > 0
+    allocs = wait_terminal(agent, "e2e")
+    assert len(allocs) == 2
+    seen_idx = set()
+    for a in allocs:
+        assert a["ClientStatus"] == "complete", a["TaskStates"]
+        assert event_types(a, "t") == ["Received", "Task Setup", "Started", "Terminated"]
+        term = a["TaskStates"]["t"]["Events"][-1]
+        assert term["ExitCode"] == 0 and term["DisplayMessage"] == "Exit Code: 0"
+        d = agent.alloc_dir(a["ID"])
+        assert d == os.path.join(agent.data_dir, "alloc", a["ID"])
+        out = log_of(d, "t")
+        assert f"id={a['ID']}" in out
+        assert f"name=e2e.g[{a['Name'][-2]}]" in out
+        seen_idx.add(a["Name"])
+        port = a["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
+        assert f"port={port} dir={d}/t/local" in out
+        assert out.splitlines()[2] == f"{d}/t"  # cwd is the task dir
+        assert log_of(d, "t", "stderr") == "err\n"
+        for sub in ("alloc/logs", "alloc/tmp", "alloc/data", "t/local", "t/secrets", "t/tmp"):
+            assert os.path.isdir(os.path.join(d, sub)), sub
+    assert seen_idx == {"e2e.g[0]", "e2e.g[1]"}
+    jobs = agent.list_jobs()
+    assert [j["ID"] for j in jobs] == ["e2e"]
+    assert jobs[0]["Status"] == "dead"
+    assert agent.job_summary("e2e")["Summary"]["g"]["Complete"] == 2
+    short = allocs[0]["ID"][:8]
+    assert agent.get_allocation(short)["ID"] == allocs[0]["ID"]
+    with pytest.raises(NotFoundError) as ei:
+        agent.get_allocation("ffffffff-0000")
+    assert ei.value.grpc_code == "NOT_FOUND"
+    assert pids_with_tag(tag) == []
+
+
+def test_env_interpolation_in_config(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    job = job_hcl(group("g", '''
+    task "t" {
+      driver = "raw_exec"
+      env { WHO = "w-${NOMAD_JOB_ID}" }
+      config {
+        command = "/bin/echo"
+        args    = ["${NOMAD_TASK_NAME}", "${attr.kernel.name}", "${env["WHO"]}", "${node.datacenter}"]
+      }
+    }'''), tag, job_id="interp")
+    agent.register_job(job)
+    (a,) = wait_terminal(agent, "interp")
+    assert a["ClientStatus"] == "complete"
+    assert log_of(agent.alloc_dir(a["ID"]), "t") == "t linux w-interp dc1\n"
+
+
+def test_restart_policy_events(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    job = job_hcl(group("g", task("t", "echo run >> $NOMAD_ALLOC_DIR/runs; exit 3"),
+                        extra='restart {\n attempts = 2\n interval = "10s"\n delay = "50ms"\n mode = "fail"\n}'),
+                  tag, job_id="rp")
+    agent.register_job(job)
+    (a,) = wait_terminal(agent, "rp")
+    ts = a["TaskStates"]["t"]
+    assert a["ClientStatus"] == "failed"
+    assert ts["Failed"] is True and ts["Restarts"] == 2
+    types = [e["Type"] for e in ts["Events"]]
+    assert types[-1] == "Not Restarting"
+    assert ts["Events"][-1]["DisplayMessage"] == 'Exceeded allowed attempts 2 in interval 10s and mode is "fail"'
+    assert types.count("Restarting") == 2
+    assert types[-3:] == ["Started", "Terminated", "Not Restarting"]
+    assert all(e["ExitCode"] == 3 for e in ts["Events"] if e["Type"] == "Terminated")
+    assert Path(agent.alloc_dir(a["ID"]), "alloc", "runs").read_text() == "run\n" * 3
+
+
+def test_batch_success_is_not_restarted_but_service_is(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    rp = 'restart {\n attempts = 1\n interval = "10s"\n delay = "50ms"\n mode = "fail"\n}'
+    agent.register_job(job_hcl(group("g", task("t", "echo x >> $NOMAD_ALLOC_DIR/runs"), extra=rp), tag,
+                               job_id="svc", job_type="service"))
+    (a,) = wait_terminal(agent, "svc")
+    # a service task that exits 0 is restarted, until the policy gives up
+    assert Path(agent.alloc_dir(a["ID"]), "alloc", "runs").read_text() == "x\nx\n"
+    assert a["TaskStates"]["t"]["Restarts"] == 1
+    assert a["ClientStatus"] == "failed"
+
+
+def test_lifecycle_hooks_order(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    o = "$NOMAD_ALLOC_DIR/order"
+    body = group(
+        "g",
+        task("main", f"sleep 0.3; echo main >> {o}"),
+        task("pre", f"echo pre >> {o}", 'lifecycle { hook = "prestart" }'),
+        task("side", f"echo side >> {o}; exec sleep 60", 'lifecycle {\n hook = "prestart"\n sidecar = true\n}'),
+        task("post", f"echo poststart >> {o}", 'lifecycle { hook = "poststart" }'),
+        task("stop", f"echo poststop >> {o}", 'lifecycle { hook = "poststop" }'),
+    )
+    agent.register_job(job_hcl(body, tag, job_id="lc"))
+    (a,) = wait_terminal(agent, "lc")
+    assert a["ClientStatus"] == "complete", {k: v["Events"][-1] for k, v in a["TaskStates"].items()}
+    lines = Path(agent.alloc_dir(a["ID"]), "alloc", "order").read_text().split()
+    assert set(lines[:2]) == {"pre", "side"}
+    assert lines[2:] == ["poststart", "main", "poststop"]
+    side = a["TaskStates"]["side"]
+    assert side["State"] == "dead" and not side["Failed"]
+    assert "Killing" in event_types(a, "side") and event_types(a, "side")[-1] == "Killed"
+    assert pids_with_tag(tag) == []
+
+
+def test_failed_task_kills_sibling_and_leader(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    rp = 'restart {\n attempts = 0\n mode = "fail"\n}'
+    agent.register_job(job_hcl(group("g", task("bad", "exit 9"), task("long", "exec sleep 60"), extra=rp),
+                               tag, job_id="sib"))
+    (a,) = wait_terminal(agent, "sib")
+    assert a["ClientStatus"] == "failed"
+    assert "Sibling Task Failed" in event_types(a, "long")
+    assert a["TaskStates"]["long"]["Events"][-1]["Type"] == "Killed"
+    agent.register_job(job_hcl(group("g", task("lead", "exit 0", "leader = true"), task("long", "exec sleep 60")),
+                               tag, job_id="lead"))
+    (b,) = wait_terminal(agent, "lead")
+    assert b["ClientStatus"] == "complete"
+    assert "Leader Task Dead" in event_types(b, "long")
+    assert pids_with_tag(tag) == []
+
+
+def test_stop_job_kill_signal_timeout_and_purge(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent(max_kill_timeout=1.0)
+    # ignores SIGINT; kill_signal SIGTERM is trapped and logged; kill_timeout is capped at 1s
+    script = "trap 'echo got-term' TERM; trap '' INT; while true; do sleep 0.05; done"
+    agent.register_job(job_hcl(group("g", task("t", script, 'kill_signal = "SIGTERM"\nkill_timeout = "20s"'),
+                                     extra="count = 2"), tag, job_id="stopme", job_type="service"))
+    wait_until(lambda: all(a["ClientStatus"] == "running" for a in agent.list_allocations("stopme"))
+               and len(agent.list_allocations("stopme")) == 2, 20)
+    t0 = time.monotonic()
+    agent.stop_job("stopme", purge=True)
+    allocs = [agent.allocation_runner(a["ID"]) for a in agent.list_allocations("stopme")]
+    for ar in allocs:
+        assert ar.wait(15)
+    took = time.monotonic() - t0
+    assert took < 8, took  # capped at max_kill_timeout (1s), not the task's 20s
+    for ar in allocs:
+        a = ar.full()
+        assert a["DesiredStatus"] == "stop"
+        evs = a["TaskStates"]["t"]["Events"]
+        kill = next(e for e in evs if e["Type"] == "Killing")
+        assert kill["KillTimeout"] == 1_000_000_000
+        assert [e["Type"] for e in evs][-1] == "Killed"
+        assert "got-term" in log_of(ar.alloc_dir, "t")
+    agent.wait_purged(10)
+    assert agent.get_job("stopme") is None
+    assert agent.list_allocations("stopme") == []
+    assert pids_with_tag(tag) == []
+
+
+def test_reregister_changed_job_replaces_allocs(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    agent.register_job(job_hcl(group("g", task("t", "exec sleep 60")), tag, job_id="rr", job_type="service"))
+    wait_until(lambda: [a["ClientStatus"] for a in agent.list_allocations("rr")] == ["running"], 20)
+    same = agent.register_job(job_hcl(group("g", task("t", "exec sleep 60")), tag, job_id="rr", job_type="service"))
+    assert same["EvalID"] == ""  # unchanged: nothing to do
+    assert len(agent.list_allocations("rr")) == 1
+    old = agent.list_allocations("rr")[0]["ID"]
+    agent.register_job(job_hcl(group("g", task("t", "exec sleep 61")), tag, job_id="rr", job_type="service"))
+    wait_until(lambda: len(agent.list_allocations("rr")) == 2, 10)
+    ar_old = agent.allocation_runner(old)
+    assert ar_old.wait(15)
+    assert ar_old.desired_status == "stop"
+    assert ar_old.desired_description == "alloc not needed due to job update"
+    new = next(a for a in agent.list_allocations("rr") if a["ID"] != old)
+    wait_until(lambda: agent.get_allocation(new["ID"])["ClientStatus"] == "running", 20)
+    assert agent.get_job_api("rr")["Version"] == 1  # type: ignore[index]
+    assert len(pids_with_tag(tag)) == 1
+
+
+def test_disabled_driver_fails_visibly(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent(enabled=False)
+    assert agent.node["Drivers"]["raw_exec"]["Detected"] is False
+    assert "driver.raw_exec" not in agent.node["Attributes"]
+    res = agent.register_job(job_hcl(group("g", task("t", "echo hi")), tag, job_id="dis"))
+    assert "raw_exec is disabled" in res["Warnings"]
+    (a,) = wait_terminal(agent, "dis")
+    assert a["ClientStatus"] == "failed"
+    evs = a["TaskStates"]["t"]["Events"]
+    drv = next(e for e in evs if e["Type"] == "Driver Failure")
+    assert drv["DisplayMessage"] == "raw_exec is disabled"
+    assert evs[-1]["Type"] == "Not Restarting"
+
+
+def test_other_driver_fails(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    job = job_hcl('group "g" {\n task "d" {\n driver = "docker"\n config { image = "x" }\n }\n}', tag, job_id="dk")
+    res = agent.register_job(job)
+    assert 'driver "docker" not available on this node' in res["Warnings"]
+    (a,) = wait_terminal(agent, "dk")
+    assert a["ClientStatus"] == "failed"
+    msgs = [e["DisplayMessage"] for e in a["TaskStates"]["d"]["Events"]]
+    assert 'driver "docker" not available on this node' in msgs
+
+
+def test_bad_config_fails_validation(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    job = job_hcl('group "g" {\n task "t" {\n driver = "raw_exec"\n config {\n command = "/bin/echo"\n'
+                  ' args = ["${nosuch.thing}"]\n }\n }\n}', tag, job_id="badcfg")
+    agent.register_job(job)
+    (a,) = wait_terminal(agent, "badcfg")
+    evs = a["TaskStates"]["t"]["Events"]
+    fv = next(e for e in evs if e["Type"] == "Failed Validation")
+    assert fv["DisplayMessage"].startswith("failed to parse config")
+    assert a["ClientStatus"] == "failed"
+
+
+def test_node_fingerprint_and_persistent_id(make_agent: MakeAgent, tmp_path: Path) -> None:
+    a = make_agent()
+    node = a.node
+    attrs = node["Attributes"]
+    assert attrs["kernel.name"] == "linux"
+    assert int(attrs["cpu.numcores"]) == os.cpu_count()
+    assert int(attrs["memory.totalbytes"]) > 0
+    assert attrs["driver.raw_exec"] == "1" and attrs["unique.hostname"]
+    assert node["Drivers"]["raw_exec"]["Healthy"] is True
+    node_id = node["ID"]
+    a.shutdown(stop_tasks=True)
+    b = make_agent()
+    assert b.node["ID"] == node_id
+
+
+def test_signal_restart_and_stats(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    script = "trap 'echo got-usr1' USR1; echo start; while true; do sleep 0.05; done"
+    agent.register_job(job_hcl(group("g", task("t", script)), tag, job_id="sig", job_type="service"))
+    wait_until(lambda: [a["ClientStatus"] for a in agent.list_allocations("sig")] == ["running"], 20)
+    aid = agent.list_allocations("sig")[0]["ID"]
+    d = agent.alloc_dir(aid)
+    agent.signal_allocation(aid, "SIGUSR1", "t")
+    wait_until(lambda: "got-usr1" in log_of(d, "t"), 10)
+    stats = agent.allocation_stats(aid)
+    assert stats["Tasks"]["t"]["ResourceUsage"]["MemoryStats"]["RSS"] > 0
+    agent.restart_allocation(aid, "t")
+    wait_until(lambda: log_of(d, "t").count("start") == 2, 20)
+    a = agent.get_allocation(aid)
+    types = event_types(a, "t")
+    assert "Restart Signaled" in types and types.count("Started") == 2
+    assert a["TaskStates"]["t"]["Restarts"] == 1
+    agent.stop_allocation(aid)
+    assert agent.allocation_runner(aid).wait(15)
+    assert pids_with_tag(tag) == []
