@@ -426,3 +426,10 @@ def test_destroy_all_reports_each_failure(tmp_path: Path) -> None:
     errors = destroy_all([bad, good], timeout=0.3)
     assert len(errors) == 1 and "survived SIGKILL" in str(errors[0])
     assert not any(fs.exists(d) for d in good.dirs)
+
+
+@pytest.mark.parametrize("value", ["/", "/sys/fs/cgroup", "/sys/fs/cgroup/", "  "])
+def test_override_naming_the_mount_root_is_refused(tmp_path: Path, value: str) -> None:
+    s, _fs = system(tmp_path, "v2")
+    with pytest.raises(InvalidConfigError, match="cgroup_v2_override"):
+        create(s, v2_override=value)

@@ -66,11 +66,13 @@ def _rel_parts(field: str, value: str) -> list[str]:
 def _override_dir(fs: CgroupFS, mount: str, value: str, field: str) -> str:
     """Resolve an override (relative to ``mount``, or absolute inside it) to an existing cgroup dir."""
     v = value.strip() if isinstance(value, str) else value
-    if isinstance(v, str) and (v == mount or v.startswith(mount + "/")):
-        v = v[len(mount):] or "/"
-        path = mount if v == "/" else mount + "/" + "/".join(_rel_parts(field, v))
-    else:
-        path = mount + "/" + "/".join(_rel_parts(field, v))
+    if isinstance(v, str) and v.startswith(mount + "/"):
+        v = v[len(mount):]
+    if isinstance(v, str) and v.rstrip("/") in ("", mount):
+        # Everything on the host is in the root cgroup: killing "the task" there would kill the machine.
+        raise InvalidConfigError(f"{field} = {value!r} names the root of the cgroup mount; give the task's own "
+                                 "cgroup below it, e.g. \"custom.slice/x.scope\"")
+    path = mount + "/" + "/".join(_rel_parts(field, v))
     if not fs.isdir(path):
         raise ContainmentError(f"unable to configure cgroups: no such file or directory: {path} "
                                f"({field} = {value!r}); create that cgroup first or remove the override")
