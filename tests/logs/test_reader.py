@@ -183,6 +183,18 @@ def test_follow_after_log_dir_recreated(tmp_path: Path) -> None:
     t.join(5)
 
 
+def test_follow_skips_a_directory_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "web.stdout.0").mkdir()
+    stop = threading.Event()
+    got: list[bytes] = []
+    t = _collect(follow_logs(str(tmp_path), TASK, "stdout", stop=stop.is_set, poll_interval=0.005), got)
+    populate(tmp_path, b"after the dir\n", size=100)  # the rotator skips index 0, writes 1
+    wait_until(lambda: b"".join(got) == b"after the dir\n")
+    stop.set()
+    t.join(5)
+    assert not t.is_alive()
+
+
 def test_follow_waits_for_first_file(tmp_path: Path) -> None:
     d = str(tmp_path)
     stop = threading.Event()

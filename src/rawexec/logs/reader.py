@@ -13,6 +13,7 @@ a writer that recreated the current file after its dir was deleted (reopened fro
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import stat
 import time
@@ -206,6 +207,11 @@ def _read_from(log_dir: str, task: str, stream: Stream, pos: LogPosition, *, fol
             if fd < 0:
                 try:
                     fd = os.open(path_of(index), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                    st = os.fstat(fd)
+                    if not stat.S_ISREG(st.st_mode):
+                        os.close(fd)
+                        fd = -1
+                        raise IsADirectoryError(errno.EISDIR, "not a log file", path_of(index))
                 except OSError:
                     nxt = next_index(index)
                     if nxt is not None:
@@ -215,7 +221,6 @@ def _read_from(log_dir: str, task: str, stream: Stream, pos: LogPosition, *, fol
                         return
                     time.sleep(poll_interval)
                     continue
-                st = os.fstat(fd)
                 ident = (st.st_dev, st.st_ino)
                 offset = min(offset, st.st_size)
             data = os.pread(fd, chunk_size, offset)
