@@ -19,7 +19,7 @@ from rawexec.jobspec import Job, load_hcl, parse_json, to_api_json
 N = int(os.environ.get("RAWEXEC_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=N, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-STRUCT = settings(max_examples=max(N // 50, 50), deadline=None, database=None,
+STRUCT = settings(max_examples=max(N // 100, 50), deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -41,6 +41,13 @@ def test_nulls_and_zero_values_of_unmodelled_nomad_fields_are_accepted() -> None
     parse_json(obj)
 
 
+def test_scheduler_only_fields_are_warned_about() -> None:
+    obj = minimal()
+    obj["Job"]["TaskGroups"][0]["Affinities"] = [{"LTarget": "${node.class}", "RTarget": "x", "Operand": "="}]
+    parsed = load_json(obj)
+    assert any('"Affinities"' in w and "ignored" in w for w in parsed.warnings)
+
+
 def test_unknown_fields_are_errors_with_did_you_mean() -> None:
     e = errs(minimal(KillTimout=5))
     assert len(e) == 1 and '"KillTimout"' in e[0] and 'did you mean "KillTimeout"?' in e[0]

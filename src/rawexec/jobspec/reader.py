@@ -32,6 +32,15 @@ SCHEDULER_ONLY = frozenset({
 })
 
 
+#: The same, by their API JSON names.
+SCHEDULER_ONLY_JSON = frozenset({
+    "Affinities", "Spreads", "Migrate", "Scaling", "Multiregion", "Consul", "Disconnect", "MaxClientDisconnect",
+    "StopAfterClientDisconnect", "PreventRescheduleOnLost", "DispatchPayload", "CSIPluginConfig", "ScalingPolicies",
+    "UI", "VaultToken", "ConsulToken", "ConsulNamespace", "VaultNamespace", "Schedule", "Actions", "Kind",
+    "Devices", "NUMA",
+})
+
+
 class Reader:
     """Common part: path, diagnostics, bookkeeping of which names were read."""
 
@@ -400,6 +409,10 @@ class JsonReader(Reader):
         known = self.known | set(extra_known)
         for k, v in self.obj.items():
             if k in known or _empty(v):
+                continue
+            if k in SCHEDULER_ONLY_JSON:
+                self.diags.warn(f'"{k}" is a Nomad scheduler feature that rawexec does not use; it is ignored',
+                                path_join(self.path, k))
                 continue
             if k[:1].islower():
                 hint = did_you_mean(k, known) or "the API JSON uses PascalCase names, e.g. \"KillTimeout\""

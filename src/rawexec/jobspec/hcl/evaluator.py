@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ __all__ = ["Context", "Evaluator", "decode_string_chars", "parse_heredoc"]
 MAX_DEPTH = 150
 #: Longest string or list an expression may build (guards against blow-ups like range/format).
 MAX_LEN = 16 * 1024 * 1024
+#: Most for-expression/%{for} iterations one evaluator may run (nested loops multiply).
+MAX_ITERATIONS = 200_000
 
 _SKIP = {"new_line_or_comment"}
 _VAR, _LOCAL = object(), object()
@@ -196,6 +199,7 @@ class Evaluator:
         self.line_offset = line_offset
         self.scopes: list[dict[str, Any]] = []
         self.depth = 0
+        self.iterations = 0
         self.fctx = FuncContext(ctx.base_dir)
 
     # -- entry points -------------------------------------------------------------------------
@@ -239,7 +243,10 @@ class Evaluator:
         return int(str(node.children[0]))
 
     def e_float_lit(self, node: Tree[Any]) -> Any:
-        return float(str(node.children[0]))
+        value = float(str(node.children[0]))
+        if not math.isfinite(value):
+            raise EvalError(f"number {node.children[0]} is out of range", self.pos(node))
+        return value
 
     def e_literal_value(self, node: Tree[Any]) -> Any:
         return {"true": True, "false": False, "null": None}[str(node.children[0])]
@@ -530,6 +537,7 @@ class Evaluator:
         out_list: list[Any] = []
         out_obj: dict[str, Any] = {}
         for k, v in pairs:
+            self._count_iteration(node)
             scope = {names[0]: v} if len(names) == 1 else {names[0]: k, names[1]: v}
             self.scopes.append(scope)
             try:
@@ -561,6 +569,12 @@ class Evaluator:
             finally:
                 self.scopes.pop()
         return out_obj if obj else out_list
+
+    def _count_iteration(self, node: Tree[Any]) -> None:
+        self.iterations += 1
+        if self.iterations > MAX_ITERATIONS:
+            raise EvalError(f"expression too expensive: more than {MAX_ITERATIONS} for-loop iterations",
+                            self.pos(node), "simplify nested for expressions")
 
     # -- templates ----------------------------------------------------------------------------
     def e_string(self, node: Tree[Any]) -> Any:
@@ -598,6 +612,7 @@ class Evaluator:
         sub = Evaluator(text, self.ctx, line_offset=pos.line)
         sub.scopes = self.scopes
         sub.depth = self.depth
+        sub.iterations = self.iterations
         return sub.eval(expr)
 
     def _interp(self, interp: Tree[Any], whole: bool = False) -> Any:
@@ -682,6 +697,7 @@ class Evaluator:
                 if pairs is None:
                     raise EvalError("Invalid %{for} collection: a list or map is required", self.pos(payload))
                 for k, v in pairs:
+                    self._count_iteration(payload)
                     self.scopes.append({names[0]: v} if len(names) == 1 else {names[0]: k, names[1]: v})
                     try:
                         self._render(seq, i + 1, end_i, out)

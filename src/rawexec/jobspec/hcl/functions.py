@@ -132,6 +132,8 @@ def _format(fmt: str, args: list[Any]) -> str:
         out.append(fmt[pos:m.start()])
         pos = m.end()
         flags, width, prec, verb = m.group(1), m.group(2), m.group(3), m.group(4)
+        if (width and int(width) > 10_000) or (prec and int(prec) > 10_000):
+            raise FuncError("format(): width or precision larger than 10000")
         if verb == "%":
             out.append("%")
             continue
