@@ -17,13 +17,23 @@ if TYPE_CHECKING:
     from rawexec.artifacts.config import GetterConfig
     from rawexec.artifacts.getter import FetchResult, Progress, fetch_artifact
     from rawexec.artifacts.spec import ArtifactSpec, parse_checksum, validate_artifact
+    from rawexec.artifacts.task import (
+        EVENT_DOWNLOADING,
+        EVENT_DOWNLOADING_MESSAGE,
+        EVENT_FAILED,
+        fetch_task_artifacts,
+    )
 
 __all__ = [
+    "EVENT_DOWNLOADING",
+    "EVENT_DOWNLOADING_MESSAGE",
+    "EVENT_FAILED",
     "ArtifactSpec",
     "FetchResult",
     "GetterConfig",
     "Progress",
     "fetch_artifact",
+    "fetch_task_artifacts",
     "parse_checksum",
     "validate_artifact",
 ]
@@ -32,6 +42,8 @@ _WHERE = {
     "ArtifactSpec": "spec", "parse_checksum": "spec", "validate_artifact": "spec",
     "GetterConfig": "config",
     "FetchResult": "getter", "Progress": "getter", "fetch_artifact": "getter",
+    "fetch_task_artifacts": "task", "EVENT_DOWNLOADING": "task", "EVENT_DOWNLOADING_MESSAGE": "task",
+    "EVENT_FAILED": "task",
 }
 
 

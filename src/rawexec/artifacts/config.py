@@ -72,6 +72,8 @@ class GetterConfig:
     http_retries: int = 3
     retry_backoff: float = 1.0
     max_redirects: int = 10
+    #: overall deadline of one fetch in seconds; 0 = Nomad's rule (see :attr:`deadline`)
+    fetch_deadline: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("http_read_timeout", "git_timeout", "hg_timeout", "s3_timeout", "gcs_timeout",
@@ -84,10 +86,14 @@ class GetterConfig:
                 raise InvalidConfigError(f"{name} must be >= 0 (0 disables the limit)")
         if self.retry_backoff < 0:
             raise InvalidConfigError("retry_backoff must be >= 0")
+        if self.fetch_deadline < 0:
+            raise InvalidConfigError("fetch_deadline must be >= 0 (0 = the largest timeout + 1m)")
 
     @property
     def deadline(self) -> float:
         """Overall deadline of one fetch: the largest configured timeout, at least 30m, plus 1m."""
+        if self.fetch_deadline:
+            return self.fetch_deadline
         return max(30 * 60.0, self.http_read_timeout, self.git_timeout) + 60.0
 
     @property
@@ -119,7 +125,7 @@ class GetterConfig:
                 if not isinstance(value, bool):
                     raise InvalidConfigError(f"{key} must be true or false; got {value!r}")
                 kw[key] = value
-            elif key == "retry_backoff":
+            elif key in ("retry_backoff", "fetch_deadline"):
                 kw[key] = parse_duration(value, key)
             elif key == "set_environment_variables":
                 kw[key] = str(value)

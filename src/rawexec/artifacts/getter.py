@@ -13,6 +13,7 @@ import os
 import pwd
 import selectors
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -168,7 +169,10 @@ def _run_child(params: dict[str, Any], cfg: GetterConfig, source: str,
             rc = proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
         finally:
             if proc.poll() is None:
-                proc.kill()
+                try:  # the child leads its own session: take git/ssh grandchildren down too
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 proc.wait()
             proc.stdout.close()
         if error is not None:
