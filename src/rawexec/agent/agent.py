@@ -9,6 +9,7 @@ Shapes returned here are Nomad's API JSON (PascalCase) so the HTTP API passes th
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -100,9 +101,14 @@ class Agent:
         for (alloc_id, task), blob in handles.items():
             by_alloc.setdefault(alloc_id, {})[task] = blob
         runners = []
+        jobs: dict[str, Job] = {}
         for body in self.store.list_allocs():
             try:
-                ar = AllocRunner.restore(self, body, self.store.task_states(body["ID"]), by_alloc.get(body["ID"], {}))
+                key = json.dumps(body["Job"], sort_keys=True)
+                if key not in jobs:
+                    jobs[key] = job_from_api(body["Job"])
+                ar = AllocRunner.restore(self, body, jobs[key], self.store.task_states(body["ID"]),
+                                         by_alloc.get(body["ID"], {}))
             except Exception as e:
                 log.error("cannot restore allocation %s: %s", body.get("ID"), e)
                 continue
@@ -263,7 +269,7 @@ class Agent:
 
     def get_job(self, job_id: str) -> Job | None:
         api = self.get_job_api(job_id)
-        return None if api is None else parse_json({"Job": {k: v for k, v in api.items() if k != "RawExecPurge"}})
+        return None if api is None else job_from_api(api)
 
     def get_job_api(self, job_id: str, namespace: str = "default") -> dict[str, Any] | None:
         """The job in Nomad's API JSON (with Status, Version, indexes)."""
@@ -451,11 +457,18 @@ class Agent:
             raise TaskStateError("the agent is not started; call start() first")
 
 
+_SERVER_FIELDS = frozenset({"Version", "Stop", "Status", "StatusDescription", "SubmitTime", "Stable", "CreateIndex",
+                            "ModifyIndex", "JobModifyIndex", "RawExecPurge"})
+
+
+def job_from_api(api: dict[str, Any]) -> Job:
+    """The job model from its stored API JSON (the server-set fields dropped)."""
+    return parse_json({"Job": {k: v for k, v in api.items() if k not in _SERVER_FIELDS}})
+
+
 def _spec(api: dict[str, Any]) -> dict[str, Any]:
     """The user-visible part of a job (what decides whether a re-register changes anything)."""
-    skip = {"Version", "Stop", "Status", "StatusDescription", "SubmitTime", "Stable", "CreateIndex",
-            "ModifyIndex", "JobModifyIndex", "RawExecPurge"}
-    return {k: v for k, v in api.items() if k not in skip}
+    return {k: v for k, v in api.items() if k not in _SERVER_FIELDS}
 
 
 def _usage_api(u: Any) -> dict[str, Any]:

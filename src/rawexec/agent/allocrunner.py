@@ -169,12 +169,9 @@ class AllocRunner:
         return idx
 
     @classmethod
-    def restore(cls, agent: Agent, body: dict[str, Any], states: dict[str, dict[str, Any]],
+    def restore(cls, agent: Agent, body: dict[str, Any], job: Job, states: dict[str, dict[str, Any]],
                 handles: dict[str, bytes]) -> AllocRunner:
-        from rawexec.jobspec import parse_json
-
         job_api = body["Job"]
-        job = parse_json({"Job": job_api})
         priv = body.get("RawExec") or {}
         group = job.group(str(priv.get("Group", body.get("TaskGroup"))))
         ar = cls(agent, body["ID"], job, job_api, group, int(priv.get("Index", 0)), eval_id=body.get("EvalID", ""),

@@ -118,6 +118,7 @@ class TaskRunner:
             self.tracker.restore(rec["restart"])
         self.restart_at = float(rec.get("restart_at", 0.0))
         self.started_once = bool(rec.get("started_once", False))
+        self._dir_built = self.started_once  # Nomad's task_dir hook is done once per task
 
     # ------------------------------------------------------------------ queries
     @property

@@ -1,0 +1,125 @@
+"""kill -9 of an agent process with running tasks, then a new agent on the same data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.agent_runtime.conftest import MakeAgent, event_types, wait_terminal
+from tests.helpers.util import pids_with_tag, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 20
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _sleepers(tag: str) -> set[int]:
+    return {p for p in pids_with_tag(tag) if _cmdline(p).endswith(b"sleep\x001000\x00")}
+
+
+def _running_states(db: Path) -> dict[str, str]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = con.execute("SELECT alloc_id, task, body FROM task_states").fetchall()
+    finally:
+        con.close()
+    return {f"{a}/{t}": json.loads(b)["state"]["state"] for a, t, b in rows}
+
+
+@pytest.mark.slow
+def test_kill9_agent_then_recover(make_agent: MakeAgent, tmp_path: Path, state_dir: str, tag: str) -> None:
+    go = tmp_path / "go"
+    job = tmp_path / "crash.nomad.hcl"
+    job.write_text(f'''
+job "crash" {{
+  type = "service"
+  group "sleepers" {{
+    count = {N}
+    task "s" {{
+      driver = "raw_exec"
+      config {{
+        command = "sleep"
+        args    = ["1000"]
+      }}
+    }}
+  }}
+  group "waiter" {{
+    restart {{
+      attempts = 1
+      interval = "10m"
+      delay    = "100ms"
+      mode     = "fail"
+    }}
+    task "w" {{
+      driver = "raw_exec"
+      config {{
+        command = "/bin/sh"
+        args    = ["-c", "while [ ! -e {go} ]; do sleep 0.05; done; exit 3"]
+      }}
+    }}
+  }}
+}}
+''')
+    data = tmp_path / "data"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}/src:{ROOT}")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.agent_runtime.agent_proc", str(data), state_dir, tag,
+                             str(job)], stdout=subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"READY"
+        db = data / "state.db"
+        wait_until(lambda: list(_running_states(db).values()).count("running") == N + 1, 60,
+                   0.05, "all tasks running")
+        before = _sleepers(tag)
+        assert len(before) == N
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    # while the agent is down, the waiter task exits with code 3
+    go.touch()
+    wait_until(lambda: not any(b"NOMAD_GROUP_NAME=waiter" in Path(f"/proc/{p}/environ").read_bytes()
+                               for p in pids_with_tag(tag) if os.path.exists(f"/proc/{p}/environ")), 20)
+    agent = make_agent(data_dir=data)
+    allocs = agent.list_allocations("crash")
+    assert len(allocs) == N + 1
+    (waiter,) = wait_terminal_group(agent, "waiter")
+    types = event_types(waiter, "w")
+    assert types[-5:] == ["Terminated", "Restarting", "Started", "Terminated", "Not Restarting"], types
+    codes = [e["ExitCode"] for e in waiter["TaskStates"]["w"]["Events"] if e["Type"] == "Terminated"]
+    assert codes == [3, 3]
+    for a in allocs:
+        if a["TaskGroup"] != "sleepers":
+            continue
+        full = agent.get_allocation(a["ID"])
+        assert full["ClientStatus"] == "running"
+        assert event_types(full, "s").count("Started") == 1
+    assert _sleepers(tag) == before  # the same processes: re-attached, none started twice
+    agent.stop_job("crash")
+    wait_terminal(agent, "crash", 60)
+    assert _sleepers(tag) == set()
+
+
+def wait_terminal_group(agent: object, group: str) -> list[dict[str, object]]:
+    from rawexec.agent.agent import Agent
+
+    assert isinstance(agent, Agent)
+
+    def done() -> bool:
+        return all(a["ClientStatus"] in ("complete", "failed") for a in agent.list_allocations("crash")
+                   if a["TaskGroup"] == group)
+
+    wait_until(done, 30, 0.02, f"group {group} finished")
+    return [agent.get_allocation(a["ID"]) for a in agent.list_allocations("crash") if a["TaskGroup"] == group]
