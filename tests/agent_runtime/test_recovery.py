@@ -9,9 +9,11 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from rawexec.agent.agent import Agent
 from tests.agent_runtime.conftest import MakeAgent, event_types, wait_terminal
 from tests.helpers.util import pids_with_tag, wait_until
 
@@ -112,11 +114,7 @@ job "crash" {{
     assert _sleepers(tag) == set()
 
 
-def wait_terminal_group(agent: object, group: str) -> list[dict[str, object]]:
-    from rawexec.agent.agent import Agent
-
-    assert isinstance(agent, Agent)
-
+def wait_terminal_group(agent: Agent, group: str) -> list[dict[str, Any]]:
     def done() -> bool:
         return all(a["ClientStatus"] in ("complete", "failed") for a in agent.list_allocations("crash")
                    if a["TaskGroup"] == group)
