@@ -182,3 +182,71 @@ def test_close_drains_then_releases_fd(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="closed"):
         w.write(b"x")
     assert stat.S_ISFIFO(os.stat(p).st_mode)
+
+
+def test_lossless_through_fifo_with_a_restarting_reader(tmp_path: Path) -> None:
+    """A task floods stdout; a shim-like loop copies it into the FIFO with back-pressure while the
+    reader (Nomad's logmon) goes away twice. The reader gets every line exactly once, in order."""
+    import selectors
+    import subprocess
+    import sys
+    import threading
+
+    count = 100_000
+    p = make_fifo(tmp_path / ".task.stdout.fifo")
+    received = bytearray()
+    done = threading.Event()
+
+    def reader() -> None:
+        # Reopens the FIFO after reading a slice, like a restarting logmon.
+        import select
+
+        while not done.is_set():
+            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                budget = 300_000
+                while budget > 0:
+                    select.select([fd], [], [], 1.0)
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:  # every writer closed: the task's output is complete
+                        done.set()
+                        return
+                    received.extend(chunk)
+                    budget -= len(chunk)
+            finally:
+                os.close(fd)
+
+    w = FifoWriter(str(p))  # opened before the reader: the pipe always has a writer until close
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    prog = f"import sys\nw = sys.stdout.buffer.write\nfor i in range({count}): w(b'%d\\n' % i)\n"
+    proc = subprocess.Popen([sys.executable, "-c", prog], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    src = proc.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    pending = b""
+    try:
+        while True:
+            if pending:
+                fd = w.fileno()
+                if fd is not None and w.blocked:
+                    sel.register(fd, selectors.EVENT_WRITE)
+                    sel.select(timeout=1.0)
+                    sel.unregister(fd)
+                n = w.write(pending)
+                pending = pending[n:]
+                continue
+            chunk = os.read(src, 65536)
+            if not chunk:
+                break
+            n = w.write(chunk)
+            pending = chunk[n:]
+        assert proc.wait(timeout=30) == 0
+    finally:
+        w.close(drain_timeout=10)
+    t.join(10)
+    assert not t.is_alive()
+    assert bytes(received).split(b"\n")[:-1] == [b"%d" % i for i in range(count)]
