@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -447,3 +448,38 @@ def _ps_children(_plugin_pid: int, _task_id: str) -> bytes:
         if b"echo x; sleep 30" in cmd:
             found += cmd + b"\n"
     return b"sleep 30" if found else b""
+
+
+def test_orderly_shutdown_with_busy_streams_is_fast_and_leaves_tasks_running(tmp_path: Path,
+                                                                             sock_dir: Path) -> None:
+    """Agent shutdown: Kill() while WaitTask/TaskStats/Fingerprint/TaskEvents are open. The plugin exits
+    at once; the task keeps running and a new plugin recovers it (facts §4.2 step 7)."""
+    p1 = launch(tmp_path, sock_dir)
+    try:
+        set_config(p1)
+        cfg = task_config(tmp_path / "alloc", {"command": "/bin/sh", "args": ["-c", "exec sleep 60"]})
+        handle = _start(p1, cfg).handle
+        pid = int(p1.driver.InspectTask(driver_pb2.InspectTaskRequest(task_id=cfg.id),
+                                        timeout=5).driver.attributes["pid"])
+        calls: list[Any] = [p1.driver.WaitTask.future(driver_pb2.WaitTaskRequest(task_id=cfg.id)),
+                            p1.driver.TaskStats(driver_pb2.TaskStatsRequest(task_id=cfg.id)),
+                            p1.driver.Fingerprint(driver_pb2.FingerprintRequest()),
+                            p1.driver.TaskEvents(driver_pb2.TaskEventsRequest())]
+        next(calls[1])
+        next(calls[2])
+        t0 = time.monotonic()
+        assert p1.shutdown() == 0
+        assert time.monotonic() - t0 < 1.0
+        assert _pid_alive(pid), "an orderly plugin shutdown must not stop tasks"
+        for c in calls:
+            c.cancel()
+    finally:
+        p1.close()
+    p2 = launch(tmp_path, sock_dir)
+    try:
+        set_config(p2)
+        p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=20)
+        _stop_destroy(p2, cfg.id)
+        wait_until(lambda: not _pid_alive(pid), 10, message="task gone after stop")
+    finally:
+        p2.close()
