@@ -269,3 +269,15 @@ def test_write_after_close_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="closed"):
         r.write(b"x")
     assert r.recover() is False
+
+
+def test_logmon_rotate_one_mib_of_random_bytes(tmp_path: Path) -> None:
+    """Nomad's TestLogmon_Start_rotate: 1 MiB of random bytes, 2 files of 1 MB -> .0 and .1, no .2."""
+    data = os.urandom(MB)
+    with FileRotator(str(tmp_path), "stdout", 2, 1) as r:
+        for off in range(0, MB, 65536):
+            assert r.write(data[off:off + 65536]) == 65536
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # .1 exists unless the last random byte happened to be a newline (then all of it fits in .0)
+    assert names == ["stdout.0", "stdout.1"] or (names == ["stdout.0"] and data.endswith(b"\n"))
+    assert b"".join((tmp_path / n).read_bytes() for n in names) == data
