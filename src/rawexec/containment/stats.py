@@ -185,7 +185,8 @@ class StatsCollector:
         cpu = self._cgroup_cpu(now)
         if (mem is None or cpu is None or self._pid_at is None
                 or now - self._pid_at >= self.pid_refresh * 1e9):
-            self._refresh_pids(now)
+            # The cgroup's swap total is exact: when it is 0, no member swaps (skip /proc/PID/status).
+            self._refresh_pids(now, with_swap=not (mem is not None and "Swap" in mem.measured and mem.swap == 0))
         if mem is None or cpu is None:
             rss = swap = 0
             user = system = total = 0.0
@@ -216,14 +217,14 @@ class StatsCollector:
         assert self.root_pid is not None
         return [self.root_pid, *descendants(self.root_pid)]
 
-    def _refresh_pids(self, now: int) -> None:
+    def _refresh_pids(self, now: int, *, with_swap: bool = True) -> None:
         self._pid_at = now
         usage: dict[str, ResourceUsage] = {}
         prev: dict[int, tuple[int, int, int]] = {}
         for pid in self._pids():
             if pid in self.exclude:
                 continue
-            s = read_proc_sample(pid)
+            s = read_proc_sample(pid, with_swap=with_swap)
             if s is None:
                 continue
             prev[pid] = (now, s.user_ns, s.system_ns)
