@@ -145,6 +145,20 @@ func main() {
 	}
 	fmt.Printf("FINGERPRINT %s\n", hex.EncodeToString(fp))
 
+	// Optional: start a task (a serialised StartTaskRequest, hex, from the test) before Kill, so
+	// the kill happens with a task and its helpers running, as at an agent restart.
+	if reqHex := os.Getenv("GOPLUGHOST_START_TASK"); reqHex != "" {
+		req, err := hex.DecodeString(reqHex)
+		if err != nil {
+			fail("GOPLUGHOST_START_TASK: %v", err)
+		}
+		resp, err := unary(conn, "/hashicorp.nomad.plugins.drivers.proto.Driver/StartTask", req)
+		if err != nil {
+			fail("StartTask: %v", err)
+		}
+		fmt.Printf("STARTTASK %s\n", hex.EncodeToString(resp))
+	}
+
 	kill := time.Now()
 	client.Kill()
 	fmt.Printf("KILL %dms exited=%v\n", time.Since(kill).Milliseconds(), client.Exited())

@@ -21,6 +21,8 @@ import pytest
 
 from rawexec.plugin.gen import base_pb2, driver_pb2, hclspec_pb2
 from rawexec.plugin.hclspec import from_proto, plugin_config_spec
+from tests.plugin.harness import launch
+from tests.plugin.nomad_client import set_config, task_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "scripts" / "go-interop"
@@ -58,10 +60,12 @@ def _wrapper(tmp_path: Path) -> Path:
     return w
 
 
-def test_go_plugin_host_launches_pings_calls_and_kills(go_host: Path, tmp_path: Path, sock_dir: Path) -> None:
+def _run_host(go_host: Path, tmp_path: Path, sock_dir: Path,
+              extra: dict[str, str] | None = None) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGIN_")}
     env["PLUGIN_UNIX_SOCKET_DIR"] = str(sock_dir)
     env["PYTHONPATH"] = str(ROOT / "src")
+    env.update(extra or {})
     res = subprocess.run([str(go_host), str(_wrapper(tmp_path))], capture_output=True, text=True, timeout=120,
                          env=env, check=False)
     out: dict[str, str] = {}
@@ -69,6 +73,17 @@ def test_go_plugin_host_launches_pings_calls_and_kills(go_host: Path, tmp_path: 
         key, _, rest = line.partition(" ")
         out[key] = rest
     assert res.returncode == 0 and "DONE" in out, f"stdout:\n{res.stdout}\nstderr:\n{res.stderr[-4000:]}"
+    return out, res
+
+
+def _kill_ms(out: dict[str, str]) -> int:
+    m = re.fullmatch(r"(\d+)ms exited=(\w+)", out["KILL"])
+    assert m and m.group(2) == "true", out["KILL"]
+    return int(m.group(1))
+
+
+def test_go_plugin_host_launches_pings_calls_and_kills(go_host: Path, tmp_path: Path, sock_dir: Path) -> None:
+    out, res = _run_host(go_host, tmp_path, sock_dir)
     assert out["HANDSHAKE"].startswith("ok") and out["PING"] == "ok" and out["SETCONFIG"] == "ok"
 
     info = base_pb2.PluginInfoResponse.FromString(bytes.fromhex(out["PLUGININFO"]))
@@ -79,11 +94,31 @@ def test_go_plugin_host_launches_pings_calls_and_kills(go_host: Path, tmp_path: 
     fp = driver_pb2.FingerprintResponse.FromString(bytes.fromhex(out["FINGERPRINT"]))
     assert fp.health == driver_pb2.FingerprintResponse.HEALTHY and fp.attributes["driver.raw_exec"].bool_val
 
-    m = re.fullmatch(r"(\d+)ms exited=(\w+)", out["KILL"])
-    assert m and m.group(2) == "true"
-    assert int(m.group(1)) < 1000, "Kill took the 2 s fallback path: GRPCController/Shutdown not honoured"
+    assert _kill_ms(out) < 1000, "Kill took the 2 s fallback path: GRPCController/Shutdown not honoured"
     assert "plugin failed to exit gracefully" not in res.stderr
     assert "Unrecognized remote plugin message" not in res.stderr
     # Our hclog JSON lines were parsed by go-plugin (shown as "[DEBUG] <host>.raw_exec: ...").
     assert re.search(r"\[DEBUG\] goplughost\.raw_exec: plugin exiting", res.stderr), res.stderr[-3000:]
     assert list(sock_dir.iterdir()) == []
+
+
+def test_go_host_kill_with_a_running_task(go_host: Path, tmp_path: Path, sock_dir: Path) -> None:
+    """go-plugin's Kill() waits for the plugin's stderr to reach EOF: no task or helper may hold it.
+    The task outlives the plugin, and a new plugin recovers and stops it."""
+    cfg = task_config(tmp_path / "alloc", {"command": "/bin/sh", "args": ["-c", "echo up; exec sleep 60"]})
+    req = driver_pb2.StartTaskRequest(task=cfg).SerializeToString().hex()
+    out, res = _run_host(go_host, tmp_path, sock_dir, {"GOPLUGHOST_START_TASK": req})
+    handle = driver_pb2.StartTaskResponse.FromString(bytes.fromhex(out["STARTTASK"])).handle
+    assert handle.config.id == cfg.id and handle.driver_state
+    assert _kill_ms(out) < 1000, f"Kill blocked (stderr held open by a child?):\n{res.stderr[-3000:]}"
+    assert "plugin failed to exit gracefully" not in res.stderr
+    p = launch(tmp_path, sock_dir)
+    try:
+        set_config(p)
+        p.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=20)
+        insp = p.driver.InspectTask(driver_pb2.InspectTaskRequest(task_id=cfg.id), timeout=5)
+        assert insp.task.state == driver_pb2.RUNNING, "the task must outlive the plugin"
+        p.driver.StopTask(driver_pb2.StopTaskRequest(task_id=cfg.id, signal="SIGKILL"), timeout=30)
+        p.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=cfg.id, force=True), timeout=30)
+    finally:
+        p.close()
