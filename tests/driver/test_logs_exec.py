@@ -14,7 +14,6 @@ import pytest
 from rawexec import Driver, LogConfig
 from rawexec.errors import InvalidConfigError
 from tests.conftest import TaskFactory
-from tests.driver.test_lifecycle import read
 from tests.driver.test_recover import kill9, start_in_other_process
 from tests.helpers.util import wait_until
 
