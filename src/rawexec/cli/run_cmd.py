@@ -309,9 +309,15 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
             live.start()
             pump.out = _LiveWriter(live)  # type: ignore[assignment]
         handled = 0
+        all_running_said = False
         try:
             interval = 0.05
             while True:
+                if not all_running_said and _all_main_started(allocs):
+                    all_running_said = True
+                    n = sum(1 for a in allocs for r in a.runners.values() if r.lifecycle == "")
+                    _say(out, lock, live, f"==> All {n} main task(s) started "
+                                          f"({time.time() - _process_start():.2f}s after rawexec started)\n")
                 if len(interrupts) > handled:
                     handled = len(interrupts)
                     if not stopping:
@@ -351,6 +357,16 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def _process_start() -> float:
+    import psutil
+
+    return float(psutil.Process().create_time())
+
+
+def _all_main_started(allocs: list[AllocRunner]) -> bool:
+    return all(r.started_once for a in allocs for r in a.runners.values() if r.lifecycle == "")
 
 
 class _LiveWriter:
