@@ -138,3 +138,25 @@ def test_limits_zero_disable(tmp_path: Path) -> None:
     ex = unpack(str(path), "tar", str(tmp_path / "out"), out_name="m", display="m.tar",
                 size_limit=0, count_limit=0)
     assert ex.files == 50
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+@pytest.mark.parametrize("comp", ["", "gz"])
+def test_long_names_and_header_formats(tmp_path: Path, fmt: int, comp: str) -> None:
+    long_dir = "d" * 60 + "/" + "e" * 60
+    names = [f"{long_dir}/file-{i}.txt" for i in range(3)] if fmt != tarfile.USTAR_FORMAT else ["a/b.txt"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for i, n in enumerate(names):
+            data = bytes([i]) * (1000 * (i + 1))
+            t = tarfile.TarInfo(n)
+            t.size = len(data)
+            if fmt == tarfile.PAX_FORMAT:
+                t.pax_headers = {"comment": "ü" * 10}
+            tf.addfile(t, io.BytesIO(data))
+    path = tmp_path / ("x.tar" + (".gz" if comp else ""))
+    path.write_bytes(compress(buf.getvalue(), comp))
+    unpack(str(path), "tar.gz" if comp else "tar", str(tmp_path / "out"), out_name="x", display=path.name,
+           **LIMITS)
+    for i, n in enumerate(names):
+        assert (tmp_path / "out" / n).read_bytes() == bytes([i]) * (1000 * (i + 1))

@@ -199,11 +199,11 @@ class _ThreadedReader:
         if n is None or n < 0:
             parts = [self._buf[self._pos:]]
             self._buf, self._pos = b"", 0
-            while chunk := self._next():
+            while chunk := self.next_chunk():
                 parts.append(chunk)
             return b"".join(parts)
         while len(self._buf) - self._pos < n and not self._eof:
-            chunk = self._next()
+            chunk = self.next_chunk()
             if not chunk:
                 break
             self._buf = self._buf[self._pos:] + chunk
@@ -212,7 +212,8 @@ class _ThreadedReader:
         self._pos += len(out)
         return out
 
-    def _next(self) -> bytes:
+    def next_chunk(self) -> bytes:
+        """The next decompressed chunk (b"" at the end); errors of the worker are raised here."""
         if self._eof:
             return b""
         item = self._q.get()
@@ -227,6 +228,80 @@ class _ThreadedReader:
     def close(self) -> None:
         self._stop.set()
         self._t.join()
+
+
+class _ForwardReader:
+    """A forward-only, seekable view of a chunk stream, for tarfile's random-access ("r:") mode.
+
+    tarfile parses the headers through ``read``/``seek``/``tell``; member data is taken with
+    :meth:`view` as memoryviews of the decompressed chunks, written without further copies
+    (tarfile's stream mode joins and slices every buffer several times). Seeking backwards is
+    refused: tarfile never does it when the members are visited in order.
+    """
+
+    def __init__(self, next_chunk: Callable[[], bytes]) -> None:
+        self._next_chunk = next_chunk
+        self._cur = memoryview(b"")
+        self._pos = 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _fill(self) -> bool:
+        data = self._next_chunk()
+        if not data:
+            return False
+        self._cur = memoryview(data)
+        return True
+
+    def view(self, n: int) -> memoryview:
+        """Up to ``n`` bytes from the current chunk without copying (empty at the end)."""
+        if not self._cur and not self._fill():
+            return memoryview(b"")
+        v = self._cur[:n]
+        self._cur = self._cur[len(v):]
+        self._pos += len(v)
+        return v
+
+    def read(self, n: int = -1) -> bytes:
+        parts: list[memoryview] = []
+        want = n if n is not None and n >= 0 else 1 << 62
+        while want > 0:
+            v = self.view(min(want, _CHUNK) if n is None or n < 0 else want)
+            if not v:
+                break
+            parts.append(v)
+            want -= len(v)
+        return b"".join(parts)
+
+    def seek(self, target: int, whence: int = 0) -> int:
+        if whence == 1:
+            target += self._pos
+        elif whence != 0:
+            raise OSError(errno.ESPIPE, "cannot seek from the end of a compressed stream")
+        if target < self._pos:
+            raise tarfile.ReadError("archive needs a backwards seek (members out of order)")
+        while self._pos < target:
+            if not self.view(target - self._pos):
+                break
+        return self._pos
+
+
+class _MemberData:
+    """``read()`` over one tar member's data in a :class:`_ForwardReader` (memoryviews)."""
+
+    def __init__(self, fr: _ForwardReader, size: int) -> None:
+        self._fr = fr
+        self._left = size
+
+    def read(self, n: int = _CHUNK) -> memoryview:
+        if self._left <= 0:
+            return memoryview(b"")
+        v = self._fr.view(min(n, self._left))
+        if not v:
+            raise tarfile.ReadError("unexpected end of data")
+        self._left -= len(v)
+        return v
 
 
 def _decompressing_reader(raw: IO[bytes], compression: str) -> Any:
@@ -430,15 +505,23 @@ def check_tree(root: str) -> None:
 
 def _unpack_tar(path: str, compression: str, ex: Extractor) -> None:
     with open(path, "rb", buffering=0) as raw:
-        stream: Any = raw
-        if compression != "tar":
-            stream = _ThreadedReader(lambda: _decompressing_reader(raw, compression))
+        threaded: _ThreadedReader | None = None
+        if compression == "tar":
+            def next_chunk() -> bytes:
+                return raw.read(_CHUNK)
+        else:
+            threaded = _ThreadedReader(lambda: _decompressing_reader(raw, compression))
+            next_chunk = threaded.next_chunk
+        fr = _ForwardReader(next_chunk)
         try:
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tf:
+            with tarfile.open(fileobj=fr, mode="r:") as tf:  # type: ignore[call-overload]
                 for m in tf:
                     if m.isreg():
-                        src = tf.extractfile(m)
-                        assert src is not None
+                        if m.sparse is not None:
+                            src: Any = tf.extractfile(m)
+                        else:
+                            fr.seek(m.offset_data)
+                            src = _MemberData(fr, m.size)
                         ex.file(m.name, src, m.mode, m.mtime, declared_size=m.size)
                     elif m.isdir():
                         ex.directory(m.name, m.mode)
@@ -453,8 +536,8 @@ def _unpack_tar(path: str, compression: str, ex: Extractor) -> None:
                     else:
                         ex.refuse(m.name, f"tar entries of type {m.type!r}")
         finally:
-            if stream is not raw:
-                stream.close()
+            if threaded is not None:
+                threaded.close()
 
 
 def _unpack_zip(path: str, ex: Extractor) -> None:

@@ -76,11 +76,27 @@ def sandbox_read_paths(params: dict[str, Any]) -> list[str]:
     return paths
 
 
+def _tune_httpcore() -> None:
+    """Read up to 1 MiB per recv instead of httpcore's 64 KiB: half the CPU per downloaded byte.
+
+    A class attribute of httpcore's HTTP/1.1 connection; changed only in this child process,
+    which exists for one download.
+    """
+    try:
+        from httpcore._sync.http11 import HTTP11Connection
+    except ImportError:
+        return
+    if isinstance(getattr(HTTP11Connection, "READ_NUM_BYTES", None), int):
+        HTTP11Connection.READ_NUM_BYTES = 1 << 20
+
+
 def _preload(params: dict[str, Any]) -> None:
     """Import what this fetch needs before Landlock narrows what the interpreter may read."""
     ck = params.get("checksum") or ("", "")
     if params.get("getter") == "http" or str(ck[1]).startswith(("http://", "https://")):
         import rawexec.artifacts.http  # noqa: F401  (httpx and its TLS stack)
+
+        _tune_httpcore()
     kind = params.get("archive_kind") or ""
     if kind.endswith("zst") and not params.get("archive_disabled"):
         import zstandard  # noqa: F401
