@@ -40,6 +40,14 @@ _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLO
 _NL = 10
 _fstat = os.fstat
 _write = os.write
+
+
+def _linked(fd: int) -> bool:
+    """Whether the open file still has a name (writes to a deleted file would be invisible)."""
+    try:
+        return _fstat(fd).st_nlink > 0
+    except OSError:
+        return True  # cannot tell; the next write reports a real failure
 _RETRY_MIN = 0.05
 _RETRY_MAX = 2.0
 
@@ -154,17 +162,19 @@ class FileRotator:
         if fd >= 0 and self._failure is None and type(data) is bytes \
                 and 0 < total <= self.max_size - self._size - LINE_SCAN_LIMIT:
             try:
-                # A deleted file (its dir removed?) would swallow the bytes: check it is linked.
-                if _fstat(fd).st_nlink:
-                    written = _write(fd, data)
-                    self._size += written
-                    if written > 0:
-                        self._ends_nl = data[written - 1] == _NL
-                    if written == total:
-                        return total
-                    return self._write_slow(data, written)
+                written = _write(fd, data)
             except OSError:
-                pass  # handled (and reported) on the slow path
+                return self._write_slow(data, 0)  # nothing was written; reported there
+            if not _linked(fd):
+                # The file was deleted (its dir removed?) and may have swallowed these bytes:
+                # write them again into a recreated file (the old copy is invisible).
+                return self._write_slow(data, 0)
+            self._size += written
+            if written > 0:
+                self._ends_nl = data[written - 1] == _NL
+            if written == total:
+                return total
+            return self._write_slow(data, written)
         return self._write_slow(data, 0)
 
     def _write_slow(self, data: bytes | bytearray | memoryview, pos: int) -> int:
@@ -179,6 +189,7 @@ class FileRotator:
         if not self._ready():
             return pos
         fd = self._fd
+        rewrites = 0
         while pos < total:
             size = self._size
             if size >= self.max_size:
@@ -204,6 +215,12 @@ class FileRotator:
                 break
             if written <= 0:  # pragma: no cover - regular files do not return 0 for n > 0
                 break
+            if not _linked(fd):  # deleted under us: these bytes are not visible; write them again
+                rewrites += 1
+                if rewrites > 3 or not self._ready():
+                    break
+                fd = self._fd
+                continue
             pos += written
             self._size = size + written
             self._ends_nl = data[pos - 1] == _NL
