@@ -28,7 +28,7 @@ from rawexec.types import ExitResult, exit_result_from_wait_status
 
 __all__ = ["Supervisor", "write_json_atomic"]
 
-READ_CHUNK = 64 * 1024
+READ_CHUNK = 1024 * 1024
 RETRY_WRITE_S = 0.2
 KILL_BOUND_S = 5.0
 
