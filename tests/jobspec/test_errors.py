@@ -232,6 +232,10 @@ def test_raw_exec_config_checked() -> None:
     assert any('"comand"' in e and 'did you mean "command"' in e for e in errs)
     assert any('the argument "command" is required' in e for e in errs)
     assert any("work_dir must be an absolute path" in e for e in errs)
+    # scalars in args are converted by HCL/the driver; lists are not
+    parse(task_job("").replace('command = "/bin/true"', 'command = "/bin/sleep"\n args = [1, true]'))
+    bad = errors_of(task_job("").replace('command = "/bin/true"', 'command = "/bin/sleep"\n args = [[1]]'))
+    assert any("args must be a list of strings" in e for e in bad)
 
 
 def test_any_driver_parses_with_a_warning() -> None:
@@ -288,3 +292,8 @@ def test_errors_are_capped() -> None:
     body = "\n".join(f'bogus{i} = {i}' for i in range(300))
     errs = errors_of(task_job(body))
     assert len(errs) == 101 and errs[-1].startswith("too many errors")
+
+
+def test_valid_nomad_fields_rawexec_does_not_use_are_warned_about() -> None:
+    parsed = load_hcl(task_job('template {\n destination = "local/x"\n data = "x"\n uid = 1000\n }'), env={})
+    assert any('"uid" is accepted but not used by rawexec' in w for w in parsed.warnings)

@@ -50,7 +50,7 @@ def decode_job(r: Reader, job_id: str) -> m.Job:
         periodic=_periodic(periodic_r) if periodic_r else None,
         parameterized=_parameterized(param_r) if param_r else None,
     )
-    r.finish(("id",) if not r.is_json else ())
+    r.finish()
     return job
 
 

@@ -68,8 +68,13 @@ class Reader:
     def anymap(self, hcl: str, json: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def finish(self, extra_known: Iterable[str] = ()) -> None:
+    def finish(self, ignored: Iterable[str] = ()) -> None:
+        """Report every name that was not read: ``ignored`` ones (valid Nomad, unused by rawexec) as
+        warnings, scheduler-only ones as warnings, all others as errors with "did you mean"."""
         raise NotImplementedError
+
+    def _ignored(self, name: str, pos: Pos | None) -> None:
+        self.diags.warn(f'"{name}" is accepted but not used by rawexec; it is ignored', path_join(self.path, name), pos)
 
     def duration(self, hcl: str, json: str, default: float) -> float:
         raise NotImplementedError
@@ -305,13 +310,18 @@ class HclReader(Reader):
             self.err(hcl, f'Invalid duration "{v}": {exc}', pos, DURATION_HINT)
             return default
 
-    def finish(self, extra_known: Iterable[str] = ()) -> None:
-        known = self.known | set(extra_known)
+    def finish(self, ignored: Iterable[str] = ()) -> None:
+        skip = set(ignored)
+        known = self.known | skip
         for name, attr in self.body.attrs.items():
-            if name not in known:
+            if name in skip and name not in self.known:
+                self._ignored(name, attr.pos)
+            elif name not in known:
                 self._unknown(name, "argument", attr.pos, known)
         for b in self.body.blocks:
-            if b.type not in known:
+            if b.type in skip and b.type not in self.known:
+                self._ignored(b.type, b.pos)
+            elif b.type not in known:
                 self._unknown(b.type, "block type", b.pos, known)
 
     def _unknown(self, name: str, what: str, pos: Pos, known: set[str]) -> None:
@@ -405,10 +415,14 @@ class JsonReader(Reader):
             return default
         return ns_to_seconds(v)
 
-    def finish(self, extra_known: Iterable[str] = ()) -> None:
-        known = self.known | set(extra_known)
+    def finish(self, ignored: Iterable[str] = ()) -> None:
+        skip = set(ignored)
+        known = self.known | skip
         for k, v in self.obj.items():
-            if k in known or _empty(v):
+            if k in self.known or _empty(v):
+                continue
+            if k in skip:
+                self._ignored(k, None)
                 continue
             if k in SCHEDULER_ONLY_JSON:
                 self.diags.warn(f'"{k}" is a Nomad scheduler feature that rawexec does not use; it is ignored',

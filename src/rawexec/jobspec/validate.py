@@ -149,7 +149,8 @@ def _raw_exec_config(c: _Ctx, path: str, cfg: Mapping[str, Any]) -> None:
     elif not isinstance(cmd, str) or not cmd:
         c.err(path + SEP + "command", "command must be a non-empty string")
     args = cfg.get("args")
-    if args is not None and not (isinstance(args, tuple) and all(isinstance(x, str) for x in args)):
+    # Numbers and bools are fine: HCL converts them to strings, as the driver does.
+    if args is not None and not (isinstance(args, tuple) and all(isinstance(x, (str, int, float)) for x in args)):
         c.err(path + SEP + "args", "args must be a list of strings", 'e.g. args = ["-c", "echo hi"]')
     oom = cfg.get("oom_score_adj")
     if oom is not None and (isinstance(oom, bool) or not isinstance(oom, (int, float)) or oom < 0):
