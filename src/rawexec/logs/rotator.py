@@ -18,7 +18,9 @@ Rules (Nomad's logmon rotator, written from its documented behaviour):
   files already full. Keep the newest ``max_files`` files, delete older ones (purge).
 * Errors (log dir deleted, read-only, disk full): never raised from ``write``; reported once per
   distinct failure to ``on_error``; the next ``write``/``recover`` recreates the dir, reopens the
-  file and carries on at the same index.
+  file and carries on at the same index. After every write it checks that the file still has a
+  name (one ``fstat``): bytes that went into a file deleted under us are written again into the
+  recreated file, so no accepted byte ends up only in an invisible file.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ _log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 _NL = 10
+_RETRY_MIN = 0.05
+_RETRY_MAX = 2.0
 _fstat = os.fstat
 _write = os.write
 
@@ -48,8 +52,6 @@ def _linked(fd: int) -> bool:
         return _fstat(fd).st_nlink > 0
     except OSError:
         return True  # cannot tell; the next write reports a real failure
-_RETRY_MIN = 0.05
-_RETRY_MAX = 2.0
 
 
 def scan_indices(log_dir: str, base_name: str) -> list[int]:
