@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rawexec.logs import FileRotator
 from tests.logs.conftest import Mounts
 
@@ -106,6 +108,7 @@ def test_on_error_exceptions_do_not_escape(tmp_path: Path) -> None:
         assert r.write(b"x") == 0
 
 
+@pytest.mark.root
 def test_read_only_bind_mount_blocks_rotation_then_recovers(tmp_path: Path, mounts: Mounts) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -129,6 +132,7 @@ def test_read_only_bind_mount_blocks_rotation_then_recovers(tmp_path: Path, moun
     assert joined(logs) == data
 
 
+@pytest.mark.root
 def test_full_disk_refuses_then_resumes_without_loss_or_duplication(tmp_path: Path, mounts: Mounts) -> None:
     mnt = mounts.tmpfs(tmp_path / "small", "1m")
     logs = mnt / "logs"
