@@ -148,7 +148,7 @@ class _ZstdReader:
 
 
 class _ThreadedReader:
-    """Decompress in a worker thread, hand chunks over a bounded queue.
+    """Decompress in a worker thread, hand chunks over a bounded queue (:meth:`next_chunk`).
 
     zlib, bz2, lzma and zstandard release the GIL while they work, so decompression runs in
     parallel with tarfile's parsing and the file writes of the consuming thread (the same
@@ -160,8 +160,6 @@ class _ThreadedReader:
         import threading
 
         self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
-        self._buf = b""
-        self._pos = 0
         self._eof = False
         self._stop = threading.Event()
         self._make = make
@@ -194,23 +192,6 @@ class _ThreadedReader:
             self._put(None)
         except BaseException as exc:
             self._put(exc)
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            parts = [self._buf[self._pos:]]
-            self._buf, self._pos = b"", 0
-            while chunk := self.next_chunk():
-                parts.append(chunk)
-            return b"".join(parts)
-        while len(self._buf) - self._pos < n and not self._eof:
-            chunk = self.next_chunk()
-            if not chunk:
-                break
-            self._buf = self._buf[self._pos:] + chunk
-            self._pos = 0
-        out = self._buf[self._pos:self._pos + n]
-        self._pos += len(out)
-        return out
 
     def next_chunk(self) -> bytes:
         """The next decompressed chunk (b"" at the end); errors of the worker are raised here."""
