@@ -9,7 +9,6 @@ cancels or the plugin stops, and never spin.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -246,27 +245,16 @@ class DriverServicer:
             cancel.wait(interval)
 
     def TaskEvents(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        drv = self._call(context, "TaskEvents", self.state.driver)
+        """Held open, as the client expects; ending it would make Nomad re-dispense the plugin.
+
+        raw_exec emits no driver events (nor does Nomad's built-in), so nothing is ever sent.
+        """
+        self._call(context, "TaskEvents", self.state.driver)
         cancel = _Cancel(context, self.state.stopping)
-        subscribe = getattr(drv, "subscribe_events", None)
-        if subscribe is None:
-            cancel.event.wait() if not self.state.stopping.is_set() else None
-            return
-        events: queue.Queue[Any] = queue.Queue()
-        unsubscribe = subscribe(events.put)
-        context.add_callback(lambda: events.put(None))
-        try:
-            while not cancel.done:
-                ev = events.get()
-                if ev is None:
-                    break
-                yield driver_pb2.DriverTaskEvent(
-                    task_id=ev.task_id, alloc_id=ev.alloc_id, task_name=ev.task_name,
-                    timestamp=convert.timestamp_from_datetime(ev.timestamp), message=ev.message,
-                    annotations=convert.labels(getattr(ev, "annotations", {}) or {}))
-        finally:
-            if callable(unsubscribe):
-                unsubscribe()
+        while not cancel.done:  # stop() cancels every RPC, which sets the event
+            cancel.event.wait()
+        return
+        yield  # pragma: no cover - makes this a generator
 
     def ExecTaskStreaming(self, request_iterator: Iterator[Any],
                           context: grpc.ServicerContext) -> Iterator[Any]:

@@ -268,16 +268,25 @@ class PluginServer:
             if data:
                 return self._stop_reason or "unknown"
 
+    def _run_on_stop(self) -> None:
+        assert self.on_stop is not None
+        try:
+            self.on_stop()
+        except Exception:
+            log.exception("error while stopping the driver")
+
     def stop(self) -> None:
         """Stop serving: end the long-lived streams, cancel what is left, remove the socket."""
         self.stopping.set()
         if self._server is not None:
             self._server.stop(grace=None).wait(timeout=1.0)
         if self.on_stop is not None:
-            try:
-                self.on_stop()
-            except Exception:
-                log.exception("error while stopping the driver")
+            # Bounded: go-plugin SIGKILLs us 2 s after Shutdown anyway; never hang the exit on it.
+            t = threading.Thread(target=self._run_on_stop, name="on-stop", daemon=True)
+            t.start()
+            t.join(timeout=1.0)
+            if t.is_alive():
+                log.warning("driver cleanup did not finish within 1 s; exiting anyway")
         if self.socket_path:
             try:
                 os.unlink(self.socket_path)
