@@ -18,9 +18,10 @@ import uuid
 from typing import Any
 
 from rawexec.agent.agentconfig import AgentConfig
-from rawexec.agent.allocrunner import AllocRunner
+from rawexec.agent.allocrunner import AllocRunner, job_meta_key
 from rawexec.agent.eventstream import Event, EventBroker, EventSubscription
 from rawexec.agent.node import Node
+from rawexec.agent.persist import Persister
 from rawexec.agent.ports import PortAllocator
 from rawexec.agent.state import StateStore
 from rawexec.driver import Driver, DriverConfig, ExecSession
@@ -54,6 +55,7 @@ class Agent:
         self._closed = False
         self._purge_waiters: list[threading.Thread] = []
         self.store: StateStore
+        self.persister: Persister
         self.driver: Driver
         self.node_obj: Node
         from rawexec.artifacts.config import GetterConfig
@@ -84,10 +86,13 @@ class Agent:
             self.node_obj = Node(self.config, self.store, health=str(fp.health),
                                  health_description=fp.description)
             self.node = self.node_obj.to_api()
+            self.persister = Persister(self.store, self._committed)
             for w in self.config.warnings:
                 log.warning("%s", w)
             self._recover()
         except BaseException:
+            if hasattr(self, "persister"):
+                self.persister.close()
             self.store.close()
             raise
         self._started = True
@@ -101,13 +106,18 @@ class Agent:
         for (alloc_id, task), blob in handles.items():
             by_alloc.setdefault(alloc_id, {})[task] = blob
         runners = []
-        jobs: dict[str, Job] = {}
+        jobs: dict[str, tuple[Job, dict[str, Any]]] = {}
         for body in self.store.list_allocs():
             try:
-                key = json.dumps(body["Job"], sort_keys=True)
+                key = str((body.get("RawExec") or {})["JobKey"])
                 if key not in jobs:
-                    jobs[key] = job_from_api(body["Job"])
-                ar = AllocRunner.restore(self, body, jobs[key], self.store.task_states(body["ID"]),
+                    text = self.store.get_meta(key)
+                    if text is None:
+                        raise InvalidConfigError(f"the job version {key} is missing from the state store")
+                    api = json.loads(text)
+                    jobs[key] = (job_from_api(api), api)
+                job, job_api = jobs[key]
+                ar = AllocRunner.restore(self, body, job, job_api, self.store.task_states(body["ID"]),
                                          by_alloc.get(body["ID"], {}))
             except Exception as e:
                 log.error("cannot restore allocation %s: %s", body.get("ID"), e)
@@ -135,6 +145,7 @@ class Agent:
             self._closed = True
             for ar in self._allocs.values():
                 ar.detach()
+        self.persister.close()
         self._broker.close()
         self.driver.close()
         self.store.close()
@@ -155,6 +166,10 @@ class Agent:
     # ------------------------------------------------------------------ events
     def publish(self, topic: str, type_: str, key: str, index: int, payload: dict[str, Any]) -> None:
         self._broker.publish(Event(topic, type_, key, index, payload))
+
+    def _committed(self, stubs: list[tuple[AllocRunner, dict[str, Any]]], idx: int) -> None:
+        for ar, stub in stubs:
+            ar.publish(idx, stub)
 
     def events(self, index: int = 0) -> EventSubscription:
         return self._broker.subscribe(index)
@@ -202,6 +217,7 @@ class Agent:
                 api["CreateIndex"] = prev["CreateIndex"] if prev else idx
                 api["ModifyIndex"] = api["JobModifyIndex"] = idx
                 tx.put_job(job.namespace, job.id, api, summary=self._job_stub(api))
+                tx.put_meta(job_meta_key(api), json.dumps(api, separators=(",", ":")))
             self._jobs[key] = api
             for a in live:
                 a.stop("alloc not needed due to job update")
@@ -214,6 +230,9 @@ class Agent:
         self.publish("Job", "JobRegistered", job.id, idx, {"Job": api})
         for ar in new:
             ar.start()
+        self.persister.flush()  # every new allocation committed at once, then their tasks start
+        for ar in new:
+            ar.advance()
         self._refresh_job_status(job.namespace, job.id)
         return {"EvalID": eval_id, "EvalCreateIndex": idx, "JobModifyIndex": idx, "Warnings": "\n".join(warnings),
                 "Index": idx}
@@ -324,6 +343,7 @@ class Agent:
         def purge() -> None:
             for a in self._job_allocs(job_id, namespace):
                 a.wait()
+            self.persister.flush()
             with self._lock:
                 if self._closed:
                     return
@@ -335,6 +355,8 @@ class Agent:
                     for aid in ids:
                         tx.delete_alloc(aid)
                     tx.delete_job(namespace, job_id)
+                    for v in range(int(api.get("Version", 0)) + 1):
+                        tx.put_meta(job_meta_key({**api, "Version": v}), "{}")
                     idx = tx.index()
                 for aid in ids:
                     self._allocs.pop(aid, None)

@@ -29,7 +29,13 @@ if TYPE_CHECKING:
     from rawexec.artifacts.config import GetterConfig
     from rawexec.driver import Driver
 
-__all__ = ["AllocRunner"]
+__all__ = ["AllocRunner", "job_meta_key"]
+
+
+def job_meta_key(job_api: dict[str, Any]) -> str:
+    """The state-store meta key holding this version of the job (allocations refer to it)."""
+    return f"job:{job_api.get('Namespace', 'default')}:{job_api['ID']}:{job_api.get('Version', 0)}"
+
 
 log = logging.getLogger("rawexec.agent")
 
@@ -102,12 +108,13 @@ class AllocRunner:
 
     # ------------------------------------------------------------------ persistence
     def _private(self) -> dict[str, Any]:
-        return {"Index": self.index, "Ports": [p.to_dict() for p in self.ports], "Group": self.group.name}
+        return {"Index": self.index, "Ports": [p.to_dict() for p in self.ports], "Group": self.group.name,
+                "JobKey": job_meta_key(self.job_api)}
 
-    def body(self) -> dict[str, Any]:
-        """The stored allocation (Nomad's Allocation JSON without TaskStates, plus our private fields)."""
-        out = self.stub(task_states=False)
-        out["Job"] = self.job_api
+    def body(self, stub: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The stored allocation (Nomad's Allocation JSON without TaskStates and Job, plus our private
+        fields; the job version is stored once, under ``job_meta_key``)."""
+        out = self.stub(task_states=False) if stub is None else {k: v for k, v in stub.items() if k != "TaskStates"}
         out["AllocatedResources"] = self._resources()
         out["RawExec"] = self._private()
         return out
@@ -142,36 +149,30 @@ class AllocRunner:
     def full(self) -> dict[str, Any]:
         out = self.body()
         out.pop("RawExec", None)
+        out["Job"] = self.job_api
         out["TaskStates"] = self.task_states_api()
         return out
 
+    def stamp(self, idx: int) -> None:
+        """Called by the persister inside the transaction that writes this allocation."""
+        if self.create_index == 0:
+            self.create_index = idx
+        self.modify_index = idx
+        self.modify_time = time.time_ns()
+
     def persist(self, runner: TaskRunner | None = None, *, handle: bytes | None = None,
-                drop_handle: bool = False, all_tasks: bool = False) -> int:
-        store = self.agent.store
-        with self._lock:
-            self.modify_time = time.time_ns()
-            with store.transaction() as tx:
-                idx = tx.index() + 1
-                if self.create_index == 0:
-                    self.create_index = idx
-                self.modify_index = idx
-                runners = list(self.runners.values()) if all_tasks else ([runner] if runner else [])
-                for r in runners:
-                    tx.put_task_state(self.alloc_id, r.name, r.to_record())
-                if runner is not None and handle is not None:
-                    tx.put_driver_handle(self.alloc_id, runner.name, handle)
-                if runner is not None and drop_handle:
-                    tx.delete_driver_handle(self.alloc_id, runner.name)
-                summary = self.stub()
-                tx.put_alloc(self.alloc_id, self.body(), job_id=self.job.id, namespace=self.job.namespace,
-                             summary=summary)
-        self.agent.publish("Allocation", "AllocationUpdated", self.alloc_id, idx, {"Allocation": summary})
-        return idx
+                drop_handle: bool = False, all_tasks: bool = False, wait: bool = True) -> int:
+        """Queue this allocation (and ``runner``'s task state / handle) for the next commit; with
+        ``wait``, return once it is durable. Returns the persister generation."""
+        gen = self.agent.persister.submit(self, runner, handle=handle, drop_handle=drop_handle,
+                                          all_tasks=all_tasks)
+        if wait:
+            self.agent.persister.wait(gen)
+        return gen
 
     @classmethod
-    def restore(cls, agent: Agent, body: dict[str, Any], job: Job, states: dict[str, dict[str, Any]],
-                handles: dict[str, bytes]) -> AllocRunner:
-        job_api = body["Job"]
+    def restore(cls, agent: Agent, body: dict[str, Any], job: Job, job_api: dict[str, Any],
+                states: dict[str, dict[str, Any]], handles: dict[str, bytes]) -> AllocRunner:
         priv = body.get("RawExec") or {}
         group = job.group(str(priv.get("Group", body.get("TaskGroup"))))
         ar = cls(agent, body["ID"], job, job_api, group, int(priv.get("Index", 0)), eval_id=body.get("EvalID", ""),
@@ -193,7 +194,8 @@ class AllocRunner:
 
     # ------------------------------------------------------------------ running
     def start(self) -> None:
-        """A new allocation: allocate ports, record Received for every task, then run."""
+        """A new allocation: allocate ports, record Received for every task (not yet committed);
+        the agent commits a batch of new allocations at once, then calls :meth:`advance`."""
         requests = [p for n in self.group.networks for p in n.ports]
         if requests:
             try:
@@ -209,8 +211,7 @@ class AllocRunner:
         os.makedirs(self.alloc_dir, mode=0o755, exist_ok=True)
         for r in self.runners.values():
             r.state.append_event(TaskEvent.received())
-        self.persist(all_tasks=True)
-        self.advance()
+        self.persist(all_tasks=True, wait=False)
 
     def resume(self) -> None:
         """After an agent restart: re-attach running tasks, then continue the lifecycle."""
@@ -237,12 +238,16 @@ class AllocRunner:
         self._restored_handles = {}
         self.advance()
 
-    def task_changed(self, runner: TaskRunner, *, handle: bytes | None = None, drop_handle: bool = False) -> None:
+    def task_changed(self, runner: TaskRunner, *, handle: bytes | None = None, drop_handle: bool = False,
+                     wait: bool = True) -> None:
         if self.detached:
             return
         self._update_status()
-        self.persist(runner, handle=handle, drop_handle=drop_handle)
+        self.persist(runner, handle=handle, drop_handle=drop_handle, wait=wait)
         self.advance()
+
+    def publish(self, idx: int, stub: dict[str, Any]) -> None:
+        self.agent.publish("Allocation", "AllocationUpdated", self.alloc_id, idx, {"Allocation": stub})
 
     def task_done(self, runner: TaskRunner) -> None:
         self.advance()

@@ -10,6 +10,7 @@ starting a second copy.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import signal as _signal
@@ -95,7 +96,8 @@ class TaskRunner:
         self.progress: ArtifactProgress | None = None
         self.started_once = False
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._launched = False
+        self._done_evt = threading.Event()
         self._kill_reason: TaskEvent | None = None
         self._killing = False
         self._force = False
@@ -132,21 +134,22 @@ class TaskRunner:
     @property
     def active(self) -> bool:
         """The task's thread runs (started and not yet returned)."""
-        return self._thread is not None and not self._finished and self._thread.ident is not None
+        return self._launched and not self._finished
 
     @property
     def started(self) -> bool:
-        return self._thread is not None
+        return self._launched
 
     # ------------------------------------------------------------------ state changes
     def _emit(self, event: TaskEvent | None, state: str | None = None, *, handle: bytes | None = None,
-              drop_handle: bool = False) -> None:
+              drop_handle: bool = False, wait: bool = True) -> None:
+        """Record an event and/or a state change; returns once it is committed (unless not ``wait``)."""
         with self._cond:
             if state is not None:
                 self.state.set_state(state, event)
             elif event is not None:
                 self.state.append_event(event)
-        self.alloc.task_changed(self, handle=handle, drop_handle=drop_handle)
+        self.alloc.task_changed(self, handle=handle, drop_handle=drop_handle, wait=wait)
 
     def received(self) -> None:
         self._emit(TaskEvent.received())
@@ -155,20 +158,19 @@ class TaskRunner:
     def start(self) -> None:
         """Start the task's thread (once)."""
         with self._cond:
-            if self._thread is not None or self.dead:
+            if self._launched or self.dead:
                 return
-            self._thread = threading.Thread(target=self._run_safe, name=f"task-{self.alloc.short}-{self.name}",
-                                            daemon=True)
-            self._thread.start()
+            self._launched = True
+        # _thread: no wait for the new thread to be scheduled (200 starts in a row stay cheap)
+        _thread.start_new_thread(self._run_safe, ())
 
     def recover(self, handle: TaskHandle | None) -> None:
         """Resume after an agent restart: re-attach to the running task (or pick up a pending restart)."""
         with self._cond:
-            if self._thread is not None or self.dead:
+            if self._launched or self.dead:
                 return
-            self._thread = threading.Thread(target=self._run_safe, args=(handle, True),
-                                            name=f"task-{self.alloc.short}-{self.name}", daemon=True)
-            self._thread.start()
+            self._launched = True
+        _thread.start_new_thread(self._run_safe, (handle, True))
 
     def kill(self, event: TaskEvent | None = None, *, force: bool = False) -> None:
         """Stop the task (kill_signal, then kill_timeout, then SIGKILL); no restart afterwards.
@@ -180,9 +182,10 @@ class TaskRunner:
             if event is not None and self._kill_reason is None:
                 self._kill_reason = event
             self._cond.notify_all()
-            never_started = self._thread is None and not self.dead
+            never_started = not self._launched and not self.dead
             if never_started:
-                self._thread = threading.Thread(target=lambda: None)  # never run
+                self._launched = self._finished = True  # never runs
+                self._done_evt.set()
         if never_started:
             self._emit(None, ev.TASK_DEAD)
             return
@@ -215,11 +218,10 @@ class TaskRunner:
         self.alloc.driver.signal_task(self.task_id, sig)
 
     def wait(self, timeout: float | None = None) -> bool:
-        t = self._thread
-        if t is None or not t.is_alive():
+        """Wait for the task's thread to finish (True at once when it never started)."""
+        if not self._launched:
             return True
-        t.join(timeout)
-        return not t.is_alive()
+        return self._done_evt.wait(timeout)
 
     # ------------------------------------------------------------------ kill mechanics
     def _kill_timeout(self) -> float:
@@ -270,6 +272,7 @@ class TaskRunner:
                        ev.TASK_DEAD)
         finally:
             self._finished = True
+            self._done_evt.set()
             if not self.alloc.detached:
                 self.alloc.task_done(self)
 
@@ -376,7 +379,7 @@ class TaskRunner:
             self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
             return None
         if not self._dir_built:
-            self._emit(TaskEvent.task_setup("Building Task Directory"))
+            self._emit(TaskEvent.task_setup("Building Task Directory"), wait=False)
             try:
                 build_task_dirs(ar.alloc_dir, self.name)
             except (OSError, RawExecError) as e:
