@@ -162,7 +162,7 @@ def read_first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
 
 
 def launch(workdir: Path, socket_dir: Path | None, args: Sequence[str] = (),
-           env: Mapping[str, str] | None = None, timeout: float = 20.0,
+           env: Mapping[str, str] | None = None, timeout: float = 60.0,
            command: Sequence[str] | None = None, stderr_pipe: bool = False) -> Plugin:
     """Start the plugin like go-plugin does and complete the handshake.
 

@@ -56,10 +56,10 @@ def _details(exc: pytest.ExceptionInfo[grpc.RpcError]) -> str:
 
 
 def _start(p: Plugin, cfg: driver_pb2.TaskConfig) -> Any:
-    return p.driver.StartTask(driver_pb2.StartTaskRequest(task=cfg), timeout=20)
+    return p.driver.StartTask(driver_pb2.StartTaskRequest(task=cfg), timeout=60)
 
 
-def _wait(p: Plugin, task_id: str, timeout: float = 20) -> Any:
+def _wait(p: Plugin, task_id: str, timeout: float = 60) -> Any:
     return p.driver.WaitTask(driver_pb2.WaitTaskRequest(task_id=task_id), timeout=timeout)
 
 
@@ -220,8 +220,8 @@ def test_kill9_plugin_then_recover_in_a_new_one(tmp_path: Path, sock_dir: Path) 
         try:
             set_config(p2)
             # Nomad never sets RecoverTaskRequest.task_id; it sends the stored handle only.
-            p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=20)
-            p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=20)  # idempotent
+            p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=60)
+            p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=60)  # idempotent
             insp = p2.driver.InspectTask(driver_pb2.InspectTaskRequest(task_id=cfg.id), timeout=5)
             assert insp.task.state == driver_pb2.RUNNING and int(insp.driver.attributes["pid"]) == pid
             waiter = p2.driver.WaitTask.future(driver_pb2.WaitTaskRequest(task_id=cfg.id), timeout=30)
@@ -249,7 +249,7 @@ def test_exit_while_no_plugin_alive_is_reported_on_recover(tmp_path: Path, sock_
     p2 = launch(tmp_path, sock_dir)
     try:
         set_config(p2)
-        p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=20)
+        p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=60)
         assert _wait(p2, cfg.id).result.exit_code == 42
         p2.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=cfg.id, force=True), timeout=30)
     finally:
@@ -478,7 +478,7 @@ def test_orderly_shutdown_with_busy_streams_is_fast_and_leaves_tasks_running(tmp
     p2 = launch(tmp_path, sock_dir)
     try:
         set_config(p2)
-        p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=20)
+        p2.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=handle), timeout=60)
         _stop_destroy(p2, cfg.id)
         wait_until(lambda: not _pid_alive(pid), 10, message="task gone after stop")
     finally:
