@@ -58,11 +58,11 @@ os.wait()
 os.execvp("sleep", ["sleep", "1000"])
 """
 
-# Forks continuously: a binary tree (depth-limited) whose leaves churn fork+exit forever.
+# Forks continuously: a small binary tree (depth 2) whose 4 leaves churn fork+exit forever.
 _STORM = """
 import os, time
 depth = 0
-while depth < 5:
+while depth < 2:
     try:
         pid = os.fork()
     except OSError:
@@ -79,7 +79,7 @@ while depth < 5:
         depth += 1
         continue
     break
-if depth >= 5:
+if depth >= 2:
     while True:
         try:
             if os.fork() == 0:
@@ -99,7 +99,7 @@ SHAPES: dict[str, tuple[list[str], int]] = {
     "ignores_sigterm": ([sys.executable, "-c", _IGNORE_TERM], 2),
     "sigstopped": ([sys.executable, "-c", _STOPPED], 2),
     "resession_fork_again": ([sys.executable, "-c", _RESESSION], 4),
-    "fork_storm": ([sys.executable, "-c", _STORM], 20),
+    "fork_storm": ([sys.executable, "-c", _STORM], 7),
 }
 
 

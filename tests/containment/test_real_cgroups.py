@@ -51,9 +51,7 @@ def test_kill_all_leaves_zero_survivors(host: CgroupSystem, parent: str, path: s
     tag = uuid.uuid4().hex
     procs = [start(argv, tag, cg.procs_files) for _ in range(2)]
     try:
-        t0 = time.monotonic()
-        assert wait_until(lambda: len(tagged(tag)) >= 2 * minimum, 20), f"{shape} did not come up: {tagged(tag)}"
-        assert time.monotonic() - t0 < 5, f"{shape} took {time.monotonic() - t0:.1f}s to come up"
+        assert wait_until(lambda: len(tagged(tag)) >= 2 * minimum, 60), f"{shape} did not come up: {tagged(tag)}"
         if shape != "fork_storm":  # every tagged process is in the cgroup (re-check: exits race the scan)
             assert wait_until(lambda: set(tagged(tag)) <= set(cg.pids()), 10), (tagged(tag), cg.pids())
         cg.kill_all()
