@@ -16,7 +16,8 @@ from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from rawexec.jobspec.diagnostics import Pos
-from rawexec.jobspec.hcl.evaluator import decode_string_chars, kids, node_pos
+from rawexec.jobspec.hcl.templates import decode_string_chars
+from rawexec.jobspec.hcl.tree import kids, node_pos
 from rawexec.jobspec.hcl.values import EvalError
 
 __all__ = ["Attr", "Block", "Body", "build_body", "parse_text"]
@@ -156,5 +157,3 @@ def tree_body(tree: Tree[Any]) -> Tree[Any]:
     """The ``body`` of a ``start`` tree."""
     return kids(tree)[0]
 
-
-_ = (Token,)

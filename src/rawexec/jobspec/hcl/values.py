@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from rawexec.jobspec.diagnostics import Pos
 
-__all__ = ["EvalError", "NeedsRuntime", "Runtime", "type_name"]
+__all__ = ["Context", "EvalError", "NeedsRuntime", "Runtime", "type_name"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,16 @@ def type_name(value: object) -> str:
     if isinstance(value, Runtime):
         return "runtime value"
     return type(value).__name__
+
+
+@dataclass
+class Context:
+    """What names mean: variables, lazily-evaluated locals, the job file's directory."""
+
+    filename: str = "<job>"
+    base_dir: str = "."
+    variables: dict[str, Any] = field(default_factory=dict)
+    declared: set[str] = field(default_factory=set)
+    local_lookup: Callable[[str, Pos], Any] | None = None
+    local_names: Callable[[], list[str]] | None = None
+    allow_vars: bool = True

@@ -17,10 +17,10 @@ from lark import Tree
 from rawexec.jobspec.diagnostics import SEP, Diagnostics, Pos, did_you_mean
 from rawexec.jobspec.hcl.evaluator import Context, Evaluator, kids
 from rawexec.jobspec.hcl.functions import FuncError, to_number, to_string
-from rawexec.jobspec.hcl.structure import Block, Body, build_body, parse_text, tree_body
+from rawexec.jobspec.hcl.structure import Body, build_body, parse_text, tree_body
 from rawexec.jobspec.hcl.values import EvalError, type_name
 
-__all__ = ["VarType", "resolve_variables"]
+__all__ = ["VarType", "convert", "locals_resolver", "parse_type", "resolve_variables", "type_str"]
 
 VarType = tuple[Any, ...]  # ("string",) | ("list", T) | ("object", {k: T}) | ("tuple", [T...]) | ("any",)
 _ANY: VarType = ("any",)
@@ -364,6 +364,3 @@ def locals_resolver(body: Body, src: str, ctx: Context, diags: Diagnostics) -> N
             diags.error(exc.message, f"locals{SEP}{name}", exc.pos or pos, exc.hint)
             cache[name] = None
 
-
-__all__ += ["convert", "locals_resolver", "type_str"]
-_ = Block
