@@ -58,11 +58,15 @@ _time_ns = time.time_ns
 
 
 def _field(stat: bytes, key: bytes) -> int | None:
-    """Value of ``key`` in a ``key value`` per line file given as ``b"\\n" + content``; None if absent."""
-    i = stat.find(b"\n" + key + b" ")
+    """Value of ``key`` in a ``key value`` per line file given as ``b"\\n" + content``; None if absent.
+
+    ``key`` may also be given ready as ``b"\\nkey "`` (saves the concatenation on hot paths).
+    """
+    needle = key if key[:1] == b"\n" else b"\n" + key + b" "
+    i = stat.find(needle)
     if i < 0:
         return None
-    i += len(key) + 2
+    i += len(needle)
     j = stat.find(b"\n", i)
     try:
         return int(stat[i:j] if j >= 0 else stat[i:])
@@ -244,16 +248,16 @@ class StatsCollector:
     def _memory_plan(self, d: str, stat: bytes) -> list[tuple[str, bytes | None, str | None]]:
         """(measured name, memory.stat key, or file) in Nomad's order, fixed per task on first read."""
         if self._mem_v1:
-            pre = b"total_" if b"\ntotal_rss " in stat else b""
-            return [("RSS", pre + b"rss", None), ("Cache", pre + b"cache", None), ("Swap", pre + b"swap", None),
-                    ("Mapped File", pre + b"mapped_file", None),
+            pre = b"\ntotal_" if b"\ntotal_rss " in stat else b"\n"
+            return [("RSS", pre + b"rss ", None), ("Cache", pre + b"cache ", None), ("Swap", pre + b"swap ", None),
+                    ("Mapped File", pre + b"mapped_file ", None),
                     ("Usage", None, d + "/memory.usage_in_bytes"),
                     ("Max Usage", None, d + "/memory.max_usage_in_bytes"),
                     ("Kernel Usage", None, d + "/memory.kmem.usage_in_bytes"),
                     ("Kernel Max Usage", None, d + "/memory.kmem.max_usage_in_bytes")]
-        return [("RSS", b"anon", None), ("Cache", b"file", None), ("Swap", None, d + "/memory.swap.current"),
-                ("Mapped File", b"file_mapped", None), ("Usage", None, d + "/memory.current"),
-                ("Max Usage", None, d + "/memory.peak"), ("Kernel Usage", b"kernel", None)]
+        return [("RSS", b"\nanon ", None), ("Cache", b"\nfile ", None), ("Swap", None, d + "/memory.swap.current"),
+                ("Mapped File", b"\nfile_mapped ", None), ("Usage", None, d + "/memory.current"),
+                ("Max Usage", None, d + "/memory.peak"), ("Kernel Usage", b"\nkernel ", None)]
 
     def _cgroup_memory(self) -> MemoryStats | None:
         d = self._mem_dir
@@ -288,7 +292,7 @@ class StatsCollector:
             if raw is None:
                 return None
             stat = b"\n" + raw
-            u2, s2, t2 = _field(stat, b"user_usec"), _field(stat, b"system_usec"), _field(stat, b"usage_usec")
+            u2, s2, t2 = _field(stat, b"\nuser_usec "), _field(stat, b"\nsystem_usec "), _field(stat, b"\nusage_usec ")
             if u2 is None or s2 is None or t2 is None:
                 return None
             user, system, total = u2 * 1000, s2 * 1000, t2 * 1000
@@ -309,7 +313,7 @@ class StatsCollector:
         if self._throttle is not None:
             raw = self._read(self._throttle)
             stat = b"\n" + raw if raw is not None else b""
-            nr = _field(stat, b"nr_throttled")
+            nr = _field(stat, b"\nnr_throttled ")
             if nr is not None:
                 periods = nr
                 ns = _field(stat, b"throttled_time")
