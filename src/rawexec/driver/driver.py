@@ -310,7 +310,9 @@ class Driver:
         """The shim is gone: kill what it left (task group by verified identity, and its cgroup)."""
         ds = rec.driver_state
         if procfs.same_process(int(ds["pid"]), ds.get("pid_start")):
-            for pid in procfs.descendants(int(ds["pid"])):
+            from rawexec.containment import descendants
+
+            for pid in descendants(int(ds["pid"])):
                 try:
                     os.kill(pid, _signal.SIGKILL)
                 except ProcessLookupError:

@@ -1,10 +1,11 @@
-"""Small /proc readers: process identity (pid + start time) and the process tree."""
+"""Process identity from /proc: a pid plus its start time, so a reused pid is never ours.
+
+(The process-tree walk lives in :func:`rawexec.containment.descendants`.)
+"""
 
 from __future__ import annotations
 
-import os
-
-__all__ = ["children", "descendants", "process_start_time", "same_process"]
+__all__ = ["process_start_time", "same_process"]
 
 
 def process_start_time(pid: int) -> int | None:
@@ -36,36 +37,3 @@ def same_process(pid: int, start_time: int | None) -> bool:
     except OSError:
         return False
     return state != b"Z"
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (all its threads), from /proc/PID/task/*/children."""
-    out: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                out.extend(int(x) for x in f.read().split())
-        except OSError:
-            continue
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid``, parents before children."""
-    out: list[int] = []
-    frontier = children(pid)
-    seen: set[int] = set()
-    while frontier:
-        nxt: list[int] = []
-        for p in frontier:
-            if p in seen:
-                continue
-            seen.add(p)
-            out.append(p)
-            nxt.extend(children(p))
-        frontier = nxt
-    return out

@@ -2,7 +2,8 @@
 
 Single-threaded, blocking in one ``selectors`` call: zero CPU while the task is quiet. It is a
 child subreaper, so every orphaned descendant of the task is reparented here, reaped here, and
-can always be found and killed here (``procfs.children`` of our own pid), with or without cgroups.
+can always be found and killed here (``containment.descendants`` of our own pid), with or without
+cgroups.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rawexec.executor import procfs
+from rawexec.containment import descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, reaped, start_process
 from rawexec.executor.protocol import Channel, ProtocolError
 from rawexec.executor.sinks import Sink
@@ -352,15 +353,21 @@ class Supervisor:
         if self.exit is not None:
             self._reply(ch, {"ok": False, "kind": "state", "error": "task is not running (it has exited)"})
             return
+        if not self._send_signal(sig, group):
+            self._reply(ch, {"ok": False, "kind": "state", "error": "task is not running (it has exited)"})
+            return
+        self._reply(ch, {"ok": True})
+
+    def _send_signal(self, sig: int, group: bool) -> bool:
+        """Signal the main process (or its process group); False if it is already gone."""
         try:
             if group:
                 os.killpg(self.main_pid, sig)
             else:
                 os.kill(self.main_pid, sig)
         except ProcessLookupError:
-            self._reply(ch, {"ok": False, "kind": "state", "error": "task is not running (it has exited)"})
-            return
-        self._reply(ch, {"ok": True})
+            return False
+        return True
 
     def _op_stop(self, ch: Channel, sig: int, timeout: float, group: bool) -> None:
         self.stoppers.append(ch)
@@ -369,13 +376,7 @@ class Supervisor:
             self._answer_stoppers()
             return
         if timeout > 0 and sig != signal.SIGKILL:
-            try:
-                if group:
-                    os.killpg(self.main_pid, sig)
-                else:
-                    os.kill(self.main_pid, sig)
-            except ProcessLookupError:
-                pass
+            self._send_signal(sig, group)
             self.call_later(timeout, self._stop_deadline)
         else:
             self._stop_deadline()
@@ -408,7 +409,7 @@ class Supervisor:
                     os.killpg(self.main_pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            pids = procfs.descendants(me)
+            pids = descendants(me)
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -420,7 +421,7 @@ class Supervisor:
                     os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:
                     return
-                if self.exit is not None and not procfs.children(me):
+                if self.exit is not None and not descendants(me):
                     return
             if time.monotonic() > deadline:
                 self.log(f"processes survived SIGKILL for {KILL_BOUND_S}s: {pids}")
@@ -489,7 +490,7 @@ class Supervisor:
             os.close(fd)
 
     def _kill_exec(self, pid: int) -> None:
-        for target in procfs.descendants(pid):
+        for target in descendants(pid):
             try:
                 os.kill(target, signal.SIGKILL)
             except ProcessLookupError:
