@@ -184,7 +184,8 @@ def _local_starts(alloc_root: str, n: int) -> list[float]:
     with Driver(DriverConfig(enabled=True)) as drv:
         tids = []
         for i in range(n + 1):
-            cfg = TaskConfig(id=f"local-{uuid.uuid4()}", name="t", alloc_id="a",
+            alloc_id = str(uuid.uuid4())  # (alloc, task) is unique in Nomad; the cgroup is named after it
+            cfg = TaskConfig(id=f"{alloc_id}/t/local", name="t", alloc_id=alloc_id,
                              alloc_dir=os.path.join(alloc_root, f"local{i}"),
                              driver_config={"command": "/bin/sleep", "args": ["60"]},
                              env={"PATH": os.environ.get("PATH", "")}, stdout_path=os.devnull,
