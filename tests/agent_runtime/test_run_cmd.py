@@ -1,0 +1,151 @@
+"""``rawexec run`` as a real subprocess: hello example, Ctrl-C, failures, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.util import pids_with_tag, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+CMD = [sys.executable, "-c", "from rawexec.cli.main import main; main()", "run"]
+
+
+def run(args: list[str], tag: str, state_dir: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = _env(tag, state_dir)
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
+                          check=False)
+
+
+def _env(tag: str, state_dir: str) -> dict[str, str]:
+    k, _, v = tag.partition("=")
+    return dict(os.environ, **{k: v}, TERM="dumb", TMPDIR=state_dir)
+
+
+def test_hello_example_exits_0_and_prints_output(tag: str, state_dir: str) -> None:
+    p = run(["examples/hello.nomad.hcl"], tag, state_dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    out = [ln for ln in lines if "/say | " in ln]
+    assert len(out) == 3, p.stdout
+    assert out[0].split(" | ", 1)[1].startswith("hello from say in alloc ")
+    assert out[2].endswith("/say | done")
+    assert "==> Summary" in p.stdout and "Terminated: Exit Code: 0" in p.stdout
+    # the default data dir was a temp dir, removed at exit
+    assert not list(Path(state_dir).glob("rawexec-run-*"))
+    assert pids_with_tag(tag) == []
+
+
+def test_vars_and_data_dir(tag: str, state_dir: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    p = run(["-var", "greeting=bonjour", "-data-dir", str(data), "examples/hello.nomad.hcl"], tag, state_dir)
+    assert p.returncode == 0, p.stderr
+    assert "/say | bonjour from say" in p.stdout
+    assert (data / "state.db").exists()  # kept: it was given
+
+
+def test_failing_batch_job_exits_nonzero(tag: str, state_dir: str, tmp_path: Path) -> None:
+    jf = tmp_path / "fail.nomad.hcl"
+    jf.write_text('''job "fail" {
+  type = "batch"
+  group "g" {
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+    task "ok" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/true"
+      }
+    }
+    task "bad" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "echo oops >&2; exit 4"]
+      }
+    }
+  }
+}
+''')
+    p = run([str(jf)], tag, state_dir)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "/bad | oops" in p.stdout
+    summary = p.stdout.split("==> Summary", 1)[1]
+    assert "dead (failed)" in summary and "Policy allows no restarts" in summary
+
+
+def test_bad_job_file_is_a_clear_error(tag: str, state_dir: str, tmp_path: Path) -> None:
+    jf = tmp_path / "bad.nomad.hcl"
+    jf.write_text('job "x" {\n  type = "batchy"\n  group "g" {\n    task "t" {\n      driver = "raw_exec"\n'
+                  '      config { command = "/bin/true" }\n    }\n  }\n}\n')
+    p = run([str(jf)], tag, state_dir)
+    assert p.returncode == 1
+    assert p.stderr.startswith(f'Error parsing job file "{jf}"')
+    assert "batchy" in p.stderr
+    p = run([str(tmp_path / "missing.hcl")], tag, state_dir)
+    assert p.returncode == 1 and "missing.hcl" in p.stderr
+    p = run(["-var", "novalue", "examples/hello.nomad.hcl"], tag, state_dir)
+    assert p.returncode == 2 and "expected name=value" in p.stderr
+
+
+def test_other_driver_fails_run(tag: str, state_dir: str, tmp_path: Path) -> None:
+    jf = tmp_path / "docker.nomad.hcl"
+    jf.write_text('job "d" {\n type = "batch"\n group "g" {\n task "t" {\n driver = "docker"\n'
+                  ' config { image = "redis" }\n }\n }\n}\n')
+    p = run([str(jf)], tag, state_dir)
+    assert p.returncode == 1
+    assert 'driver "docker" not available on this node' in p.stdout + p.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_service_tasks(tag: str, state_dir: str, tmp_path: Path) -> None:
+    jf = tmp_path / "svc.nomad.hcl"
+    jf.write_text('''job "svc" {
+  group "g" {
+    count = 3
+    task "t" {
+      driver = "raw_exec"
+      kill_signal = "SIGTERM"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "trap 'echo bye; exit 0' TERM; echo up; sleep 1000 & wait"]
+      }
+    }
+  }
+}
+''')
+    proc = subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env=_env(tag, state_dir))
+    assert proc.stdout is not None
+    lines: list[str] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for ln in proc.stdout:
+            lines.append(ln)
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    try:
+        wait_until(lambda: sum(" | up" in ln for ln in lines) == 3, 60, 0.05, "3 tasks up")
+        assert any("All 3 main task(s) started" in ln for ln in lines)
+        assert len(pids_with_tag(tag)) >= 6  # 3 shells + 3 sleeps
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    th.join(10)
+    text = "".join(lines)
+    assert rc == 130, text
+    assert "Stopping every task" in text
+    assert text.count("/t: Killed: Task successfully killed") == 3
+    wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
