@@ -160,3 +160,10 @@ def test_long_names_and_header_formats(tmp_path: Path, fmt: int, comp: str) -> N
            **LIMITS)
     for i, n in enumerate(names):
         assert (tmp_path / "out" / n).read_bytes() == bytes([i]) * (1000 * (i + 1))
+
+
+def test_symlink_loop_is_refused_as_a_loop(tmp_path: Path) -> None:
+    path = tmp_path / "loop.tar"
+    path.write_bytes(tar_bytes([ti("a", tarfile.SYMTYPE, "a//a")]))
+    with pytest.raises(UnpackError, match='"a" is a symlink loop'):
+        unpack(str(path), "tar", str(tmp_path / "out"), out_name="x", display="loop.tar", **LIMITS)

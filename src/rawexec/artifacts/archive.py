@@ -472,7 +472,12 @@ def check_tree(root: str) -> None:
             st = os.lstat(path)
             rel = os.path.relpath(path, root)
             if stat.S_ISLNK(st.st_mode):
-                real = os.path.realpath(path)
+                try:
+                    real = os.path.realpath(path, strict=True)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        raise UnpackError(f'"{rel}" is a symlink loop') from None
+                    real = os.path.realpath(path)  # dangling: judge where it would point
                 if real != real_root and not real.startswith(real_root + os.sep):
                     raise UnpackError(f'"{rel}" is a symlink resolving outside the destination')
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode) \
