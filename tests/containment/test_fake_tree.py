@@ -433,3 +433,17 @@ def test_override_naming_the_mount_root_is_refused(tmp_path: Path, value: str) -
     s, _fs = system(tmp_path, "v2")
     with pytest.raises(InvalidConfigError, match="cgroup_v2_override"):
         create(s, v2_override=value)
+
+
+@pytest.mark.parametrize("mode", ["v2", "v1"])
+def test_cgroups_the_task_nested_below_its_own_are_killed_and_removed(tmp_path: Path, mode: str) -> None:
+    s, fs = system(tmp_path, mode)
+    cg = create(s)
+    top = cg.primary
+    fs.mkdir(top + "/inner")
+    fs.mkdir(top + "/inner/deeper")
+    fs.set_procs(top + "/inner/deeper", [1001])
+    assert cg.pids() == [1001]
+    cg.destroy()
+    assert not fs.exists(top)
+    assert fs.isdir(top.rsplit("/", 1)[0])  # the shared parent stays

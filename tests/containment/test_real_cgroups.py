@@ -269,3 +269,25 @@ def test_destroy_all_many_adversarial_tasks(host: CgroupSystem, parent: str) -> 
         _reap(procs)
         destroy_all(cgs)
     assert not any(os.path.exists(d) for cg in cgs for d in cg.dirs)
+
+
+@pytest.mark.parametrize("path", ["native", "v1"])
+def test_processes_in_cgroups_nested_below_the_task_are_killed(host: CgroupSystem, parent: str, path: str) -> None:
+    """A root task may make sub-cgroups of its own and move children there: still killed, still removed."""
+    system = variant(host, path)
+    cg = _create(system, parent)
+    nested = []
+    for d in cg.dirs:
+        os.makedirs(f"{d}/inner/deeper")
+        nested.append(f"{d}/inner/deeper/cgroup.procs")
+    tag = uuid.uuid4().hex
+    p = start(SHAPES["double_fork_daemon"][0], tag, tuple(nested))
+    try:
+        assert wait_until(lambda: len(tagged(tag)) >= 2, 20)
+        assert set(tagged(tag)) <= set(cg.pids())
+        cg.kill_all()
+        assert tagged(tag) == []
+    finally:
+        _reap([p])
+        cg.destroy()
+    assert not any(os.path.exists(d) for d in cg.dirs)

@@ -376,18 +376,28 @@ class TaskCgroup:
             self._kill(tuple(dirs), 5.0)
 
     # -- membership ------------------------------------------------------------------------------
+    def _tree(self, d: str) -> list[str]:
+        """``d`` and every cgroup nested below it (a root task may create its own sub-cgroups)."""
+        out = [d]
+        i = 0
+        while i < len(out):
+            out.extend(f"{out[i]}/{name}" for name in self.fs.subdirs(out[i]))
+            i += 1
+        return out
+
     def _pids_in(self, dirs: tuple[str, ...] | list[str]) -> set[int]:
         out: set[int] = set()
-        for d in dirs:
-            try:
-                out.update(int(x) for x in self.fs.read(d + "/cgroup.procs").split())
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENODEV):
-                    raise
+        for top in dirs:
+            for d in self._tree(top):
+                try:
+                    out.update(int(x) for x in self.fs.read(d + "/cgroup.procs").split())
+                except OSError as e:
+                    if e.errno not in (errno.ENOENT, errno.ENODEV):
+                        raise
         return out
 
     def pids(self) -> list[int]:
-        """The task's processes (from the primary directory's ``cgroup.procs``)."""
+        """The task's processes (the primary directory's ``cgroup.procs``, nested cgroups included)."""
         return sorted(self._pids_in([self.primary]))
 
     # -- kill / destroy --------------------------------------------------------------------------
@@ -466,21 +476,25 @@ class TaskCgroup:
         """Kill everything, then remove our dirs (retrying while busy). Idempotent; overrides stay."""
         deadline = time.monotonic() + timeout
         self.kill_all(timeout)
-        for d in self.owned:
-            delay = 0.001
-            while True:
-                try:
-                    self.fs.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as e:
-                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise ContainmentError(f"unable to remove cgroup {d}: {e.strerror}") from e
-                    if self._pids_in([d]):
-                        self._kill(self.dirs, max(0.1, deadline - time.monotonic()))
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
+        for top in self.owned:
+            for d in reversed(self._tree(top)):  # nested cgroups first
+                self._rmdir(d, deadline)
+
+    def _rmdir(self, d: str, deadline: float) -> None:
+        delay = 0.001
+        while True:
+            try:
+                self.fs.rmdir(d)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise ContainmentError(f"unable to remove cgroup {d}: {e.strerror}") from e
+                if self._pids_in([d]):
+                    self._kill(self.dirs, max(0.1, deadline - time.monotonic()))
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
 
     # -- OOM -------------------------------------------------------------------------------------
     def _raw_oom_count(self) -> int:

@@ -84,6 +84,14 @@ class CgroupFS:
     def listdir(self, path: str) -> list[str]:
         return sorted(os.listdir(self.host_path(path)))
 
+    def subdirs(self, path: str) -> list[str]:
+        """Names of the child directories (child cgroups) of ``path``; [] if it does not exist."""
+        try:
+            with os.scandir(self.host_path(path)) as it:
+                return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def stat_uid(self, path: str) -> int:
         return os.stat(self.host_path(path)).st_uid
 
