@@ -378,9 +378,17 @@ for path, mode in (({str(outside / "bad")!r}, "w"), ({str(secret)!r}, "r")):
         open(path, mode)
     except PermissionError:
         print("denied", path)
+if landlock.abi_version() >= 4:
+    import socket
+    try:
+        socket.socket().bind(("127.0.0.1", 0))
+    except PermissionError:
+        print("bind denied")
+else:
+    print("bind denied")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == [f"denied {outside / 'bad'}", f"denied {secret}"]
+    assert out.stdout.splitlines() == [f"denied {outside / 'bad'}", f"denied {secret}", "bind denied"]
     assert (inside / "ok").read_text() == "ok" and list(outside.iterdir()) == []
 
 

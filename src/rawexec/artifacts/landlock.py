@@ -39,6 +39,8 @@ REFER = 1 << 13  # ABI 2
 TRUNCATE = 1 << 14  # ABI 3
 IOCTL_DEV = 1 << 15  # ABI 5
 
+NET_BIND_TCP = 1 << 0  # ABI 4: handled with no rule ⇒ the sandbox cannot listen on any TCP port
+
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 SCOPE_SIGNAL = 1 << 1  # ABI 6
 
@@ -93,6 +95,9 @@ def restrict(read_paths: Iterable[str], write_paths: Iterable[str],
              rw_files: Iterable[str] = ()) -> int:
     """Apply the sandbox to this process; returns the ABI used.
 
+    Also, from ABI 4, binding TCP ports is denied, and from ABI 6 signals and abstract unix
+    sockets are scoped to the sandbox.
+
     ``read_paths``: read + execute beneath (dirs) or of (files); missing paths are skipped.
     ``write_paths``: everything but creating device nodes, beneath each directory.
     ``rw_files``: files opened for reading and writing (e.g. ``/dev/null``).
@@ -104,7 +109,7 @@ def restrict(read_paths: Iterable[str], write_paths: Iterable[str],
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     handled = _handled_fs(abi)
-    attr = _RulesetAttr(handled_access_fs=handled, handled_access_net=0,
+    attr = _RulesetAttr(handled_access_fs=handled, handled_access_net=NET_BIND_TCP if abi >= 4 else 0,
                         scoped=(SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if abi >= 6 else 0)
     size = 24 if abi >= 6 else (16 if abi >= 4 else 8)
     ruleset = libc.syscall(ctypes.c_long(_SYS_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size),
