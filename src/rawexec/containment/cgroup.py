@@ -3,10 +3,12 @@
 Layout, as Nomad lays it out:
 
 * v2: ``<cgroup2 mount>/<parent or nomad.slice>/<alloc_id>.<task>.scope``
-* v1: ``/sys/fs/cgroup/<controller>/<parent or nomad>/<alloc_id>.<task>`` for freezer, memory,
-  cpu, cpuacct and cpuset (whichever are mounted)
-* hybrid: both — the v1 dirs carry the limits, the cgroup2 scope carries membership and
-  ``cgroup.kill``.
+* v1: ``/sys/fs/cgroup/<controller>/<parent or nomad>/<alloc_id>.<task>`` for memory and cpu
+  (limits), freezer (membership, freeze/kill), cpuacct (cpu stats) and cpuset (only with
+  reserved cores)
+* hybrid: both — the v1 dirs (memory, cpu, cpuset) carry the limits, the cgroup2 scope carries
+  membership, ``cgroup.kill`` and cpu stats (so no freezer/cpuacct dirs: each join is a cgroup
+  migration, and fewer dirs make create and destroy cheaper).
 
 An override (``cgroup_v2_override`` or, per controller, ``cgroup_v1_override``) replaces the
 matching directory. It belongs to the operator: we place the task in it and kill what is in it,
@@ -27,7 +29,16 @@ from typing import Any
 
 from rawexec.containment.detect import CgroupSystem
 from rawexec.containment.fs import CgroupFS
-from rawexec.containment.limits import cpu_shares, cpu_weight, parse_cpu_list, task_cpuset
+from rawexec.containment.setup import (
+    apply_limits,
+    check_name,
+    ensure_parent,
+    init_cpuset,
+    override_dir,
+    rel_parts,
+    resources_from_mapping,
+    v1_wanted,
+)
 from rawexec.errors import ContainmentError, InvalidConfigError
 from rawexec.types import Resources
 
@@ -38,78 +49,9 @@ log = logging.getLogger("rawexec.containment")
 
 DEFAULT_V2_PARENT = "nomad.slice"
 DEFAULT_V1_PARENT = "nomad"
-#: v1 controllers a task may get its own directory in; see :func:`_v1_wanted` for which it does.
+#: v1 controllers a task may get its own directory in (which it does: ``setup.v1_wanted``).
 V1_TASK_CONTROLLERS = ("freezer", "memory", "cpu", "cpuacct", "cpuset")
-#: v2 controllers enabled down the parent chain (pure v2 only), as Nomad does.
-V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")
 STATE_VERSION = 1
-
-
-def _check_name(field: str, value: str) -> None:
-    if not isinstance(value, str) or not value or value in (".", "..") or any(c in value for c in "/\n\0"):
-        raise InvalidConfigError(f"{field} {value!r} cannot name a cgroup: it must be non-empty and contain "
-                                 "no '/', newline or NUL")
-
-
-def _rel_parts(field: str, value: str) -> list[str]:
-    """Path components of a cgroup path relative to a mount (a leading '/' is allowed)."""
-    if not isinstance(value, str):
-        raise InvalidConfigError(f"{field} must be a string path, got {value!r}")
-    parts = [p for p in value.strip().split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise InvalidConfigError(f"{field} {value!r} must not contain '..': give a path below the cgroup mount")
-    if not parts:
-        raise InvalidConfigError(f"{field} {value!r} is empty: give a cgroup path such as \"custom.slice/x.scope\"")
-    return parts
-
-
-def _override_dir(fs: CgroupFS, mount: str, value: str, field: str) -> str:
-    """Resolve an override (relative to ``mount``, or absolute inside it) to an existing cgroup dir."""
-    v = value.strip() if isinstance(value, str) else value
-    if isinstance(v, str) and v.startswith(mount + "/"):
-        v = v[len(mount):]
-    if isinstance(v, str) and v.rstrip("/") in ("", mount):
-        # Everything on the host is in the root cgroup: killing "the task" there would kill the machine.
-        raise InvalidConfigError(f"{field} = {value!r} names the root of the cgroup mount; give the task's own "
-                                 "cgroup below it, e.g. \"custom.slice/x.scope\"")
-    path = mount + "/" + "/".join(_rel_parts(field, v))
-    if not fs.isdir(path):
-        raise ContainmentError(f"unable to configure cgroups: no such file or directory: {path} "
-                               f"({field} = {value!r}); create that cgroup first or remove the override")
-    return path
-
-
-def _v1_wanted(fs: CgroupFS, unified: str | None, resources: Resources | None) -> set[str]:
-    """The v1 controllers a task joins. Every join is a cgroup migration (not free), so only:
-
-    * memory and cpu — the limits;
-    * cpuset — only when cores are reserved (else the task keeps the parent's cpus anyway);
-    * freezer — membership and the freeze/kill sequence, unless a cgroup2 dir with
-      ``cgroup.kill`` already does that (hybrid);
-    * cpuacct — cpu stats, unless the cgroup2 dir's ``cpu.stat`` has them (hybrid).
-    """
-    wanted = {"memory", "cpu"}
-    if resources is not None and (resources.cores > 0 or resources.cpuset):
-        wanted.add("cpuset")
-    if unified is None or not fs.exists(unified + "/cgroup.kill"):
-        wanted.add("freezer")
-    if unified is None or not fs.exists(unified + "/cpu.stat"):
-        wanted.add("cpuacct")
-    return wanted
-
-
-def _resources_from_mapping(m: Mapping[str, Any]) -> Resources:
-    known = {"cpu", "memory", "memory_max", "cores", "cpuset"}
-    unknown = sorted(set(m) - known)
-    if unknown:
-        raise InvalidConfigError(f"resources: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    try:
-        kw: dict[str, Any] = {k: int(m[k]) for k in ("cpu", "memory", "memory_max", "cores") if m.get(k) is not None}
-        if m.get("cpuset"):
-            kw["cpuset"] = tuple(int(c) for c in m["cpuset"])
-    except (TypeError, ValueError) as e:
-        raise InvalidConfigError(f"resources: fields must be integers ({e})") from e
-    return Resources(**kw)
 
 
 def _parse_kv(text: str) -> dict[str, int]:
@@ -184,11 +126,11 @@ class TaskCgroup:
         """
         fs = system.fs
         if resources is not None and not isinstance(resources, Resources):
-            resources = _resources_from_mapping(resources)
+            resources = resources_from_mapping(resources)
         if not system.enabled:
             raise ContainmentError(f"cannot create a task cgroup: cgroups are off ({system.reason})")
-        _check_name("alloc_id", alloc_id)
-        _check_name("task_name", task_name)
+        check_name("alloc_id", alloc_id)
+        check_name("task_name", task_name)
         if v1_override and v2_override:
             raise InvalidConfigError("cgroup_v1_override and cgroup_v2_override are both set; set only one of them")
         if v2_override and system.unified_mount is None:
@@ -201,16 +143,16 @@ class TaskCgroup:
             if ctrl not in system.v1_mounts:
                 raise ContainmentError(f"cgroup_v1_override names controller {ctrl!r}, which is not mounted on this "
                                        f"host (mounted: {', '.join(sorted(system.v1_mounts))})")
-        parent_parts = _rel_parts("parent cgroup", parent) if parent is not None else None
+        parent_parts = rel_parts("parent cgroup", parent) if parent is not None else None
         created: list[str] = []
         owned: list[str] = []
         try:
             unified: str | None = None
             if system.unified_mount is not None:
                 if v2_override:
-                    unified = _override_dir(fs, system.unified_mount, v2_override, "cgroup_v2_override")
+                    unified = override_dir(fs, system.unified_mount, v2_override, "cgroup_v2_override")
                 else:
-                    base = cls._ensure_parent(system, system.unified_mount, parent_parts or [DEFAULT_V2_PARENT],
+                    base = ensure_parent(system, system.unified_mount, parent_parts or [DEFAULT_V2_PARENT],
                                               created, None)
                     unified = f"{base}/{alloc_id}.{task_name}.scope"
                     if fs.mkdir(unified):
@@ -218,20 +160,20 @@ class TaskCgroup:
                     owned.append(unified)
             v1: dict[str, str] = {}
             by_mount: dict[str, str] = {}
-            wanted = _v1_wanted(fs, unified, resources)
+            wanted = v1_wanted(fs, unified, resources)
             for ctrl, mount in sorted(system.v1_mounts.items()):
                 if v1_override and ctrl in v1_override:
-                    v1[ctrl] = _override_dir(fs, mount, v1_override[ctrl], f"cgroup_v1_override[{ctrl!r}]")
+                    v1[ctrl] = override_dir(fs, mount, v1_override[ctrl], f"cgroup_v1_override[{ctrl!r}]")
                 elif ctrl in wanted or mount in by_mount:
                     if mount not in by_mount:
                         cpuset = ctrl == "cpuset" or system.v1_mounts.get("cpuset") == mount
-                        base = cls._ensure_parent(system, mount, parent_parts or [DEFAULT_V1_PARENT], created,
+                        base = ensure_parent(system, mount, parent_parts or [DEFAULT_V1_PARENT], created,
                                                   "cpuset" if cpuset else None)
                         d = f"{base}/{alloc_id}.{task_name}"
                         if fs.mkdir(d):
                             created.append(d)
                             if cpuset:
-                                cls._init_cpuset(fs, d)
+                                init_cpuset(fs, d)
                         owned.append(d)
                         by_mount[mount] = d
                     v1[ctrl] = by_mount[mount]
@@ -241,7 +183,7 @@ class TaskCgroup:
             if leftovers:
                 cg._reuse_leftovers(leftovers)
             if resources is not None:
-                cg._apply_limits(resources)
+                apply_limits(fs, system.mode, unified, v1, owned, resources)
             cg.oom_baseline = cg._raw_oom_count()
             return cg
         except BaseException as exc:
@@ -253,112 +195,6 @@ class TaskCgroup:
             if isinstance(exc, OSError):
                 raise ContainmentError(f"unable to configure cgroups: {exc}") from exc
             raise
-
-    @classmethod
-    def _ensure_parent(cls, system: CgroupSystem, mount: str, parts: list[str], created: list[str],
-                       kind: str | None) -> str:
-        fs = system.fs
-        cur = mount
-        if system.mode == "v2" and mount == system.unified_mount:
-            cls._enable_v2_controllers(fs, cur)
-        for part in parts:
-            nxt = f"{cur}/{part}"
-            if fs.mkdir(nxt):
-                created.append(nxt)
-                if kind == "cpuset":
-                    cls._init_cpuset(fs, nxt)
-            cur = nxt
-            if system.mode == "v2" and mount == system.unified_mount:
-                cls._enable_v2_controllers(fs, cur)
-        return cur
-
-    @staticmethod
-    def _enable_v2_controllers(fs: CgroupFS, d: str) -> None:
-        """Enable the wanted controllers for ``d``'s children (best effort, logged)."""
-        try:
-            have = set(fs.read(d + "/cgroup.controllers").split())
-            on = set(fs.read(d + "/cgroup.subtree_control").split())
-        except OSError:
-            return
-        for c in V2_CONTROLLERS:
-            if c in have and c not in on:
-                try:
-                    fs.write(d + "/cgroup.subtree_control", f"+{c}")
-                except OSError as e:
-                    log.warning("cgroups: cannot enable the %s controller in %s: %s", c, d, e.strerror)
-
-    @staticmethod
-    def _init_cpuset(fs: CgroupFS, d: str) -> None:
-        """A new v1 cpuset dir starts empty (no task may join): copy the parent's cpus and mems."""
-        parent = d.rsplit("/", 1)[0]
-        for f in ("cpuset.cpus", "cpuset.mems"):
-            try:
-                if fs.read(f"{d}/{f}").strip():
-                    continue
-                value = fs.read(f"{parent}/{f}").strip()
-            except OSError:
-                continue
-            if value:
-                fs.write(f"{d}/{f}", value)
-
-    def _write(self, path: str, value: str, field: str) -> None:
-        try:
-            self.fs.write(path, value)
-        except OSError as e:
-            raise ContainmentError(f"unable to configure cgroups: writing {value!r} to {path} failed: "
-                                   f"{e.strerror or e} (from {field})") from e
-
-    def _apply_limits(self, r: Resources) -> None:
-        hard, reservation = r.memory_limits()
-        shares = cpu_shares(r.cpu)
-        owned = set(self.owned)
-        fs = self.fs
-        mem = self.v1.get("memory")
-        if mem in owned and mem is not None:
-            self._write(f"{mem}/memory.limit_in_bytes", str(hard) if hard else "-1", "resources.memory")
-            if fs.exists(f"{mem}/memory.soft_limit_in_bytes"):
-                self._write(f"{mem}/memory.soft_limit_in_bytes", str(reservation) if reservation else "-1",
-                            "resources.memory")
-            if fs.exists(f"{mem}/memory.swappiness"):
-                try:
-                    fs.write(f"{mem}/memory.swappiness", "0")
-                except OSError as e:
-                    log.debug("cgroups: memory.swappiness not set in %s: %s", mem, e.strerror)
-        cpu = self.v1.get("cpu")
-        if cpu in owned and cpu is not None:
-            self._write(f"{cpu}/cpu.shares", str(shares), "resources.cpu")
-        cs = self.v1.get("cpuset")
-        if cs in owned and cs is not None and (r.cores > 0 or r.cpuset):
-            parent = cs.rsplit("/", 1)[0]
-            avail = parse_cpu_list(fs.read(f"{parent}/cpuset.effective_cpus")
-                                   if fs.exists(f"{parent}/cpuset.effective_cpus")
-                                   else fs.read(f"{parent}/cpuset.cpus"))
-            value = task_cpuset(r, avail)
-            if value:
-                self._write(f"{cs}/cpuset.cpus", value, "resources.cores")
-        u = self.unified
-        if self.mode == "v2" and u is not None and u in owned:
-            try:
-                ctrls = set(fs.read(f"{u}/cgroup.controllers").split())
-            except OSError:
-                ctrls = set()
-            missing = [c for c in ("memory", "cpu") if c not in ctrls]
-            if missing:
-                log.warning("cgroups: %s controller(s) not enabled for %s; those limits are not applied",
-                            ",".join(missing), u)
-            if "memory" in ctrls:
-                self._write(f"{u}/memory.max", str(hard) if hard else "max", "resources.memory")
-                self._write(f"{u}/memory.low", str(reservation) if reservation else "0", "resources.memory")
-                if hard and fs.exists(f"{u}/memory.swap.max"):
-                    self._write(f"{u}/memory.swap.max", "0", "resources.memory")
-            if "cpu" in ctrls:
-                self._write(f"{u}/cpu.weight", str(cpu_weight(shares)), "resources.cpu")
-            if "cpuset" in ctrls and (r.cores > 0 or r.cpuset):
-                parent = u.rsplit("/", 1)[0]
-                avail = parse_cpu_list(fs.read(f"{parent}/cpuset.cpus.effective"))
-                value = task_cpuset(r, avail)
-                if value:
-                    self._write(f"{u}/cpuset.cpus", value, "resources.cores")
 
     def _reuse_leftovers(self, dirs: list[str]) -> None:
         """Dirs left by a crashed run: thaw them and kill whatever still runs there."""
