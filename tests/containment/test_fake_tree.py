@@ -447,3 +447,18 @@ def test_cgroups_the_task_nested_below_its_own_are_killed_and_removed(tmp_path: 
     cg.destroy()
     assert not fs.exists(top)
     assert fs.isdir(top.rsplit("/", 1)[0])  # the shared parent stays
+
+
+def test_remove_parent_removes_only_empty_parents(tmp_path: Path) -> None:
+    from rawexec.containment import remove_parent
+
+    s, fs = system(tmp_path, "hybrid")
+    cg = create(s, parent="test-parent/deep")
+    left = remove_parent(s, "test-parent/deep")
+    assert len(left) == 3 and all("Device or resource busy" in x for x in left)  # the task cgroup is still there
+    assert fs.isdir(str(cg.unified))
+    cg.destroy()
+    assert remove_parent(s, "test-parent/deep") == []
+    assert not fs.exists("/sys/fs/cgroup/unified/test-parent")
+    assert not fs.exists("/sys/fs/cgroup/memory/test-parent")
+    assert remove_parent(s, "test-parent/deep") == []  # idempotent

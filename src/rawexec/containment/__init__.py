@@ -15,7 +15,7 @@ Without cgroups: :func:`kill_process_tree` on the (subreaper) shim and :func:`de
 Stats: :class:`StatsCollector`.
 """
 
-from rawexec.containment.cgroup import DEFAULT_V1_PARENT, DEFAULT_V2_PARENT, TaskCgroup, destroy_all
+from rawexec.containment.cgroup import DEFAULT_V1_PARENT, DEFAULT_V2_PARENT, TaskCgroup, destroy_all, remove_parent
 from rawexec.containment.detect import CgroupSystem, clear_detect_cache, detect, parse_mountinfo
 from rawexec.containment.fs import CgroupFS
 from rawexec.containment.limits import cpu_shares, cpu_weight
@@ -40,4 +40,5 @@ __all__ = [
     "kill_process_tree",
     "parse_mountinfo",
     "read_proc_sample",
+    "remove_parent",
 ]

@@ -43,7 +43,7 @@ from rawexec.errors import ContainmentError, InvalidConfigError
 from rawexec.types import Resources
 
 __all__ = ["DEFAULT_V1_PARENT", "DEFAULT_V2_PARENT", "STATE_VERSION", "V1_TASK_CONTROLLERS", "TaskCgroup",
-           "destroy_all"]
+           "destroy_all", "remove_parent"]
 
 log = logging.getLogger("rawexec.containment")
 
@@ -402,3 +402,25 @@ def destroy_all(cgroups: Iterable[TaskCgroup], timeout: float = 5.0) -> list[Con
         except OSError as e:
             errors.append(ContainmentError(f"unable to destroy {cg!r}: {e}"))
     return errors
+
+
+def remove_parent(system: CgroupSystem, parent: str) -> list[str]:
+    """Remove the (now empty) parent cgroup ``parent`` in every hierarchy — e.g. a test's own parent.
+
+    Never touches a parent that still has task cgroups or processes: those are returned (with the
+    reason) rather than killed. Missing dirs are fine.
+    """
+    parts = rel_parts("parent cgroup", parent)
+    mounts = set(system.v1_mounts.values()) | ({system.unified_mount} if system.unified_mount else set())
+    left: list[str] = []
+    for m in sorted(mounts):
+        for depth in range(len(parts), 0, -1):  # a/b/c: remove c, then b, then a
+            d = m + "/" + "/".join(parts[:depth])
+            try:
+                system.fs.rmdir(d)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                left.append(f"{d}: {e.strerror}")
+                break
+    return left
