@@ -33,8 +33,8 @@ __all__ = ["Agent"]
 log = logging.getLogger("rawexec.agent")
 
 
-def _dur_ns(seconds: float) -> int:
-    return round(seconds * 1e9)
+START_CONCURRENCY = 16
+"""Task starts in flight at once (directory setup, env, artifacts, driver start)."""
 
 
 class Agent:
@@ -54,6 +54,7 @@ class Agent:
         self._started = False
         self._closed = False
         self._purge_waiters: list[threading.Thread] = []
+        self.start_slots = threading.BoundedSemaphore(START_CONCURRENCY)
         self.store: StateStore
         self.persister: Persister
         self.driver: Driver
@@ -82,6 +83,10 @@ class Agent:
         self.store = StateStore(self.data_dir)
         try:
             self.driver = Driver(self._make_driver_config())
+            # boot the driver's spawner now, in parallel with recovery and the first job's parsing
+            spawner = getattr(self.driver, "_spawner", None)
+            if spawner is not None and hasattr(spawner, "start"):
+                threading.Thread(target=_quietly, args=(spawner.start,), name="spawner-warmup", daemon=True).start()
             fp = self.driver.fingerprint()
             self.node_obj = Node(self.config, self.store, health=str(fp.health),
                                  health_description=fp.description)
@@ -477,6 +482,13 @@ class Agent:
     def _require_started(self) -> None:
         if not self._started:
             raise TaskStateError("the agent is not started; call start() first")
+
+
+def _quietly(fn: Any) -> None:
+    try:
+        fn()
+    except Exception as e:  # the first start_task reports it properly
+        log.debug("spawner warm-up failed: %s", e)
 
 
 _SERVER_FIELDS = frozenset({"Version", "Stop", "Status", "StatusDescription", "SubmitTime", "Stable", "CreateIndex",

@@ -378,6 +378,12 @@ class TaskRunner:
             self._emit(TaskEvent.driver_failure(msg))
             self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
             return None
+        with ar.agent.start_slots:  # a bounded number of starts at once: less contention, more throughput
+            return self._start_locked()
+
+    def _start_locked(self) -> bool | None:
+        ar = self.alloc
+        task = self.task
         if not self._dir_built:
             self._emit(TaskEvent.task_setup("Building Task Directory"), wait=False)
             try:
