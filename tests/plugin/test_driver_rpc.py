@@ -483,3 +483,14 @@ def test_orderly_shutdown_with_busy_streams_is_fast_and_leaves_tasks_running(tmp
         wait_until(lambda: not _pid_alive(pid), 10, message="task gone after stop")
     finally:
         p2.close()
+
+
+@pytest.mark.parametrize("method", ["/hashicorp.nomad.plugins.drivers.proto.Driver/StartTask",
+                                    "/hashicorp.nomad.plugins.base.proto.BasePlugin/SetConfig",
+                                    "/hashicorp.nomad.plugins.drivers.proto.Driver/RecoverTask"])
+def test_garbage_protobuf_on_the_wire(shared_plugin: Plugin, method: str) -> None:
+    call = shared_plugin.channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as ei:
+        call(b"\xff\xff\xff\x0f", timeout=5)
+    assert _code(ei) in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert shared_plugin.healthy()
