@@ -269,6 +269,12 @@ def test_file_source_refused_unless_allowed(alloc: Alloc, tmp_path: Path) -> Non
     res = fetch(ArtifactSpec(f"file://{f}", options={"checksum": f"sha256:{sha256(SCRIPT)}"}), alloc,
                 GetterConfig(allow_file=True))
     assert Path(res.destination).read_bytes() == SCRIPT
+    sums = tmp_path / "sums" / "SHA256SUMS"
+    sums.parent.mkdir()
+    sums.write_text(f"{sha256(SCRIPT)} *local-tool\n")
+    res = fetch(ArtifactSpec(f"file://{f}", destination="local/again/", options={"checksum": f"file:file://{sums}"}),
+                alloc, GetterConfig(allow_file=True))
+    assert res.checksum == f"sha256:{sha256(SCRIPT)}" and Path(res.destination).read_bytes() == SCRIPT
 
 
 @pytest.mark.parametrize("source", ["s3://bucket/key", "ftp://host/file", "hg::https://host/repo", "no-scheme/x"])

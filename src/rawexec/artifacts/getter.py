@@ -184,6 +184,18 @@ def _run_child(params: dict[str, Any], cfg: GetterConfig, source: str,
         return result, isolation
 
 
+def _extra_read(resolved: ResolvedSource) -> list[str]:
+    """Host paths the sandbox must be able to read: a file source, a file:// checksum or git repo."""
+    paths = []
+    if resolved.getter == "file":
+        paths.append(resolved.url)
+    elif resolved.getter == "git" and resolved.url.startswith("file://"):
+        paths.append(resolved.url[len("file://"):])
+    if resolved.checksum and resolved.checksum[0] == "file" and resolved.checksum[1].startswith("file://"):
+        paths.append(resolved.checksum[1][len("file://"):])
+    return paths
+
+
 def _merge_into(src: str, dst: str) -> None:
     """Move every entry of ``src`` into the existing directory ``dst`` (each move atomic)."""
     for entry in os.scandir(src):
@@ -270,12 +282,8 @@ def fetch_artifact(spec: ArtifactSpec, *, task_dir: str, alloc_dir: str,
             "insecure": spec.insecure, "git": dict(resolved.git), "staging": staging,
             "config": config.to_dict(),
             "isolation": {"enabled": not config.disable_filesystem_isolation},
-            "extra_read": [resolved.url] if resolved.getter == "file" else
-            ([resolved.checksum[1][len("file://"):]] if resolved.checksum and
-             resolved.checksum[1].startswith("file://") else []),
+            "extra_read": _extra_read(resolved),
         }
-        if resolved.getter == "git" and resolved.url.startswith("file://"):
-            params["extra_read"] = [resolved.url[len("file://"):]]
         result, isolation = _run_child(params, config, spec.source, progress)
         out = os.path.join(staging, "out")
         try:
@@ -303,7 +311,7 @@ def fetch_artifact(spec: ArtifactSpec, *, task_dir: str, alloc_dir: str,
         fr = FetchResult(spec.source, target, result["kind"], int(result.get("bytes", 0)),
                          int(result.get("files", 0)), result.get("checksum"), isolation, False,
                          time.monotonic() - started)
-        tmp_marker = marker + ".tmp"
+        tmp_marker = os.path.join(staging, "marker.json")  # unique per fetch, same filesystem
         with open(tmp_marker, "w") as f:
             json.dump({"destination": fr.destination, "kind": fr.kind, "files": fr.files,
                        "checksum": fr.checksum}, f)
