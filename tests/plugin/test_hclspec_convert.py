@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -273,3 +275,20 @@ def _call_failing(sock: str) -> None:
     assert rich.details[0].type_url == RECOVERABLE_TYPE_URL
     detail = structs_pb2.RecoverableError()
     assert rich.details[0].Unpack(detail) and detail.recoverable
+
+
+def test_generated_code_matches_the_protos(tmp_path: Any) -> None:
+    """gen/ is committed; regenerating from proto/ must give the same files (no drift)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([str(root / "scripts" / "gen-proto"), str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, check=False, env={**os.environ,
+                                                        "RAWEXEC_VENV": str(Path(sys.executable).parent.parent)})
+    assert res.returncode == 0, res.stderr
+    gen = root / "src" / "rawexec" / "plugin" / "gen"
+    fresh = sorted(p.name for p in tmp_path.iterdir())
+    assert fresh == sorted(p.name for p in gen.iterdir() if p.is_file())
+    for name in fresh:
+        assert (tmp_path / name).read_text() == (gen / name).read_text(), f"{name} is stale: run scripts/gen-proto"
