@@ -194,6 +194,8 @@ def _network(r: Reader) -> m.Network:
             ports.append(m.Port(label=label, static=p.integer("static", ""), to=p.integer("to", ""),
                                 host_network=p.string("host_network", "", "default")))
             p.finish()
+    # Static ports first, then dynamic ones (the order the API's ReservedPorts/DynamicPorts keeps).
+    ports = [p for p in ports if p.static] + [p for p in ports if not p.static]
     n = m.Network(mode=r.string("mode", "Mode", "host"), ports=tuple(ports), hostname=r.string("hostname", "Hostname"))
     r.finish(("dns", "DNS", "MBits", "mbits", "IP", "CIDR", "Device"))
     return n

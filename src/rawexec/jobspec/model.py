@@ -148,7 +148,7 @@ class Port:
 
 @dataclass(frozen=True)
 class Network:
-    """``network {}``: ``mode`` host | bridge | none | cni/<name>; the ports."""
+    """``network {}``: ``mode`` host | bridge | none | cni/<name>; the ports (static ones first)."""
 
     mode: str = "host"
     ports: tuple[Port, ...] = ()
