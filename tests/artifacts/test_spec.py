@@ -72,11 +72,13 @@ def test_config_from_client_block() -> None:
     assert cfg.git_timeout == 5400 and cfg.decompression_size_limit == 512 << 20
     assert cfg.passthrough_env == ["A", "B"] and cfg.deadline == 5400 + 60
     assert parse_duration("500ms", "x") == 0.5 and parse_size("0", "x") == 0
+    assert GetterConfig(http_read_timeout=0, git_timeout=0).deadline == 1800 + 60  # 0 = no timeout
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"http_read_timeout": "-5m"}, 'http_read_timeout: invalid duration "-5m"'),
-    ({"http_read_timeout": 0}, "http_read_timeout must be > 0"),
+    ({"http_read_timeout": "-5m"}, "http_read_timeout must be > 0"),
+    ({"http_read_timeout": "5 minutes"}, 'http_read_timeout: invalid duration "5 minutes"'),
+    ({"git_timeout": -1}, "git_timeout must be > 0"),
     ({"http_max_size": "lots"}, 'http_max_size: invalid size "lots"'),
     ({"decompression_file_count_limit": -1}, "decompression_file_count_limit must be >= 0"),
     ({"allow_file": "yes"}, "allow_file must be true or false"),

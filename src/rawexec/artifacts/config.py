@@ -22,6 +22,8 @@ def parse_duration(value: str | float | int, name: str) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     text = str(value).strip()
+    if text.startswith("-") and len(text) > 1:
+        return -parse_duration(text[1:], name)  # range checks give Nomad's "must be > 0"
     pos, total = 0, 0.0
     for m in _DURATION_RE.finditer(text):
         if m.start() != pos:
@@ -51,7 +53,7 @@ def parse_size(value: str | int, name: str) -> int:
 class GetterConfig:
     """Client ``artifact {}`` options (Nomad's names and defaults) plus rawexec's retry knobs.
 
-    Durations are seconds, sizes bytes; a limit of 0 disables that limit.
+    Durations are seconds, sizes bytes; a limit or a timeout of 0 disables it.
     """
 
     http_read_timeout: float = 30 * 60.0
@@ -76,10 +78,12 @@ class GetterConfig:
     fetch_deadline: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("http_read_timeout", "git_timeout", "hg_timeout", "s3_timeout", "gcs_timeout",
-                     "http_connect_timeout"):
-            if getattr(self, name) <= 0:
+        # Nomad rejects negative durations with this text; 0 means no timeout
+        for name in ("http_read_timeout", "git_timeout", "hg_timeout", "s3_timeout", "gcs_timeout"):
+            if getattr(self, name) < 0:
                 raise InvalidConfigError(f"{name} must be > 0")
+        if self.http_connect_timeout <= 0:
+            raise InvalidConfigError("http_connect_timeout must be > 0")
         for name in ("http_max_size", "decompression_size_limit", "decompression_file_count_limit",
                      "http_retries", "max_redirects"):
             if getattr(self, name) < 0:

@@ -35,8 +35,9 @@ def _netrc_auth(url: httpx.URL, headers: Mapping[str, str]) -> httpx.Auth | None
 
 
 def _client(cfg: GetterConfig, insecure: bool) -> httpx.Client:
-    timeout = httpx.Timeout(connect=cfg.http_connect_timeout, read=cfg.http_read_timeout,
-                            write=cfg.http_read_timeout, pool=cfg.http_connect_timeout)
+    read = cfg.http_read_timeout or None  # 0 = no read timeout
+    timeout = httpx.Timeout(connect=cfg.http_connect_timeout, read=read, write=read,
+                            pool=cfg.http_connect_timeout)
     return httpx.Client(follow_redirects=True, max_redirects=cfg.max_redirects, timeout=timeout,
                         verify=not insecure, trust_env=True)
 

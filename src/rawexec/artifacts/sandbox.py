@@ -199,12 +199,12 @@ def _git(params: dict[str, Any], out: str, cfg: GetterConfig) -> None:
         if ref:
             cmd += ["--branch", ref]
     cmd += ["--", params["url"], out]
-    deadline = time.monotonic() + cfg.git_timeout
+    deadline = time.monotonic() + cfg.git_timeout if cfg.git_timeout else None  # 0 = no timeout
 
     def run(argv: list[str]) -> None:
         try:
             r = subprocess.run(argv, check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=max(deadline - time.monotonic(), 1.0))
+                               timeout=max(deadline - time.monotonic(), 1.0) if deadline else None)
         except subprocess.TimeoutExpired:
             raise FetchFailure(f"git timed out after {cfg.git_timeout:g}s", True) from None
         if r.returncode != 0:
