@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from rawexec.cli.agent_cmd import agent_cmd
 from rawexec.cli.job_cmds import job
 from rawexec.cli.run_cmd import run
 
@@ -16,6 +17,7 @@ def cli() -> None:
 
 cli.add_command(job)
 cli.add_command(run)
+cli.add_command(agent_cmd)
 
 
 def main() -> None:
