@@ -23,6 +23,11 @@ def test_syntax_error_has_position_and_hint() -> None:
     assert "Syntax error" in msg and "hint:" in msg
 
 
+def test_missing_equals_hints_at_argument_syntax() -> None:
+    msg = one(errors_of('job "x" {\n  group "g" {\n    task "t" {\n      driver "raw_exec"\n    }\n  }\n}\n'))
+    assert "write name = value" in msg
+
+
 def test_unclosed_block() -> None:
     msg = one(errors_of('job "x" {\n  group "g" {\n', filename="j.hcl"))
     assert msg.startswith("j.hcl:") and "end of file" in msg
@@ -236,6 +241,11 @@ def test_raw_exec_config_checked() -> None:
     parse(task_job("").replace('command = "/bin/true"', 'command = "/bin/sleep"\n args = [1, true]'))
     bad = errors_of(task_job("").replace('command = "/bin/true"', 'command = "/bin/sleep"\n args = [[1]]'))
     assert any("args must be a list of strings" in e for e in bad)
+
+
+def test_unquoted_driver_name() -> None:
+    msg = one(errors_of(task_job("").replace('driver = "raw_exec"', "driver = raw_exec")))
+    assert 'driver must be a plain name, got "${raw_exec}"' in msg and 'quote it: driver = "raw_exec"' in msg
 
 
 def test_any_driver_parses_with_a_warning() -> None:

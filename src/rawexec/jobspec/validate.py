@@ -171,6 +171,10 @@ def _task(c: _Ctx, path: str, t: m.Task, disk: m.EphemeralDisk, group_restart: m
         c.err(path, "Task name cannot include null characters")
     if not t.driver:
         c.err(path + SEP + "driver", "Missing task driver", 'add driver = "raw_exec"')
+    elif "${" in t.driver:
+        bare = t.driver.removeprefix("${").removesuffix("}")
+        c.err(path + SEP + "driver", f'driver must be a plain name, got "{t.driver}"',
+              f'quote it: driver = "{bare}"')
     elif t.driver == "raw_exec":
         _raw_exec_config(c, path + SEP + "config", t.config)
     if t.kill_timeout < 0:

@@ -29,6 +29,11 @@ _TOKEN_NAMES = {
 }
 
 
+#: Grammar terminals that only make sense inside template directives: never worth suggesting.
+_NOISE = {"ELSE", "ENDIF", "ENDFOR", "IF", "IN", "FOR", "FOR_EACH", "STRIP_MARKER", "ELLIPSIS", "COLONS",
+          "ESCAPED_INTERPOLATION", "ESCAPED_DIRECTIVE", "TEMPLATE_STRING"}
+
+
 def _tok(name: str) -> str:
     return _TOKEN_NAMES.get(name, name.lower())
 
@@ -53,6 +58,7 @@ def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
         line = exc.line if isinstance(exc.line, int) and exc.line > 0 else 0
         column = exc.column if isinstance(exc.column, int) and exc.column > 0 else 0
         pos = Pos(filename, line + line_offset, column)
+        hint = "check for a missing quote, bracket or brace just before this point"
         if isinstance(exc, UnexpectedCharacters):
             at = exc.pos_in_stream if isinstance(exc.pos_in_stream, int) else -1
             ch = text[at] if 0 <= at < len(text) else "?"
@@ -60,15 +66,19 @@ def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
         elif isinstance(exc, UnexpectedToken):
             tok = exc.token
             got = "end of file" if tok.type == "$END" else repr(str(tok).strip() or str(tok))[:40]
-            expected = sorted(_tok(e) for e in (exc.expected or set()) if not e.startswith("__"))
+            names = {e for e in (exc.expected or set()) if not e.startswith("__") and e not in _NOISE}
+            expected = sorted(_tok(e) for e in names)
             msg = f"Syntax error: unexpected {got}"
+            if names <= {"LBRACE", "NL_OR_COMMENT"} and "LBRACE" in names:
+                hint = 'a name followed by a label starts a block: write name = value for an argument, ' \
+                       'or add { ... } for a block'
             if expected:
                 msg += "; expected " + (", ".join(expected[:6]) + (", ..." if len(expected) > 6 else ""))
         elif isinstance(exc, UnexpectedEOF):
             msg = "Syntax error: unexpected end of file"
         else:
             msg = "Syntax error"
-        raise EvalError(msg, pos, "check for a missing quote, bracket or brace just before this point") from None
+        raise EvalError(msg, pos, hint) from None
     except RecursionError:
         raise EvalError("Syntax error: the file is nested too deeply", Pos(filename)) from None
     except LarkError as exc:
