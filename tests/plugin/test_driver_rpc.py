@@ -494,3 +494,31 @@ def test_garbage_protobuf_on_the_wire(shared_plugin: Plugin, method: str) -> Non
         call(b"\xff\xff\xff\x0f", timeout=5)
     assert _code(ei) in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
     assert shared_plugin.healthy()
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
+def test_task_events_stream_carries_driver_events(configured: Plugin, tmp_path: Path) -> None:
+    """A task's shim is killed: the driver's 'lost' event reaches Nomad via TaskEvents, with the ids the
+    client uses to route it; WaitTask reports the error; StopTask still cleans up the orphan."""
+    d = configured.driver
+    events = d.TaskEvents(driver_pb2.TaskEventsRequest(), timeout=60)
+    cfg = task_config(tmp_path / "alloc", {"command": "/bin/sh", "args": ["-c", "exec sleep 60"]})
+    _start(configured, cfg)
+    pid = int(d.InspectTask(driver_pb2.InspectTaskRequest(task_id=cfg.id), timeout=5).driver.attributes["pid"])
+    shim = _ppid(pid)
+    assert shim not in (1, configured.pid)
+    try:
+        os.kill(shim, signal.SIGKILL)
+        ev = next(events)
+        assert (ev.task_id, ev.alloc_id, ev.task_name) == (cfg.id, cfg.alloc_id, "web")
+        assert "shim" in ev.message and ev.timestamp.seconds > 0
+        res = _wait(configured, cfg.id)
+        assert res.result.exit_code == -1 and "shim" in res.err
+    finally:
+        events.cancel()
+        _stop_destroy(configured, cfg.id)
+    wait_until(lambda: not _pid_alive(pid), 10, message="orphaned task killed by StopTask")

@@ -292,3 +292,14 @@ def test_generated_code_matches_the_protos(tmp_path: Any) -> None:
     assert fresh == sorted(p.name for p in gen.iterdir() if p.is_file())
     for name in fresh:
         assert (tmp_path / name).read_text() == (gen / name).read_text(), f"{name} is stale: run scripts/gen-proto"
+
+
+def test_task_event_to_proto() -> None:
+    from rawexec.driver import TaskEvent
+
+    ev = TaskEvent(task_id="a/web/1", alloc_id="a", task_name="web",
+                   timestamp=datetime(2026, 1, 1, tzinfo=UTC), message="OOM Killed", annotations={"oom_killed": "true"})
+    pb = convert.task_event_to_proto(ev)
+    assert (pb.task_id, pb.alloc_id, pb.task_name, pb.message) == ("a/web/1", "a", "web", "OOM Killed")
+    assert pb.timestamp.ToDatetime(tzinfo=UTC) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert dict(pb.annotations) == {"oom_killed": "true"}

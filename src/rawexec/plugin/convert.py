@@ -19,7 +19,7 @@ from rawexec.plugin.gen import driver_pb2, structs_pb2
 from rawexec.types import CpuStats, ExitResult, MemoryStats, Resources, ResourceUsage, TaskResourceUsage
 
 if TYPE_CHECKING:
-    from rawexec.driver import Capabilities, Fingerprint, TaskConfig, TaskStatus
+    from rawexec.driver import Capabilities, Fingerprint, TaskConfig, TaskEvent, TaskStatus
 
 __all__ = [
     "ZERO_TIME_SECONDS",
@@ -33,6 +33,7 @@ __all__ = [
     "parse_cpuset",
     "resources_from_proto",
     "task_config_from_proto",
+    "task_event_to_proto",
     "task_stats_to_proto",
     "task_status_to_proto",
     "timestamp_from_datetime",
@@ -246,6 +247,13 @@ def task_stats_to_proto(task_id: str, usage: TaskResourceUsage | None, now_ns: i
     for pid, pid_usage in usage.pids.items():
         stats.resource_usage_by_pid[str(pid)].CopyFrom(_usage_to_proto(pid_usage))
     return driver_pb2.TaskStatsResponse(stats=stats)
+
+
+def task_event_to_proto(ev: TaskEvent) -> Any:
+    """DriverTaskEvent; alloc_id and task_name are how the client finds the task runner."""
+    return driver_pb2.DriverTaskEvent(task_id=ev.task_id, alloc_id=ev.alloc_id, task_name=ev.task_name,
+                                      timestamp=timestamp_from_datetime(ev.timestamp), message=ev.message,
+                                      annotations=labels(ev.annotations))
 
 
 def labels(mapping: Mapping[str, Any]) -> dict[str, str]:

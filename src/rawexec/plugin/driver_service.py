@@ -9,6 +9,7 @@ cancels or the plugin stops, and never spin.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -245,16 +246,21 @@ class DriverServicer:
             cancel.wait(interval)
 
     def TaskEvents(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        """Held open, as the client expects; ending it would make Nomad re-dispense the plugin.
-
-        raw_exec emits no driver events (nor does Nomad's built-in), so nothing is ever sent.
-        """
-        self._call(context, "TaskEvents", self.state.driver)
-        cancel = _Cancel(context, self.state.stopping)
-        while not cancel.done:  # stop() cancels every RPC, which sets the event
-            cancel.event.wait()
-        return
-        yield  # pragma: no cover - makes this a generator
+        """The driver's task events (OOM kill, lost shim, log write failures), for as long as the
+        client listens. Held open when quiet: ending it would make Nomad re-dispense the plugin."""
+        drv = self._call(context, "TaskEvents", self.state.driver)
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        if not context.add_callback(lambda: events.put(None)):
+            return
+        unsubscribe = drv.subscribe_events(events.put)
+        try:
+            while not self.state.stopping.is_set():
+                ev = events.get()
+                if ev is None:  # the call ended (client went away, or stop() cancelled it)
+                    break
+                yield convert.task_event_to_proto(ev)
+        finally:
+            unsubscribe()
 
     def ExecTaskStreaming(self, request_iterator: Iterator[Any],
                           context: grpc.ServicerContext) -> Iterator[Any]:
