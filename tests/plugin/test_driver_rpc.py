@@ -18,7 +18,6 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from rawexec.driver import Driver
 from rawexec.plugin.gen import base_pb2, driver_pb2
 from rawexec.plugin.hclspec import from_proto, plugin_config_spec, task_config_spec
 from tests.plugin.harness import Plugin, launch, wait_until
@@ -126,9 +125,8 @@ def test_lifecycle_signal_wait_stats_events_and_fifo_logs(configured: Plugin, tm
         for s in (first, second):
             assert s.stats.id == cfg.id and s.stats.HasField("timestamp") and s.stats.HasField("agg_resource_usage")
         assert second.stats.timestamp.ToNanoseconds() > first.stats.timestamp.ToNanoseconds()
-        if hasattr(Driver, "task_stats"):  # the driver's real numbers, not zeros
-            agg = second.stats.agg_resource_usage
-            assert agg.memory.rss > 0 and driver_pb2.MemoryUsage.RSS in agg.memory.measured_fields
+        agg = second.stats.agg_resource_usage  # the driver's real numbers, not zeros
+        assert agg.memory.rss > 0 and driver_pb2.MemoryUsage.RSS in agg.memory.measured_fields
         stats.cancel()
 
         waiter = p.driver.WaitTask.future(driver_pb2.WaitTaskRequest(task_id=cfg.id), timeout=30)
@@ -143,8 +141,8 @@ def test_lifecycle_signal_wait_stats_events_and_fifo_logs(configured: Plugin, tm
 
         insp = p.driver.InspectTask(driver_pb2.InspectTaskRequest(task_id=cfg.id), timeout=5)
         assert insp.task.state == driver_pb2.EXITED and insp.task.result.exit_code == 3
-        if hasattr(Driver, "task_stats"):  # a stats stream for an exited task ends cleanly
-            assert list(p.driver.TaskStats(driver_pb2.TaskStatsRequest(task_id=cfg.id), timeout=10)) == []
+        # A stats stream for an exited task ends cleanly.
+        assert list(p.driver.TaskStats(driver_pb2.TaskStatsRequest(task_id=cfg.id), timeout=10)) == []
         p.driver.StopTask(driver_pb2.StopTaskRequest(task_id=cfg.id, timeout=_seconds(1)), timeout=10)
         p.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=cfg.id, force=True), timeout=10)
         p.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=cfg.id, force=True), timeout=10)

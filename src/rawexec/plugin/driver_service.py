@@ -221,6 +221,11 @@ class DriverServicer:
     # --- streams: stats, events, exec --------------------------------------------------------------
 
     def TaskStats(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        """One sample per ``collection_interval`` until the client goes away or the task exits.
+
+        A sample that cannot be read is sent as zeros (timestamp and aggregate always set: the
+        client dereferences both), so the stream never ends just because /proc was racy.
+        """
         drv = self._call(context, "TaskStats", self.state.driver)
         task_id = request.task_id
         interval = convert.duration_seconds(
@@ -228,20 +233,18 @@ class DriverServicer:
             DEFAULT_STATS_INTERVAL) or DEFAULT_STATS_INTERVAL
         interval = max(interval, 0.01)
         cancel = _Cancel(context, self.state.stopping)
-        stats_fn = getattr(drv, "task_stats", None)
         # An unknown task is an error at once; after that the stream runs until cancelled.
         self._call(context, "TaskStats", lambda: drv.inspect_task(task_id))
         while not cancel.done:
             usage = None
-            if stats_fn is not None:
-                try:
-                    usage = stats_fn(task_id)
-                except TaskNotFoundError as exc:
-                    abort(context, exc, "TaskStats")
-                except TaskStateError:
-                    return  # the task exited: end the stream cleanly, as Nomad's drivers do
-                except Exception as exc:
-                    log.debug("stats sample failed", extra={"kv": {"task_id": task_id, "error": str(exc)}})
+            try:
+                usage = drv.task_stats(task_id)
+            except TaskNotFoundError as exc:
+                abort(context, exc, "TaskStats")
+            except TaskStateError:
+                return  # the task exited: end the stream cleanly, as Nomad's drivers do
+            except Exception as exc:
+                log.debug("stats sample failed", extra={"kv": {"task_id": task_id, "error": str(exc)}})
             yield convert.task_stats_to_proto(task_id, usage, time.time_ns())
             cancel.wait(interval)
 
