@@ -96,20 +96,20 @@ class ApiClient:
         except ValueError:
             return r.text
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params)
+    def get(self, endpoint: str, /, **params: Any) -> Any:
+        return self.request("GET", endpoint, params=params)
 
-    def put(self, path: str, body: Any = None, **params: Any) -> Any:
-        return self.request("PUT", path, params=params, body=body)
+    def put(self, endpoint: str, body: Any = None, /, **params: Any) -> Any:
+        return self.request("PUT", endpoint, params=params, body=body)
 
-    def delete(self, path: str, **params: Any) -> Any:
-        return self.request("DELETE", path, params=params)
+    def delete(self, endpoint: str, /, **params: Any) -> Any:
+        return self.request("DELETE", endpoint, params=params)
 
     @contextlib.contextmanager
-    def stream(self, path: str, **params: Any) -> Iterator[httpx.Response]:
+    def stream(self, endpoint: str, /, **params: Any) -> Iterator[httpx.Response]:
         """A streaming GET (logs, events); raises on an error status before yielding."""
         try:
-            with self._http.stream("GET", path, params=_params(params), timeout=httpx.Timeout(None, connect=5.0)) \
+            with self._http.stream("GET", endpoint, params=_params(params), timeout=httpx.Timeout(None, connect=5.0)) \
                     as r:
                 if r.status_code >= 400:
                     r.read()
@@ -118,10 +118,10 @@ class ApiClient:
         except httpx.TransportError as e:
             raise self._unreachable(e) from None
 
-    def websocket_url(self, path: str, **params: Any) -> str:
+    def websocket_url(self, endpoint: str, /, **params: Any) -> str:
         query = urlencode(_params(params) or {})
         base = "ws://rawexec" if self.unix_path else self.base_url.replace("http", "ws", 1)
-        return f"{base}{path}" + (f"?{query}" if query else "")
+        return f"{base}{endpoint}" + (f"?{query}" if query else "")
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, str] | None:

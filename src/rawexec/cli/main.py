@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import click
 
+from rawexec.cli import job_api_cmds  # noqa: F401  (attaches job status/stop/inspect)
+from rawexec.cli.acl_cmds import acl
 from rawexec.cli.agent_cmd import agent_cmd
+from rawexec.cli.alloc_cmds import alloc
 from rawexec.cli.job_cmds import job
+from rawexec.cli.node_cmds import node
 from rawexec.cli.run_cmd import run
+from rawexec.cli.status_cmds import status, version
 
 
 @click.group()
@@ -18,6 +23,11 @@ def cli() -> None:
 cli.add_command(job)
 cli.add_command(run)
 cli.add_command(agent_cmd)
+cli.add_command(alloc)
+cli.add_command(node)
+cli.add_command(acl)
+cli.add_command(status)
+cli.add_command(version)
 
 
 def main() -> None:

@@ -1,0 +1,132 @@
+"""``rawexec job status|stop|inspect`` against a running agent (attached to the ``job`` group),
+and :func:`register_job` used by ``job run``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from rawexec.cli.client import ClientCtx, api_command, format_time_ns, kv_table, print_json, table
+from rawexec.cli.job_cmds import job
+from rawexec.errors import RawExecError
+
+__all__ = ["jobs_table", "register_job", "status_job"]
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> str:
+    if not jobs:
+        return "No running jobs"
+    rows = [(j.get("ID", ""), j.get("Type", ""), j.get("Priority", ""), j.get("Status", ""),
+             format_time_ns(j.get("SubmitTime"))) for j in jobs]
+    return table(["ID", "Type", "Priority", "Status", "Submit Date"], rows)
+
+
+def allocs_table(allocs: list[dict[str, Any]]) -> str:
+    if not allocs:
+        return "No allocations placed"
+    rows = [(str(a.get("ID", ""))[:8], str(a.get("NodeID", ""))[:8], a.get("TaskGroup", ""), a.get("JobVersion", 0),
+             a.get("DesiredStatus", ""), a.get("ClientStatus", ""), format_time_ns(a.get("CreateTime")),
+             format_time_ns(a.get("ModifyTime"))) for a in allocs]
+    return table(["ID", "Node ID", "Task Group", "Version", "Desired", "Status", "Created", "Modified"], rows)
+
+
+def _find_job(ctx: ClientCtx, job_id: str) -> dict[str, Any]:
+    jobs = ctx.api.get("/v1/jobs", prefix=job_id) or []
+    exact = [j for j in jobs if j.get("ID") == job_id]
+    if exact:
+        jobs = exact
+    if not jobs:
+        raise RawExecError(f'No job(s) with prefix or ID "{job_id}" found')
+    if len(jobs) > 1:
+        raise RawExecError("Prefix matched multiple jobs\n\n" + jobs_table(jobs))
+    found: dict[str, Any] = jobs[0]
+    return found
+
+
+def status_job(ctx: ClientCtx, job_id: str | None) -> None:
+    if not job_id:
+        jobs = ctx.api.get("/v1/jobs") or []
+        if ctx.as_json:
+            print_json(jobs)
+        else:
+            click.echo(jobs_table(jobs))
+        return
+    stub = _find_job(ctx, job_id)
+    jid = stub["ID"]
+    full = ctx.api.get(f"/v1/job/{jid}")
+    summary = ctx.api.get(f"/v1/job/{jid}/summary")
+    allocs = ctx.api.get(f"/v1/job/{jid}/allocations") or []
+    if ctx.as_json:
+        print_json({"Job": full, "Summary": summary, "Allocations": allocs})
+        return
+    click.echo(kv_table([("ID", jid), ("Name", full.get("Name", jid)), ("Submit Date", format_time_ns(
+        full.get("SubmitTime"))), ("Type", full.get("Type", "")), ("Priority", full.get("Priority", "")),
+        ("Datacenters", ",".join(full.get("Datacenters") or [])), ("Namespace", full.get("Namespace", "default")),
+        ("Node Pool", full.get("NodePool", "default")), ("Status", full.get("Status", "")),
+        ("Periodic", "false"), ("Parameterized", "false")]))
+    click.echo("\nSummary")
+    groups = (summary or {}).get("Summary") or {}
+    rows = [(g, s.get("Queued", 0), s.get("Starting", 0), s.get("Running", 0), s.get("Failed", 0),
+             s.get("Complete", 0), s.get("Lost", 0), s.get("Unknown", 0)) for g, s in sorted(groups.items())]
+    click.echo(table(["Task Group", "Queued", "Starting", "Running", "Failed", "Complete", "Lost", "Unknown"], rows))
+    click.echo("\nAllocations")
+    click.echo(allocs_table(allocs))
+
+
+@job.command("status")
+@click.argument("job_id", required=False)
+@api_command("querying jobs")
+def job_status_cmd(ctx: ClientCtx, job_id: str | None) -> None:
+    """Show all jobs, or one job's summary and allocations."""
+    status_job(ctx, job_id)
+
+
+@job.command("inspect")
+@click.argument("job_id")
+@api_command("inspecting job", json_flag=False)
+def job_inspect_cmd(ctx: ClientCtx, job_id: str) -> None:
+    """Print a job's API JSON ({"Job": ...})."""
+    stub = _find_job(ctx, job_id)
+    print_json({"Job": ctx.api.get(f"/v1/job/{stub['ID']}")})
+
+
+@job.command("stop")
+@click.argument("job_id")
+@click.option("-purge", "--purge", "purge", is_flag=True, help="Also remove the job from the agent's state.")
+@click.option("-yes", "--yes", "-y", "yes", is_flag=True, help="Accepted for compatibility (no prompt is shown).")
+@click.option("-detach", "--detach", "detach", is_flag=True, help="Print the evaluation ID only.")
+@api_command("deregistering job", json_flag=False)
+def job_stop_cmd(ctx: ClientCtx, job_id: str, purge: bool, yes: bool, detach: bool) -> None:
+    """Stop a running job (and with -purge, forget it)."""
+    stub = _find_job(ctx, job_id)
+    resp = ctx.api.delete(f"/v1/job/{stub['ID']}", purge=purge or None) or {}
+    eval_id = resp.get("EvalID", "")
+    if detach:
+        click.echo(eval_id)
+        return
+    what = "purged" if purge else "stopped"
+    click.echo(f'==> Job "{stub["ID"]}" {what} (evaluation "{str(eval_id)[:8]}")')
+
+
+def register_job(ctx: ClientCtx, api_job: dict[str, Any], *, detach: bool) -> None:
+    """``job run`` without ``-output``: register the job and show what was placed."""
+    resp = ctx.api.put("/v1/jobs", api_job) or {}
+    job_id = api_job["Job"]["ID"]
+    eval_id = str(resp.get("EvalID", ""))
+    warnings = resp.get("Warnings") or ""
+    if warnings:
+        click.echo("Job Warnings:", err=True)
+        for w in warnings.splitlines():
+            click.echo(f"  * {w}", err=True)
+    if detach:
+        click.echo("Job registration successful")
+        click.echo(f"Evaluation ID: {eval_id}")
+        return
+    click.echo(f'==> Job "{job_id}" registered (evaluation "{eval_id[:8]}", '
+               f"job modify index {resp.get('JobModifyIndex', 0)})")
+    allocs = ctx.api.get(f"/v1/job/{job_id}/allocations") or []
+    for a in allocs:
+        if a.get("DesiredStatus") == "run":
+            click.echo(f'    Allocation "{str(a.get("ID", ""))[:8]}" placed ({a.get("Name", "")}): '
+                       f"{a.get('ClientStatus', '')}")
