@@ -293,6 +293,17 @@ def test_non_utf8_bytes(tmp_path: Path) -> None:
     assert "invalid UTF-8" in msg and "0xe9" in msg and msg.startswith(f"{path}:1:9")
 
 
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.hcl"
+    path.write_bytes(b"\xef\xbb\xbf" + task_job("").encode())
+    assert parse_file(path, env={}).id == "j"
+
+
+def test_duplicate_group_volumes() -> None:
+    vol = 'volume "v" {\n type = "host"\n source = "v"\n }\n'
+    assert 'Volume "v" is defined more than once' in one(errors_of(task_job("", group_body=vol + vol)))
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="cannot read job file"):
         parse_file(tmp_path / "nope.hcl")

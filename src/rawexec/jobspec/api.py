@@ -70,6 +70,7 @@ def load_hcl(text: str | bytes, *, filename: str = "<job>", variables: Mapping[s
         text = decoded
     if _too_big(len(text.encode("utf-8", "surrogatepass")), filename, d):
         d.raise_if_any()
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some Windows editors write
     try:
         return _load_hcl(text, d, filename, variables, var_files, os.environ if env is None else env,
                          base_dir if base_dir is not None else (os.path.dirname(filename) or "."))

@@ -238,6 +238,11 @@ def _group(c: _Ctx, path: str, g: m.TaskGroup, jtype: str) -> None:
         c.err(path + SEP + "reschedule" + SEP + "delay_function",
               f'Invalid delay function "{g.reschedule.delay_function}", must be one of constant, exponential, '
               "fibonacci")
+    volumes: set[str] = set()
+    for v in g.volumes:
+        if v.name in volumes:
+            c.err(path + SEP + f'volume "{v.name}"', f'Volume "{v.name}" is defined more than once')
+        volumes.add(v.name)
     labels: dict[str, int] = {}
     for net in g.networks:
         for p in net.ports:
