@@ -97,9 +97,14 @@ def _preload(params: dict[str, Any]) -> None:
         import rawexec.artifacts.http  # noqa: F401  (httpx and its TLS stack)
 
         _tune_httpcore()
-    kind = params.get("archive_kind") or ""
-    if kind.endswith("zst") and not params.get("archive_disabled"):
+    kind = "" if params.get("archive_disabled") else (params.get("archive_kind") or "")
+    if kind.endswith("zst"):
         import zstandard  # noqa: F401
+    elif kind.endswith("gz"):
+        try:
+            import isal.igzip  # noqa: F401
+        except ImportError:
+            import gzip  # noqa: F401
 
 
 def _isolate(params: dict[str, Any], em: Emitter) -> None:
