@@ -484,3 +484,28 @@ def test_chown_to_task_user(server: TestServer, alloc: Alloc) -> None:
     for p in [Path(res.destination), *Path(res.destination).rglob("*")]:
         st = os.lstat(p)
         assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), p
+
+
+def test_sandbox_module_entry_point(tmp_path: Path) -> None:
+    """``python -m rawexec.artifacts.sandbox``: JSON params in, JSON events out."""
+    import json
+
+    src = tmp_path / "tool"
+    src.write_bytes(SCRIPT)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    params = {"source": f"file://{src}", "getter": "file", "url": str(src), "name": "tool", "mode": "any",
+              "archive_disabled": False, "archive_kind": None, "checksum": ["sha256", sha256(SCRIPT)],
+              "headers": {}, "insecure": False, "git": {}, "staging": str(staging),
+              "config": GetterConfig().to_dict(), "isolation": {"enabled": True}, "extra_read": [str(src)]}
+    out = subprocess.run([sys.executable, "-m", "rawexec.artifacts.sandbox"], input=json.dumps(params),
+                         capture_output=True, text=True, check=True)
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert events[0]["event"] == "isolation"
+    assert events[-1] == {"event": "done", "kind": "file", "name": "tool", "bytes": len(SCRIPT), "files": 1,
+                          "checksum": f"sha256:{sha256(SCRIPT)}"}
+    assert (staging / "out" / "tool").read_bytes() == SCRIPT
+    bad = subprocess.run([sys.executable, "-m", "rawexec.artifacts.sandbox"], input="{not json", check=False,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout.splitlines()[-1])["message"].startswith("getter subprocess got bad parameters")

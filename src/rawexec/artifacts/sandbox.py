@@ -326,6 +326,10 @@ def main() -> int:
         em.send("error", message=f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
                 recoverable=True)
         return 1
+    except (ValueError, KeyError, TypeError) as exc:
+        em.send("error", message=f"getter subprocess got bad parameters: {type(exc).__name__}: {exc}",
+                recoverable=False)
+        return 2
     em.send("done", **result)
     return 0
 
