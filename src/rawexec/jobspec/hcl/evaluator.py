@@ -77,6 +77,9 @@ class Evaluator(TemplateMixin):
             self.depth -= 1
 
     def e_expr_term(self, node: Tree[Any]) -> Any:
+        ch = node.children
+        if len(ch) == 1 and type(ch[0]) is Tree:  # the common case: no parentheses, no newlines
+            return self.eval(ch[0])
         sub = kids(node)
         if len(sub) != 1:
             raise EvalError("invalid expression", self.pos(node))

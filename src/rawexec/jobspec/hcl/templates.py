@@ -149,10 +149,15 @@ class TemplateMixin:
 
     def e_string(self, node: Tree[Any]) -> Any:
         parts = [c for c in node.children if isinstance(c, Tree) and c.data == "string_part"]
-        if len(parts) == 1 and isinstance(parts[0].children[0], Tree) \
-                and parts[0].children[0].data == "interpolation":
-            # "${expr}" alone yields the expression's value unchanged (HCL's rule).
-            return self._interp(parts[0].children[0], whole=True)
+        if not parts:
+            return ""
+        if len(parts) == 1:
+            only = parts[0].children[0]
+            if isinstance(only, Tree) and only.data == "interpolation":
+                # "${expr}" alone yields the expression's value unchanged (HCL's rule).
+                return self._interp(only, whole=True)
+            if isinstance(only, Token) and only.type == "STRING_CHARS":  # a plain string: the common case
+                return decode_string_chars(str(only), functools.partial(self.pos, only))
         return self._template(parts)
 
     def e_template_string(self, node: Tree[Any]) -> Any:
