@@ -53,7 +53,7 @@ def job_hcl(body: str, tag: str, *, job_id: str = "j", job_type: str = "batch") 
     return parse_hcl(text)
 
 
-def wait_terminal(agent: Agent, job_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+def wait_terminal(agent: Agent, job_id: str, timeout: float = 90.0) -> list[dict[str, Any]]:
     def done() -> bool:
         allocs = agent.list_allocations(job_id)
         return bool(allocs) and all(a["ClientStatus"] in ("complete", "failed") for a in allocs)

@@ -284,3 +284,33 @@ def test_signal_restart_and_stats(make_agent: MakeAgent, tag: str) -> None:
     agent.stop_allocation(aid)
     assert agent.allocation_runner(aid).wait(15)
     assert pids_with_tag(tag) == []
+
+
+def test_shutdown_delay_and_event_stream(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    sub = agent.events()
+    agent.register_job(job_hcl(group("g", task("t", "exec sleep 60", 'shutdown_delay = "300ms"')), tag,
+                               job_id="sd", job_type="service"))
+    wait_until(lambda: [a["ClientStatus"] for a in agent.list_allocations("sd")] == ["running"], 60)
+    aid = agent.list_allocations("sd")[0]["ID"]
+    t0 = time.monotonic()
+    agent.stop_allocation(aid)
+    assert agent.allocation_runner(aid).wait(30)
+    assert time.monotonic() - t0 >= 0.3
+    types = event_types(agent.get_allocation(aid), "t")
+    assert types[-4:] == ["Waiting for shutdown delay", "Killing", "Terminated", "Killed"]
+    seen = []
+    while True:
+        batch = sub.next_batch(timeout=0.5)
+        if not batch:
+            break
+        seen.extend(batch)
+    topics = {(e.topic, e.type) for e in seen}
+    assert ("Job", "JobRegistered") in topics and ("Allocation", "AllocationUpdated") in topics
+    idx = [e.index for e in seen]
+    assert idx == sorted(idx)
+    last = [e for e in seen if e.key == aid][-1].to_api()
+    assert last["Topic"] == "Allocation" and last["Payload"]["Allocation"]["ClientStatus"] == "complete"
+    # a new subscriber from an index gets only what came after it
+    later = agent.events(idx[-1] - 1).next_batch(timeout=0.5)
+    assert later and all(e.index >= idx[-1] for e in later)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -148,4 +149,50 @@ def test_ctrl_c_stops_service_tasks(tag: str, state_dir: str, tmp_path: Path) ->
     assert rc == 130, text
     assert "Stopping every task" in text
     assert text.count("/t: Killed: Task successfully killed") == 3
+    wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_forces(tag: str, state_dir: str, tmp_path: Path) -> None:
+    jf = tmp_path / "stubborn.nomad.hcl"
+    jf.write_text('''job "stubborn" {
+  group "g" {
+    task "t" {
+      driver       = "raw_exec"
+      kill_timeout = "25s"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "trap '' INT; echo up; while true; do sleep 0.1; done"]
+      }
+    }
+  }
+}
+''')
+    proc = subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env=_env(tag, state_dir))
+    lines: list[str] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for ln in proc.stdout:
+            lines.append(ln)
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    try:
+        wait_until(lambda: any(" | up" in ln for ln in lines), 60, 0.05, "task up")
+        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: any("/t: Killing" in ln for ln in lines), 30, 0.05, "graceful stop began")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    th.join(10)
+    text = "".join(lines)
+    assert rc == 130, text
+    assert "Forcing: killing every task now" in text
+    assert took < 15, took  # not the task's 25s kill_timeout
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
