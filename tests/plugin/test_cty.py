@@ -166,6 +166,13 @@ def test_malformed_msgpack_is_a_clear_error(data: bytes) -> None:
         cty.decode(task_config_spec(), data, "task config")
 
 
+def test_absurd_nesting_is_a_clear_error() -> None:
+    with pytest.raises(InvalidConfigError, match="not valid msgpack"):
+        cty.decode(task_config_spec(), b"\x81\xa7command" + b"\x91" * 100_000 + b"\x01", "task config")
+    with pytest.raises(InvalidConfigError, match="nests too deeply"):
+        cty.decode(Object({"opts": Attr("any")}), b"\x81\xa4opts" + b"\x91" * 900 + b"\x01", "task config")
+
+
 def test_root_must_be_a_map() -> None:
     with pytest.raises(InvalidConfigError, match=r"must be an object \(a msgpack map\), got list"):
         cty.decode(task_config_spec(), msgpack.packb([1, 2]), "task config")

@@ -69,7 +69,10 @@ def decode(spec: Spec, data: bytes, what: str = "config") -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, dict):
         raise InvalidConfigError(f"{what} must be an object (a msgpack map), got {_kind(raw)}")
-    value = _conform(spec, raw, what, "")
+    try:
+        value = _conform(spec, raw, what, "")
+    except RecursionError:
+        raise InvalidConfigError(f"{what} nests too deeply to be a config object") from None
     if not isinstance(value, dict):
         raise InvalidConfigError(f"{what} spec must be an object spec")
     return value
