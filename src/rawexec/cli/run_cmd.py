@@ -121,6 +121,7 @@ def _table(allocs: list[AllocRunner]) -> Any:
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(box=None, pad_edge=False, expand=False)
     for col in ("Alloc", "Group", "Task", "State", "Restarts", "Last Event"):
@@ -133,19 +134,27 @@ def _table(allocs: list[AllocRunner]) -> Any:
             state = st.state + (" (failed)" if st.failed else "")
             color = {"running": "green", "dead": "red" if st.failed else "blue"}.get(st.state, "yellow")
             last = st.events[-1] if st.events else None
-            t.add_row(ar.short, f"{ar.group.name}[{ar.index}]", name, f"[{color}]{state}[/]", str(st.restarts),
-                      f"{last.type}: {last.display_message}" if last else "")
+            t.add_row(ar.short, f"{ar.group.name}[{ar.index}]", name, Text(state, style=color), str(st.restarts),
+                      Text(f"{last.type}: {last.display_message}" if last else ""))
             p = r.progress
             if p is not None and not p.done:
                 total = p.total or 0
                 bar = ProgressBar(total=float(total) if total else None, completed=float(p.bytes), width=30)
                 t2 = Table.grid(padding=(0, 1))
-                t2.add_row(f"{ar.short}/{name} {p.phase or 'download'}", bar,
-                           f"{p.bytes / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{p.bytes / 1e6:.1f} MB")
+                t2.add_row(Text(f"{ar.short}/{name} {p.phase or 'download'}"), bar,
+                           Text(f"{_size(p.bytes)} / {_size(total)}" if total else _size(p.bytes)))
                 bars.append(t2)
     if len(allocs) > len(shown):
         t.add_row("…", f"{len(allocs) - len(shown)} more", "", "", "", "")
     return Group(t, *bars)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 class _EventPrinter:
