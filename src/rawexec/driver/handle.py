@@ -162,6 +162,10 @@ class Watcher:
         for ch, rec in pending:
             self._sel.register(ch.sock, selectors.EVENT_READ, (ch, rec))
             self._by_record[id(rec)] = ch
+            # The start reply may have arrived together with the exit (a task that ends at once):
+            # messages already buffered would never make the socket readable again.
+            while (got := ch.buffered()) is not None:
+                self._handle(rec, got[0])
         for rec in drop:
             dch = self._by_record.pop(id(rec), None)
             if dch is not None:
@@ -175,17 +179,21 @@ class Watcher:
             msgs = []
             ch.eof = True
         for msg, _ in msgs:
-            if msg.get("event") == "exit":
-                rec.set_exit(ExitResult.from_dict(msg["exit"]), msg.get("completed_at"))
-            elif msg.get("event") == "task" and rec.on_event is not None:
-                rec.on_event(rec, str(msg.get("message")), {str(k): str(v) for k, v in
-                                                            (msg.get("annotations") or {}).items()})
+            self._handle(rec, msg)
         if ch.eof:
             self._sel.unregister(ch.sock)
             self._by_record.pop(id(rec), None)
             ch.close()
             if rec.exit is None:
                 rec.lost()
+
+    @staticmethod
+    def _handle(rec: TaskRecord, msg: dict[str, Any]) -> None:
+        if msg.get("event") == "exit":
+            rec.set_exit(ExitResult.from_dict(msg["exit"]), msg.get("completed_at"))
+        elif msg.get("event") == "task" and rec.on_event is not None:
+            rec.on_event(rec, str(msg.get("message")), {str(k): str(v) for k, v in
+                                                        (msg.get("annotations") or {}).items()})
 
     def close(self) -> None:
         self._closed = True
