@@ -25,6 +25,10 @@ from tests.containment.shapes import SHAPES, start, tagged, wait_until
 
 pytestmark = [pytest.mark.root]
 MB = 1024 * 1024
+# The kill/limit paths each test runs: the host as detected, and (on hybrid) each hierarchy alone.
+NATIVE = pytest.param("native", id="native")
+V1 = pytest.param("v1", id="v1", marks=pytest.mark.cgroup_v1)
+V2 = pytest.param("v2", id="v2", marks=pytest.mark.cgroup_v2)
 
 
 def _create(system: CgroupSystem, parent: str, **kw: object) -> TaskCgroup:
@@ -43,7 +47,7 @@ def _reap(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@pytest.mark.parametrize("path", ["native", "v1", "v2"])
+@pytest.mark.parametrize("path", [NATIVE, V1, V2])
 def test_kill_all_leaves_zero_survivors(host: CgroupSystem, parent: str, path: str, shape: str) -> None:
     system = variant(host, path)
     cg = _create(system, parent)
@@ -138,7 +142,7 @@ print("survived", flush=True)
 """
 
 
-@pytest.mark.parametrize("path", ["native", "v1"])
+@pytest.mark.parametrize("path", [NATIVE, V1])
 def test_oom_is_detected(host: CgroupSystem, parent: str, path: str) -> None:
     system = variant(host, path)
     cg = _create(system, parent, resources=Resources(cpu=100, memory=32))
@@ -271,7 +275,7 @@ def test_destroy_all_many_adversarial_tasks(host: CgroupSystem, parent: str) -> 
     assert not any(os.path.exists(d) for cg in cgs for d in cg.dirs)
 
 
-@pytest.mark.parametrize("path", ["native", "v1"])
+@pytest.mark.parametrize("path", [NATIVE, V1])
 def test_processes_in_cgroups_nested_below_the_task_are_killed(host: CgroupSystem, parent: str, path: str) -> None:
     """A root task may make sub-cgroups of its own and move children there: still killed, still removed."""
     system = variant(host, path)
