@@ -34,11 +34,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def go_host(request: pytest.FixtureRequest) -> Path:
+def go_host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("go") is None or not GO_PLUGIN.is_dir():
         pytest.skip(f"needs Go and Debian's go-plugin sources; install with: {APT}")
     digest = hashlib.sha256((SRC / "main.go").read_bytes() + (SRC / "build.sh").read_bytes()).hexdigest()[:16]
-    cache = Path(request.config.cache.mkdir("go-interop"))
+    store = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    cache = Path(store.mkdir("go-interop")) if store is not None else tmp_path_factory.mktemp("go-interop")
     binary = cache / f"goplughost-{digest}"
     with open(cache / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers build once between them
