@@ -452,3 +452,14 @@ def test_state_dir_permissions(driver: Driver, make_task: TaskFactory) -> None:
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(driver.config.state_dir).st_mode) == 0o700 or \
         shutil.disk_usage(driver.config.state_dir)
+
+
+def test_exec_not_held_by_background_child(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    t0 = time.monotonic()
+    r = driver.exec_task(cfg.id, ["/bin/sh", "-c", "sleep 30 & echo hi"], 20)
+    assert r.output == b"hi\n" and r.exit_result.successful
+    assert time.monotonic() - t0 < 5
+    for _ in range(20):  # commands that end at once, many times (exit may share a read with the reply)
+        assert driver.exec_task(cfg.id, ["true"], 5).exit_result.successful

@@ -50,6 +50,7 @@ __all__ = ["Driver"]
 log = logging.getLogger("rawexec.driver")
 
 EXEC_OUTPUT_KEEP = 64 * 1024
+_EXEC_DRAIN_S = 1.0
 _STOP_MARGIN_S = 10.0
 
 
@@ -375,7 +376,7 @@ class Driver:
 
     # ----------------------------------------------------------------- exec
     def _open_exec(self, rec: TaskRecord, cmd: list[str], tty: bool, rows: int = 0, cols: int = 0,
-                   term: str | None = None) -> tuple[Channel, int, list[int]]:
+                   term: str | None = None) -> tuple[Channel, int, list[int], ExitResult | None]:
         if not cmd or not cmd[0]:
             raise InvalidConfigError("error cmd must have at least one value")
         if rec.exit is not None or not rec.shim_alive:
@@ -395,20 +396,23 @@ class Driver:
             if kind == "config":
                 raise InvalidConfigError(err)
             raise LaunchError(err)
-        return ch, int(reply["pid"]), fds
+        # A command that ends at once: its exit may have come in the same read as the reply.
+        early = ch.buffered()
+        result = ExitResult.from_dict(early[0]["exit"]) if early and early[0].get("event") == "exit" else None
+        return ch, int(reply["pid"]), fds, result
 
     def exec_task(self, task_id: str, cmd: list[str], timeout: float = 30.0) -> ExecResult:
         """Run ``cmd`` in the task's context (env, cwd, user, cgroup); keep the last 64 KiB of output.
         At the deadline the command is killed and its exit reflects that."""
         rec = self._get(task_id)
         deadline = time.monotonic() + timeout
-        ch, pid, fds = self._open_exec(rec, cmd, tty=False)
+        ch, pid, fds, result = self._open_exec(rec, cmd, tty=False)
         stdin_w, out_r, err_r = fds
         os.close(stdin_w)
         buf: deque[bytes] = deque()
         size = 0
-        result: ExitResult | None = None
         sel = selectors.DefaultSelector()
+        drain_until: float | None = None  # once the command exited: how long to wait for its pipes' EOF
         try:
             for fd in (out_r, err_r):
                 os.set_blocking(fd, False)
@@ -418,17 +422,19 @@ class Driver:
             open_fds = 2
             killed = False
             while result is None or open_fds:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 and not killed:
+                now = time.monotonic()
+                if result is not None:
+                    drain_until = drain_until or now + _EXEC_DRAIN_S
+                    if now >= drain_until:
+                        break  # background children hold the pipes; the command itself is done
+                elif now >= deadline and not killed:
                     killed = True
                     try:
                         ch.send({"op": "exec_kill", "pid": pid})
                     except OSError:
                         pass
-                if result is not None and remaining <= -1.0:
-                    break  # background children hold the pipes; the command itself is done
-                events = sel.select(max(remaining, 0.05) if result is None or open_fds else 0)
-                for key, _ in events:
+                limit = drain_until if drain_until is not None else (deadline if not killed else now + 1.0)
+                for key, _ in sel.select(max(limit - now, 0.01)):
                     if key.data == "ch":
                         for msg, _f in ch.poll():
                             if msg.get("event") == "exit":
@@ -438,28 +444,24 @@ class Driver:
                             if result is None:
                                 result = ExitResult(exit_code=-1, err="exec: the task's shim went away")
                         continue
-                    fd = key.fd
                     try:
-                        data = os.read(fd, 65536)
+                        data = os.read(key.fd, 65536)
                     except BlockingIOError:
                         continue
                     if not data:
-                        sel.unregister(fd)
+                        sel.unregister(key.fd)
                         open_fds -= 1
                         continue
                     buf.append(data)
                     size += len(data)
                     while size - len(buf[0]) >= EXEC_OUTPUT_KEEP:
                         size -= len(buf.popleft())
-                if result is not None and open_fds and deadline - time.monotonic() < -1.0:
-                    break
-                if result is not None and not events:
-                    break
         finally:
             sel.close()
             for fd in (out_r, err_r):
                 os.close(fd)
             ch.close()
+        assert result is not None
         out = b"".join(buf)
         if len(out) > EXEC_OUTPUT_KEEP:
             out = out[-EXEC_OUTPUT_KEEP:]
@@ -469,8 +471,10 @@ class Driver:
                             cols: int = 0, term: str | None = None) -> ExecSession:
         """Start an interactive exec; see :class:`rawexec.driver.execstream.ExecSession`."""
         rec = self._get(task_id)
-        ch, pid, fds = self._open_exec(rec, command, tty=tty, rows=rows, cols=cols, term=term)
-        return ExecSession(ch, pid, fds, tty)
+        ch, pid, fds, result = self._open_exec(rec, command, tty=tty, rows=rows, cols=cols, term=term)
+        session = ExecSession(ch, pid, fds, tty)
+        session.result = result
+        return session
 
     # ----------------------------------------------------------------- stats
     def _collector(self, rec: TaskRecord) -> StatsCollector:

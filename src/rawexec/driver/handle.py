@@ -173,6 +173,8 @@ class Watcher:
                 dch.close()
 
     def _service(self, ch: Channel, rec: TaskRecord) -> None:
+        if ch.sock.fileno() < 0:
+            return  # dropped (unwatch) earlier in this same select() round: already unregistered
         try:
             msgs = ch.poll()
         except (ProtocolError, OSError):
