@@ -59,6 +59,11 @@ def driver(request: pytest.FixtureRequest, state_dir: str, tag: str) -> Iterator
             pass
     d.close()
     wait_until(lambda: not pids_with_tag(tag), 10, msg=f"leaked processes tagged {tag}")
+    if request.param == "cgroups" and d.config.cgroup_parent:
+        from rawexec.containment import detect
+        from rawexec.containment.cgroup import remove_parent
+
+        remove_parent(detect(), d.config.cgroup_parent)
 
 
 class TaskFactory:
