@@ -25,7 +25,7 @@ from rawexec.executor.shim import run_shim
 
 import rawexec.logs  # noqa: F401  isort: skip
 
-POOL_SIZE = 4
+POOL_SIZE = 8
 
 
 def _prepare_containment() -> None:
