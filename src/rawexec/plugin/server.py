@@ -276,10 +276,17 @@ class PluginServer:
             log.exception("error while stopping the driver")
 
     def stop(self) -> None:
-        """Stop serving: end the long-lived streams, cancel what is left, remove the socket."""
+        """Stop serving: cancel every RPC (ends the long-lived streams), release the driver's
+        helpers (bounded), remove the socket. The caller exits right after, so nothing waits for
+        the cancelled RPCs to unwind: go-plugin measures Kill() until the process is gone."""
         self.stopping.set()
+        if self.socket_path:
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
         if self._server is not None:
-            self._server.stop(grace=None).wait(timeout=1.0)
+            self._server.stop(grace=None)
         if self.on_stop is not None:
             # Bounded: go-plugin SIGKILLs us 2 s after Shutdown anyway; never hang the exit on it.
             t = threading.Thread(target=self._run_on_stop, name="on-stop", daemon=True)
@@ -287,11 +294,6 @@ class PluginServer:
             t.join(timeout=1.0)
             if t.is_alive():
                 log.warning("driver cleanup did not finish within 1 s; exiting anyway")
-        if self.socket_path:
-            try:
-                os.unlink(self.socket_path)
-            except OSError:
-                pass
 
 
 def install_signal_handlers(server: PluginServer) -> None:
