@@ -142,14 +142,16 @@ class TaskRunner:
 
     # ------------------------------------------------------------------ state changes
     def _emit(self, event: TaskEvent | None, state: str | None = None, *, handle: bytes | None = None,
-              drop_handle: bool = False, wait: bool = True) -> None:
-        """Record an event and/or a state change; returns once it is committed (unless not ``wait``)."""
+              drop_handle: bool = False, wait: bool = True, persist: bool = True) -> None:
+        """Record an event and/or a state change; returns once it is committed (unless not ``wait``).
+        ``persist=False`` only records it in memory: the next persisted change carries it."""
         with self._cond:
             if state is not None:
                 self.state.set_state(state, event)
             elif event is not None:
                 self.state.append_event(event)
-        self.alloc.task_changed(self, handle=handle, drop_handle=drop_handle, wait=wait)
+        if persist:
+            self.alloc.task_changed(self, handle=handle, drop_handle=drop_handle, wait=wait)
 
     def received(self) -> None:
         self._emit(TaskEvent.received())
@@ -385,7 +387,7 @@ class TaskRunner:
         ar = self.alloc
         task = self.task
         if not self._dir_built:
-            self._emit(TaskEvent.task_setup("Building Task Directory"), wait=False)
+            self._emit(TaskEvent.task_setup("Building Task Directory"), persist=False)
             try:
                 build_task_dirs(ar.alloc_dir, self.name)
             except (OSError, RawExecError) as e:

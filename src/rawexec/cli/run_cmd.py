@@ -225,46 +225,65 @@ def run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir:
 
 def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir: str | None,
          detach: bool) -> int:
+    variables = _vars(var)
+    tmp = None
+    agent: Agent | None = None
+    try:
+        if data_dir is None:
+            # a private temp data dir: start the agent (and the driver's spawner process) first, so
+            # the spawner boots while the job file is parsed
+            tmp = data_dir = tempfile.mkdtemp(prefix="rawexec-run-")
+            agent = _start_agent(data_dir)
+            if agent is None:
+                return EXIT_FAILED
+        job = _parse(jobfile, variables, var_file)
+        if job is None:
+            if agent is not None:
+                agent.shutdown(stop_tasks=True)
+            return EXIT_FAILED
+        if agent is None:
+            agent = _start_agent(data_dir)
+            if agent is None:
+                return EXIT_FAILED
+        return _drive(agent, job, detach)
+    finally:
+        if not detach and tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _parse(jobfile: str, variables: dict[str, str], var_file: tuple[str, ...]) -> Any:
     from rawexec.jobspec import load_file
 
     err = sys.stderr
     try:
-        parsed = load_file(jobfile, variables=_vars(var) or None, var_files=list(var_file) or None)
+        parsed = load_file(jobfile, variables=variables or None, var_files=list(var_file) or None)
     except ValidationError as exc:
         err.write(f'Error parsing job file "{jobfile}":\n')
         for e in exc.errors:
             err.write(f"  * {e}\n")
-        return EXIT_FAILED
+        return None
     except OSError as exc:
         err.write(f'Error reading job file "{jobfile}": {exc.strerror or exc}\n')
-        return EXIT_FAILED
+        return None
     except RawExecError as exc:
         err.write(f'Error in job file "{jobfile}": {exc}\n')
-        return EXIT_FAILED
-    job = parsed.job
+        return None
     for w in parsed.warnings:
         err.write(f"Warning: {w}\n")
+    return parsed.job
 
+
+def _start_agent(data_dir: str) -> Agent | None:
     from rawexec.agent.agent import Agent
     from rawexec.agent.agentconfig import AgentConfig
 
-    tmp = None
-    if data_dir is None:
-        tmp = data_dir = tempfile.mkdtemp(prefix="rawexec-run-")
     agent = Agent(AgentConfig(data_dir=data_dir, name=os.uname().nodename), dev=True)
     try:
         agent.start()
     except RawExecError as exc:
-        err.write(f"Error starting the agent: {exc}\n")
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return EXIT_FAILED
-    keep_dir = detach
-    try:
-        return _drive(agent, job, detach)
-    finally:
-        if not keep_dir and tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        sys.stderr.write(f"Error starting the agent: {exc}\n")
+        return None
+    return agent
 
 
 def _drive(agent: Agent, job: Any, detach: bool) -> int:
