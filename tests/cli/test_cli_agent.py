@@ -1,0 +1,215 @@
+"""End to end: the CLI as real subprocesses against a real ``rawexec agent`` subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+
+from tests.cli.conftest import RAWEXEC, AgentProc, free_port, job_json
+from tests.helpers.util import wait_until
+
+
+def _register(agent: AgentProc, job: dict[str, object], token: str = "") -> str:
+    with agent.http(token) as c:
+        r = c.put("/v1/jobs", json=job)
+        assert r.status_code == 200, r.text
+        job_id = str(job["Job"]["ID"])  # type: ignore[index]
+
+        def running() -> bool:
+            allocs = c.get(f"/v1/job/{job_id}/allocations").json()
+            return bool(allocs) and all(a["ClientStatus"] == "running" for a in allocs)
+
+        wait_until(running, 30, interval=0.05, msg="allocation not running")
+        return str(c.get(f"/v1/job/{job_id}/allocations").json()[0]["ID"])
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _wait_log(agent: AgentProc, alloc_id: str, needle: str, task: str = "web") -> None:
+    with agent.http() as c:
+        def has() -> bool:
+            r = c.get(f"/v1/client/fs/logs/{alloc_id}", params={"task": task, "type": "stdout", "plain": "true"})
+            return needle in r.text
+
+        wait_until(has, 15, interval=0.05, msg=f"{needle!r} not in the task's stdout")
+
+
+def test_read_verbs_tables_and_json(agent: AgentProc) -> None:
+    alloc_id = _register(agent, job_json("web", "echo out-line; echo err-line >&2; sleep 120"))
+    short = alloc_id[:8]
+    r = agent.cli("status")
+    assert r.code == 0 and r.out.splitlines()[0].split() == ["ID", "Type", "Priority", "Status", "Submit", "Date"]
+    assert "web" in r.out and "running" in r.out
+    r = agent.cli("job", "status", "-json")
+    assert r.code == 0 and [j["ID"] for j in json.loads(r.out)] == ["web"]
+    r = agent.cli("job", "status", "web")
+    assert r.code == 0 and "Allocations" in r.out and short in r.out
+    r = agent.cli("job", "inspect", "web")
+    assert r.code == 0 and json.loads(r.out)["Job"]["ID"] == "web"
+    r = agent.cli("alloc", "status", short)
+    assert r.code == 0 and 'Task "web" is "running"' in r.out and "Started" in r.out
+    _wait_log(agent, alloc_id, "out-line")
+    assert agent.cli("alloc", "logs", short).out == "out-line\n"
+    assert agent.cli("alloc", "logs", "-stderr", short, "web").out == "err-line\n"
+    r = agent.cli("alloc", "fs", short, "web")
+    assert r.code == 0 and "local/" in r.out
+    r = agent.cli("node", "status", "-self")
+    assert r.code == 0 and "raw_exec" in r.out
+
+
+def test_logs_tail_and_follow(agent: AgentProc) -> None:
+    alloc_id = _register(agent, job_json("tail", "for i in 1 2 3 4 5; do echo line$i; done; sleep 120"))
+    _wait_log(agent, alloc_id, "line5")
+    assert agent.cli("alloc", "logs", "-tail", "-n", "2", alloc_id).out == "line4\nline5\n"
+    assert agent.cli("alloc", "logs", "-tail", "-c", "6", alloc_id).out == "line5\n"
+    # -f: a follower sees the output; killing the CLI mid-stream leaves the agent healthy
+    env = {**os.environ, "RAWEXEC_ADDR": agent.address}
+    p = subprocess.Popen([RAWEXEC, "alloc", "logs", "-f", alloc_id], stdout=subprocess.PIPE, env=env)
+    assert p.stdout is not None
+    seen = b""
+    while b"line5" not in seen:
+        seen += os.read(p.stdout.fileno(), 4096)
+    p.kill()
+    p.wait()
+    assert agent.cli("status").code == 0
+
+
+def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
+    alloc_id = _register(agent, job_json("ctl", "trap 'echo got-usr1' USR1; echo ready; "
+                                                "while true; do sleep 0.1; done"))
+    r = agent.cli("alloc", "exec", "-i=false", alloc_id, "/bin/sh", "-c", "echo in-task; exit 3")
+    assert r.code == 3 and r.out == "in-task\n"
+    r = agent.cli("alloc", "exec", alloc_id, "/bin/cat", input="piped\n")
+    assert r.code == 0 and r.out == "piped\n"
+    _wait_log(agent, alloc_id, "ready")
+    r = agent.cli("alloc", "signal", "-s", "SIGUSR1", alloc_id)
+    assert r.code == 0, r.err
+    _wait_log(agent, alloc_id, "got-usr1")
+    r = agent.cli("alloc", "stop", alloc_id)
+    assert r.code == 0 and "stopped" in r.out
+    r = agent.cli("job", "stop", "-purge", "ctl")
+    assert r.code == 0 and "purged" in r.out
+    r = agent.cli("job", "status", "ctl")
+    assert r.code == 1 and r.err.strip() == 'Error querying jobs: No job(s) with prefix or ID "ctl" found'
+
+
+def test_errors_are_one_line_and_nonzero(agent: AgentProc, data_dir: str) -> None:
+    for args, needle in ((("alloc", "status", "ffffffff"), "No allocation(s)"),
+                         (("node", "status", "ffff"), "node not found"),
+                         (("acl", "bootstrap"), "ACL support disabled")):
+        r = agent.cli(*args)
+        assert r.code == 1 and needle in r.err and len(r.err.strip().splitlines()) == 1, (args, r)
+    r = agent.cli("status", address=f"unix://{data_dir}/missing.sock")
+    assert r.code == 1 and "cannot reach the agent" in r.err
+    r = agent.cli("status", address="ftp://x")
+    assert r.code == 1 and "is not valid" in r.err
+
+
+def _run_agent_expecting_failure(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RAWEXEC, "agent", *args], check=False, capture_output=True, text=True, timeout=60)
+
+
+def test_second_agent_on_the_same_data_dir_is_refused(agent: AgentProc) -> None:
+    p = _run_agent_expecting_failure("-dev", "-data-dir", agent.data_dir)
+    assert p.returncode == 1 and "in use by another rawexec agent" in p.stdout + p.stderr, p
+    assert os.path.exists(agent.sock)
+    with agent.http() as c:  # the first one is unharmed (its socket too)
+        assert c.get("/v1/agent/self").status_code == 200
+
+
+def test_non_loopback_bind_without_acl_is_refused(data_dir: str) -> None:
+    p = _run_agent_expecting_failure("-dev", "-data-dir", data_dir, "-bind", "0.0.0.0")
+    assert p.returncode == 1 and "not a loopback address" in p.stdout + p.stderr, p
+    assert not os.path.exists(os.path.join(data_dir, "api.sock"))
+
+
+def test_acl_bootstrap_and_tokens_over_tcp(data_dir: str) -> None:
+    port = free_port()
+    cfg = os.path.join(data_dir, "agent.hcl")
+    with open(cfg, "w") as f:
+        f.write(f'bind_addr = "127.0.0.1"\nports {{ http = {port} }}\nacl {{ enabled = true }}\n')
+    a = AgentProc(os.path.join(data_dir, "d"), ["-dev", "-config", cfg])
+    a.start()
+    addr = f"http://127.0.0.1:{port}"
+    token = ""
+    try:
+        r = a.cli("status", address=addr)
+        assert r.code == 1 and "Permission denied" in r.err
+        r = a.cli("acl", "bootstrap", "-json", address=addr)
+        assert r.code == 0, r.err
+        token = json.loads(r.out)["SecretID"]
+        r = a.cli("acl", "bootstrap", address=addr)
+        assert r.code == 1 and "already done" in r.err
+        assert a.cli("status", address=addr, token=token).code == 0
+        assert a.cli("status", token=token).code == 0  # the unix socket needs it too
+        assert a.cli("status").code == 1
+        with open(os.path.join(a.data_dir, "acl-tokens.json")) as f:
+            assert token not in f.read()
+    finally:
+        if token:
+            a.stop_all_jobs(token)
+        a.terminate()
+
+
+def test_sigterm_leaves_tasks_running_and_the_next_agent_recovers_them(data_dir: str) -> None:
+    a = AgentProc(data_dir, ["-dev"])
+    a.start()
+    pidfile = os.path.join(data_dir, "task.pid")
+    try:
+        alloc_id = _register(a, job_json("keep", f"echo $$ > {pidfile}; exec sleep 300"))
+        wait_until(lambda: _read(pidfile).strip(), 15)
+        pid = int(_read(pidfile))
+        out = a.terminate()
+        assert a.proc is not None and a.proc.returncode == 0, out
+        assert "Caught signal: terminated" in out
+        os.kill(pid, 0)  # still running without an agent
+        assert not os.path.exists(a.sock)
+        a.start()
+        with a.http() as c:
+            alloc = c.get(f"/v1/allocation/{alloc_id}").json()
+        assert alloc["ClientStatus"] == "running" and alloc["TaskStates"]["web"]["State"] == "running"
+        os.kill(pid, 0)
+        a.stop_all_jobs()
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 20)
+    finally:
+        if a.proc is not None and a.proc.poll() is None:
+            a.stop_all_jobs()
+            a.terminate()
+
+
+def test_interrupt_shuts_down_cleanly(agent: AgentProc) -> None:
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGINT)
+    out = agent.terminate()
+    assert agent.proc.returncode == 0 and "Caught signal: interrupt" in out
+
+
+def test_a_thousand_simultaneous_requests(agent: AgentProc) -> None:
+    """1,000 connections at once, each a complete HTTP/1.1 request (raw sockets: the test measures the
+    server, not a client library's connection pool)."""
+    _register(agent, job_json("many", "sleep 120", count=3))
+
+    async def one() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_unix_connection(agent.sock)
+        writer.write(b"GET /v1/allocations HTTP/1.1\r\nHost: rawexec\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        data = await reader.read()
+        writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
+
+    async def run() -> list[tuple[int, bytes]]:
+        return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(1000))), 120)
+
+    results = asyncio.run(run())
+    assert [code for code, _ in results] == [200] * 1000
+    assert all(len(json.loads(body)) == 3 for _, body in results)
