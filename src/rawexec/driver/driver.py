@@ -294,9 +294,12 @@ class Driver:
                 reply = self._request(rec, {"op": "stop", "signal": sig, "timeout": max(0.0, timeout),
                                             "group": group}, timeout + _STOP_MARGIN_S)
             except UnavailableError:
+                # The shim may be on its way out (the task just ended and it is cleaning up), or
+                # dead: give it a moment, then clean up whatever it left.
+                _wait_gone(int(rec.driver_state["shim_pid"]), rec, 2.0)
                 if rec.shim_alive:
                     raise
-                self._kill_orphans(rec)  # the shim died under us: clean up what it left
+                self._kill_orphans(rec)
                 reply = {"ok": True}
             if not reply.get("ok"):
                 raise LaunchError(f"executor Shutdown failed: {reply.get('error')}")
