@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -261,8 +262,8 @@ def test_scheduler_only_blocks_are_warned_not_dropped_silently() -> None:
 
 
 def test_five_megabyte_job_file(tmp_path: Path) -> None:
-    text = task_job("") + ("# padding\n" * (MAX_JOB_FILE_BYTES // 10 + 2))
-    assert len(text) > 4 * 1024 * 1024
+    text = task_job("") + ("# padding\n" * (5 * 1024 * 1024 // 10))
+    assert len(text) > 4 * 1024 * 1024 > MAX_JOB_FILE_BYTES
     msg = one(errors_of(text))
     assert "job file is too large" in msg
     path = tmp_path / "big.hcl"
@@ -282,6 +283,14 @@ def test_deeply_nested_garbage(garbage: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse(garbage)
     assert info.value.errors
+
+
+@pytest.mark.parametrize("garbage", ["x = " + "[" * 1_000_000, "x = " + "{a = " * 300_000, "(" * 1_500_000])
+def test_a_megabyte_of_nesting_fails_fast(garbage: str) -> None:
+    t0 = time.process_time()
+    msg = one(errors_of(garbage, filename="deep.hcl"))
+    assert "nested too deeply" in msg and msg.startswith("deep.hcl:1:")
+    assert time.process_time() - t0 < 5.0
 
 
 def test_non_utf8_bytes(tmp_path: Path) -> None:

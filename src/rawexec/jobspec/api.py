@@ -21,8 +21,9 @@ from rawexec.jobspec.validate import check, warnings
 __all__ = ["MAX_JOB_FILE_BYTES", "ParsedJob", "load_file", "load_hcl", "load_json", "parse_file", "parse_hcl",
            "parse_json"]
 
-#: Larger job files are refused before parsing (a 200-task job is ~60 KB).
-MAX_JOB_FILE_BYTES = 4 * 1024 * 1024
+#: Larger job files are refused before parsing (a 200-task job with artifacts is ~130 KB; parsing
+#: runs at roughly 150-250 KB/s on a slow machine, so this bounds the time a file can take).
+MAX_JOB_FILE_BYTES = 2 * 1024 * 1024
 _TOP = ("job", "variable", "locals")
 #: Fields of Nomad's job-register request besides "Job" (meaningless to rawexec, accepted silently).
 _SUBMIT_FIELDS = ("EnforceIndex", "JobModifyIndex", "PolicyOverride", "PreserveCounts", "EvalPriority", "Submission")

@@ -7,6 +7,7 @@ with file, line and column and a short, readable message.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +50,27 @@ def _parser() -> Lark:
                      postlex=PostLexer(), cache=True)
 
 
+#: Deeper bracket nesting is refused before parsing (evaluation stops far earlier anyway), so that
+#: garbage like a megabyte of "[" fails in microseconds instead of after a long parse.
+MAX_BRACKET_DEPTH = 500
+_BRACKETS = re.compile(r"[\[\]{}()]")
+_DELTA = {"[": 1, "{": 1, "(": 1, "]": -1, "}": -1, ")": -1}
+
+
+def _check_nesting(text: str, filename: str, line_offset: int) -> None:
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        depth += _DELTA[m.group()]
+        if depth > MAX_BRACKET_DEPTH:
+            line = text.count("\n", 0, m.start()) + 1
+            col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+            raise EvalError(f"nested too deeply: more than {MAX_BRACKET_DEPTH} levels of brackets",
+                            Pos(filename, line + line_offset, col), "simplify the expression")
+
+
 def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
     """Parse HCL2 text to python-hcl2's Lark tree, or raise EvalError pointing at the problem."""
+    _check_nesting(text, filename, line_offset)
     try:
         # A trailing newline, as python-hcl2 adds: the grammar ends statements with one.
         return _parser().parse(text + "\n")
