@@ -1,5 +1,6 @@
 """``rawexec run`` of a job with ``count = N`` sleep tasks: time from the command's start until every
-task is running (target: <= 1.5 s for N = 200), then Ctrl-C and the time until everything stopped.
+task is running (target: <= 1.5 s for N = 200), the idle agent's CPU (target < 1 % of a core) and
+RSS (target <= 60 MB), then Ctrl-C and the time until everything stopped.
 
     .venv/bin/python benchmarks/bench_run.py [N] [REPEATS]
 """
@@ -14,6 +15,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 RAWEXEC = ROOT / ".venv" / "bin" / "rawexec"
@@ -41,7 +44,7 @@ job "bench" {{
 '''
 
 
-def run_once(n: int) -> tuple[float, float, float]:
+def run_once(n: int) -> tuple[float, float, float, float, float]:
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         jf = Path(tmp, "bench.nomad.hcl")
         jf.write_text(job_text(n))
@@ -59,6 +62,12 @@ def run_once(n: int) -> tuple[float, float, float]:
         if all_running < 0:
             proc.kill()
             raise SystemExit("rawexec run never reported all tasks running:\n" + (proc.stdout.read() or ""))
+        time.sleep(2.0)  # let the starts settle, then measure the idle agent (10 s window)
+        ps = psutil.Process(proc.pid)
+        c0 = sum(ps.cpu_times()[:2])
+        time.sleep(10.0)
+        idle_cpu = (sum(ps.cpu_times()[:2]) - c0) / 10.0 * 100
+        rss = ps.memory_info().rss / 1e6
         t1 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.stdout.read()
@@ -66,7 +75,7 @@ def run_once(n: int) -> tuple[float, float, float]:
         stopped = time.monotonic() - t1
         if rc != 130:
             raise SystemExit(f"rawexec run exited {rc}, expected 130 after Ctrl-C")
-        return all_running, reported, stopped
+        return all_running, reported, stopped, idle_cpu, rss
 
 
 def main() -> None:
@@ -79,7 +88,8 @@ def main() -> None:
         r = run_once(n)
         results.append(r)
         print(f"  run {i + 1}: all running after {r[0]:.3f}s from exec (agent's own figure {r[1]:.3f}s "
-              f"from process start); Ctrl-C -> all stopped in {r[2]:.3f}s")
+              f"from process start); Ctrl-C -> all stopped in {r[2]:.3f}s; idle agent CPU {r[3]:.2f}% of a "
+              f"core, RSS {r[4]:.1f} MB")
     best = min(r[0] for r in results)
     med = sorted(r[0] for r in results)[len(results) // 2]
     print(f"all running: best {best:.3f}s, median {med:.3f}s (target <= 1.5s)")

@@ -55,6 +55,8 @@ class Agent:
         self._closed = False
         self._purge_waiters: list[threading.Thread] = []
         self.start_slots = threading.BoundedSemaphore(START_CONCURRENCY)
+        self.changes = 0
+        """Bumped on every state commit: a cheap "anything new?" check for pollers."""
         self.store: StateStore
         self.persister: Persister
         self.driver: Driver
@@ -173,6 +175,7 @@ class Agent:
         self._broker.publish(Event(topic, type_, key, index, payload))
 
     def _committed(self, stubs: list[tuple[AllocRunner, dict[str, Any]]], idx: int) -> None:
+        self.changes += 1
         for ar, stub in stubs:
             ar.publish(idx, stub)
 

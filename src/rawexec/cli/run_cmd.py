@@ -54,6 +54,10 @@ class _Stream:
     pos: LogPosition | None = None
     partial: bytes = b""
     prefix: str = ""
+    next_scan: float = 0.0
+
+
+_ROTATE_CHECK = 1.0
 
 
 @dataclass
@@ -72,15 +76,33 @@ class _LogPump:
                     self.streams[key] = _Stream(ar, task, s, prefix=f"{label}/{task} | ")
 
     def poll(self, final: bool = False) -> int:
+        """Print new whole lines of every stream. Cheap when idle: one stat per stream, plus a
+        look for a rotated-to file every ``_ROTATE_CHECK`` s (or at ``final``)."""
         from rawexec.logs import LogPosition, reader
 
         n = 0
+        now = time.monotonic()
         for st in self.streams.values():
             log_dir = os.path.join(st.alloc.alloc_dir, "alloc", "logs")
             if st.pos is None:
-                if not reader.list_log_files(log_dir, st.task, st.stream):  # type: ignore[arg-type]
+                if not final and now < st.next_scan:
                     continue
-                st.pos = LogPosition(reader.list_log_files(log_dir, st.task, st.stream)[0].index, 0)  # type: ignore[arg-type]
+                st.next_scan = now + _ROTATE_CHECK
+                files = reader.list_log_files(log_dir, st.task, st.stream)  # type: ignore[arg-type]
+                if not files:
+                    continue
+                st.pos = LogPosition(files[0].index, 0)
+            base = os.path.join(log_dir, f"{st.task}.{st.stream}.")
+            try:
+                grown = os.stat(base + str(st.pos.index)).st_size > st.pos.offset
+            except OSError:
+                grown = False
+            if not grown:
+                if not final and now < st.next_scan:
+                    continue
+                st.next_scan = now + _ROTATE_CHECK
+                if not os.path.exists(base + str(st.pos.index + 1)) and not final:
+                    continue
             chunks = []
             for idx, off, data in reader._read_from(log_dir, st.task, st.stream,  # type: ignore[arg-type]
                                                      st.pos, follow=False, stop=None, poll_interval=0.0,
@@ -225,6 +247,7 @@ def run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir:
 
 def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir: str | None,
          detach: bool) -> int:
+    _limit_malloc_arenas()
     variables = _vars(var)
     tmp = None
     agent: Agent | None = None
@@ -332,12 +355,15 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
             from rich.live import Live
 
             console = Console(file=out)
-            live = Live(_table(allocs), console=console, refresh_per_second=8, transient=False,
+            live = Live(_table(allocs), console=console, auto_refresh=False, transient=False,
                         redirect_stdout=False)
             live.start()
             pump.out = _LiveWriter(live)  # type: ignore[assignment]
         handled = 0
         all_running_said = False
+        last_sig: tuple[Any, ...] = ()
+        seen_changes = -1
+        quiet_since = time.monotonic()
         try:
             interval = 0.05
             while True:
@@ -345,7 +371,8 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                     all_running_said = True
                     n = sum(1 for a in allocs for r in a.runners.values() if r.lifecycle == "")
                     _say(out, lock, live, f"==> All {n} main task(s) started "
-                                          f"({time.time() - _process_start():.2f}s after rawexec started)\n")
+                                          f"({_process_age():.2f}s after rawexec started)\n")
+                    _release_memory()
                 if len(interrupts) > handled:
                     handled = len(interrupts)
                     if not stopping:
@@ -357,19 +384,27 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                         forced = True
                         _say(out, lock, live, "==> Forcing: killing every task now\n")
                         threading.Thread(target=agent.stop_all, kwargs={"force": True}, daemon=True).start()
-                if live is None:
+                changes = agent.changes
+                if live is None and changes != seen_changes:
+                    seen_changes = changes
                     printer.poll(allocs)
-                pump.poll()
+                if pump.poll():
+                    interval = 0.05
+                    quiet_since = time.monotonic()
                 if live is not None:
-                    live.update(_table(allocs))
+                    sig = _signature(allocs)
+                    if sig != last_sig:  # redraw only on change: an idle run costs no CPU
+                        last_sig = sig
+                        live.update(_table(allocs), refresh=True)
                 if all(a.terminal for a in allocs):
                     break
                 wake.wait(interval)
                 wake.clear()
-                interval = min(0.25, interval * 1.5)
+                idle_cap = 1.0 if time.monotonic() - quiet_since > 5 else 0.25
+                interval = min(idle_cap, interval * 1.5)
             pump.poll(final=True)
             if live is not None:
-                live.update(_table(allocs))
+                live.update(_table(allocs), refresh=True)
         finally:
             if live is not None:
                 live.stop()
@@ -387,10 +422,42 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         signal.signal(signal.SIGTERM, old_term)
 
 
-def _process_start() -> float:
-    import psutil
+def _signature(allocs: list[AllocRunner]) -> tuple[Any, ...]:
+    return tuple((r.state.state, len(r.state.events), r.state.events[-1].time if r.state.events else 0,
+                  r.progress.bytes if r.progress is not None and not r.progress.done else -1)
+                 for a in allocs[:40] for r in a.runners.values())
 
-    return float(psutil.Process().create_time())
+
+def _limit_malloc_arenas() -> None:
+    """One thread per task would otherwise give glibc a malloc arena per thread or so (RSS)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+def _release_memory() -> None:
+    """Give back what parsing and starting left behind (the run then idles for a long time)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _process_age() -> float:
+    """Seconds since this process started (same clock as the kernel's start time: no rounding)."""
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    with open("/proc/self/stat") as f:
+        stat = f.read()
+    start_ticks = int(stat[stat.rfind(")") + 2:].split()[19])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _all_main_started(allocs: list[AllocRunner]) -> bool:
