@@ -18,7 +18,7 @@ from tests.agent_runtime.conftest import MakeAgent, event_types, wait_terminal
 from tests.helpers.util import pids_with_tag, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-N = 20
+N = 50
 
 
 def _cmdline(pid: int) -> bytes:
@@ -121,3 +121,69 @@ def wait_terminal_group(agent: Agent, group: str) -> list[dict[str, Any]]:
 
     wait_until(done, 30, 0.02, f"group {group} finished")
     return [agent.get_allocation(a["ID"]) for a in agent.list_allocations("crash") if a["TaskGroup"] == group]
+
+
+def _sleep_job(tag: str, count: int) -> str:
+    return f'''job "keep" {{
+  type = "service"
+  group "g" {{
+    count = {count}
+    task "s" {{
+      driver = "raw_exec"
+      config {{
+        command = "sleep"
+        args    = ["1000"]
+      }}
+    }}
+  }}
+}}'''
+
+
+def test_graceful_restart_keeps_tasks(make_agent: MakeAgent, tmp_path: Path, tag: str) -> None:
+    from rawexec.jobspec import parse_hcl
+
+    data = tmp_path / "data"
+    a = make_agent(data_dir=data)
+    a.register_job(parse_hcl(_sleep_job(tag, 3)))
+    wait_until(lambda: [x["ClientStatus"] for x in a.list_allocations("keep")] == ["running"] * 3, 60)
+    before = _sleepers(tag)
+    assert len(before) == 3
+    a.shutdown(stop_tasks=False)
+    assert _sleepers(tag) == before  # the tasks outlive the agent
+    b = make_agent(data_dir=data)
+    assert [x["ClientStatus"] for x in b.list_allocations("keep")] == ["running"] * 3
+    assert _sleepers(tag) == before
+    for x in b.list_allocations("keep"):
+        assert event_types(b.get_allocation(x["ID"]), "s").count("Started") == 1
+    # the re-attached tasks are fully controllable: stop them
+    b.stop_job("keep")
+    wait_terminal(b, "keep", 60)
+    assert _sleepers(tag) == set()
+
+
+def test_unrecorded_start_is_not_run_twice(make_agent: MakeAgent, tmp_path: Path, tag: str) -> None:
+    """The agent died after the driver started a task but before its handle was committed: the
+    next agent kills that unrecorded process and starts the task once."""
+    from rawexec.agent.state import StateStore
+    from rawexec.jobspec import parse_hcl
+
+    data = tmp_path / "data"
+    a = make_agent(data_dir=data)
+    a.register_job(parse_hcl(_sleep_job(tag, 2)))
+    wait_until(lambda: [x["ClientStatus"] for x in a.list_allocations("keep")] == ["running"] * 2, 60)
+    allocs = a.list_allocations("keep")
+    victim = allocs[0]["ID"]
+    before = _sleepers(tag)
+    a.shutdown(stop_tasks=False)
+    with StateStore(data) as store:  # as if the handle's commit never happened
+        store.delete_driver_handle(victim, "s")
+    b = make_agent(data_dir=data)
+    wait_until(lambda: len(_sleepers(tag)) == 2 and _sleepers(tag) != before, 30, 0.05,
+               "the unrecorded copy replaced by exactly one new one")
+    survivors = before & _sleepers(tag)
+    assert len(survivors) == 1  # the other alloc's task was re-attached, untouched
+    wait_until(lambda: b.get_allocation(victim)["TaskStates"]["s"]["State"] == "running", 30)
+    assert "Failed Restoring Task" in event_types(b.get_allocation(victim), "s")
+    b.stop_job("keep")
+    wait_terminal(b, "keep", 60)
+    assert _sleepers(tag) == set()

@@ -308,13 +308,13 @@ class TaskRunner:
     def _reattach(self, handle: TaskHandle | None) -> bool:
         """True when re-attached to a task started by an earlier agent."""
         if handle is None:
-            if self.state.state == ev.TASK_RUNNING:
-                # running without a handle cannot happen (written together); be safe
-                self._emit(None, ev.TASK_PENDING)
-            if self.task_id:
-                n = kill_strays(self.alloc.alloc_id, self.name)
-                if n:
-                    log.warning("killed %d unrecorded process(es) of task %s/%s", n, self.alloc.alloc_id, self.name)
+            n = kill_strays(self.alloc.alloc_id, self.name) if self.task_id else 0
+            if n or self.state.state == ev.TASK_RUNNING:
+                # started by the previous agent, which died before recording the driver handle
+                log.warning("killed %d unrecorded process(es) of task %s/%s", n, self.alloc.alloc_id, self.name)
+                self._emit(TaskEvent.new(ev.RESTORE_FAILED, message=f"no driver handle was recorded for the "
+                                         f"last start; killed {n} unrecorded process(es), starting again"),
+                           ev.TASK_PENDING)
             return False
         try:
             self.alloc.driver.recover_task(handle)
