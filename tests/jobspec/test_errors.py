@@ -244,6 +244,11 @@ def test_raw_exec_config_checked() -> None:
     assert any("args must be a list of strings" in e for e in bad)
 
 
+def test_duplicate_identities() -> None:
+    ident = "identity {\n env = true\n }\n"
+    assert 'identity "default" is defined more than once' in one(errors_of(task_job(ident + ident)))
+
+
 def test_unquoted_driver_name() -> None:
     msg = one(errors_of(task_job("").replace('driver = "raw_exec"', "driver = raw_exec")))
     assert 'driver must be a plain name, got "${raw_exec}"' in msg and 'quote it: driver = "raw_exec"' in msg

@@ -26,6 +26,10 @@ JSONV = st.recursive(st.one_of(st.none(), st.booleans(), INT, TEXT),
                      lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(NAME, inner, max_size=3)),
                      max_leaves=8)
 
+def _default_first(ids: list[m.Identity]) -> tuple[m.Identity, ...]:
+    return tuple(sorted(ids, key=lambda i: i.name != "default"))
+
+
 restart = st.builds(m.RestartPolicy, attempts=INT, interval=DUR, delay=DUR, mode=TEXT, render_templates=st.booleans())
 constraint = st.builds(m.Constraint, attribute=TEXT, operator=TEXT, value=TEXT)
 update = st.builds(m.UpdateStrategy, max_parallel=INT, health_check=TEXT, min_healthy_time=DUR,
@@ -52,8 +56,9 @@ task = st.builds(
     services=st.lists(service, max_size=1).map(tuple),
     vault=st.none() | st.builds(m.Vault, policies=STRS, role=TEXT, namespace=TEXT, change_mode=TEXT,
                                 change_signal=TEXT, env=st.booleans()),
-    identities=st.lists(st.builds(m.Identity, name=TEXT, audience=STRS, env=st.booleans(), file=st.booleans(),
-                                  ttl=DUR), max_size=2).map(tuple),
+    identities=st.lists(st.builds(m.Identity, name=st.sampled_from(["default", "vault", "aws"]), audience=STRS,
+                                  env=st.booleans(), file=st.booleans(), ttl=DUR), max_size=3,
+                        unique_by=lambda i: i.name).map(_default_first),
     volume_mounts=st.lists(st.builds(m.VolumeMount, volume=TEXT, destination=TEXT, read_only=st.booleans()),
                            max_size=1).map(tuple),
 )

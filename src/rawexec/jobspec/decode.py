@@ -337,7 +337,8 @@ def _task(name: str, r: Reader, group_restart: m.RestartPolicy) -> m.Task:
         templates=tuple(templates),
         services=tuple(_service(s) for s in r.blocks("service", "Services")),
         vault=vault,
-        identities=tuple(identities),
+        # The default identity first, then the named ones (the API keeps them in two fields).
+        identities=tuple(sorted(identities, key=lambda i: i.name != "default")),
         volume_mounts=tuple(mounts),
     )
     r.finish()

@@ -97,6 +97,10 @@ def _artifact(a: ArtifactSpec) -> dict[str, Any]:
             "RelativeDest": a.destination, "Chown": a.chown}
 
 
+def _identity(i: m.Identity) -> dict[str, Any]:
+    return {"Name": i.name, "Audience": list(i.audience) or None, "Env": i.env, "File": i.file, "TTL": ns(i.ttl)}
+
+
 def _task(t: m.Task) -> dict[str, Any]:
     res = t.resources
     return {
@@ -119,8 +123,9 @@ def _task(t: m.Task) -> dict[str, Any]:
         "Vault": {"Policies": list(t.vault.policies) or None, "Role": t.vault.role, "Namespace": t.vault.namespace,
                   "ChangeMode": t.vault.change_mode, "ChangeSignal": t.vault.change_signal,
                   "Env": t.vault.env} if t.vault else None,
-        "Identities": [{"Name": i.name, "Audience": list(i.audience) or None, "Env": i.env, "File": i.file,
-                        "TTL": ns(i.ttl)} for i in t.identities] or None,
+        # Nomad's API keeps the default identity apart from the named ones.
+        "Identity": next((_identity(i) for i in t.identities if i.name == "default"), None),
+        "Identities": [_identity(i) for i in t.identities if i.name != "default"] or None,
         "VolumeMounts": [{"Volume": v.volume, "Destination": v.destination, "ReadOnly": v.read_only}
                          for v in t.volume_mounts] or None,
     }

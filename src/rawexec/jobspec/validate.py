@@ -209,6 +209,10 @@ def _task(c: _Ctx, path: str, t: m.Task, disk: m.EphemeralDisk, group_restart: m
     if not t.logs.disabled and log_mb >= disk.size > 0:
         c.err(path + SEP + "logs", f"log storage ({log_mb} MB) must be less than requested disk capacity "
                                    f"({disk.size} MB)", "lower max_files/max_file_size or raise ephemeral_disk size")
+    names = [i.name for i in t.identities]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        c.err(path + SEP + "identity", f'identity "{dup}" is defined more than once',
+              "give each identity block a unique name")
     if t.lifecycle is not None and t.lifecycle.hook not in _HOOKS:
         c.err(path + SEP + "lifecycle" + SEP + "hook", f"invalid hook: {t.lifecycle.hook}",
               did_you_mean(t.lifecycle.hook, _HOOKS) or "use prestart, poststart or poststop")
