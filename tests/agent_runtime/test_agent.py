@@ -314,3 +314,28 @@ def test_shutdown_delay_and_event_stream(make_agent: MakeAgent, tag: str) -> Non
     # a new subscriber from an index gets only what came after it
     later = agent.events(idx[-1] - 1).next_batch(timeout=0.5)
     assert later and all(e.index >= idx[-1] for e in later)
+
+
+def test_lost_shim_is_a_driver_event_and_restarts(make_agent: MakeAgent, tag: str) -> None:
+    import signal as sig
+
+    agent = make_agent()
+    rp = 'restart {\n attempts = 1\n interval = "10m"\n delay = "50ms"\n mode = "fail"\n}'
+    agent.register_job(job_hcl(group("g", task("t", "echo up >> $NOMAD_ALLOC_DIR/runs; exec sleep 60"), extra=rp),
+                               tag, job_id="lost", job_type="service"))
+    wait_until(lambda: [a["ClientStatus"] for a in agent.list_allocations("lost")] == ["running"], 60)
+    aid = agent.list_allocations("lost")[0]["ID"]
+    runner = agent.allocation_runner(aid).runners["t"]
+    assert runner.handle is not None
+    os.kill(int(runner.handle.driver_state["shim_pid"]), sig.SIGKILL)
+    d = agent.alloc_dir(aid)
+    wait_until(lambda: Path(d, "alloc", "runs").read_text() == "up\nup\n", 30)
+    wait_until(lambda: agent.get_allocation(aid)["TaskStates"]["t"]["State"] == "running", 30)
+    a = agent.get_allocation(aid)
+    evs = a["TaskStates"]["t"]["Events"]
+    types = [e["Type"] for e in evs]
+    assert "Driver" in types, types
+    term = next(e for e in evs if e["Type"] == "Terminated")
+    assert term["ExitCode"] == -1 and "shim" in term["DisplayMessage"]
+    assert types[-2:] == ["Restarting", "Started"]
+    assert len(pids_with_tag(tag)) == 1  # the orphan of the lost shim was killed

@@ -89,6 +89,9 @@ class Agent:
             spawner = getattr(self.driver, "_spawner", None)
             if spawner is not None and hasattr(spawner, "start"):
                 threading.Thread(target=_quietly, args=(spawner.start,), name="spawner-warmup", daemon=True).start()
+            subscribe = getattr(self.driver, "subscribe_events", None)
+            if subscribe is not None:
+                subscribe(self._driver_event)
             fp = self.driver.fingerprint()
             self.node_obj = Node(self.config, self.store, health=str(fp.health),
                                  health_description=fp.description)
@@ -178,6 +181,16 @@ class Agent:
         self.changes += 1
         for ar, stub in stubs:
             ar.publish(idx, stub)
+
+    def _driver_event(self, event: Any) -> None:
+        """A driver task event (OOM kill, lost shim, log write trouble) -> a ``Driver`` task event
+        (called on a driver thread: recorded without waiting for the commit)."""
+        ar = self._allocs.get(getattr(event, "alloc_id", ""))
+        if ar is None or ar.detached:
+            return
+        r = ar.runners.get(getattr(event, "task_name", ""))
+        if r is not None and r.task_id == getattr(event, "task_id", None):
+            r.driver_message(str(event.message), dict(getattr(event, "annotations", {}) or {}))
 
     def events(self, index: int = 0) -> EventSubscription:
         return self._broker.subscribe(index)

@@ -153,6 +153,9 @@ class TaskRunner:
         if persist:
             self.alloc.task_changed(self, handle=handle, drop_handle=drop_handle, wait=wait)
 
+    def driver_message(self, message: str, annotations: dict[str, str]) -> None:
+        self._emit(TaskEvent.new(ev.DRIVER_MESSAGE, driver_message=message, details=annotations), wait=False)
+
     def received(self) -> None:
         self._emit(TaskEvent.received())
 
