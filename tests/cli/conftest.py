@@ -131,4 +131,5 @@ def agent(data_dir: str) -> Iterator[AgentProc]:
 def job_json(job_id: str, script: str, *, count: int = 1, task: str = "web", type_: str = "service"
              ) -> dict[str, Any]:
     return {"Job": {"ID": job_id, "Type": type_, "TaskGroups": [{"Name": "g", "Count": count, "Tasks": [
-        {"Name": task, "Driver": "raw_exec", "Config": {"command": "/bin/sh", "args": ["-c", script]}}]}]}}
+        {"Name": task, "Driver": "raw_exec", "KillTimeout": 1_000_000_000,  # 1 s: quick test teardown
+         "Config": {"command": "/bin/sh", "args": ["-c", script]}}]}]}}

@@ -130,3 +130,22 @@ def register_job(ctx: ClientCtx, api_job: dict[str, Any], *, detach: bool) -> No
         if a.get("DesiredStatus") == "run":
             click.echo(f'    Allocation "{str(a.get("ID", ""))[:8]}" placed ({a.get("Name", "")}): '
                        f"{a.get('ClientStatus', '')}")
+
+
+def run_on_agent(api_job: dict[str, Any], *, address: str | None, token: str | None, detach: bool) -> None:
+    """``job run FILE`` (no ``-output``): register the parsed job with the agent at ``address``."""
+    import sys
+
+    from rawexec.api.client import ApiResponseError
+
+    ctx = ClientCtx(address, token, False)
+    try:
+        register_job(ctx, api_job, detach=detach)
+    except ApiResponseError as e:
+        click.echo(f"Error submitting job: {e.message} (HTTP {e.status})", err=True)
+        sys.exit(1)
+    except RawExecError as e:
+        click.echo(f"Error submitting job: {e.message}", err=True)
+        sys.exit(1)
+    finally:
+        ctx.close()
