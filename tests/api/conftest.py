@@ -10,15 +10,15 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from rawexec.agent.agent import Agent
 from rawexec.agent.agentconfig import AgentConfig
 from rawexec.api.server import ApiServer
-from tests.api.standin_agent import InMemoryAgentStandIn
 
 
 @dataclass
 class Served:
     server: ApiServer
-    agent: InMemoryAgentStandIn
+    agent: Agent
     unix: httpx.Client
     tcp: httpx.Client
     data_dir: str
@@ -37,8 +37,9 @@ def short_dir() -> Iterator[str]:
 
 def _serve(data_dir: str, *, acl: bool) -> Iterator[Served]:
     cfg = make_config(data_dir, acl=acl)
-    agent = InMemoryAgentStandIn(cfg, env={"RAWEXEC_API_TEST": "1"})
-    server = ApiServer(agent, cfg, tcp=("127.0.0.1", 0))
+    agent = Agent(cfg, dev=True)
+    agent.start()
+    server = ApiServer(agent, agent.config, tcp=("127.0.0.1", 0))
     server.start()
     assert server.http_url is not None
     unix = httpx.Client(base_url="http://rawexec", transport=httpx.HTTPTransport(uds=server.unix_path), timeout=30)
@@ -49,7 +50,7 @@ def _serve(data_dir: str, *, acl: bool) -> Iterator[Served]:
         unix.close()
         tcp.close()
         server.stop()
-        agent.close()
+        agent.shutdown(stop_tasks=True, timeout=20)
 
 
 @pytest.fixture

@@ -139,9 +139,7 @@ def test_exec_needs_a_token_with_acl(served_acl: Served) -> None:
     s = served_acl
     secret = s.unix.put("/v1/acl/bootstrap").json()["SecretID"]
     auth = {"X-Nomad-Token": secret}
-    r = s.unix.put("/v1/jobs", json=job_json("aclexec", "sleep", "60"), headers=auth)
-    assert r.status_code == 200, r.text
-    alloc_id = s.unix.get("/v1/allocations", headers=auth).json()[0]["ID"]
+    alloc_id = register(s, job_json("aclexec", "sleep", "60"), headers=auth)
     with _open(s, alloc_id, ["/bin/echo", "x"]) as ws:  # no token
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)

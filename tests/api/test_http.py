@@ -26,12 +26,17 @@ def job_json(job_id: str, *ops: str, count: int = 1, driver: str = "raw_exec", t
                          "Config": {"command": sys.executable, "args": [TESTTASK, *ops]}}]}]}}
 
 
-def register(s: Served, job: dict[str, Any]) -> str:
-    r = s.unix.put("/v1/jobs", json=job)
+def register(s: Served, job: dict[str, Any], headers: dict[str, str] | None = None) -> str:
+    r = s.unix.put("/v1/jobs", json=job, headers=headers)
     assert r.status_code == 200, r.text
-    allocs = s.unix.get(f"/v1/job/{job['Job']['ID']}/allocations").json()
-    assert allocs
-    return str(allocs[0]["ID"])
+    path = f"/v1/job/{job['Job']['ID']}/allocations"
+
+    def running() -> bool:
+        allocs = s.unix.get(path, headers=headers).json()
+        return bool(allocs) and all(a["ClientStatus"] == "running" for a in allocs)
+
+    wait_until(running, 20, interval=0.02, msg="allocations not running")
+    return str(s.unix.get(path, headers=headers).json()[0]["ID"])
 
 
 def log_text(s: Served, alloc_id: str, task: str = "web", typ: str = "stdout") -> str:
@@ -64,6 +69,7 @@ def test_job_lifecycle_and_nomad_shapes(served: Served) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) >= {"EvalID", "JobModifyIndex", "Warnings", "Index"}
+    register(served, job)  # the same job again: no change, waits until it runs
     jobs = served.unix.get("/v1/jobs").json()
     assert [j["ID"] for j in jobs] == ["api-job"]
     assert served.unix.get("/v1/jobs", params={"prefix": "zzz"}).json() == []
@@ -85,8 +91,8 @@ def test_job_lifecycle_and_nomad_shapes(served: Served) -> None:
     # stop + purge
     r = served.unix.delete("/v1/job/api-job", params={"purge": "true"})
     assert r.status_code == 200 and "EvalID" in r.json()
-    assert served.unix.get("/v1/job/api-job").status_code == 404
-    assert served.unix.get(f"/v1/allocation/{alloc_id}").status_code == 404
+    wait_until(lambda: served.unix.get("/v1/job/api-job").status_code == 404, 20, interval=0.05)
+    wait_until(lambda: served.unix.get(f"/v1/allocation/{alloc_id}").status_code == 404, 20, interval=0.05)
 
 
 def test_bad_requests_are_400_with_clear_text(served: Served) -> None:
@@ -248,9 +254,10 @@ def test_stale_socket_is_replaced(short_dir: str) -> None:
     s = _s.socket(_s.AF_UNIX, _s.SOCK_STREAM)
     s.bind(path)
     s.close()  # a socket file nobody listens on (an agent killed -9)
-    from tests.api.standin_agent import InMemoryAgentStandIn
+    from rawexec.agent.agent import Agent
 
-    agent = InMemoryAgentStandIn(make_config(short_dir))
+    agent = Agent(make_config(short_dir), dev=True)
+    agent.start()
     server = ApiServer(agent, make_config(short_dir), tcp=None)
     server.start()
     try:
@@ -259,7 +266,7 @@ def test_stale_socket_is_replaced(short_dir: str) -> None:
         c.close()
     finally:
         server.stop()
-        agent.close()
+        agent.shutdown(stop_tasks=True)
     assert not os.path.exists(path)
 
 
