@@ -15,20 +15,14 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class _Null:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def close(self) -> None:
-        pass
-
-
 def open_sink(desc: Mapping[str, Any], on_error: Callable[[OSError], None]) -> Sink:
     """``desc``: {"mode": "file", "dir", "base", "max_files", "max_file_size"} | {"mode": "fifo", "path"}
     | {"mode": "null"}."""
     mode = desc.get("mode")
     if mode == "null":
-        return _Null()
+        from rawexec.logs import DiscardSink
+
+        return DiscardSink()
     if mode == "fifo":
         from rawexec.logs import FifoWriter
 

@@ -25,6 +25,7 @@ from rawexec.containment import descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, reaped, start_process
 from rawexec.executor.protocol import Channel, ProtocolError
 from rawexec.executor.sinks import Sink
+from rawexec.logs import FifoWriter
 from rawexec.types import ExitResult, exit_result_from_wait_status
 
 __all__ = ["Supervisor", "write_json_atomic"]
@@ -32,6 +33,7 @@ __all__ = ["Supervisor", "write_json_atomic"]
 READ_CHUNK = 1024 * 1024
 RETRY_WRITE_S = 0.2
 KILL_BOUND_S = 5.0
+FIFO_DRAIN_S = 2.0
 
 
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
@@ -162,7 +164,10 @@ class Supervisor:
             pass
         self.listener.close()
         for st in self.streams:
-            st.sink.close()
+            if isinstance(st.sink, FifoWriter):
+                st.sink.close(drain_timeout=FIFO_DRAIN_S)  # let Nomad's log reader take what is left
+            else:
+                st.sink.close()
 
     # ------------------------------------------------------------------ children
     def _on_wakeup(self) -> None:
@@ -259,7 +264,7 @@ class Supervisor:
             # full pipe instead of losing bytes.
             st.pending = data[n:]
             self.sel.unregister(st.fd)
-            self.call_later(RETRY_WRITE_S, lambda: self._retry(st))
+            self.call_later(float(getattr(st.sink, "retry_delay", RETRY_WRITE_S)), lambda: self._retry(st))
 
     def _retry(self, st: _Stream) -> None:
         data, st.pending = st.pending, b""
