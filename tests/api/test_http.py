@@ -182,7 +182,7 @@ def test_log_follow_streams_and_a_dropped_client_releases_the_follower(served: S
             got += chunk
             if b"second" in got:
                 break
-        assert _fds_on(log_file) >= 1  # the server is following the file
+        wait_until(lambda: _fds_on(log_file) >= 1, 5, msg="the server is not following the file")
     # The client hung up mid-stream: the server's follower must let go of the file.
     assert got == b"first\nsecond\n"
     wait_until(lambda: _fds_on(log_file) == 0, 10, msg="follower still holds the log file")
