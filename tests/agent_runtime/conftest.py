@@ -19,6 +19,17 @@ from tests.helpers.util import pids_with_tag, wait_until
 MakeAgent = Callable[..., Agent]
 
 
+@pytest.fixture(autouse=True)
+def _kill_leftovers(tag: str) -> Iterator[None]:
+    """Safety net after each test (which asserts on leaks itself): no process with its tag survives."""
+    yield
+    for pid in pids_with_tag(tag):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 @pytest.fixture
 def make_agent(tmp_path: Path, state_dir: str, tag: str) -> Iterator[MakeAgent]:
     agents: list[Agent] = []

@@ -339,3 +339,19 @@ def test_lost_shim_is_a_driver_event_and_restarts(make_agent: MakeAgent, tag: st
     assert term["ExitCode"] == -1 and "shim" in term["DisplayMessage"]
     assert types[-2:] == ["Restarting", "Started"]
     assert len(pids_with_tag(tag)) == 1  # the orphan of the lost shim was killed
+
+
+def test_static_port_collision_fails_the_alloc(make_agent: MakeAgent, tag: str) -> None:
+    import socket
+
+    agent = make_agent()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        agent.register_job(job_hcl(group("g", task("t", "echo hi"),
+                                         extra=f'network {{\n port "db" {{ static = {port} }}\n}}'), tag, job_id="pc"))
+        (a,) = wait_terminal(agent, "pc")
+    assert a["ClientStatus"] == "failed"
+    assert "port collision" in a["ClientDescription"] and str(port) in a["ClientDescription"]
+    assert a["TaskStates"]["t"]["Events"][-1]["Type"] == "Setup Failure"

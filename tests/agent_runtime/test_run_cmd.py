@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,23 @@ def test_second_ctrl_c_forces(tag: str, state_dir: str, tmp_path: Path) -> None:
     assert "Forcing: killing every task now" in text
     assert took < 15, took  # not the task's 25s kill_timeout
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
+
+
+def test_detach_leaves_tasks_for_the_next_agent(make_agent: Any, tag: str, state_dir: str, tmp_path: Path) -> None:
+    jf = tmp_path / "bg.nomad.hcl"
+    jf.write_text('job "bg" {\n group "g" {\n task "t" {\n driver = "raw_exec"\n'
+                  ' config {\n command = "sleep"\n args = ["1000"]\n }\n }\n }\n}\n')
+    data = tmp_path / "data"
+    p = run(["-detach", "-data-dir", str(data), str(jf)], tag, state_dir)
+    assert p.returncode == 0, p.stderr
+    assert "Job 'bg' started: 1 allocation(s)" in p.stdout
+    def sleepers() -> list[int]:
+        return [p for p in pids_with_tag(tag) if Path(f"/proc/{p}/cmdline").read_bytes().endswith(b"1000\0")]
+
+    wait_until(lambda: len(sleepers()) == 1, 30, 0.05, "the detached task runs")
+    agent = make_agent(data_dir=data)  # re-attaches, then stops it
+    (a,) = agent.list_allocations("bg")
+    wait_until(lambda: agent.get_allocation(a["ID"])["TaskStates"]["t"]["State"] == "running", 30)
+    agent.stop_job("bg")
+    assert agent.allocation_runner(a["ID"]).wait(30)
+    wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "stopped")

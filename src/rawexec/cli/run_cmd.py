@@ -336,6 +336,14 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         allocs = [a for a in agent._allocs.values() if a.job.id == job.id and a.eval_id == res["EvalID"]]
         allocs.sort(key=lambda a: (a.group.name, a.index))
         if detach:
+            # wait for every task to be started (or to have failed), then leave them running: the
+            # next agent on this data dir (rawexec agent / run -data-dir) re-attaches to them
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not all(
+                    a.terminal or all(r.started_once or r.dead for r in a.runners.values() if r.lifecycle == "")
+                    for a in allocs):
+                time.sleep(0.02)
+            agent.persister.flush()
             out.write(f"==> Job {job.id!r} started: {len(allocs)} allocation(s); data dir {agent.data_dir}\n")
             for a in allocs:
                 out.write(f"    {a.alloc_id} {a.name}\n")
