@@ -334,6 +334,8 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         for w in filter(None, str(res.get("Warnings", "")).split("\n")):
             sys.stderr.write(f"Warning: {w}\n")
         allocs = [a for a in agent._allocs.values() if a.job.id == job.id and a.eval_id == res["EvalID"]]
+        if not res["EvalID"]:  # unchanged job already running in this data dir: follow its allocations
+            allocs = [a for a in agent._allocs.values() if a.job.id == job.id and not a.terminal]
         allocs.sort(key=lambda a: (a.group.name, a.index))
         if detach:
             # wait for every task to be started (or to have failed), then leave them running: the
