@@ -213,3 +213,30 @@ def test_a_thousand_simultaneous_requests(agent: AgentProc) -> None:
     results = asyncio.run(run())
     assert [code for code, _ in results] == [200] * 1000
     assert all(len(json.loads(body)) == 3 for _, body in results)
+
+
+def test_job_run_registers_with_the_agent(agent: AgentProc, data_dir: str) -> None:
+    jf = os.path.join(data_dir, "hello.nomad.hcl")
+    with open(jf, "w") as f:
+        f.write('variable "msg" { default = "x" }\n'
+                'job "hello" {\n  group "g" {\n    count = 2\n    task "web" {\n      driver = "raw_exec"\n'
+                '      kill_timeout = "1s"\n'
+                '      config {\n        command = "/bin/sh"\n'
+                '        args = ["-c", "echo ${var.msg}; exec sleep 120"]\n'
+                "      }\n    }\n  }\n}\n")
+    r = agent.cli("job", "run", "-var", "msg=from-cli", jf)
+    assert r.code == 0, r.err
+    assert r.out.startswith('==> Job "hello" registered') and r.out.count("placed") == 2
+    with agent.http() as c:
+        allocs = c.get("/v1/job/hello/allocations").json()
+    assert len(allocs) == 2
+    _wait_log(agent, allocs[0]["ID"], "from-cli")
+    r = agent.cli("job", "run", "-output", jf)  # -output still prints the API JSON, agent untouched
+    assert r.code == 0 and json.loads(r.out)["Job"]["ID"] == "hello"
+    bad = os.path.join(data_dir, "docker.nomad.hcl")
+    with open(bad, "w") as f:
+        f.write('job "d" {\n  group "g" {\n    task "t" {\n      driver = "docker"\n'
+                '      config {\n        image = "x"\n      }\n    }\n  }\n}\n')
+    r = agent.cli("job", "run", bad)
+    assert r.code == 1 and 'driver "docker" not available on this node' in r.err
+    assert len(r.err.strip().splitlines()) == 1

@@ -2,7 +2,7 @@
 
 ``job validate FILE [-var k=v]... [-var-file F]...`` prints ``Job validation successful`` (plus
 any warnings) or every error at once (exit 1). ``job run -output FILE`` prints the API JSON a
-Nomad server would accept; running a job needs the agent (not in this command yet).
+Nomad server would accept; ``job run FILE`` registers the job with the running agent.
 """
 
 from __future__ import annotations
@@ -75,14 +75,21 @@ def validate_cmd(file: str, var: tuple[str, ...], var_file: tuple[str, ...]) -> 
               help="Print the job as Nomad API JSON instead of running it.")
 @_var_opt
 @_var_file_opt
-def run_cmd(file: str, output: bool, var: tuple[str, ...], var_file: tuple[str, ...]) -> None:
-    """Run a job (with -output: print its API JSON)."""
-    if not output:
-        click.echo("Error: job run is not available yet: use -output to print the job's API JSON "
-                   "(running jobs needs the rawexec agent)", err=True)
-        sys.exit(1)
+@click.option("-detach", "--detach", "detach", is_flag=True, help="Print the evaluation ID only.")
+@click.option("-address", "--address", "address", default=None, metavar="ADDR",
+              help="The agent's API: unix:///path/api.sock or http://host:port (env RAWEXEC_ADDR).")
+@click.option("-token", "--token", "token", default=None, metavar="SECRET",
+              help="ACL token secret (env RAWEXEC_TOKEN).")
+def run_cmd(file: str, output: bool, var: tuple[str, ...], var_file: tuple[str, ...], detach: bool,
+            address: str | None, token: str | None) -> None:
+    """Run a job on the agent (with -output: print its API JSON)."""
     parsed = _load(file, var, var_file)
     if parsed is None:
         sys.exit(1)
-    _print_warnings(parsed)
-    click.echo(json.dumps(to_api_json(parsed.job), indent=4, sort_keys=False))
+    if output:
+        _print_warnings(parsed)
+        click.echo(json.dumps(to_api_json(parsed.job), indent=4, sort_keys=False))
+        return
+    from rawexec.cli.job_api_cmds import run_on_agent
+
+    run_on_agent(to_api_json(parsed.job), address=address, token=token, detach=detach)
