@@ -9,7 +9,7 @@ import click
 
 from rawexec.cli.client import ClientCtx, api_command, format_time_ns, kv_table, print_json, table
 from rawexec.cli.job_cmds import job
-from rawexec.errors import RawExecError
+from rawexec.errors import RawExecError, UnavailableError
 
 __all__ = ["jobs_table", "register_job", "status_job"]
 
@@ -143,6 +143,10 @@ def run_on_agent(api_job: dict[str, Any], *, address: str | None, token: str | N
         register_job(ctx, api_job, detach=detach)
     except ApiResponseError as e:
         click.echo(f"Error submitting job: {e.message} (HTTP {e.status})", err=True)
+        sys.exit(1)
+    except UnavailableError as e:
+        click.echo(f"Error submitting job: {e.message}; the agent is not available yet: use -output to print "
+                   "the job's API JSON, or start one with `rawexec agent -dev`", err=True)
         sys.exit(1)
     except RawExecError as e:
         click.echo(f"Error submitting job: {e.message}", err=True)
