@@ -240,3 +240,19 @@ def test_job_run_registers_with_the_agent(agent: AgentProc, data_dir: str) -> No
     r = agent.cli("job", "run", bad)
     assert r.code == 1 and 'driver "docker" not available on this node' in r.err
     assert len(r.err.strip().splitlines()) == 1
+
+
+def test_agent_refuses_unusable_data_dir_and_bad_config(data_dir: str) -> None:
+    blocker = os.path.join(data_dir, "file")
+    with open(blocker, "w") as f:
+        f.write("x")
+    p = _run_agent_expecting_failure("-dev", "-data-dir", os.path.join(blocker, "sub"))
+    assert p.returncode == 1 and "cannot use data_dir" in p.stderr, p
+    cfg = os.path.join(data_dir, "bad.hcl")
+    with open(cfg, "w") as f:
+        f.write('datacentre = "dc1"\nports { http = 99999 }\n')
+    p = _run_agent_expecting_failure("-config", cfg, "-data-dir", os.path.join(data_dir, "d"))
+    assert p.returncode == 1 and "Error loading configuration" in p.stderr
+    assert 'did you mean "datacenter"' in p.stderr and "ports.http" in p.stderr
+    p = _run_agent_expecting_failure()
+    assert p.returncode == 1 and "Must specify data directory" in p.stderr
