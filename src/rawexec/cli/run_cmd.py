@@ -248,6 +248,7 @@ def run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir:
 def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir: str | None,
          detach: bool) -> int:
     _limit_malloc_arenas()
+    _mark("command entered")
     variables = _vars(var)
     tmp = None
     agent: Agent | None = None
@@ -259,7 +260,9 @@ def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir
             agent = _start_agent(data_dir)
             if agent is None:
                 return EXIT_FAILED
+        _mark("agent started")
         job = _parse(jobfile, variables, var_file)
+        _mark("job parsed")
         if job is None:
             if agent is not None:
                 agent.shutdown(stop_tasks=True)
@@ -327,6 +330,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
     try:
         try:
             res = agent.register_job(job)
+            _mark("job registered")
         except RawExecError as exc:
             sys.stderr.write(f"Error registering job: {exc}\n")
             agent.shutdown(stop_tasks=True)
@@ -382,6 +386,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                     n = sum(1 for a in allocs for r in a.runners.values() if r.lifecycle == "")
                     _say(out, lock, live, f"==> All {n} main task(s) started "
                                           f"({_process_age():.2f}s after rawexec started)\n")
+                    _mark("all main tasks started")
                     _release_memory()
                 if len(interrupts) > handled:
                     handled = len(interrupts)
@@ -408,7 +413,8 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                         live.update(_table(allocs), refresh=True)
                 if all(a.terminal for a in allocs):
                     break
-                wake.wait(interval)
+                # while many tasks are still starting, poll less often: the starts need the CPU
+                wake.wait(interval if all_running_said or len(allocs) < 20 else max(interval, 0.3))
                 wake.clear()
                 idle_cap = 1.0 if time.monotonic() - quiet_since > 5 else 0.25
                 interval = min(idle_cap, interval * 1.5)
@@ -458,6 +464,12 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _mark(what: str) -> None:
+    """``RAWEXEC_RUN_TIMING=1``: print where the time goes (seconds since the process started)."""
+    if os.environ.get("RAWEXEC_RUN_TIMING"):
+        sys.stderr.write(f"[timing] {_process_age():7.3f}s {what}\n")
 
 
 def _process_age() -> float:
