@@ -296,3 +296,23 @@ def test_acl_tokens(served_acl: Served) -> None:
 def test_acl_bootstrap_refused_when_acl_disabled(served: Served) -> None:
     r = served.unix.put("/v1/acl/bootstrap")
     assert r.status_code == 400 and r.text == "ACL support disabled"
+
+
+def test_allocation_list_follows_every_change(served: Served) -> None:
+    """The list is served from a cache keyed on the state index: it must never lag behind a change."""
+    alloc_id = register(served, job_json("cache", "sleep", "60", count=2))
+    first = served.unix.get("/v1/allocations")
+    assert first.status_code == 200 and int(first.headers["X-Nomad-Index"]) >= 1
+    again = served.unix.get("/v1/allocations")
+    assert again.json() == first.json()
+    assert served.unix.put(f"/v1/allocation/{alloc_id}/stop").status_code == 200
+
+    def stopped() -> bool:
+        by_id = {a["ID"]: a for a in served.unix.get("/v1/allocations").json()}
+        return bool(by_id[alloc_id]["DesiredStatus"] == "stop" and by_id[alloc_id]["ClientStatus"] != "running")
+
+    wait_until(stopped, 20, interval=0.05)
+    wait_until(lambda: served.unix.get("/v1/allocations").json() == json.loads(served.agent.list_allocations_json()),
+               10, interval=0.05, msg="the served list differs from the agent's")
+    after = served.unix.get("/v1/allocations")
+    assert int(after.headers["X-Nomad-Index"]) > int(first.headers["X-Nomad-Index"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -110,6 +111,45 @@ def _wrap(fn: Handler) -> Handler:
             return error_response(e)
 
     return handler
+
+
+class _AllocListCache:
+    """``GET /v1/allocations`` body, reused while the agent's state index is unchanged.
+
+    Uses the agent's fast path (``list_allocations_json``: JSON text from its store) and the store's
+    modify index, which every write to allocations, task states and events bumps. The index is read
+    *before* the text, so a cached body is never older than the index it is filed under.
+    """
+
+    def __init__(self, agent: AgentAPI) -> None:
+        self._fast: Callable[[], str] | None = getattr(agent, "list_allocations_json", None)
+        store = getattr(agent, "store", None)
+        self._index: Callable[[], int] | None = getattr(store, "index", None) if store is not None else None
+        self._agent = agent
+        self._lock = threading.Lock()
+        self._cached: tuple[int, str] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self._fast is not None
+
+    def get(self) -> tuple[int, str]:
+        assert self._fast is not None
+        if self._index is None:
+            return 0, self._fast()
+        if getattr(self._agent, "store", None) is None:
+            return 0, self._fast()
+        idx = int(self._index())
+        cached = self._cached
+        if cached is not None and cached[0] == idx:
+            return cached
+        with self._lock:  # one rebuild at a time; concurrent readers share it
+            cached = self._cached
+            if cached is not None and cached[0] == idx:
+                return cached
+            body = self._fast()
+            self._cached = (idx, body)
+            return idx, body
 
 
 def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None) -> ASGIApp:
@@ -222,13 +262,15 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         return json_response(await to_thread(agent.job_summary, job_id))
 
     # -- allocations --------------------------------------------------------------------------
+    alloc_list = _AllocListCache(agent)
+
     async def allocations(request: Request) -> Response:
         prefix = request.query_params.get("prefix")
-        fast = getattr(agent, "list_allocations_json", None)
-        if fast is not None and not prefix and query_bool(request, "task_states", True):
-            body = await to_thread(fast)  # JSON text straight from the agent's store
+        if alloc_list.available and not prefix and query_bool(request, "task_states", True):
+            index, body = await to_thread(alloc_list.get)  # JSON text straight from the agent's store
             return Response(body, media_type="application/json",
-                            headers={"X-Nomad-Index": "1", "X-Nomad-KnownLeader": "true", "X-Nomad-LastContact": "0"})
+                            headers={"X-Nomad-Index": str(max(index, 1)), "X-Nomad-KnownLeader": "true",
+                                     "X-Nomad-LastContact": "0"})
         items = await to_thread(agent.list_allocations)
         items = prefix_filter(items, prefix)
         if not query_bool(request, "task_states", True):
