@@ -388,6 +388,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                                           f"({_process_age():.2f}s after rawexec started)\n")
                     _mark("all main tasks started")
                     _release_memory()
+                    _mark("memory released")
                 if len(interrupts) > handled:
                     handled = len(interrupts)
                     if not stopping:
@@ -459,6 +460,11 @@ def _release_memory() -> None:
     import ctypes
     import gc
 
+    # the job file's HCL parser (lark tables, ~7 MB) is not needed again in this process
+    structure = sys.modules.get("rawexec.jobspec.hcl.structure")
+    cached = getattr(structure, "_parser", None)
+    if cached is not None and hasattr(cached, "cache_clear"):
+        cached.cache_clear()
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -469,7 +475,9 @@ def _release_memory() -> None:
 def _mark(what: str) -> None:
     """``RAWEXEC_RUN_TIMING=1``: print where the time goes (seconds since the process started)."""
     if os.environ.get("RAWEXEC_RUN_TIMING"):
-        sys.stderr.write(f"[timing] {_process_age():7.3f}s {what}\n")
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+        sys.stderr.write(f"[timing] {_process_age():7.3f}s rss {rss:5.1f} MB  {what}\n")
 
 
 def _process_age() -> float:
