@@ -65,6 +65,8 @@ def bind_unix(path: str) -> socket.socket:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        with contextlib.suppress(OSError):  # big listings (1,000 allocs = 2.5 MB) in fewer wakeups
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         sock.bind(path)
         os.chmod(path, 0o600)  # before listen(): nobody can connect in between
         sock.listen(2048)
