@@ -144,11 +144,16 @@ class Watcher:
     def _run(self) -> None:
         while not self._closed:
             for key, _ in self._sel.select():
-                if key.data is None:
-                    self._service_wakeup()
-                    continue
-                ch, rec = key.data
-                self._service(ch, rec)
+                # This thread reports every task's exit: a bug in one task's handling must not
+                # stop it for all the others.
+                try:
+                    if key.data is None:
+                        self._service_wakeup()
+                        continue
+                    ch, rec = key.data
+                    self._service(ch, rec)
+                except Exception:  # noqa: BLE001
+                    log.exception("task watcher: error while handling an event; continuing")
 
     def _service_wakeup(self) -> None:
         try:
