@@ -152,7 +152,7 @@ class Watcher:
                         continue
                     ch, rec = key.data
                     self._service(ch, rec)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("task watcher: error while handling an event; continuing")
 
     def _service_wakeup(self) -> None:
