@@ -7,7 +7,7 @@ import enum
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -87,10 +87,18 @@ class TaskConfig:
         return os.path.join(self.alloc_dir, self.name)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["env"] = dict(self.env)
-        d["driver_config"] = json.loads(json.dumps(self.driver_config))
-        return d
+        """JSON-able (no deep copy: the caller serialises it right away)."""
+        res = self.resources
+        return {
+            "id": self.id, "name": self.name, "alloc_id": self.alloc_id, "alloc_dir": self.alloc_dir,
+            "driver_config": self.driver_config, "env": dict(self.env), "user": self.user,
+            "stdout_path": self.stdout_path, "stderr_path": self.stderr_path,
+            "resources": None if res is None else {"cpu": res.cpu, "memory": res.memory, "memory_max": res.memory_max,
+                                                   "cores": res.cores, "cpuset": list(res.cpuset)},
+            "logs": {"max_files": self.logs.max_files, "max_file_size": self.logs.max_file_size,
+                     "disabled": self.logs.disabled},
+            "job_name": self.job_name, "task_group_name": self.task_group_name,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TaskConfig:
