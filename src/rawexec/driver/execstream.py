@@ -110,10 +110,13 @@ class ExecSession:
                 else:
                     timeout = poll_timeout
                 events = sel.select(timeout)
-                if not events and exited_at is None:
-                    return
-                if not events and not self._outs:
-                    break
+                if not events:
+                    if timeout is None:
+                        continue  # a wake-up for nothing we still watch: keep waiting
+                    if exited_at is None:
+                        return  # poll_timeout passed with nothing to report
+                    if not self._outs:
+                        break
                 for key, _ in events:
                     if key.data is None:
                         self._on_channel()
@@ -123,11 +126,9 @@ class ExecSession:
                             exited_at = time.monotonic()
                         continue
                     fd = key.data
-                    frame = self._read_once(fd)
+                    frame = self._read_once(fd, sel)
                     if frame is None:
                         continue
-                    if frame.close:
-                        sel.unregister(fd)
                     yield frame
         finally:
             sel.close()
@@ -144,7 +145,7 @@ class ExecSession:
         if self.channel.eof and self.result is None:
             self.result = ExitResult(exit_code=-2, err="exec: the task's shim went away")
 
-    def _read_once(self, fd: int) -> ExecFrame | None:
+    def _read_once(self, fd: int, sel: selectors.BaseSelector | None = None) -> ExecFrame | None:
         stream = self._outs[fd]
         try:
             data = os.read(fd, _CHUNK)
@@ -156,6 +157,8 @@ class ExecSession:
             data = b""
         if data:
             return ExecFrame(stream, data)
+        if sel is not None:
+            sel.unregister(fd)  # before the close: the number may be reused at once
         self._close_out(fd)
         return ExecFrame(stream, close=True)
 
