@@ -159,10 +159,11 @@ def test_logs_plain_framed_offsets_and_bad_params(served: Served) -> None:
 
 
 def _fds_on(path: str) -> int:
+    """Open descriptors of this process on ``path`` (also a replaced one, shown as "path (deleted)")."""
     n = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
-            if os.readlink(f"/proc/self/fd/{fd}") == path:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(path):
                 n += 1
         except OSError:
             continue
@@ -175,13 +176,13 @@ def test_log_follow_streams_and_a_dropped_client_releases_the_follower(served: S
     log_file = os.path.join(served.agent.alloc_dir(alloc_id), "alloc", "logs", "web.stdout.0")
     wait_until(lambda: os.path.exists(log_file), 10)
     got = b""
-    with served.unix.stream("GET", f"/v1/client/fs/logs/{alloc_id}",
-                            params={"task": "web", "type": "stdout", "follow": "true", "plain": "true"}) as r:
+    client = httpx.Client(base_url="http://rawexec", transport=httpx.HTTPTransport(uds=served.server.unix_path))
+    with client, client.stream("GET", f"/v1/client/fs/logs/{alloc_id}",
+                               params={"task": "web", "type": "stdout", "follow": "true", "plain": "true"}) as r:
         assert r.status_code == 200
-        for chunk in r.iter_raw():
-            got += chunk
-            if b"second" in got:
-                break
+        chunks = r.iter_raw()  # keep the iterator referenced: dropping it closes the connection
+        while b"second\n" not in got:
+            got += next(chunks)
         wait_until(lambda: _fds_on(log_file) >= 1, 5, msg="the server is not following the file")
     # The client hung up mid-stream: the server's follower must let go of the file.
     assert got == b"first\nsecond\n"
@@ -192,7 +193,8 @@ def test_log_follow_streams_and_a_dropped_client_releases_the_follower(served: S
 def test_fs_ls_stat_cat_and_no_escape(served: Served) -> None:
     alloc_id = register(served, job_json("fs", "write", "payload", "local/data.txt", "sleep", "60"))
     adir = served.agent.alloc_dir(alloc_id)
-    wait_until(lambda: os.path.exists(os.path.join(adir, "web", "local", "data.txt")), 10)
+    data = os.path.join(adir, "web", "local", "data.txt")
+    wait_until(lambda: os.path.exists(data) and os.path.getsize(data) == len("payload"), 10)
     names = {e["Name"]: e for e in served.unix.get(f"/v1/client/fs/ls/{alloc_id}", params={"path": "/"}).json()}
     assert {"alloc", "web"} <= set(names) and names["web"]["IsDir"] is True
     st = served.unix.get(f"/v1/client/fs/stat/{alloc_id}", params={"path": "web/local/data.txt"}).json()
