@@ -318,3 +318,17 @@ def test_allocation_list_follows_every_change(served: Served) -> None:
                10, interval=0.05, msg="the served list differs from the agent's")
     after = served.unix.get("/v1/allocations")
     assert int(after.headers["X-Nomad-Index"]) > int(first.headers["X-Nomad-Index"])
+
+
+def test_restart_in_place(served: Served) -> None:
+    alloc_id = register(served, job_json("rst", "sleep", "60"))
+    r = served.unix.post(f"/v1/client/allocation/{alloc_id}/restart", json={"TaskName": "web"})
+    assert r.status_code == 200, r.text
+
+    def restarted() -> bool:
+        ts = served.unix.get(f"/v1/allocation/{alloc_id}").json()["TaskStates"]["web"]
+        return bool(ts["Restarts"] >= 1 and ts["State"] == "running")
+
+    wait_until(restarted, 20, interval=0.05, msg="task not restarted")
+    r = served.unix.post(f"/v1/client/allocation/{alloc_id}/restart", json={"TaskName": "web", "AllTasks": True})
+    assert r.status_code == 400 and "cannot be set" in r.text
