@@ -84,6 +84,13 @@ def checksum_error(value: str) -> str | None:
     kind, sep, digest = value.partition(":")
     if not sep:
         return f'checksum must be given as "type:value"; got "{value}"'
+    if kind == "file":
+        # A checksum file fetched at download time (go-getter's form, which Nomad's validator
+        # refuses, #9764; the getter supports it, so the job may use it).
+        if "://" not in digest:
+            return ('checksum "file:" must be followed by a URL, e.g. '
+                    f'"file:https://example.com/SHA256SUMS"; got "{value}"')
+        return None
     hex_err = _go_hex_error(digest)
     if hex_err is not None:
         return f"invalid checksum: {hex_err}"
