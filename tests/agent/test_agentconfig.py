@@ -226,3 +226,11 @@ def test_garbage_trees_only_raise_invalid_config(tree: dict[str, object]) -> Non
         load_config(texts=[("fuzz.json", json.dumps(tree))])
     except InvalidConfigError:
         pass
+
+
+def test_artifact_allow_file_is_off_unless_enabled() -> None:
+    from rawexec.agent.agentconfig import load_config
+
+    assert load_config(texts=[("a.hcl", "client {}\n")]).client.artifact.allow_file is False
+    cfg = load_config(texts=[("a.hcl", "client {\n  artifact {\n    allow_file = true\n  }\n}\n")])
+    assert cfg.client.artifact.allow_file is True

@@ -173,6 +173,7 @@ class ArtifactConfig:
     decompression_size_limit: int = 100 * 10**9
     disable_filesystem_isolation: bool = False
     set_environment_variables: str = ""
+    allow_file: bool = False  # ours: file:// sources (Nomad dropped them); off by default
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ _ARTIFACT: dict[str, _Conv] = {
     "gcs_timeout": _nonneg_duration, "git_timeout": _nonneg_duration, "hg_timeout": _nonneg_duration,
     "s3_timeout": _nonneg_duration, "decompression_file_count_limit": _int,
     "decompression_size_limit": lambda v, p: parse_bytes(v, field=p),
-    "disable_filesystem_isolation": _bool, "set_environment_variables": _str}
+    "disable_filesystem_isolation": _bool, "set_environment_variables": _str, "allow_file": _bool}
 _RAW_EXEC: dict[str, _Conv] = {"enabled": _bool, "no_cgroups": _bool, "denied_host_uids": _str,
                                "denied_host_gids": _str, "denied_envvars": _strlist}
 
