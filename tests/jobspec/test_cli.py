@@ -61,9 +61,9 @@ def test_run_output_prints_api_json() -> None:
     assert parse_json(api) == parse_file(CORPUS / "full.nomad.hcl", env={})
 
 
-def test_run_without_output_is_not_available_yet() -> None:
-    code, _, err = run("job", "run", str(CORPUS / "sleep.nomad.hcl"))
-    assert code == 1 and "not available yet: use -output" in err
+def test_run_without_a_reachable_agent_says_how_to_proceed() -> None:
+    code, _, err = run("job", "run", "-address", "unix:///nonexistent/api.sock", str(CORPUS / "sleep.nomad.hcl"))
+    assert code == 1 and "cannot reach the agent" in err and "-output" in err
 
 
 def test_installed_entry_point_runs_validate() -> None:
