@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from tests.helpers.util import pids_with_tag
+
 TAG_VAR = "RAWEXEC_TAG"
 
 _DOUBLE_FORK = """
@@ -105,19 +107,7 @@ SHAPES: dict[str, tuple[list[str], int]] = {
 
 def tagged(tag: str) -> list[int]:
     """Live processes (not zombies) whose environment carries ``RAWEXEC_TAG=<tag>``."""
-    needle = f"{TAG_VAR}={tag}".encode()
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            out.append(int(name))
-    return out
+    return pids_with_tag(f"{TAG_VAR}={tag}")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.005) -> bool:
