@@ -100,22 +100,14 @@ def timestamp_from_nanos(nanos: int) -> Any:
 
 
 def parse_cpuset(text: str) -> tuple[int, ...]:
-    """``"0,2-3"`` -> ``(0, 2, 3)`` (Linux cpuset list syntax)."""
-    cores: list[int] = []
-    for raw in text.split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                cores.extend(range(int(lo), int(hi) + 1))
-            else:
-                cores.append(int(part))
-        except ValueError:
-            raise InvalidConfigError(
-                f'task resources: cpuset_cpus {text!r} is not a cpu list like "0,2-3"') from None
-    return tuple(sorted(set(cores)))
+    """``"0,2-3"`` -> ``(0, 2, 3)`` (Linux cpuset list syntax), with the plugin's field in the error."""
+    from rawexec.containment.limits import parse_cpu_list
+
+    try:
+        return parse_cpu_list(text)
+    except InvalidConfigError:
+        raise InvalidConfigError(
+            f'task resources: cpuset_cpus {text!r} is not a cpu list like "0,2-3"') from None
 
 
 def resources_from_proto(res: Any) -> Resources | None:
