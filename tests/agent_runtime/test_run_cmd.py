@@ -138,8 +138,9 @@ def test_ctrl_c_stops_service_tasks(tag: str, state_dir: str, tmp_path: Path) ->
     th.start()
     try:
         wait_until(lambda: sum(" | up" in ln for ln in lines) == 3, 60, 0.05, "3 tasks up")
-        assert any("All 3 main task(s) started" in ln for ln in lines)
-        assert len(pids_with_tag(tag)) >= 6  # 3 shells + 3 sleeps
+        # The banner and the tasks' first output lines race (output is followed from the log files).
+        wait_until(lambda: any("All 3 main task(s) started" in ln for ln in lines), 30, 0.05, "started banner")
+        wait_until(lambda: len(pids_with_tag(tag)) >= 6, 30, 0.05, "3 shells + 3 sleeps")
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(60)
     finally:
