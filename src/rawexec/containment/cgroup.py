@@ -21,7 +21,6 @@ file in :attr:`TaskCgroup.procs_files`, so no early fork of the task can escape.
 from __future__ import annotations
 
 import errno
-import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -40,12 +39,13 @@ from rawexec.containment.setup import (
     v1_wanted,
 )
 from rawexec.errors import ContainmentError, InvalidConfigError
+from rawexec.lazylog import get_logger
 from rawexec.types import Resources
 
 __all__ = ["DEFAULT_V1_PARENT", "DEFAULT_V2_PARENT", "STATE_VERSION", "V1_TASK_CONTROLLERS", "TaskCgroup",
            "destroy_all", "remove_parent"]
 
-log = logging.getLogger("rawexec.containment")
+log = get_logger("rawexec.containment")
 
 DEFAULT_V2_PARENT = "nomad.slice"
 DEFAULT_V1_PARENT = "nomad"

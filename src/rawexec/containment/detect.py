@@ -12,17 +12,17 @@ process, and logged with the reason:
 
 from __future__ import annotations
 
-import logging
-import threading
+import _thread
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from rawexec.containment.fs import CgroupFS
+from rawexec.lazylog import get_logger
 
 __all__ = ["CGROUP_ROOT", "CgroupSystem", "Mount", "clear_detect_cache", "detect", "parse_mountinfo"]
 
-log = logging.getLogger("rawexec.containment")
+log = get_logger("rawexec.containment")
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 Mode = Literal["v2", "v1", "hybrid", "off"]
@@ -179,7 +179,7 @@ class _Cache:
     """Detection result per (no_cgroups, root, euid): detect once, log once."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._items: dict[tuple[bool, str, int], CgroupSystem] = {}
 
     def get(self, no_cgroups: bool, fs: CgroupFS) -> CgroupSystem:

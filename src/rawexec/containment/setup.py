@@ -6,7 +6,6 @@ the :class:`~rawexec.containment.fs.CgroupFS` seam.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,6 +13,7 @@ from rawexec.containment.detect import CgroupSystem
 from rawexec.containment.fs import CgroupFS
 from rawexec.containment.limits import cpu_shares, cpu_weight, parse_cpu_list, task_cpuset
 from rawexec.errors import ContainmentError, InvalidConfigError
+from rawexec.lazylog import get_logger
 from rawexec.types import Resources
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "v1_wanted",
 ]
 
-log = logging.getLogger("rawexec.containment")
+log = get_logger("rawexec.containment")
 
 #: v2 controllers enabled down the parent chain (pure v2 only), as Nomad does.
 V2_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import logging
 import os
 import socket
@@ -11,7 +12,7 @@ import threading
 from typing import Any
 
 from rawexec.errors import UnavailableError
-from rawexec.executor.protocol import Channel, ProtocolError
+from rawexec.executor.protocol import SPAWN_REQUEST, Channel, ProtocolError, send_spec
 
 __all__ = ["SpawnerClient"]
 
@@ -24,10 +25,10 @@ class SpawnerClient:
     def __init__(self, reply_timeout: float = 30.0) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._ctl: Channel | None = None
+        self._ctl: socket.socket | None = None
         self.reply_timeout = reply_timeout
 
-    def _ensure(self) -> Channel:
+    def _ensure(self) -> socket.socket:
         if self._ctl is not None and self._proc is not None and self._proc.poll() is None:
             return self._ctl
         if self._ctl is not None:
@@ -41,7 +42,7 @@ class SpawnerClient:
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
             start_new_session=True)
         theirs.close()
-        self._ctl = Channel(mine)
+        self._ctl = mine
         return self._ctl
 
     def start(self) -> None:
@@ -50,15 +51,19 @@ class SpawnerClient:
 
     def spawn(self, spec: dict[str, Any]) -> tuple[dict[str, Any], Channel | None]:
         """Ask for a shim; return its first message (``ok`` True with identities, or an error) and,
-        on success, the open connection, which the shim keeps as the driver's wait connection."""
+        on success, the open connection, which the shim keeps as the driver's wait connection.
+
+        The spawner only passes our end of a fresh socket pair to an idle shim; the task's spec
+        goes straight to the shim on that socket (the spawner never sees it)."""
         reply_mine: socket.socket | None
         reply_mine, reply_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", (reply_theirs.fileno(),)))]
             with self._lock:
                 for attempt in (1, 2):
                     ctl = self._ensure()
                     try:
-                        ctl.send({"op": "spawn", "spec": spec, "nfds": 1}, [reply_theirs.fileno()])
+                        ctl.sendmsg([SPAWN_REQUEST], fds)
                         break
                     except OSError as e:
                         log.warning("spawner unreachable (%s); restarting it", e)
@@ -70,6 +75,7 @@ class SpawnerClient:
             reply_mine.settimeout(self.reply_timeout)
             ch = Channel(reply_mine)
             try:
+                send_spec(reply_mine, spec)
                 msg, _ = ch.recv()
             except (ProtocolError, OSError) as e:
                 raise UnavailableError(f"failed to create executor: no answer from the shim: {e}") from e

@@ -12,11 +12,15 @@ import errno
 import fcntl
 import os
 import signal
-import subprocess
+import sys
 import termios
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["Credentials", "LaunchFailure", "reaped", "spawn", "start_process"]
 
@@ -227,6 +231,11 @@ def start_process(
     if tty:
         return spawn(argv, env, cwd, stdio, creds=creds, procs_files=procs_files, oom_score_adj=oom_score_adj,
                      ctty=True)
+    if _fork_exec is not None:
+        with _inside(procs_files, oom_score_adj):
+            return _vfork_exec(argv, env, cwd, stdio, creds)
+    import subprocess  # the fallback only: importing it imports threading (see rawexec.lazylog)
+
     try:
         with _inside(procs_files, oom_score_adj):
             p = subprocess.Popen(
@@ -241,3 +250,75 @@ def start_process(
         raise LaunchFailure("exec", errno.EINVAL, str(e)) from None
     _POPENS[p.pid] = p
     return p.pid
+
+
+# CPython 3.11's own vfork+exec primitive, the one ``subprocess.Popen`` calls. Calling it directly
+# skips Popen's Python layers: in a freshly forked shim every Python function it runs costs
+# copy-on-write page faults, so this is ~120 fewer faults (~1 ms) per task start. Its argument
+# list is private and changes between minor versions, hence the version check (Popen otherwise).
+_fork_exec: Any = None
+if sys.version_info[:2] == (3, 11):
+    try:
+        from _posixsubprocess import fork_exec as _fork_exec
+    except ImportError:  # pragma: no cover - every CPython on Linux has it
+        _fork_exec = None
+
+
+def _vfork_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str, stdio: tuple[int, int, int],
+                creds: Credentials | None) -> int:
+    """Start ``argv`` like ``Popen(..., close_fds=True, restore_signals=True, process_group=0)``
+    would, and return its pid; the same errors as :func:`start_process` documents."""
+    env_list = []
+    for k, v in env.items():
+        kb = k.encode("utf-8", "surrogateescape")
+        if b"=" in kb:
+            raise LaunchFailure("exec", errno.EINVAL, "illegal environment variable name")
+        env_list.append(kb + b"=" + v.encode("utf-8", "surrogateescape"))
+    exe = argv[0].encode("utf-8", "surrogateescape")
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            pid: int = _fork_exec(
+                list(argv), (exe,), True, (err_w,), cwd, env_list,
+                stdio[0], -1, -1, stdio[1], -1, stdio[2], err_r, err_w,
+                True, False, 0,  # restore_signals, call_setsid, pgid_to_set (own group)
+                creds.gid if creds else None, list(creds.groups) if creds else None,
+                creds.uid if creds else None, -1, None, True)  # umask, preexec_fn, allow_vfork
+        except (ValueError, TypeError) as e:
+            raise LaunchFailure("exec", errno.EINVAL, str(e)) from None
+        os.close(err_w)
+        err_w = -1
+        data = b""
+        while True:
+            try:
+                part = os.read(err_r, 4096)
+            except InterruptedError:
+                continue
+            if not part:
+                break
+            data += part
+    finally:
+        os.close(err_r)
+        if err_w >= 0:
+            os.close(err_w)
+    if not data:
+        return pid
+    while True:  # exec failed: the child is gone, reap it
+        try:
+            os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+    # "ExceptionName:hex errno:message"; message "noexec" means chdir (before exec) failed.
+    name, _, rest = data.partition(b":")
+    hex_errno, _, msg = rest.partition(b":")
+    try:
+        code = int(hex_errno, 16)
+    except ValueError:
+        code = 0
+    if name == b"OSError" and code:
+        stage = "work_dir" if msg == b"noexec" and cwd != argv[0] else "exec"
+        raise LaunchFailure(stage, code, os.strerror(code))
+    raise LaunchFailure("exec", code or errno.EINVAL, msg.decode(errors="replace") or name.decode(errors="replace"))

@@ -5,14 +5,24 @@
 
 from __future__ import annotations
 
+import os
+
 __all__ = ["process_start_time", "same_process"]
+
+
+def _read_stat(pid: int) -> bytes:
+    # os.open/os.read, not open(): no file objects (cheap in a freshly forked shim too).
+    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
 
 
 def process_start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (clock ticks after boot); None if the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = _read_stat(pid)
     except OSError:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
@@ -31,8 +41,7 @@ def same_process(pid: int, start_time: int | None) -> bool:
     if st is None or st != start_time:
         return False
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = _read_stat(pid)
         state = data[data.rfind(b")") + 2:data.rfind(b")") + 3]
     except OSError:
         return False

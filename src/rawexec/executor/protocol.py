@@ -10,20 +10,56 @@ from __future__ import annotations
 
 import array
 import json
+import marshal
 import os
 import socket
 import struct
 from typing import Any
 
-__all__ = ["MAX_MESSAGE", "Channel", "ProtocolError"]
+__all__ = ["MAX_MESSAGE", "SPAWN_REQUEST", "Channel", "ProtocolError", "recv_spec", "send_spec"]
 
 MAX_MESSAGE = 64 * 1024 * 1024
+# Driver -> spawner, and spawner -> idle shim: this one byte, with the driver's socket for the shim
+# as SCM_RIGHTS. The task's spec then goes from the driver to the shim on that socket.
+SPAWN_REQUEST = b"S"
 _HDR = struct.Struct(">I")
 _MAX_FDS = 8
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per message
 
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid message, or went away mid-message."""
+
+
+def send_spec(sock: socket.socket, spec: dict[str, Any]) -> None:
+    """Driver -> new shim: the task's spec, once, as a length-prefixed :mod:`marshal` blob.
+
+    marshal rather than JSON because decoding it is one C call: in the freshly forked shim every
+    Python-level step costs page copies. Both ends are this package run by the same interpreter
+    (the driver starts the spawner with its own ``sys.executable``), over a socket pair the driver
+    made, so the data is trusted and the format matches."""
+    try:
+        payload = marshal.dumps(spec)
+    except ValueError:  # a str/int subclass somewhere: normalise to plain types first
+        payload = marshal.dumps(json.loads(json.dumps(spec)))
+    sock.sendall(_HDR.pack(len(payload)) + payload)
+
+
+def recv_spec(sock: socket.socket) -> Any:
+    """Shim side of :func:`send_spec` (blocking); ProtocolError if the driver went away."""
+    hdr = sock.recv(_HDR.size, socket.MSG_WAITALL)
+    if len(hdr) != _HDR.size:
+        raise ProtocolError("connection closed")
+    (n,) = _HDR.unpack(hdr)
+    if n > MAX_MESSAGE:
+        raise ProtocolError(f"message of {n} bytes exceeds the limit")
+    data = sock.recv(n, socket.MSG_WAITALL)
+    if len(data) != n:
+        raise ProtocolError("connection closed")
+    try:
+        return marshal.loads(data)
+    except (ValueError, EOFError, TypeError) as e:
+        raise ProtocolError(f"malformed spec: {e}") from None
 
 
 class Channel:
@@ -43,7 +79,7 @@ class Channel:
         return self.sock.fileno()
 
     def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
-        payload = json.dumps(msg, separators=(",", ":")).encode()
+        payload = _encode(msg).encode()
         data = _HDR.pack(len(payload)) + payload
         if fds:
             msg_fds = array.array("i", fds)

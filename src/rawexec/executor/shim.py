@@ -7,8 +7,10 @@ task and answers the driver on ``reply`` with the identities needed to re-attach
 
 from __future__ import annotations
 
+import array
 import ctypes
 import fcntl
+import importlib
 import os
 import signal
 import socket
@@ -17,15 +19,21 @@ from typing import Any, NoReturn
 
 from rawexec.executor import procfs
 from rawexec.executor.launch import Credentials, LaunchFailure, start_process
-from rawexec.executor.protocol import Channel
+from rawexec.executor.protocol import Channel, recv_spec
 from rawexec.executor.sinks import open_sink
 from rawexec.executor.supervisor import Supervisor, _Stream
 
-__all__ = ["run_shim"]
+__all__ = ["idle_shim", "run_shim"]
 
 PR_SET_CHILD_SUBREAPER = 36
 PIPE_SIZE = 1024 * 1024
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the spawner, shared by every shim
+_FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+# Resolved once in the spawner and shared by every shim (a lookup in the shim would cost page copies).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_prctl.restype = ctypes.c_int
+# The C functions behind ``signal.signal``: the Python wrapper converts to and from enums.
+_csignal: Any = importlib.import_module("_signal")
 
 
 def _noop(_sig: int, _frame: object) -> None:
@@ -33,8 +41,7 @@ def _noop(_sig: int, _frame: object) -> None:
 
 
 def _set_subreaper() -> None:
-    libc = _libc
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
@@ -52,21 +59,10 @@ class _Log:
             pass
 
 
-def run_shim(spec: dict[str, Any], reply_sock: socket.socket) -> NoReturn:
-    """Never returns: exits when the task and all its descendants are gone."""
-    code = 0
-    try:
-        _main(spec, reply_sock)
-    except BaseException as e:
-        code = 1
-        try:
-            Channel(reply_sock).send({"ok": False, "kind": "launch", "error": f"shim failed: {e!r}"})
-        except OSError:
-            pass
-    os._exit(code)
-
-
-def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
+def _detach() -> int:
+    """What every shim does first, done while idle in the pool (off a start's critical path):
+    new session, stdio on /dev/null, child subreaper, signal dispositions. Returns the read end
+    of the signal wake-up pipe."""
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -75,11 +71,69 @@ def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
     _set_subreaper()
     # Caught, not ignored: an ignored disposition would be inherited by the task across exec.
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(sig, _noop)
+        _csignal.signal(sig, _noop)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    return wake_r
 
-    reply = Channel(reply_sock)
+
+def _await_request(job: socket.socket) -> int | None:
+    """Block until the spawner hands over a driver connection; None if it went away first."""
+    fds = array.array("i")
+    while True:
+        try:
+            _data, anc, _flags, _addr = job.recvmsg(1, _FD_SPACE)
+            break
+        except InterruptedError:
+            continue
+    for level, kind, cdata in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return None
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
+def idle_shim(job: socket.socket) -> NoReturn:
+    """Runs in a freshly forked pool shim: detach, wait for a driver connection, read the task's
+    spec from it, run the task. Never returns."""
+    try:
+        wake_r = _detach()
+        me = (os.getpid(), procfs.process_start_time(os.getpid()))
+        fd = _await_request(job)
+    except BaseException:
+        os._exit(1)
+    job.close()
+    if fd is None:
+        os._exit(0)  # the spawner went away before giving us a task
+    sock = socket.socket(fileno=fd)
+    try:
+        spec = recv_spec(sock)
+    except BaseException:
+        os._exit(0)  # the driver went away before sending the task
+    reply = Channel(sock)
+    run_shim(spec, reply, wake_r, me)
+
+
+def run_shim(spec: dict[str, Any], reply: Channel, wake_r: int, me: tuple[int, int | None]) -> NoReturn:
+    """Never returns: exits when the task and all its descendants are gone."""
+    code = 0
+    try:
+        _main(spec, reply, wake_r, me)
+    except BaseException as e:
+        code = 1
+        try:
+            reply.send({"ok": False, "kind": "launch", "error": f"shim failed: {e!r}"})
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: tuple[int, int | None]) -> None:
+    """``me``: the shim's pid and start time (its identity for re-attaching)."""
     log = _Log(os.path.join(spec["task_dir"], "executor.out"))
 
     def fail(kind: str, error: str) -> None:
@@ -156,7 +210,7 @@ def _main(spec: dict[str, Any], reply_sock: socket.socket) -> None:
         os.close(fd)
     started_at = time.time()
     spec["started_at"] = started_at
-    reply.send({"ok": True, "shim_pid": os.getpid(), "shim_start": procfs.process_start_time(os.getpid()),
+    reply.send({"ok": True, "shim_pid": me[0], "shim_start": me[1],
                 "pid": pid, "pid_start": procfs.process_start_time(pid), "started_at": started_at,
                 "cgroup": cgroup.to_state() if cgroup is not None else None})
     # The task runs; opening the log files is off the start's critical path (the pipes buffer).

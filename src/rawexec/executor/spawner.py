@@ -1,31 +1,41 @@
-"""The pre-warmed, single-threaded spawner: hands each spawn request to a shim.
+"""The pre-warmed, single-threaded spawner: keeps idle shims forked ahead and hands each request
+to one.
 
 Started once per driver as ``python -m rawexec.executor.spawner FD`` (never forked from the
 driver, which may be threaded). It imports everything a shim needs, freezes the GC so forked
-shims share those pages copy-on-write, and keeps a few shims forked ahead of time, idle, so a
-start costs no fork on its critical path. Requests arrive on the inherited socket FD, each with
-the task spec and, as SCM_RIGHTS, the socket the shim answers on. It exits when the driver's end
-closes (the driver died or closed); shims already running live on, idle ones exit.
+shims share those pages copy-on-write, and keeps a few shims forked ahead of time, idle and
+already detached, so a start costs no fork on its critical path.
+
+The spawner never looks at a task: a request is one byte with, as SCM_RIGHTS, the socket the
+driver talks to the shim on. The spawner passes that socket to an idle shim, which then reads
+the task's spec from it directly. Keeping the spawner's per-request work this small matters:
+after every fork each page the spawner writes is copied again, so work here costs twice.
+It exits when the driver's end closes (the driver died or closed); shims already running live
+on, idle ones see EOF and exit.
 """
 
 from __future__ import annotations
 
+import array
 import gc
 import os
 import select
 import signal
 import socket
 import sys
-from typing import Any
 
 # What shims use later, imported now so each fork shares it.
 import rawexec.executor.supervisor
-from rawexec.executor.protocol import Channel, ProtocolError
-from rawexec.executor.shim import run_shim
+from rawexec.executor.protocol import SPAWN_REQUEST
+from rawexec.executor.shim import idle_shim
 
 import rawexec.logs  # noqa: F401  isort: skip
 
+__all__ = ["POOL_SIZE", "serve"]
+
 POOL_SIZE = 8
+_FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+_MAX_FD = os.sysconf("SC_OPEN_MAX")
 
 
 def _prepare_containment() -> None:
@@ -37,82 +47,78 @@ def _prepare_containment() -> None:
         pass
 
 
+def _recv_fd(sock: socket.socket) -> int | None:
+    """One request's socket, -1 for a malformed request, None on EOF."""
+    data, anc, _flags, _addr = sock.recvmsg(1, _FD_SPACE)
+    fds = array.array("i")
+    for level, kind, cdata in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    if not data and not fds:
+        return None
+    if data != SPAWN_REQUEST or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return -1
+    return fds[0]
+
+
 class Spawner:
-    def __init__(self, ctl: Channel) -> None:
+    def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
         self.idle: list[socket.socket] = []
 
-    def _fork(self) -> tuple[int, socket.socket | None]:
-        """Fork a shim; in the child return (0, its job socket), never touching the driver's socket."""
+    def refill(self) -> None:
+        """Fork one more idle shim; the child never returns from here."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
-            self.ctl.sock.close()
-            mine.close()
-            for s in self.idle:
-                s.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            return 0, theirs
+            # Close every inherited fd but stdio and our own end: the driver's socket and the
+            # other idle shims' sockets. Raw closes, no socket objects touched: in a fresh fork
+            # each Python object touched costs a page copy.
+            keep = theirs.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, _MAX_FD)
+            idle_shim(theirs)  # NoReturn
         theirs.close()
         self.idle.append(mine)
-        return pid, None
 
-    def refill(self) -> None:
-        pid, job = self._fork()
-        if pid == 0:
-            assert job is not None
-            self._idle_shim(job)
-
-    @staticmethod
-    def _idle_shim(job: socket.socket) -> None:
-        ch = Channel(job)
-        try:
-            msg, fds = ch.recv()
-        except (ProtocolError, OSError):
-            os._exit(0)  # the spawner went away before giving us a task
-        job.close()
-        if len(fds) != 1:
-            os._exit(1)
-        run_shim(msg["spec"], socket.socket(fileno=fds[0]))
-
-    def dispatch(self, msg: dict[str, Any], reply_fd: int) -> None:
-        while self.idle:
+    def dispatch(self, fd: int) -> None:
+        msg = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", (fd,)))]
+        while True:
+            if not self.idle:
+                self.refill()
             job = self.idle.pop()
             try:
-                Channel(job).send({"spec": msg["spec"], "nfds": 1}, [reply_fd])
+                job.sendmsg([SPAWN_REQUEST], msg)
                 return
             except OSError:
                 continue  # that idle shim died; try the next
             finally:
                 job.close()
-        self.refill()
-        self.dispatch(msg, reply_fd)
 
     def serve(self) -> None:
+        ready = [self.ctl]
         while True:
-            got = self.ctl.buffered()
-            if got is None:
-                if len(self.idle) < POOL_SIZE and not select.select([self.ctl.sock], [], [], 0)[0]:
-                    self.refill()
-                    continue
-                try:
-                    got = self.ctl.recv()
-                except (ProtocolError, OSError):
-                    return
-            msg, fds = got
-            if msg.get("op") != "spawn" or len(fds) != 1:
-                for f in fds:
-                    os.close(f)
+            if len(self.idle) < POOL_SIZE and not select.select(ready, (), (), 0)[0]:
+                self.refill()
                 continue
-            self.dispatch(msg, fds[0])
-            os.close(fds[0])
+            try:
+                fd = _recv_fd(self.ctl)
+            except OSError:
+                return
+            if fd is None:
+                return
+            if fd >= 0:
+                self.dispatch(fd)
+                os.close(fd)
 
 
 def serve(fd: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel, never zombies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _prepare_containment()
-    ctl = Channel(socket.socket(fileno=fd))
+    ctl = socket.socket(fileno=fd)
     gc.collect()
     gc.freeze()
     spawner = Spawner(ctl)

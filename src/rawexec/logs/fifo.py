@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import stat
 import struct
@@ -28,9 +27,11 @@ import termios
 import time
 from collections.abc import Callable
 
+from rawexec.lazylog import get_logger
+
 __all__ = ["FifoWriter"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 _RETRY_MIN = 0.05
 _RETRY_MAX = 1.0
