@@ -241,25 +241,28 @@ def test_recoverable_error_carries_nomads_detail() -> None:
 
 def test_recoverable_detail_reaches_a_grpc_client() -> None:
     """Over a real socket: the client sees the code, the message and the RecoverableError detail."""
-    from concurrent import futures
+    import asyncio
 
     from rawexec.plugin.status import abort
 
-    def fail(request: bytes, context: grpc.ServicerContext) -> bytes:
-        abort(context, UnavailableError("spawner restarting; retry"), "StartTask")
+    async def fail(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await abort(context, UnavailableError("spawner restarting; retry"), "StartTask")
 
-    handler = grpc.method_handlers_generic_handler(
-        "hashicorp.nomad.plugins.drivers.proto.Driver",
-        {"StartTask": grpc.unary_unary_rpc_method_handler(fail)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
-    with short_tmp_dir() as d:
-        sock = f"unix:{d}/s.sock"
-        server.add_insecure_port(sock)
-        server.start()
-        try:
-            _call_failing(sock)
-        finally:
-            server.stop(None)
+    async def run() -> None:
+        handler = grpc.method_handlers_generic_handler(
+            "hashicorp.nomad.plugins.drivers.proto.Driver",
+            {"StartTask": grpc.unary_unary_rpc_method_handler(fail)})
+        server = grpc.aio.server(handlers=[handler])
+        with short_tmp_dir() as d:
+            sock = f"unix:{d}/s.sock"
+            server.add_insecure_port(sock)
+            await server.start()
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, _call_failing, sock)
+            finally:
+                await server.stop(None)
+
+    asyncio.run(run())
 
 
 def _call_failing(sock: str) -> None:

@@ -3,6 +3,9 @@
 ``SetConfig`` only decodes and validates: Nomad calls it once in a short-lived validation
 process (``nomad_config`` unset) and once in the long-lived one, so the driver itself (and
 its spawner) is created lazily by :meth:`PluginState.driver` on the first call that needs it.
+
+The servicers are ``grpc.aio`` handlers; anything that may block (the driver, its lock) runs on
+the blocking pool (:func:`rawexec.plugin.server.run_blocking`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from rawexec import __version__
 from rawexec.errors import InvalidConfigError, TaskStateError
 from rawexec.plugin import cty, hclspec
 from rawexec.plugin.gen import base_pb2
+from rawexec.plugin.server import run_blocking
 from rawexec.plugin.status import abort
 
 if TYPE_CHECKING:
@@ -43,7 +47,7 @@ class PluginState:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._watchers: set[threading.Event] = set()
+        self._watchers: list[Callable[[], None]] = []
         self._driver: Driver | None = None
         self._driver_config: DriverConfig | None = None
 
@@ -65,16 +69,18 @@ class PluginState:
             self._driver_config = driver_config
             watchers = list(self._watchers) if changed else []
         for w in watchers:  # e.g. Fingerprint streams: a new config may change the driver's health
-            w.set()
+            w()
 
-    def watch_config(self, event: threading.Event) -> Callable[[], None]:
-        """Set ``event`` whenever the config changes; returns the function that stops it."""
+    def watch_config(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from the thread that set the config) whenever the config changes;
+        returns the function that stops it."""
         with self._lock:
-            self._watchers.add(event)
+            self._watchers.append(callback)
 
         def unwatch() -> None:
             with self._lock:
-                self._watchers.discard(event)
+                if callback in self._watchers:
+                    self._watchers.remove(callback)
         return unwatch
 
     def driver(self) -> Driver:
@@ -112,27 +118,30 @@ class BasePluginServicer:
     def __init__(self, state: PluginState) -> None:
         self.state = state
 
-    def PluginInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def PluginInfo(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         return base_pb2.PluginInfoResponse(type=base_pb2.DRIVER, plugin_api_versions=list(API_VERSIONS),
                                            plugin_version=__version__, name=self.state.name)
 
-    def ConfigSchema(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ConfigSchema(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         return base_pb2.ConfigSchemaResponse(spec=hclspec.to_proto(hclspec.plugin_config_spec()))
 
-    def SetConfig(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def SetConfig(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            api = request.plugin_api_version
-            if api and api not in _ACCEPTED_API:
-                raise InvalidConfigError(
-                    f"plugin_api_version {api!r} is not supported; this plugin speaks {API_VERSIONS[0]}")
-            config = cty.decode(hclspec.plugin_config_spec(), request.msgpack_config, "plugin config")
-            self.state.set_config(config)
-            if request.HasField("nomad_config") and request.nomad_config.HasField("driver"):
-                drv = request.nomad_config.driver
-                self.state.nomad_config = {"client_min_port": drv.ClientMinPort,
-                                           "client_max_port": drv.ClientMaxPort}
-            log.debug("config set", extra={"kv": {"config": _set_keys(config),
-                                                   "nomad_config": self.state.nomad_config}})
+            await run_blocking(lambda: self._set_config(request))  # the state's lock may be held a while
         except Exception as exc:
-            abort(context, exc, "SetConfig")
+            await abort(context, exc, "SetConfig")
         return base_pb2.SetConfigResponse()
+
+    def _set_config(self, request: Any) -> None:
+        api = request.plugin_api_version
+        if api and api not in _ACCEPTED_API:
+            raise InvalidConfigError(
+                f"plugin_api_version {api!r} is not supported; this plugin speaks {API_VERSIONS[0]}")
+        config = cty.decode(hclspec.plugin_config_spec(), request.msgpack_config, "plugin config")
+        self.state.set_config(config)
+        if request.HasField("nomad_config") and request.nomad_config.HasField("driver"):
+            drv = request.nomad_config.driver
+            self.state.nomad_config = {"client_min_port": drv.ClientMinPort,
+                                       "client_max_port": drv.ClientMaxPort}
+        log.debug("config set", extra={"kv": {"config": _set_keys(config),
+                                               "nomad_config": self.state.nomad_config}})

@@ -1,18 +1,22 @@
 """``hashicorp.nomad.plugins.drivers.proto.Driver``: translation only.
 
 Each method unwraps the request, calls :class:`rawexec.Driver`, wraps the answer and maps
-errors through :mod:`rawexec.plugin.status`. Long-lived calls (Fingerprint, TaskEvents,
-TaskStats, WaitTask, StreamStdio) each hold one server thread; they end when the client
-cancels or the plugin stops, and never spin.
+errors through :mod:`rawexec.plugin.status`. The methods are ``grpc.aio`` coroutines; driver
+calls that may block run on the blocking pool (:func:`rawexec.plugin.server.run_blocking`).
+
+Long-lived calls cost nothing while quiet: Fingerprint and TaskEvents wait on loop events,
+WaitTask parks one pool thread in the driver's own wait (no polling; it re-checks only every
+30 s), and all TaskStats streams share one ticker per interval (:class:`StatsHub`). They end
+when the client cancels or the plugin stops (the server cancels every call).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -27,9 +31,10 @@ from rawexec.errors import (
 from rawexec.plugin import convert, hclspec
 from rawexec.plugin.base_service import PluginState
 from rawexec.plugin.gen import driver_pb2
+from rawexec.plugin.server import run_blocking
 from rawexec.plugin.status import abort
 
-__all__ = ["FINGERPRINT_PERIOD", "DriverServicer"]
+__all__ = ["FINGERPRINT_PERIOD", "DriverServicer", "StatsHub"]
 
 log = logging.getLogger("rawexec.plugin.driver")
 
@@ -37,29 +42,131 @@ FINGERPRINT_PERIOD = 30.0
 DEFAULT_STOP_TIMEOUT = 5.0
 DEFAULT_EXEC_TIMEOUT = 60.0
 DEFAULT_STATS_INTERVAL = 1.0
-WAIT_SLICE = 30.0  # WaitTask re-checks for a cancelled client this often while the task runs
+WAIT_SLICE = 30.0  # a WaitTask's pool thread wakes this often while the task runs (to let go of a cancelled call)
 
 T = TypeVar("T")
 
 
-class _Cancel:
-    """Set when the RPC ends (client cancel, deadline) or the plugin stops."""
+class _StatsStream:
+    """One TaskStats call as the ticker sees it: where to write, and how the call ends."""
 
-    def __init__(self, context: grpc.ServicerContext, stopping: threading.Event) -> None:
-        self.event = threading.Event()
-        self._stopping = stopping
-        if not context.add_callback(self.event.set):
-            self.event.set()
+    __slots__ = ("context", "done", "task_id", "writing")
 
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True when the call is over."""
-        if self._stopping.is_set():
-            return True
-        return self.event.wait(seconds) or self._stopping.is_set()
+    def __init__(self, task_id: str, context: grpc.aio.ServicerContext[Any, Any],
+                 done: asyncio.Future[BaseException | None]) -> None:
+        self.task_id = task_id
+        self.context = context
+        self.done = done  # result None: end the call cleanly; an exception: abort with it
+        self.writing = False  # a sample is still on its way: skip this tick (a slow reader)
 
-    @property
-    def done(self) -> bool:
-        return self.event.is_set() or self._stopping.is_set()
+    def finish(self, outcome: BaseException | None) -> None:
+        if not self.done.done():
+            self.done.set_result(outcome)
+
+    def written(self, fut: asyncio.Future[None]) -> None:
+        self.writing = False
+        if fut.cancelled() or fut.exception() is not None:
+            self.finish(None)  # the call is over (client gone, server stopping)
+
+
+_ENDED = object()  # the task exited: its streams end cleanly
+
+
+def _sample(drv: Any, task_id: str, now_ns: int) -> Any:
+    """One TaskStatsResponse for ``task_id``; ``_ENDED`` when the task exited; a
+    TaskNotFoundError instance when the task is unknown. A sample that cannot be read is sent
+    as zeros (timestamp and aggregate always set: the client dereferences both), so a stream
+    never ends just because /proc was racy."""
+    usage = None
+    try:
+        usage = drv.task_stats(task_id)
+    except TaskNotFoundError as exc:
+        return exc
+    except TaskStateError:
+        return _ENDED
+    except Exception as exc:
+        log.debug("stats sample failed", extra={"kv": {"task_id": task_id, "error": str(exc)}})
+    return convert.task_stats_to_proto(task_id, usage, now_ns)
+
+
+class StatsHub:
+    """Every TaskStats stream of the plugin, fed by one ticker per collection interval.
+
+    A stream gets its first sample at once. After that, each tick of its interval's ticker
+    collects every streamed task once, in one pass on one pool thread, and writes each stream
+    its sample. No thread, timer or wake-up per stream; a quiet plugin has no ticker at all.
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[float, dict[_StatsStream, None]] = {}
+        self._tickers: dict[float, asyncio.Task[None]] = {}
+
+    def stream_count(self) -> int:
+        return sum(len(v) for v in self._streams.values())
+
+    async def serve(self, drv: Any, task_id: str, interval: float,
+                    context: grpc.aio.ServicerContext[Any, Any]) -> BaseException | None:
+        """Run one TaskStats call; returns how it ends (None: cleanly, else the error to abort with)."""
+        first = await run_blocking(lambda: _sample(drv, task_id, time.time_ns()))
+        if first is _ENDED:
+            return None
+        if isinstance(first, BaseException):
+            return first
+        await context.write(first)
+        loop = asyncio.get_running_loop()
+        stream = _StatsStream(task_id, context, loop.create_future())
+        self._streams.setdefault(interval, {})[stream] = None
+        if interval not in self._tickers:
+            self._tickers[interval] = loop.create_task(self._tick(drv, interval), name=f"stats-{interval}")
+        try:
+            return await stream.done
+        finally:
+            streams = self._streams.get(interval)
+            if streams is not None:
+                streams.pop(stream, None)
+
+    async def _tick(self, drv: Any, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + interval
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                due += interval
+                if due < loop.time():  # fell behind (a slow pass): skip, don't burst
+                    due = loop.time() + interval
+                streams = list(self._streams.get(interval, ()))
+                if not streams:
+                    return
+                task_ids = list(dict.fromkeys(s.task_id for s in streams if not s.writing))
+                if not task_ids:
+                    continue
+                samples = await run_blocking(functools.partial(self._collect, drv, task_ids))
+                for stream in streams:
+                    if stream.writing or stream.done.done():
+                        continue
+                    sample = samples.get(stream.task_id)
+                    if sample is None:
+                        continue
+                    if sample is _ENDED:
+                        stream.finish(None)
+                    elif isinstance(sample, BaseException):
+                        stream.finish(sample)
+                    else:
+                        stream.writing = True
+                        fut = asyncio.ensure_future(stream.context.write(sample))
+                        fut.add_done_callback(stream.written)
+        finally:
+            self._tickers.pop(interval, None)
+            if self._streams.get(interval) == {}:
+                del self._streams[interval]
+
+    @staticmethod
+    def _collect(drv: Any, task_ids: list[str]) -> dict[str, Any]:
+        now_ns = time.time_ns()
+        return {tid: _sample(drv, tid, now_ns) for tid in task_ids}
+
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class DriverServicer:
@@ -67,57 +174,66 @@ class DriverServicer:
 
     def __init__(self, state: PluginState) -> None:
         self.state = state
+        self.stats = StatsHub()
 
     @staticmethod
     def _exited(drv: Any, task_id: str) -> bool:
         return str(drv.inspect_task(task_id).state) == "exited"
 
-    def _call(self, context: grpc.ServicerContext, method: str, fn: Callable[[], T]) -> T:
+    async def _call(self, context: Ctx, method: str, fn: Callable[[], T]) -> T:
+        """``fn()`` on the blocking pool; its exception ends the RPC with the mapped status."""
         try:
-            return fn()
+            return await run_blocking(fn)
         except Exception as exc:
-            abort(context, exc, method)
+            await abort(context, exc, method)
 
     # --- schema, capabilities, fingerprint -------------------------------------------------------
 
-    def TaskConfigSchema(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def TaskConfigSchema(self, request: Any, context: Ctx) -> Any:
         return driver_pb2.TaskConfigSchemaResponse(spec=hclspec.to_proto(hclspec.task_config_spec()))
 
-    def Capabilities(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def Capabilities(self, request: Any, context: Ctx) -> Any:
         def run() -> Any:
             from rawexec.driver import Capabilities
 
             drv = self.state.existing_driver()
             caps = drv.capabilities() if drv is not None else Capabilities()
             return driver_pb2.CapabilitiesResponse(capabilities=convert.capabilities_to_proto(caps))
-        return self._call(context, "Capabilities", run)
+        return await self._call(context, "Capabilities", run)
 
-    def Fingerprint(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        """Send at once, then every 30 s and whenever SetConfig changes the config; stay open."""
-        cancel = _Cancel(context, self.state.stopping)
-        drv = self._call(context, "Fingerprint", self.state.driver)
-        wake = threading.Event()
-        if not context.add_callback(wake.set):
-            return
-        unwatch = self.state.watch_config(wake)
+    def _fingerprint(self, drv: Any) -> Any:
         try:
-            while not cancel.done:
+            return convert.fingerprint_to_proto(drv.fingerprint(), self.state.name)
+        except Exception as exc:
+            log.error("fingerprint failed", exc_info=exc)
+            return driver_pb2.FingerprintResponse(
+                health=driver_pb2.FingerprintResponse.UNHEALTHY,
+                health_description="failed to fingerprint driver", err=str(exc))
+
+    async def Fingerprint(self, request: Any, context: Ctx) -> None:
+        """Send at once, then every 30 s and whenever SetConfig changes the config; stay open."""
+        drv = await self._call(context, "Fingerprint", self.state.driver)
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_config() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        unwatch = self.state.watch_config(on_config)
+        try:
+            while True:
+                await context.write(await run_blocking(lambda: self._fingerprint(drv)))
                 try:
-                    resp = convert.fingerprint_to_proto(drv.fingerprint(), self.state.name)
-                except Exception as exc:
-                    log.error("fingerprint failed", exc_info=exc)
-                    resp = driver_pb2.FingerprintResponse(
-                        health=driver_pb2.FingerprintResponse.UNHEALTHY,
-                        health_description="failed to fingerprint driver", err=str(exc))
-                yield resp
-                wake.wait(FINGERPRINT_PERIOD)
+                    await asyncio.wait_for(wake.wait(), FINGERPRINT_PERIOD)
+                except TimeoutError:
+                    pass
                 wake.clear()
         finally:
             unwatch()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def StartTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def StartTask(self, request: Any, context: Ctx) -> Any:
         def run() -> Any:
             if not request.HasField("task"):
                 raise InvalidConfigError("StartTaskRequest.task is missing; send the task's TaskConfig")
@@ -128,9 +244,9 @@ class DriverServicer:
                 result=driver_pb2.StartTaskResponse.SUCCESS,
                 handle=driver_pb2.TaskHandle(version=int(handle.version), config=request.task,
                                              state=driver_pb2.RUNNING, driver_state=handle.dumps()))
-        return self._call(context, "StartTask", run)
+        return await self._call(context, "StartTask", run)
 
-    def RecoverTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def RecoverTask(self, request: Any, context: Ctx) -> Any:
         def run() -> Any:
             from rawexec.driver import TaskHandle
 
@@ -150,26 +266,27 @@ class DriverServicer:
             self.state.driver().recover_task(handle)
             log.info("task recovered", extra={"kv": {"task_id": handle.config.id}})
             return driver_pb2.RecoverTaskResponse()
-        return self._call(context, "RecoverTask", run)
+        return await self._call(context, "RecoverTask", run)
 
-    def WaitTask(self, request: Any, context: grpc.ServicerContext) -> Any:
-        drv = self._call(context, "WaitTask", self.state.driver)
-        cancel = _Cancel(context, self.state.stopping)
+    async def WaitTask(self, request: Any, context: Ctx) -> Any:
+        """The task's exit. One pool thread waits in the driver (woken by the exit itself, and every
+        WAIT_SLICE seconds so that a cancelled call lets go of it); the loop does nothing meanwhile."""
+        drv = await self._call(context, "WaitTask", self.state.driver)
         task_id = request.task_id
-        while True:
+
+        def wait() -> Any:
             try:
-                result = drv.wait_task(task_id, timeout=WAIT_SLICE)
+                return drv.wait_task(task_id, timeout=WAIT_SLICE)
             except TimeoutError:
-                result = None
-            except Exception as exc:
-                abort(context, exc, "WaitTask")
+                return None
+
+        while True:
+            result = await self._call(context, "WaitTask", wait)
             if result is not None:
                 pb, err = convert.exit_result_to_proto(result)
                 return driver_pb2.WaitTaskResponse(result=pb, err=err)
-            if cancel.done:
-                context.abort(grpc.StatusCode.CANCELLED, "WaitTask cancelled")
 
-    def StopTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def StopTask(self, request: Any, context: Ctx) -> Any:
         def run() -> Any:
             timeout = convert.duration_seconds(
                 request.timeout if request.HasField("timeout") else None, DEFAULT_STOP_TIMEOUT)
@@ -185,9 +302,9 @@ class DriverServicer:
                 if not self._exited(drv, request.task_id):
                     raise
             return driver_pb2.StopTaskResponse()
-        return self._call(context, "StopTask", run)
+        return await self._call(context, "StopTask", run)
 
-    def DestroyTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def DestroyTask(self, request: Any, context: Ctx) -> Any:
         def run() -> Any:
             try:
                 self.state.driver().destroy_task(request.task_id, force=request.force)
@@ -195,100 +312,86 @@ class DriverServicer:
                 log.debug("destroy of an unknown task: nothing to do",
                           extra={"kv": {"task_id": request.task_id}})
             return driver_pb2.DestroyTaskResponse()
-        return self._call(context, "DestroyTask", run)
+        return await self._call(context, "DestroyTask", run)
 
-    def InspectTask(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._call(context, "InspectTask", lambda: convert.task_status_to_proto(
+    async def InspectTask(self, request: Any, context: Ctx) -> Any:
+        return await self._call(context, "InspectTask", lambda: convert.task_status_to_proto(
             self.state.driver().inspect_task(request.task_id)))
 
-    def SignalTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def SignalTask(self, request: Any, context: Ctx) -> Any:
         def run() -> Any:
             if not request.signal:
                 raise InvalidConfigError('signal is empty; name one, e.g. "SIGHUP"')
             self.state.driver().signal_task(request.task_id, request.signal)
             return driver_pb2.SignalTaskResponse()
-        return self._call(context, "SignalTask", run)
+        return await self._call(context, "SignalTask", run)
 
-    def ExecTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ExecTask(self, request: Any, context: Ctx) -> Any:
         def run() -> Any:
             timeout = convert.duration_seconds(
                 request.timeout if request.HasField("timeout") else None, DEFAULT_EXEC_TIMEOUT)
             res = self.state.driver().exec_task(request.task_id, list(request.command), timeout)
             pb, _err = convert.exit_result_to_proto(res.exit_result)
             return driver_pb2.ExecTaskResponse(stdout=res.output, result=pb)
-        return self._call(context, "ExecTask", run)
+        return await self._call(context, "ExecTask", run)
 
     # --- streams: stats, events, exec --------------------------------------------------------------
 
-    def TaskStats(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        """One sample per ``collection_interval`` until the client goes away or the task exits.
-
-        A sample that cannot be read is sent as zeros (timestamp and aggregate always set: the
-        client dereferences both), so the stream never ends just because /proc was racy.
-        """
-        drv = self._call(context, "TaskStats", self.state.driver)
-        task_id = request.task_id
+    async def TaskStats(self, request: Any, context: Ctx) -> None:
+        """One sample at once, then one per ``collection_interval`` until the client goes away or
+        the task exits (then the stream ends cleanly, as Nomad's drivers do). An unknown task is
+        an error. Samples come from the shared :class:`StatsHub` ticker of that interval."""
+        drv = await self._call(context, "TaskStats", self.state.driver)
         interval = convert.duration_seconds(
             request.collection_interval if request.HasField("collection_interval") else None,
             DEFAULT_STATS_INTERVAL) or DEFAULT_STATS_INTERVAL
         interval = max(interval, 0.01)
-        cancel = _Cancel(context, self.state.stopping)
-        # An unknown task is an error at once; after that the stream runs until cancelled.
-        self._call(context, "TaskStats", lambda: drv.inspect_task(task_id))
-        while not cancel.done:
-            usage = None
-            try:
-                usage = drv.task_stats(task_id)
-            except TaskNotFoundError as exc:
-                abort(context, exc, "TaskStats")
-            except TaskStateError:
-                return  # the task exited: end the stream cleanly, as Nomad's drivers do
-            except Exception as exc:
-                log.debug("stats sample failed", extra={"kv": {"task_id": task_id, "error": str(exc)}})
-            yield convert.task_stats_to_proto(task_id, usage, time.time_ns())
-            cancel.wait(interval)
+        outcome = await self.stats.serve(drv, request.task_id, interval, context)
+        if outcome is not None:
+            await abort(context, outcome, "TaskStats")
 
-    def TaskEvents(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    async def TaskEvents(self, request: Any, context: Ctx) -> None:
         """The driver's task events (OOM kill, lost shim, log write failures), for as long as the
         client listens. Held open when quiet: ending it would make Nomad re-dispense the plugin."""
-        drv = self._call(context, "TaskEvents", self.state.driver)
-        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        if not context.add_callback(lambda: events.put(None)):
-            return
-        unsubscribe = drv.subscribe_events(events.put)
+        drv = await self._call(context, "TaskEvents", self.state.driver)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+
+        def on_event(ev: Any) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, ev)
+
+        unsubscribe = drv.subscribe_events(on_event)
         try:
-            while not self.state.stopping.is_set():
-                ev = events.get()
-                if ev is None:  # the call ended (client went away, or stop() cancelled it)
-                    break
-                yield convert.task_event_to_proto(ev)
+            while True:
+                ev = await events.get()
+                await context.write(convert.task_event_to_proto(ev))
         finally:
             unsubscribe()
 
-    def ExecTaskStreaming(self, request_iterator: Iterator[Any],
-                          context: grpc.ServicerContext) -> Iterator[Any]:
+    async def ExecTaskStreaming(self, request_iterator: Any, context: Ctx) -> None:
         from rawexec.plugin.exec_stream import exec_streaming
 
         try:
-            yield from exec_streaming(self.state.driver(), request_iterator, context)
+            drv = await run_blocking(self.state.driver)
+            await exec_streaming(drv, context)
         except Exception as exc:
-            abort(context, exc, "ExecTaskStreaming")
+            await abort(context, exc, "ExecTaskStreaming")
 
     # --- networks, init, shutdown ------------------------------------------------------------------
 
-    def CreateNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
-        abort(context, UnsupportedError(
+    async def CreateNetwork(self, request: Any, context: Ctx) -> Any:
+        await abort(context, UnsupportedError(
             "CreateNetwork RPC not supported by driver: raw_exec does not create networks "
             "(capabilities.must_create_network is false)"), "CreateNetwork")
 
-    def DestroyNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
-        abort(context, UnsupportedError(
+    async def DestroyNetwork(self, request: Any, context: Ctx) -> Any:
+        await abort(context, UnsupportedError(
             "DestroyNetwork RPC not supported by driver: raw_exec does not create networks "
             "(capabilities.must_create_network is false)"), "DestroyNetwork")
 
-    def Init(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def Init(self, request: Any, context: Ctx) -> Any:
         return driver_pb2.InitResponse()
 
-    def Shutdown(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def Shutdown(self, request: Any, context: Ctx) -> Any:
         log.debug("driver shutdown requested; tasks keep running")
         return driver_pb2.ShutdownResponse()

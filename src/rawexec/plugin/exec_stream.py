@@ -2,15 +2,18 @@
 
 Protocol: the first client message carries ``setup``; later ones carry stdin data, a stdin
 ``close``, a ``tty_size``, or nothing (a heartbeat). We send stdout/stderr chunks, a ``close``
-on each stream, then ``{exited: true, result}``. A reader thread applies client messages to the
-session while this generator forwards output; a client that goes away kills the command.
+on each stream, then ``{exited: true, result}``. The session's output is read by one thread
+(its API blocks) and handed to the event loop through a small queue (backpressure: the thread
+waits while the client is slow); client messages are applied on the blocking pool. A client
+that goes away kills the command.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -18,12 +21,16 @@ import grpc
 from rawexec.errors import InvalidConfigError
 from rawexec.plugin import convert
 from rawexec.plugin.gen import driver_pb2
+from rawexec.plugin.server import run_blocking
 
 __all__ = ["exec_streaming"]
 
 log = logging.getLogger("rawexec.plugin.exec")
 
-_POLL = 0.25  # how often the output loop looks up from a quiet command to see if the client left
+_POLL = 0.25  # how often the output thread looks up from a quiet command to see if the client left
+_QUEUE = 16  # output messages in flight between the output thread and the loop
+_END = object()
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from grpc-stubs)
 
 
 def _apply(session: Any, msg: Any) -> None:
@@ -36,14 +43,23 @@ def _apply(session: Any, msg: Any) -> None:
             session.close_stdin()
 
 
-def _pump_input(session: Any, requests: Iterator[Any]) -> None:
+def _apply_logged(session: Any, msg: Any) -> None:
+    try:
+        _apply(session, msg)
+    except (OSError, ValueError) as exc:  # the command closed its stdin or already exited
+        log.debug("exec input dropped", extra={"kv": {"error": str(exc)}})
+
+
+async def _pump_input(session: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Apply client messages until the client half-closes or goes away."""
     try:
-        for msg in requests:
-            try:
-                _apply(session, msg)
-            except (OSError, ValueError) as exc:  # the command closed its stdin or already exited
-                log.debug("exec input dropped", extra={"kv": {"error": str(exc)}})
+        while True:
+            msg = await context.read()
+            if msg is _EOF:
+                return
+            await run_blocking(functools.partial(_apply_logged, session, msg))
+    except asyncio.CancelledError:
+        raise
     except Exception as exc:  # the request stream ended with an error: the client is gone
         log.debug("exec input stream ended", extra={"kv": {"error": str(exc)}})
 
@@ -55,12 +71,58 @@ def _frame_response(frame: Any) -> Any:
     return driver_pb2.ExecTaskStreamingResponse(stdout=op)
 
 
-def exec_streaming(driver: Any, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-    """Run one exec session; yields ExecTaskStreamingResponse messages."""
-    try:
-        first = next(requests)
-    except StopIteration:
-        raise InvalidConfigError("exec stream closed before its setup message") from None
+class _Output:
+    """The output thread: session frames, then the exit, as messages on an asyncio queue."""
+
+    def __init__(self, session: Any, tty: bool, loop: asyncio.AbstractEventLoop) -> None:
+        self.session = session
+        self.tty = tty
+        self.loop = loop
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(_QUEUE)
+        self.cancelled = threading.Event()
+
+    def _put(self, item: Any) -> bool:
+        """Hand ``item`` to the loop, waiting while the queue is full; False once cancelled."""
+        fut = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        while True:
+            try:
+                fut.result(timeout=_POLL)
+                return True
+            except TimeoutError:
+                if self.cancelled.is_set():
+                    fut.cancel()
+                    return False
+
+    def run(self) -> None:
+        try:
+            open_streams = {"stdout"} if self.tty else {"stdout", "stderr"}
+            while open_streams and not self.cancelled.is_set():
+                for frame in self.session.frames(poll_timeout=_POLL):
+                    if frame.close:
+                        open_streams.discard(frame.stream)
+                    if not self._put(_frame_response(frame)):
+                        return
+            result = self.session.result
+            while result is None and not self.cancelled.is_set():
+                try:
+                    result = self.session.wait(timeout=_POLL)
+                except TimeoutError:
+                    continue
+            if result is not None:
+                pb, _err = convert.exit_result_to_proto(result)
+                self._put(driver_pb2.ExecTaskStreamingResponse(exited=True, result=pb))
+        except Exception as exc:
+            self._put(exc)
+        finally:
+            if not self.cancelled.is_set():
+                self._put(_END)
+
+
+async def exec_streaming(driver: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Run one exec session, writing ExecTaskStreamingResponse messages to ``context``."""
+    first = await context.read()
+    if first is _EOF:
+        raise InvalidConfigError("exec stream closed before its setup message")
     if not first.HasField("setup"):
         raise InvalidConfigError("the first ExecTaskStreaming message must carry setup (task_id, command)")
     setup = first.setup
@@ -69,32 +131,29 @@ def exec_streaming(driver: Any, requests: Iterator[Any], context: grpc.ServicerC
         raise InvalidConfigError("error cmd must have at least one value")
     rows = first.tty_size.height if first.HasField("tty_size") else 0
     cols = first.tty_size.width if first.HasField("tty_size") else 0
-    session = driver.exec_task_streaming(setup.task_id, command, tty=setup.tty, rows=rows, cols=cols)
-    cancelled = threading.Event()
-    if not context.add_callback(cancelled.set):
-        cancelled.set()
+    session = await run_blocking(lambda: driver.exec_task_streaming(setup.task_id, command, tty=setup.tty,
+                                                                     rows=rows, cols=cols))
+    loop = asyncio.get_running_loop()
+    output = _Output(session, setup.tty, loop)
+    reader: asyncio.Task[None] | None = None
+    finished = False
     try:
         if first.HasField("stdin"):
-            _apply(session, first)
-        reader = threading.Thread(target=_pump_input, args=(session, requests), name="exec-input",
-                                  daemon=True)
-        reader.start()
-        open_streams = {"stdout"} if setup.tty else {"stdout", "stderr"}
-        while open_streams and not cancelled.is_set():
-            for frame in session.frames(poll_timeout=_POLL):
-                if frame.close:
-                    open_streams.discard(frame.stream)
-                yield _frame_response(frame)
-        result = session.result
-        while result is None and not cancelled.is_set():
-            try:
-                result = session.wait(timeout=_POLL)
-            except TimeoutError:
-                continue
-        if result is None:
-            log.debug("exec client went away; killing the command", extra={"kv": {"task_id": setup.task_id}})
-            return
-        pb, _err = convert.exit_result_to_proto(result)
-        yield driver_pb2.ExecTaskStreamingResponse(exited=True, result=pb)
+            await run_blocking(lambda: _apply_logged(session, first))
+        reader = loop.create_task(_pump_input(session, context), name="exec-input")
+        threading.Thread(target=output.run, name="exec-output", daemon=True).start()
+        while True:
+            item = await output.queue.get()
+            if item is _END:
+                finished = True
+                return
+            if isinstance(item, BaseException):
+                raise item
+            await context.write(item)
     finally:
+        output.cancelled.set()
+        if reader is not None:
+            reader.cancel()
+        if not finished:
+            log.debug("exec client went away; killing the command", extra={"kv": {"task_id": setup.task_id}})
         session.close()

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import grpc
+    from rawexec.plugin.base_service import PluginState
+    from rawexec.plugin.server import ServiceTable
 
 __all__ = ["main", "parse_args"]
 
@@ -63,25 +64,45 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr.write(f"{exc}\n")
         sys.exit(1)
 
-    from rawexec.plugin.base_service import BasePluginServicer, PluginState
-    from rawexec.plugin.gen import base_pb2_grpc, driver_pb2_grpc
+    import threading
+
     from rawexec.plugin.hclog import setup_logging
 
     log = setup_logging(name)
-    state = PluginState(name=name)
+    stopping = threading.Event()
+    states: list[PluginState] = []  # the services' shared state, made by the first call that needs it
 
-    def register(srv: grpc.Server) -> None:
+    def shared_state() -> PluginState:
+        from rawexec.plugin.base_service import PluginState
+
+        if not states:
+            states.append(PluginState(name=name, stopping=stopping))
+        return states[0]
+
+    # Each service's handlers (and imports) are made on the first call to it, not before the handshake.
+    def base_service() -> ServiceTable:
+        from rawexec.plugin.base_service import BasePluginServicer
+        from rawexec.plugin.gen import base_pb2_grpc
+
+        servicer = BasePluginServicer(shared_state())
+        return server.collect_handlers(lambda srv: base_pb2_grpc.add_BasePluginServicer_to_server(servicer, srv))
+
+    def driver_service() -> ServiceTable:
         from rawexec.plugin.driver_service import DriverServicer
+        from rawexec.plugin.gen import driver_pb2_grpc
 
-        base_pb2_grpc.add_BasePluginServicer_to_server(BasePluginServicer(state), srv)
-        driver_pb2_grpc.add_DriverServicer_to_server(DriverServicer(state), srv)
+        servicer = DriverServicer(shared_state())
+        return server.collect_handlers(lambda srv: driver_pb2_grpc.add_DriverServicer_to_server(servicer, srv))
 
     def on_stop() -> None:
-        state.stopping.set()
-        state.close()
+        stopping.set()
+        for state in states:
+            state.close()
 
     log.debug("starting plugin", extra={"kv": {"name": name, "pid": os.getpid()}})
-    code = server.serve(register, on_stop=on_stop, env=os.environ, stopping=state.stopping)
+    services = {"hashicorp.nomad.plugins.base.proto.BasePlugin": base_service,
+                "hashicorp.nomad.plugins.drivers.proto.Driver": driver_service}
+    code = server.serve(services, on_stop=on_stop, env=os.environ, stopping=stopping)
     sys.stdout.flush()
     os._exit(code)  # worker threads may be parked in long RPCs; the state is already clean
 

@@ -6,12 +6,22 @@ negotiate the app protocol from ``PLUGIN_PROTOCOL_VERSIONS``, listen on a unix s
 ``plugin.GRPCController`` and ``plugin.GRPCStdio`` next to the app services, print the one
 handshake line on stdout, ignore SIGINT, and serve until ``GRPCController/Shutdown`` or SIGTERM.
 
-Never ``os.fork`` here: the gRPC server is threaded. Task processes come from the driver's own
+The server is ``grpc.aio``: one event loop serves every call, so the hundreds of long-lived
+streams Nomad keeps open (a WaitTask and a TaskStats stream per task) cost no thread each and
+nothing while quiet. Blocking driver work runs on a thread pool (:func:`run_blocking`).
+
+Launch time matters (every agent start launches the plugin three times, and go-plugin waits for
+the handshake line): before the line only ``grpc`` itself is imported. Each service's handlers
+are built, with their imports (protobufs, cty, the driver), on the first call to that service
+(:class:`LazyHandlers`); the controller's Shutdown needs no import at all.
+
+Never ``os.fork`` here: the process is threaded. Task processes come from the driver's own
 pre-started spawner.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -19,16 +29,14 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rawexec.errors import InvalidConfigError
-from rawexec.plugin.gen import plugin_pb2, plugin_pb2_grpc
 
 __all__ = [
     "APP_PROTOCOL",
@@ -36,11 +44,15 @@ __all__ = [
     "MAGIC_COOKIE_KEY",
     "MAGIC_COOKIE_VALUE",
     "HandshakeError",
+    "LazyHandlers",
     "PluginServer",
+    "ServiceTable",
     "check_cookie",
     "handshake_line",
     "negotiate_protocol",
     "new_socket_path",
+    "run_blocking",
+    "serve",
 ]
 
 log = logging.getLogger("rawexec.plugin.server")
@@ -50,6 +62,29 @@ MAGIC_COOKIE_VALUE = "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e9
 CORE_PROTOCOL = 1
 APP_PROTOCOL = 2  # Nomad's plugin protocol since 0.9 (gRPC)
 _SUN_PATH_MAX = 107
+_MAX_MESSAGE = 2**31 - 1  # go-plugin dials with MaxInt32 send/receive limits
+
+T = TypeVar("T")
+
+_executor: futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def blocking_executor() -> futures.ThreadPoolExecutor:
+    """The thread pool for blocking driver work (created on first use).
+
+    Large: every WaitTask parks one thread in the driver's wait for as long as its task runs.
+    """
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = futures.ThreadPoolExecutor(max_workers=4096, thread_name_prefix="rpc")
+        return _executor
+
+
+async def run_blocking(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on the blocking pool and await its result (the event loop stays free)."""
+    return await asyncio.get_running_loop().run_in_executor(blocking_executor(), fn)
 
 
 class HandshakeError(Exception):
@@ -114,39 +149,140 @@ def handshake_line(app_protocol: int, path: str) -> str:
     return f"{CORE_PROTOCOL}|{app_protocol}|unix|{path}|grpc|\n"
 
 
-class _Controller:
-    """``plugin.GRPCController``: Shutdown asks the server to stop once the reply is sent."""
+if TYPE_CHECKING:
+    ServiceTable = dict[str, grpc.RpcMethodHandler[Any, Any]]
+    _GenericHandler = grpc.GenericRpcHandler[Any, Any]
+else:  # grpc's classes are not generic at run time
+    ServiceTable = dict
+    _GenericHandler = grpc.GenericRpcHandler
+# ServiceTable: ``/package.Service/Method`` -> handler, as the generated ``add_*_to_server`` make them.
 
-    def __init__(self, request_stop: Callable[[str], None]) -> None:
-        self._request_stop = request_stop
 
-    def Shutdown(self, request: Any, context: grpc.ServicerContext) -> Any:
+class _Malformed:
+    """A request that did not parse; the handler answers it as grpc's sync server did."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        if deserializer is None:
+            return raw
+        try:
+            return deserializer(raw)
+        except Exception as exc:
+            return _Malformed(exc)
+    return deserialize
+
+
+def _guarded(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    async def handle(request: Any, context: Any) -> Any:
+        if isinstance(request, _Malformed):
+            log.debug("request did not parse", extra={"kv": {"error": str(request.error)}})
+            await context.abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!")
+        return await behavior(request, context)
+    return handle
+
+
+def _with_request_check(handler: Any) -> Any:
+    """``handler`` answering a request that does not parse with INTERNAL "Exception deserializing
+    request!" (grpc's sync server did so; aio would say UNKNOWN). Streamed requests are read by
+    the method itself and are left as they are."""
+    if handler.request_streaming:
+        return handler
+    make = grpc.unary_stream_rpc_method_handler if handler.response_streaming else grpc.unary_unary_rpc_method_handler
+    behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    return make(_guarded(behavior), request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer)
+
+
+class _Collector:
+    """Stands in for a server in the generated ``add_*Servicer_to_server`` functions: keeps their
+    method handlers in a table instead of registering them."""
+
+    def __init__(self) -> None:
+        self.table: ServiceTable = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers also arrive below, by name
+
+    def add_registered_method_handlers(self, service: str,
+                                       handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
+        for name, handler in handlers.items():
+            self.table[f"/{service}/{name}"] = _with_request_check(handler)
+
+
+def collect_handlers(*adders: Callable[[Any], None]) -> ServiceTable:
+    """The method table of servicers added by ``adders`` (each ``lambda srv: add_X_to_server(x, srv)``)."""
+    collector = _Collector()
+    for add in adders:
+        add(collector)
+    return collector.table
+
+
+class LazyHandlers(_GenericHandler):
+    """Method handlers by service, each service's built by its builder on the first call to it.
+
+    Keeps the services' imports (protobufs, cty, the driver) off the launch path: before the
+    handshake line only ``grpc`` is imported, and a validation launch that only asks PluginInfo,
+    ConfigSchema and SetConfig never imports the Driver service.
+    """
+
+    def __init__(self, builders: Mapping[str, Callable[[], ServiceTable]]) -> None:
+        self._builders = dict(builders)  # "package.Service" -> builder of its method table
+        self._tables: dict[str, ServiceTable] = {}
+        self._lock = threading.Lock()
+
+    def table(self, service: str) -> ServiceTable | None:
+        table = self._tables.get(service)
+        if table is None:
+            build = self._builders.get(service)
+            if build is None:
+                return None
+            with self._lock:
+                table = self._tables.get(service)
+                if table is None:
+                    table = self._tables[service] = build()
+        return table
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
+        table = self.table(method[1:].partition("/")[0])
+        return None if table is None else table.get(method)
+
+
+def _go_plugin_services(request_stop: Callable[[str], None]) -> ServiceTable:
+    """``plugin.GRPCController`` and ``plugin.GRPCStdio`` on raw bytes: both speak only
+    ``plugin.Empty`` (no fields, empty on the wire), so they need no protobuf import and answer
+    at once, even right after launch (go-plugin's Kill)."""
+
+    async def shutdown(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Shutdown: ask the server to stop once the reply is sent."""
         log.debug("controller shutdown requested")
-        if not context.add_callback(lambda: self._request_stop("controller")):
-            self._request_stop("controller")
-        return plugin_pb2.Empty()
 
+        def stop_after_reply(_ctx: Any) -> None:
+            request_stop("controller")
 
-class _Stdio:
-    """``plugin.GRPCStdio``: a stream that stays open and sends nothing (Nomad discards it)."""
+        context.add_done_callback(cast(Any, stop_after_reply))
+        return b""  # plugin.Empty
 
-    def __init__(self, stopping: threading.Event) -> None:
-        self._stopping = stopping
+    async def stream_stdio(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """StreamStdio: stays open and sends nothing (Nomad discards it); it ends when the client
+        cancels it or the server stops (both cancel the call)."""
+        await asyncio.get_running_loop().create_future()
 
-    def StreamStdio(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        done = threading.Event()
-        context.add_callback(done.set)
-        while not done.is_set() and not self._stopping.is_set():
-            done.wait()
-        return
-        yield  # pragma: no cover - makes this a generator
+    return {"/plugin.GRPCController/Shutdown": grpc.unary_unary_rpc_method_handler(shutdown),
+            "/plugin.GRPCStdio/StreamStdio": grpc.unary_stream_rpc_method_handler(stream_stdio)}
 
 
 class _Health:
     """``grpc.health.v1.Health``: "plugin" (and "") SERVING until the server stops.
 
-    Our own small servicer instead of grpc_health's, which imports grpc.aio/asyncio and costs
-    launch time (every agent start launches the plugin three times).
+    Our own small servicer instead of grpc_health's servicer (its module pulls in more than
+    serving needs); the messages are grpc_health's.
     """
 
     def __init__(self, stopping: threading.Event) -> None:
@@ -154,82 +290,99 @@ class _Health:
         self.services = {"plugin", ""}
 
     def _status(self, service: str) -> Any:
+        from grpc_health.v1 import health_pb2
+
         if service not in self.services:
             return None
         if self._stopping.is_set():
             return health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthCheckResponse.SERVING
 
-    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        from grpc_health.v1 import health_pb2
+
         status = self._status(request.service)
         if status is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return health_pb2.HealthCheckResponse(status=status)
 
-    def List(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def List(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        from grpc_health.v1 import health_pb2
+
         resp = health_pb2.HealthListResponse()
         for service in sorted(self.services):
             resp.statuses[service].status = self._status(service)
         return resp
 
-    def Watch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    async def Watch(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        from grpc_health.v1 import health_pb2
+
         status = self._status(request.service)
-        yield health_pb2.HealthCheckResponse(
-            status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN if status is None else status)
-        done = threading.Event()
-        context.add_callback(done.set)
-        while not done.is_set() and not self._stopping.is_set():
-            done.wait()
+        await context.write(health_pb2.HealthCheckResponse(
+            status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN if status is None else status))
+        await asyncio.get_running_loop().create_future()  # until cancelled or the server stops
 
 
 @dataclass
 class PluginServer:
     """One plugin process's gRPC server, from handshake to exit.
 
-    ``register`` adds the app services (BasePlugin, Driver) to the server. ``on_stop`` runs
-    after the server stopped (e.g. to let the driver release its helpers), bounded by the caller.
+    ``services`` maps each app service (``package.Service``: BasePlugin, Driver) to the builder of
+    its method table, called on the first call to that service, not before the handshake.
+    ``on_stop`` runs after the server stopped (e.g. to let the driver release its helpers),
+    bounded. All ``async`` methods run on one loop.
     """
 
-    register: Callable[[grpc.Server], None]
+    services: Mapping[str, Callable[[], ServiceTable]]
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
     on_stop: Callable[[], None] | None = None
-    max_workers: int = 2048
     stopping: threading.Event = field(default_factory=threading.Event)
     socket_path: str = ""
 
     def __post_init__(self) -> None:
-        self._wake_r, self._wake_w = os.pipe()
         self._stop_reason = ""
-        self._server: grpc.Server | None = None
+        self._server: grpc.aio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
         self.health = _Health(self.stopping)
+        self.handlers = LazyHandlers({
+            "grpc.health.v1.Health": self._health_service,
+            "plugin.GRPCController": lambda: _go_plugin_services(self.request_stop),
+            "plugin.GRPCStdio": lambda: _go_plugin_services(self.request_stop),
+            **self.services})
+
+    def _health_service(self) -> ServiceTable:
+        from grpc_health.v1 import health_pb2_grpc
+
+        return collect_handlers(lambda srv: health_pb2_grpc.add_HealthServicer_to_server(self.health, srv))
 
     def request_stop(self, reason: str) -> None:
-        """Ask the main loop to stop (callable from any thread or a signal handler)."""
+        """Ask the server to stop (callable from any thread, or from the loop)."""
         if not self._stop_reason:
             self._stop_reason = reason
+        loop, event = self._loop, self._stop_requested
+        if loop is None or event is None:
+            return
         try:
-            os.write(self._wake_w, b"x")
-        except OSError:  # pragma: no cover - pipe already closed
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # pragma: no cover - loop already closed
             pass
 
-    def start(self) -> str:
+    async def start(self) -> str:
         """Negotiate, bind and start the server; returns the handshake line (not yet printed)."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
         app = negotiate_protocol(self.env)
         path = new_socket_path(self.env)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers,
-                                                        thread_name_prefix="rpc"),
-                             options=[("grpc.max_send_message_length", 2**31 - 1),
-                                      ("grpc.max_receive_message_length", 2**31 - 1),
-                                      ("grpc.so_reuseport", 0)])
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        plugin_pb2_grpc.add_GRPCControllerServicer_to_server(_Controller(self.request_stop), server)
-        plugin_pb2_grpc.add_GRPCStdioServicer_to_server(_Stdio(self.stopping), server)
-        self.register(server)
+        server = grpc.aio.server(handlers=[self.handlers],
+                                 options=[("grpc.max_send_message_length", _MAX_MESSAGE),
+                                          ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                                          ("grpc.so_reuseport", 0)])
         if server.add_insecure_port(f"unix:{path}") == 0:
             raise HandshakeError(f"could not listen on unix socket {path!r}")
         self._apply_socket_group(path)
-        server.start()
+        await server.start()
         self._server = server
         self.socket_path = path
         log.debug("plugin server listening", extra={"kv": {"network": "unix", "address": path,
@@ -258,15 +411,13 @@ class PluginServer:
             os.dup2(devnull, 1)
             os.close(devnull)
 
-    def wait(self) -> str:
+    async def wait(self) -> str:
         """Block until Shutdown or SIGTERM; returns the reason."""
-        while True:
-            try:
-                data = os.read(self._wake_r, 64)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
-            if data:
-                return self._stop_reason or "unknown"
+        assert self._stop_requested is not None, "start() first"
+        if self._stop_reason:  # asked before the loop knew about it
+            return self._stop_reason
+        await self._stop_requested.wait()
+        return self._stop_reason or "unknown"
 
     def _run_on_stop(self) -> None:
         assert self.on_stop is not None
@@ -275,7 +426,7 @@ class PluginServer:
         except Exception:
             log.exception("error while stopping the driver")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """Stop serving: cancel every RPC (ends the long-lived streams), release the driver's
         helpers (bounded), remove the socket. The caller exits right after, so nothing waits for
         the cancelled RPCs to unwind: go-plugin measures Kill() until the process is gone."""
@@ -286,7 +437,10 @@ class PluginServer:
             except OSError:
                 pass
         if self._server is not None:
-            self._server.stop(grace=None)
+            try:
+                await asyncio.wait_for(self._server.stop(grace=None), 1.0)
+            except TimeoutError:
+                log.warning("the gRPC server did not stop within 1 s; exiting anyway")
         if self.on_stop is not None:
             # Bounded: go-plugin SIGKILLs us 2 s after Shutdown anyway; never hang the exit on it.
             t = threading.Thread(target=self._run_on_stop, name="on-stop", daemon=True)
@@ -295,16 +449,31 @@ class PluginServer:
             if t.is_alive():
                 log.warning("driver cleanup did not finish within 1 s; exiting anyway")
 
+    async def run(self) -> int:
+        """Start, announce, serve until asked to stop, stop; returns the exit code."""
+        try:
+            line = await self.start()
+        except (HandshakeError, InvalidConfigError) as exc:
+            log.error(str(exc))
+            return 1
+        loop = asyncio.get_running_loop()
+        # SIGINT ignored for ever (the agent's Ctrl-C reaches our group too); SIGTERM stops.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        self.announce(line)
+        reason = await self.wait()
+        log.debug("plugin exiting", extra={"kv": {"reason": reason}})
+        await self.stop()
+        return 0
 
-def install_signal_handlers(server: PluginServer) -> None:
-    """SIGINT ignored for ever (the agent's Ctrl-C reaches our group too); SIGTERM stops."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: server.request_stop("SIGTERM"))
 
-
-def serve(register: Callable[[grpc.Server], None], on_stop: Callable[[], None] | None = None,
+def serve(services: Mapping[str, Callable[[], ServiceTable]], on_stop: Callable[[], None] | None = None,
           env: Mapping[str, str] | None = None, stopping: threading.Event | None = None) -> int:
-    """Run a plugin process to completion; returns the exit code."""
+    """Run a plugin process to completion; returns the exit code.
+
+    The event loop is left as it is at the end (not closed, executor not joined): threads may be
+    parked in long driver calls, and the caller exits the process right after.
+    """
     env = dict(os.environ) if env is None else env
     try:
         check_cookie(env)
@@ -312,16 +481,8 @@ def serve(register: Callable[[grpc.Server], None], on_stop: Callable[[], None] |
         sys.stderr.write(f"{exc}\n")
         return 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    server = PluginServer(register=register, env=env, on_stop=on_stop,
+    server = PluginServer(services=services, env=env, on_stop=on_stop,
                           stopping=stopping if stopping is not None else threading.Event())
-    try:
-        line = server.start()
-    except (HandshakeError, InvalidConfigError) as exc:
-        log.error(str(exc))
-        return 1
-    install_signal_handlers(server)
-    server.announce(line)
-    reason = server.wait()
-    log.debug("plugin exiting", extra={"kv": {"reason": reason}})
-    server.stop()
-    return 0
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop.run_until_complete(server.run())

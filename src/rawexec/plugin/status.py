@@ -62,12 +62,13 @@ def to_status(exc: BaseException) -> grpc.Status:
     return _Status(code, message, metadata)
 
 
-def abort(context: grpc.ServicerContext, exc: BaseException, method: str = "") -> NoReturn:
-    """Log ``exc`` and end the RPC with its status (never returns)."""
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str = "") -> NoReturn:
+    """Log ``exc`` and end the RPC with its status (never returns: raises grpc's abort error)."""
     if isinstance(exc, RawExecError):
         log.debug("rpc failed", extra={"kv": {"method": method, "error": str(exc),
                                                  "code": exc.grpc_code}})
     else:
         log.error("rpc failed with an unexpected error", exc_info=exc, extra={"kv": {"method": method}})
-    context.abort_with_status(to_status(exc))
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
+    status = to_status(exc)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("abort returned")  # pragma: no cover
