@@ -57,6 +57,12 @@ class _Stream:
     sink: Sink
     pending: bytes = b""
     closed: bool = False
+    #: the sink's own reader of the pipe (``FileRotator.write_from``: zero copy), when it has one
+    write_from: Callable[[int, int], tuple[int, bytes]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.write_from is None:
+            self.write_from = getattr(self.sink, "write_from", None)
 
 
 @dataclass
@@ -240,7 +246,25 @@ class Supervisor:
         return lambda: self._drain(st, until_eagain=False)
 
     def _drain(self, st: _Stream, until_eagain: bool) -> None:
+        write_from = st.write_from
         while not st.closed and not st.pending:
+            if write_from is not None:
+                # The sink reads the pipe itself (FileRotator: straight into the file, zero copy).
+                try:
+                    n, refused = write_from(st.fd, READ_CHUNK)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as e:
+                    self.log(f"reading task output failed: {e}")
+                    n, refused = 0, b""
+                if n == 0:
+                    self._close_stream(st)
+                    return
+                if refused:
+                    self._hold(st, refused)
+                if not until_eagain:
+                    return
+                continue
             try:
                 data = os.read(st.fd, READ_CHUNK)
             except (BlockingIOError, InterruptedError):
@@ -249,22 +273,28 @@ class Supervisor:
                 self.log(f"reading task output failed: {e}")
                 data = b""
             if not data:
-                st.closed = True
-                self.sel.unregister(st.fd)
-                os.close(st.fd)
+                self._close_stream(st)
                 return
             self._write(st, data)
             if not until_eagain:
                 return
 
+    def _close_stream(self, st: _Stream) -> None:
+        st.closed = True
+        self.sel.unregister(st.fd)
+        os.close(st.fd)
+
     def _write(self, st: _Stream, data: bytes) -> None:
         n = st.sink.write(data)
         if n < len(data):
-            # Back-pressure: stop reading until the sink takes the rest. The task blocks on a
-            # full pipe instead of losing bytes.
-            st.pending = data[n:]
-            self.sel.unregister(st.fd)
-            self.call_later(float(getattr(st.sink, "retry_delay", RETRY_WRITE_S)), lambda: self._retry(st))
+            self._hold(st, data[n:])
+
+    def _hold(self, st: _Stream, rest: bytes) -> None:
+        """Back-pressure: stop reading until the sink takes ``rest``. The task blocks on a full
+        pipe instead of losing bytes."""
+        st.pending = rest
+        self.sel.unregister(st.fd)
+        self.call_later(float(getattr(st.sink, "retry_delay", RETRY_WRITE_S)), lambda: self._retry(st))
 
     def _retry(self, st: _Stream) -> None:
         data, st.pending = st.pending, b""

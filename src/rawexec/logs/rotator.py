@@ -21,22 +21,29 @@ Rules (Nomad's logmon rotator, written from its documented behaviour):
   file and carries on at the same index. After every write it checks that the file still has a
   name (one ``fstat``): bytes that went into a file deleted under us are written again into the
   recreated file, so no accepted byte ends up only in an invisible file.
+
+Zero copy: :meth:`FileRotator.splice_from` moves bytes from the task's pipe into the current
+file with ``splice(2)`` (never through this process's memory) while the file is far from its
+size boundary -- exactly where :meth:`FileRotator.write` would write a chunk whole without looking
+at it. Near the boundary (and while failing) the caller reads and calls ``write`` as before, so
+the rotation points are the same byte for byte.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
 import os
 import stat
 from collections.abc import Callable
 
 from rawexec.errors import ValidationError
-from rawexec.lazylog import get_logger
 from rawexec.logs.config import LINE_SCAN_LIMIT, MB, check_base_name
 
 __all__ = ["FileRotator", "scan_indices"]
 
-_log = get_logger(__name__)
+_log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 _NL = 10
@@ -44,6 +51,12 @@ _RETRY_MIN = 0.05
 _RETRY_MAX = 2.0
 _fstat = os.fstat
 _write = os.write
+_lseek = os.lseek
+_splice = os.splice
+_SEEK_END = os.SEEK_END
+_SPLICE_F_NONBLOCK = os.SPLICE_F_NONBLOCK
+# splice(2) into this file system / file is not possible: use read + write for good.
+_SPLICE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
 def _linked(fd: int) -> bool:
@@ -106,10 +119,15 @@ class FileRotator:
         self._on_error = on_error
         self._create_parents = create_parents
         self._fd = -1
+        self._sfd = -1  # the current file again, without O_APPEND (splice(2) refuses O_APPEND files)
+        self._splice_ok = True
+        self._relay: tuple[int, int] | None = None  # (read end, write end), see splice_from
         self._index = 0
         self._oldest = 0
         self._size = 0
-        self._ends_nl = True  # last byte of the current file is a newline (or the file is empty)
+        # Last byte of the current file is a newline (or the file is empty); None: not known
+        # (spliced bytes are never seen here), read back from the file when a decision needs it.
+        self._ends_nl: bool | None = True
         self._closed = False
         self._failure: int | None = None
         self._last_error: OSError | None = None
@@ -230,6 +248,99 @@ class FileRotator:
             self._succeeded()
         return pos
 
+    def write_from(self, src: int, limit: int) -> tuple[int, bytes]:
+        """Take up to ``limit`` bytes from the pipe ``src`` and write them, as :meth:`write` would.
+
+        Returns ``(n, refused)``: ``n`` bytes were taken from ``src`` (0: end of input, no
+        writer left); ``refused`` is the tail of them that was not accepted (empty unless
+        failing): the caller keeps it exactly like the rest of a :meth:`write`. Raises
+        ``BlockingIOError`` when ``src`` is empty (non-blocking), and other ``OSError`` only
+        for errors of ``src`` itself.
+
+        Far from the size boundary -- where :meth:`write` writes a chunk whole without looking
+        at it -- the bytes never enter this process: ``splice(2)`` moves them from ``src`` into
+        a relay pipe of ours (page references, no copy; ``src`` is locked only for that), then
+        from the relay into the file (the one copy, into the page cache) while the task goes on
+        filling ``src``. Near the boundary it reads no more than fits the current file and
+        calls :meth:`write`, so the rotation points are those of :meth:`write`.
+        """
+        if self._closed:
+            raise ValueError("write to a closed FileRotator")
+        size = self._size
+        max_size = self.max_size
+        limit = max(1, limit)
+        if self._fd >= 0 and self._failure is None and self._splice_ok:
+            # A full file is rotated once bytes are in hand (never an empty file at the end).
+            room = max_size - (size if size < max_size else 0) - LINE_SCAN_LIMIT
+            if room > 0:
+                return self._splice_in(src, limit if limit < room else room)
+            if size < max_size and max_size > LINE_SCAN_LIMIT:
+                # No more than may still go into this file: the next file is spliced again.
+                limit = min(limit, max_size - size)
+        data = os.read(src, limit)
+        if not data:
+            return 0, b""
+        return len(data), data[self.write(data):]
+
+    def _splice_in(self, src: int, limit: int) -> tuple[int, bytes]:
+        """:meth:`write_from`'s zero-copy path: ``limit`` fits the current file (or the next one
+        when the current one is full) far from its boundary."""
+        relay = self._relay
+        if relay is None:
+            relay = self._open_relay(src)
+            if relay is None:
+                return self.write_from(src, limit)
+        relay_r, relay_w = relay
+        try:
+            n = _splice(src, relay_w, limit, flags=_SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _SPLICE_UNSUPPORTED:
+                raise
+            self._no_splice(exc)
+            return self.write_from(src, limit)
+        if n <= 0:
+            return 0, b""
+        if self._size >= self.max_size and not self._rotate():
+            return n, self._take_relay(relay_r, n)  # refused (the failure is reported)
+        fd = self._fd
+        sfd = self._sfd
+        done = 0
+        off = self._size
+        err: OSError | None = None
+        try:
+            if sfd < 0:
+                # The current file again without O_APPEND (splice(2) refuses O_APPEND files).
+                sfd = self._sfd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC)
+            off = _lseek(sfd, 0, _SEEK_END)  # O_APPEND's "at the end", also if it changed under us
+            while done < n:
+                m = _splice(relay_r, sfd, n - done, offset_dst=off + done)
+                if m <= 0:  # pragma: no cover - regular files do not return 0 for n > 0
+                    break
+                done += m
+        except OSError as exc:
+            err = exc
+        rest = self._take_relay(relay_r, n - done) if done < n else b""
+        if not _linked(fd):
+            # Deleted under us: these bytes are only in an invisible file. Read them back (the
+            # inode lives while we hold it open) and write them again into a recreated file.
+            data = self._read_back(off, done) + rest
+            return n, data[self._write_slow(data, 0):]
+        self._size += done
+        if done:
+            self._ends_nl = None
+        if done == n:
+            return n, b""
+        # The file took only some of them: as after a short write().
+        if err is not None and (err.errno in _SPLICE_UNSUPPORTED or sfd < 0):
+            self._no_splice(err)
+            err = None
+        if err is not None:
+            self._fail("write", err, close=err.errno not in (errno.ENOSPC, errno.EDQUOT))
+            return n, rest
+        return n, rest[self._write_slow(rest, 0):]
+
     def recover(self) -> bool:
         """Try to get a writable file now (for the caller's retry timer); True when healthy."""
         if self._closed:
@@ -239,12 +350,14 @@ class FileRotator:
     def close(self) -> None:
         """Close the current file. Idempotent."""
         self._closed = True
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._close_fds()
+        if self._relay is not None:
+            for fd in self._relay:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._relay = None
 
     def __enter__(self) -> FileRotator:
         return self
@@ -262,7 +375,7 @@ class FileRotator:
             return nl + 1 - pos  # end the file (or this write) on a newline
         if self._size == 0:
             return fit  # an empty file: nothing better is possible, fill it
-        if not self._ends_nl:
+        if not self._last_byte_is_newline():
             # Continuing a line that began in this file with >= 32 KiB spare: it may still end
             # here; if it does not fit, it is longer than 32 KiB and may be split at the size.
             return fit
@@ -272,7 +385,78 @@ class FileRotator:
             return fit
         return 0
 
+    def _last_byte_is_newline(self) -> bool:
+        ends_nl = self._ends_nl
+        if ends_nl is None:  # after a splice: look at the file
+            try:
+                ends_nl = self._size <= 0 or os.pread(self._fd, 1, self._size - 1) == b"\n"
+            except OSError:
+                ends_nl = True  # cannot tell: treat the data as a new line (the safe choice)
+            self._ends_nl = ends_nl
+        return ends_nl
+
     # ---------------------------------------------------------------- files
+
+    def _close_fds(self) -> None:
+        for fd in (self._sfd, self._fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._fd = self._sfd = -1
+
+    def _open_relay(self, src: int) -> tuple[int, int] | None:
+        """The relay pipe of :meth:`_splice_in`, as big as ``src``; None (no more splicing) if impossible."""
+        try:
+            relay_r, relay_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            self._no_splice(exc)
+            return None
+        self._relay = relay_r, relay_w
+        try:
+            size = fcntl.fcntl(src, fcntl.F_GETPIPE_SZ)
+            if size > fcntl.fcntl(relay_w, fcntl.F_GETPIPE_SZ):
+                fcntl.fcntl(relay_w, fcntl.F_SETPIPE_SZ, size)
+        except OSError:
+            pass  # a smaller relay only means smaller moves
+        return self._relay
+
+    def _no_splice(self, exc: OSError) -> None:
+        _log.info("log %s: zero-copy writes not possible here, copying: %s", self._path(self._index), exc)
+        self._splice_ok = False
+
+    def _take_relay(self, relay_r: int, n: int) -> bytes:
+        """The ``n`` bytes left in the relay pipe (not written to the file): read them out."""
+        parts: list[bytes] = []
+        while n > 0:
+            try:
+                chunk = os.read(relay_r, n)
+            except OSError as exc:  # pragma: no cover - the relay holds exactly n bytes
+                _log.error("log %s: %d bytes lost in the relay pipe: %s", self._path(self._index), n, exc)
+                break
+            if not chunk:  # pragma: no cover
+                break
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
+    def _read_back(self, off: int, n: int) -> bytes:
+        """Bytes ``[off, off + n)`` of the current (deleted) file, as spliced into it."""
+        parts: list[bytes] = []
+        while n > 0:
+            try:
+                chunk = os.pread(self._fd, n, off)
+            except OSError as exc:
+                _log.error("log %s: reading back %d spliced bytes failed: %s", self._path(self._index), n, exc)
+                break
+            if not chunk:
+                _log.error("log %s: %d spliced bytes are missing", self._path(self._index), n)
+                break
+            parts.append(chunk)
+            off += len(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
 
     def _path(self, index: int) -> str:
         return os.path.join(self.log_dir, f"{self.base_name}.{index}")
@@ -302,12 +486,8 @@ class FileRotator:
         except BaseException:
             os.close(fd)
             raise
-        old, self._fd = self._fd, fd
-        if old >= 0:
-            try:
-                os.close(old)
-            except OSError:
-                pass
+        self._close_fds()
+        self._fd = fd
         self._index = index
         self._size = st.st_size
         self._ends_nl = ends_nl
@@ -377,12 +557,8 @@ class FileRotator:
     # ---------------------------------------------------------------- errors
 
     def _fail(self, op: str, exc: OSError, *, close: bool) -> None:
-        if close and self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        if close:
+            self._close_fds()
         self._retry = _RETRY_MIN if self._failure is None else min(self._retry * 2, _RETRY_MAX)
         self._report(op, exc)
 
