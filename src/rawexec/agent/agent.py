@@ -57,6 +57,9 @@ class Agent:
         self.start_slots = threading.BoundedSemaphore(START_CONCURRENCY)
         self.changes = 0
         """Bumped on every state commit: a cheap "anything new?" check for pollers."""
+        self._list_lock = threading.Lock()
+        self._alloc_index = 0  # state index of the latest commit that changed an allocation
+        self._alloc_list: tuple[int, bytes] | None = None  # GET /v1/allocations body, until the next change
         self.store: StateStore
         self.persister: Persister
         self.driver: Driver
@@ -134,6 +137,7 @@ class Agent:
                 continue
             self._allocs[ar.alloc_id] = ar
             runners.append(ar)
+        self._alloc_index = self.store.index()
         for ar in runners:
             ar.resume()
         for (ns, job_id), body in list(self._jobs.items()):
@@ -175,12 +179,26 @@ class Agent:
 
     # ------------------------------------------------------------------ events
     def publish(self, topic: str, type_: str, key: str, index: int, payload: dict[str, Any]) -> None:
-        self._broker.publish(Event(topic, type_, key, index, payload))
+        self._broker.publish(Event.of(topic, type_, key, index, payload))
 
-    def _committed(self, stubs: list[tuple[AllocRunner, dict[str, Any]]], idx: int) -> None:
+    def publish_json(self, topic: str, type_: str, key: str, index: int, payload_json: str) -> None:
+        """:meth:`publish` with the payload already encoded as a JSON object."""
+        self._broker.publish(Event(topic, type_, key, index, payload_json))
+
+    def _committed(self, stubs: list[tuple[AllocRunner, str]], idx: int) -> None:
+        """Called by the persister after each commit, in commit order."""
+        for ar, stub in stubs:
+            ar.committed_stub = stub
+        self._allocs_changed(idx)
         self.changes += 1
         for ar, stub in stubs:
             ar.publish(idx, stub)
+
+    def _allocs_changed(self, idx: int) -> None:
+        """Drop the cached allocation list (after the allocations' stubs were updated)."""
+        with self._list_lock:
+            self._alloc_index = max(self._alloc_index, idx)
+            self._alloc_list = None
 
     def _driver_event(self, event: Any) -> None:
         """A driver task event (OOM kill, lost shim, log write trouble) -> a ``Driver`` task event
@@ -382,6 +400,7 @@ class Agent:
                 for aid in ids:
                     self._allocs.pop(aid, None)
                 self._jobs.pop((namespace, job_id), None)
+            self._allocs_changed(idx)
             self.publish("Job", "JobDeregistered", job_id, idx, {"Job": api})
 
         t = threading.Thread(target=purge, name=f"purge-{job_id}", daemon=True)
@@ -409,14 +428,36 @@ class Agent:
                                      + ", ".join(sorted(a.alloc_id for a in matches)[:10]))
         return matches[0]
 
+    def _committed_allocs(self, job_id: str | None = None) -> list[AllocRunner]:
+        """Allocations that were committed at least once, in creation order (the store's order)."""
+        allocs = [a for a in list(self._allocs.values())
+                  if a.committed_stub and (job_id is None or a.job.id == job_id)]
+        allocs.sort(key=lambda a: (a.create_index, a.alloc_id))
+        return allocs
+
     def list_allocations(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Nomad's allocation list stubs (with TaskStates) as of the latest commit."""
         self._require_started()
-        return self.store.list_allocs(job_id=job_id, summary=True)
+        return [json.loads(a.committed_stub) for a in self._committed_allocs(job_id)]
 
     def list_allocations_json(self, job_id: str | None = None) -> str:
-        """Same as :meth:`list_allocations`, as JSON text straight from the store (fast path)."""
+        """Same as :meth:`list_allocations`, as JSON text (fast path)."""
+        if job_id is None:
+            return self.allocations_json()[1].decode()
         self._require_started()
-        return self.store.list_allocs_json(job_id=job_id, summary=True)
+        return "[" + ",".join(a.committed_stub for a in self._committed_allocs(job_id)) + "]"
+
+    def allocations_json(self) -> tuple[int, bytes]:
+        """``GET /v1/allocations``: (state index, JSON body). The body joins each allocation's stub,
+        encoded once per commit of that allocation, and is reused until the next change."""
+        self._require_started()
+        with self._list_lock:
+            cached = self._alloc_list
+            if cached is None:
+                idx = self._alloc_index
+                body = "[" + ",".join(a.committed_stub for a in self._committed_allocs()) + "]"
+                cached = self._alloc_list = (idx, body.encode())
+            return cached
 
     def allocation_runner(self, alloc_id_or_prefix: str) -> AllocRunner:
         return self._alloc(alloc_id_or_prefix)

@@ -41,8 +41,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import hcl2
-
 from rawexec.errors import InvalidConfigError, ValidationError
 from rawexec.taskenv import DEFAULT_ENV_DENYLIST
 
@@ -461,6 +459,8 @@ def parse_config_text(text: str, source: str = "<config>", *, json_format: bool 
         if json_format:
             tree = json.loads(text)
         else:
+            import hcl2  # only for HCL config files: `rawexec run` and JSON configs do not load it
+
             opts = hcl2.SerializationOptions(strip_string_quotes=True, with_comments=False,
                                              explicit_blocks=False)
             tree = hcl2.loads(_HCL1_MAP_BLOCK.sub(r"\1\2 = {", text), serialization_options=opts)

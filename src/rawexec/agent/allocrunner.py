@@ -9,6 +9,7 @@ the sidecars are stopped (``Main Tasks Dead``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -71,6 +72,8 @@ class AllocRunner:
         self.modify_index = 0
         self.ports: list[AllocatedPort] = []
         self.detached = False
+        self.committed_stub = ""
+        """The list stub (JSON text) as of the latest commit of this allocation ("" before the first)."""
         self._lock = threading.RLock()
         self._advancing = False
         self._dirty = False
@@ -143,6 +146,13 @@ class AllocRunner:
             out["TaskStates"] = self.task_states_api()
         return out
 
+    def stub_json(self, base: dict[str, Any]) -> str:
+        """The list stub as JSON text: ``base`` (``stub(task_states=False)``) plus the TaskStates,
+        built from each event's JSON encoded once (see :meth:`TaskState.api_json`)."""
+        head = json.dumps(base, separators=(",", ":"))
+        states = ",".join(json.dumps(name) + ":" + r.state.api_json() for name, r in self.runners.items())
+        return head[:-1] + ',"TaskStates":{' + states + "}}"
+
     def task_states_api(self) -> dict[str, Any]:
         return {name: r.state.to_api() for name, r in self.runners.items()}
 
@@ -187,6 +197,7 @@ class AllocRunner:
         for name, rec in states.items():
             if name in ar.runners:
                 ar.runners[name].load_record(rec)
+        ar.committed_stub = ar.stub_json(ar.stub(task_states=False))
         ar._restored_handles = handles
         return ar
 
@@ -246,8 +257,9 @@ class AllocRunner:
         self.persist(runner, handle=handle, drop_handle=drop_handle, wait=wait)
         self.advance()
 
-    def publish(self, idx: int, stub: dict[str, Any]) -> None:
-        self.agent.publish("Allocation", "AllocationUpdated", self.alloc_id, idx, {"Allocation": stub})
+    def publish(self, idx: int, stub_json: str) -> None:
+        self.agent.publish_json("Allocation", "AllocationUpdated", self.alloc_id, idx,
+                                '{"Allocation":' + stub_json + "}")
 
     def task_done(self, runner: TaskRunner) -> None:
         self.advance()

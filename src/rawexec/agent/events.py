@@ -11,6 +11,7 @@ A :class:`TaskState` holds one task's ``state`` (``pending``/``running``/``dead`
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -372,6 +373,22 @@ class TaskEvent:
             "DriverMessage": self.driver_message, "GenericSource": "",
         }
 
+    def api_json(self) -> str:
+        """:meth:`to_api` as JSON text, encoded once per event (events never change)."""
+        text: str | None = self.__dict__.get("_api_json")
+        if text is None:
+            text = json.dumps(self.to_api(), separators=(",", ":"))
+            object.__setattr__(self, "_api_json", text)
+        return text
+
+    def record_json(self) -> str:
+        """:meth:`to_dict` as JSON text, encoded once per event."""
+        text: str | None = self.__dict__.get("_record_json")
+        if text is None:
+            text = json.dumps(self.to_dict(), separators=(",", ":"))
+            object.__setattr__(self, "_record_json", text)
+        return text
+
     def to_dict(self) -> dict[str, Any]:
         """Compact form for the state store (round-trips through :meth:`from_dict`)."""
         out: dict[str, Any] = {"type": self.type, "time": self.time}
@@ -474,6 +491,20 @@ class TaskState:
         return {"state": self.state, "failed": self.failed, "restarts": self.restarts,
                 "last_restart": self.last_restart, "started_at": self.started_at,
                 "finished_at": self.finished_at, "events": [e.to_dict() for e in self.events]}
+
+    def record_json(self) -> str:
+        """:meth:`to_dict` as JSON text (each event's part is encoded once, see :meth:`TaskEvent.record_json`)."""
+        head = json.dumps({"state": self.state, "failed": self.failed, "restarts": self.restarts,
+                           "last_restart": self.last_restart, "started_at": self.started_at,
+                           "finished_at": self.finished_at}, separators=(",", ":"))
+        return head[:-1] + ',"events":[' + ",".join(e.record_json() for e in self.events) + "]}"
+
+    def api_json(self) -> str:
+        """:meth:`to_api` as JSON text (each event's part is encoded once)."""
+        head = json.dumps({"State": self.state, "Failed": self.failed, "Restarts": self.restarts,
+                           "LastRestart": _rfc3339(self.last_restart), "StartedAt": _rfc3339(self.started_at),
+                           "FinishedAt": _rfc3339(self.finished_at)}, separators=(",", ":"))
+        return head[:-1] + ',"Events":[' + ",".join(e.api_json() for e in self.events) + "]}"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TaskState:

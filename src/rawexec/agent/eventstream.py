@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import collections
+import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Event", "EventBroker", "EventSubscription"]
@@ -13,18 +14,38 @@ __all__ = ["Event", "EventBroker", "EventSubscription"]
 
 @dataclass(frozen=True)
 class Event:
-    """One Nomad stream event."""
+    """One Nomad stream event. The payload is kept as JSON text, encoded once when published: a
+    snapshot of that moment (later changes to the published object do not leak in), compact in the
+    ring (thousands of allocation stubs), and copied as is into the stream."""
 
     topic: str
     type: str
     key: str
     index: int
-    payload: dict[str, Any] = field(default_factory=dict)
+    payload_json: str = "{}"
     namespace: str = "default"
+
+    @classmethod
+    def of(cls, topic: str, type_: str, key: str, index: int, payload: dict[str, Any],
+           namespace: str = "default") -> Event:
+        """An event with ``payload`` encoded now."""
+        return cls(topic, type_, key, index, json.dumps(payload, separators=(",", ":"), default=str), namespace)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The payload, decoded (a fresh copy on every access)."""
+        out: dict[str, Any] = json.loads(self.payload_json)
+        return out
 
     def to_api(self) -> dict[str, Any]:
         return {"Topic": self.topic, "Type": self.type, "Key": self.key, "Namespace": self.namespace,
                 "Index": self.index, "Payload": self.payload}
+
+    def to_api_json(self) -> str:
+        """:meth:`to_api` as JSON text, with the payload copied in without decoding it."""
+        head = json.dumps({"Topic": self.topic, "Type": self.type, "Key": self.key, "Namespace": self.namespace,
+                           "Index": self.index}, separators=(",", ":"))
+        return head[:-1] + ',"Payload":' + self.payload_json + "}"
 
 
 class EventBroker:

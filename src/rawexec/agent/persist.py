@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rawexec.agent.state import StateStore, Tx
 
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Persister"]
 
-Stub = tuple["AllocRunner", dict[str, Any]]
-"""An allocation and the list stub written for it in a commit."""
+Stub = tuple["AllocRunner", str]
+"""An allocation and its list stub (JSON text) as written in a commit."""
 
 log = logging.getLogger("rawexec.agent")
 
@@ -33,7 +33,9 @@ class Persister:
     def __init__(self, store: StateStore, on_commit: Callable[[list[Stub], int], None]) -> None:
         self._store = store
         self._on_commit = on_commit
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # committed generation moved on (waiters)
+        self._work = threading.Condition(lock)  # something was submitted (the writer only)
         self._allocs: dict[str, AllocRunner] = {}
         self._tasks: dict[tuple[str, str], TaskRunner] = {}
         self._handles: list[tuple[str, str, bytes | None]] = []
@@ -57,7 +59,7 @@ class Persister:
             if task is not None and (handle is not None or drop_handle):
                 self._handles.append((alloc.alloc_id, task.name, handle))
             self._submitted += 1
-            self._cond.notify_all()
+            self._work.notify()  # wake the writer only, not every waiter
             return self._submitted
 
     def wait(self, generation: int, timeout: float | None = 30.0) -> None:
@@ -76,12 +78,13 @@ class Persister:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._work.notify()
         self._thread.join(10)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._submitted > self._committed or self._closed)
+                self._work.wait_for(lambda: self._submitted > self._committed or self._closed)
                 if self._submitted == self._committed and self._closed:
                     return
                 gen = self._submitted
@@ -109,7 +112,7 @@ class Persister:
                handles: list[tuple[str, str, bytes | None]], stubs: list[Stub]) -> int:
         idx = tx.index() + 1
         for (alloc_id, name), t in tasks.items():
-            tx.put_task_state(alloc_id, name, t.to_record())
+            tx.put_task_state_json(alloc_id, name, t.to_record_json())
         for alloc_id, name, blob in handles:
             if blob is None:
                 tx.delete_driver_handle(alloc_id, name)
@@ -117,8 +120,8 @@ class Persister:
                 tx.put_driver_handle(alloc_id, name, blob)
         for ar in allocs.values():
             ar.stamp(idx)
-            stub = ar.stub()
-            body = ar.body(stub)
-            tx.put_alloc(ar.alloc_id, body, job_id=ar.job.id, namespace=ar.job.namespace, summary=stub)
-            stubs.append((ar, stub))
+            base = ar.stub(task_states=False)
+            # the list stub (with TaskStates) is served from memory (Agent.allocations_json), not stored
+            stubs.append((ar, ar.stub_json(base)))
+            tx.put_alloc(ar.alloc_id, ar.body(base), job_id=ar.job.id, namespace=ar.job.namespace)
         return idx

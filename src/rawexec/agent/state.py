@@ -225,7 +225,13 @@ class Tx:
     # -- task states and events ---------------------------------------------------------------
 
     def put_task_state(self, alloc_id: str, task: str, state: Mapping[str, Any]) -> int:
-        body = _dump(state, "task state")
+        return self.put_task_state_json(alloc_id, task, _dump(state, "task state"))
+
+    def put_task_state_json(self, alloc_id: str, task: str, body: str) -> int:
+        """:meth:`put_task_state` with the state already encoded as a JSON object (the agent builds it
+        from pieces encoded once per event)."""
+        if not body.startswith("{"):
+            raise TypeError("task state must be a JSON object")
         idx = self._bump()
         self._c.execute(
             "INSERT INTO task_states(alloc_id, task, body, modify_index) VALUES (?, ?, ?, ?) "
@@ -433,6 +439,6 @@ def _single(name: str) -> Any:
 for _name in ("index", "put_meta", "get_meta", "put_job", "get_job", "job_indexes", "list_jobs",
               "list_jobs_json", "delete_job", "put_alloc", "get_alloc", "list_allocs", "list_allocs_json",
               "alloc_ids_by_prefix", "delete_alloc", "put_task_state",
-              "get_task_state", "task_states", "append_event", "events", "put_driver_handle",
+              "put_task_state_json", "get_task_state", "task_states", "append_event", "events", "put_driver_handle",
               "get_driver_handle", "delete_driver_handle", "driver_handles"):
     setattr(StateStore, _name, _single(_name))

@@ -11,6 +11,7 @@ starting a second copy.
 from __future__ import annotations
 
 import _thread
+import json
 import logging
 import os
 import signal as _signal
@@ -111,6 +112,13 @@ class TaskRunner:
         return {"state": self.state.to_dict(), "attempt": self.attempt, "task_id": self.task_id,
                 "restart": self.tracker.to_dict(),
                 "restart_at": self.restart_at, "started_once": self.started_once}
+
+    def to_record_json(self) -> str:
+        """:meth:`to_record` as JSON text (the events' parts are encoded once per event)."""
+        head = json.dumps({"attempt": self.attempt, "task_id": self.task_id, "restart": self.tracker.to_dict(),
+                           "restart_at": self.restart_at, "started_once": self.started_once},
+                          separators=(",", ":"), allow_nan=False)
+        return head[:-1] + ',"state":' + self.state.record_json() + "}"
 
     def load_record(self, rec: dict[str, Any]) -> None:
         self.state = TaskState.from_dict(rec["state"])
