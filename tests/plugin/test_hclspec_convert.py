@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from datetime import UTC, datetime
@@ -10,6 +11,8 @@ from typing import Any
 import grpc
 import msgpack  # type: ignore[import-untyped]
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rawexec.driver import Capabilities, Fingerprint, HealthState, TaskState, TaskStatus
 from rawexec.errors import (
@@ -206,6 +209,59 @@ def test_task_stats_always_has_timestamp_and_agg() -> None:
     assert list(agg.memory.measured_fields) == [driver_pb2.MemoryUsage.RSS, driver_pb2.MemoryUsage.SWAP]
     assert list(agg.cpu.measured_fields) == [driver_pb2.CPUUsage.USER_MODE, driver_pb2.CPUUsage.PERCENT]
     assert stats.resource_usage_by_pid["7"].memory.rss == 50
+
+
+def _reference_usage(u: ResourceUsage) -> driver_pb2.TaskResourceUsage:
+    """The facts' field table, spelled out message by message (what the fast path must equal)."""
+    def fin(x: float) -> float:
+        return x if math.isfinite(x) else 0.0
+    cpu, mem = u.cpu_stats, u.memory_stats
+    cpu_fields: dict[str, Any] = {"System Mode": 0, "User Mode": 1, "Total Ticks": 2, "Throttled Periods": 3,
+                  "Throttled Time": 4, "Percent": 5}
+    mem_fields: dict[str, Any] = {"RSS": 0, "Cache": 1, "Max Usage": 2, "Kernel Usage": 3, "Kernel Max Usage": 4,
+                  "Usage": 5, "Swap": 6}
+    return driver_pb2.TaskResourceUsage(
+        cpu=driver_pb2.CPUUsage(system_mode=fin(cpu.system_mode), user_mode=fin(cpu.user_mode),
+                                total_ticks=fin(cpu.total_ticks), throttled_periods=max(0, cpu.throttled_periods),
+                                throttled_time=max(0, cpu.throttled_time), percent=fin(cpu.percent),
+                                measured_fields=[cpu_fields[m] for m in cpu.measured if m in cpu_fields]),
+        memory=driver_pb2.MemoryUsage(rss=max(0, mem.rss), cache=max(0, mem.cache), max_usage=max(0, mem.max_usage),
+                                      kernel_usage=max(0, mem.kernel_usage),
+                                      kernel_max_usage=max(0, mem.kernel_max_usage), usage=max(0, mem.usage),
+                                      swap=max(0, mem.swap),
+                                      measured_fields=[mem_fields[m] for m in mem.measured if m in mem_fields]))
+
+
+_floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
+_ints = st.integers(min_value=-(2**40), max_value=2**63 - 1)
+_usages = st.builds(
+    ResourceUsage,
+    st.builds(MemoryStats, rss=_ints, cache=_ints, swap=_ints, usage=_ints, max_usage=_ints, kernel_usage=_ints,
+              kernel_max_usage=_ints,
+              measured=st.lists(st.sampled_from(["RSS", "Cache", "Swap", "Usage", "Max Usage", "Kernel Usage",
+                                                 "Kernel Max Usage", "Mapped File"])).map(tuple)),
+    st.builds(CpuStats, system_mode=_floats, user_mode=_floats, total_ticks=_floats, percent=_floats,
+              throttled_periods=_ints, throttled_time=_ints,
+              measured=st.lists(st.sampled_from(["System Mode", "User Mode", "Total Ticks", "Throttled Periods",
+                                                 "Throttled Time", "Percent", "Bogus"])).map(tuple)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(agg=_usages, pids=st.dictionaries(st.integers(1, 2**22).map(str), _usages, max_size=3),
+       ts=st.integers(min_value=-(2**62), max_value=2**62), now=st.integers(min_value=1, max_value=2**62))
+def test_task_stats_message_field_for_field(agg: ResourceUsage, pids: dict[str, ResourceUsage], ts: int,
+                                            now: int) -> None:
+    """The in-place message build equals the message built from the facts' table, bytes for bytes,
+    with cpu and memory present even when all zero."""
+    usage = TaskResourceUsage(resource_usage=agg, timestamp=ts, pids=pids)
+    got = convert.task_stats_to_proto("a/t/1", usage, now)
+    want = driver_pb2.TaskStatsResponse(stats=driver_pb2.TaskStats(
+        id="a/t/1", timestamp=convert.timestamp_from_nanos(ts or now), agg_resource_usage=_reference_usage(agg),
+        resource_usage_by_pid={k: _reference_usage(v) for k, v in pids.items()}))
+    assert got == want
+    assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
+    for pb in (got.stats.agg_resource_usage, *got.stats.resource_usage_by_pid.values()):
+        assert pb.HasField("cpu") and pb.HasField("memory")
 
 
 def test_durations() -> None:
