@@ -17,6 +17,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from rawexec.jobspec.diagnostics import Pos
+from rawexec.jobspec.hcl.fastparse import FastParseError, FastParser
 from rawexec.jobspec.hcl.templates import decode_string_chars
 from rawexec.jobspec.hcl.tree import kids, node_pos
 from rawexec.jobspec.hcl.values import EvalError
@@ -50,6 +51,27 @@ def _parser() -> Lark:
                      postlex=PostLexer(), cache=True)
 
 
+@functools.lru_cache(maxsize=1)
+def _fast_parser() -> FastParser | None:
+    """The same automaton as :func:`_parser`, driven by :class:`FastParser` (``None`` if this Lark or
+    python-hcl2 version is built in a way it does not know; then Lark parses everything)."""
+    try:
+        return FastParser(_parser())
+    except FastParseError:
+        return None
+
+
+def _parse(text: str) -> Tree[Any]:
+    """Parse with the fast driver; on any failure let Lark parse, so errors are Lark's own."""
+    fast = _fast_parser()
+    if fast is not None:
+        try:
+            return fast.parse(text)
+        except FastParseError:
+            pass
+    return _parser().parse(text)
+
+
 #: Deeper bracket nesting is refused before parsing (evaluation stops far earlier anyway), so that
 #: garbage like a megabyte of "[" fails in microseconds instead of after a long parse.
 MAX_BRACKET_DEPTH = 500
@@ -73,7 +95,7 @@ def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
     _check_nesting(text, filename, line_offset)
     try:
         # A trailing newline, as python-hcl2 adds: the grammar ends statements with one.
-        return _parser().parse(text + "\n")
+        return _parse(text + "\n")
     except UnexpectedInput as exc:
         line = exc.line if isinstance(exc.line, int) and exc.line > 0 else 0
         column = exc.column if isinstance(exc.column, int) and exc.column > 0 else 0
