@@ -22,6 +22,7 @@ pre-started spawner.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -246,6 +247,10 @@ class LazyHandlers(_GenericHandler):
                 table = self._tables.get(service)
                 if table is None:
                     table = self._tables[service] = build()
+                    # What the services imported lives as long as the process: keep it out of the
+                    # collector's full passes (each streamed message allocates, and full passes
+                    # over every module and descriptor would cost more than the messages).
+                    gc.freeze()
         return table
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
