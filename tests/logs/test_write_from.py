@@ -342,3 +342,24 @@ def test_write_from_after_close_is_an_error(tmp_path: Path, pipe: tuple[int, int
     r.close()
     with pytest.raises(ValueError, match="closed"):
         r.write_from(pipe[0], 100)
+
+
+def test_full_file_then_a_partly_filled_next_file(tmp_path: Path, pipe: tuple[int, int],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotating out of a full file into an existing one with little room left: what was already
+    taken from the pipe goes through the boundary rules, never past the size."""
+    counts = Counts(monkeypatch)
+    rd, wr = pipe
+    size = LINE_SCAN_LIMIT * 2
+    with FileRotator(str(tmp_path), BASE, 10, 1, max_file_size_bytes=size) as r:
+        assert r.write(b"z" * size) == size  # .0 is full
+        (tmp_path / f"{BASE}.1").write_bytes(b"q" * (size - 100) + b"\n")
+        data = b"".join(b"%05d\n" % i for i in range(2000))
+        os.write(wr, data)
+        assert pump_available(r, rd) == len(data)
+        assert counts.into_files == 0  # taken into the relay, then written by the rules
+    got = sizes(tmp_path)
+    assert len(got) > 2
+    assert all(s <= size for s in got.values())
+    assert (tmp_path / f"{BASE}.1").read_bytes().endswith(b"\n")
+    assert joined(tmp_path) == b"z" * size + b"q" * (size - 100) + b"\n" + data

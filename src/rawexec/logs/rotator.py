@@ -304,6 +304,10 @@ class FileRotator:
             return 0, b""
         if self._size >= self.max_size and not self._rotate():
             return n, self._take_relay(relay_r, n)  # refused (the failure is reported)
+        if n > self.max_size - self._size - LINE_SCAN_LIMIT:
+            # The next file was not empty (resumed after a restart): the boundary rules decide.
+            data = self._take_relay(relay_r, n)
+            return n, data[self.write(data):]
         fd = self._fd
         sfd = self._sfd
         done = 0
