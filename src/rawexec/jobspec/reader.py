@@ -178,15 +178,26 @@ class HclReader(Reader):
         self.body = body
         self.ev = ev
         self.cache: dict[str, Any] = {}
+        self._by_type: dict[str, list[Block]] | None = None
         diags.locations.setdefault(path, self.pos or body.pos)
+
+    def _typed(self) -> dict[str, list[Block]]:
+        """The body's blocks by type, in source order (built on first use)."""
+        if self._by_type is None:
+            by_type: dict[str, list[Block]] = {}
+            for b in self.body.blocks:
+                by_type.setdefault(b.type, []).append(b)
+            self._by_type = by_type
+        return self._by_type
 
     def raw(self, hcl: str, json: str) -> tuple[Any, Pos | None]:
         self.known.add(hcl)
         attr = self.body.attrs.get(hcl)
         if attr is None:
-            if any(b.type == hcl for b in self.body.blocks):
+            same = self._typed().get(hcl) if self.body.blocks else None
+            if same:
                 self.err(hcl, f'Unsupported block type: "{hcl}" is an argument here, not a block',
-                         next(b.pos for b in self.body.blocks if b.type == hcl), f"write {hcl} = ...")
+                         same[0].pos, f"write {hcl} = ...")
             return _MISSING, None
         self.diags.locations.setdefault(path_join(self.path, hcl), attr.pos)
         if hcl not in self.cache:
@@ -199,7 +210,7 @@ class HclReader(Reader):
 
     def _blocks_of(self, hcl: str, allow_attr: bool = False) -> list[Block]:
         self.known.add(hcl)
-        found = [b for b in self.body.blocks if b.type == hcl]
+        found = list(self._typed().get(hcl, ()))
         if allow_attr:
             if found and hcl in self.body.attrs:
                 self.err(hcl, f'"{hcl}" is set twice: as an argument and as a block', found[0].pos,

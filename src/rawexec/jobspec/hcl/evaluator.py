@@ -31,6 +31,8 @@ MAX_DEPTH = 150
 MAX_ITERATIONS = 200_000
 
 _VAR, _LOCAL = object(), object()
+#: Per evaluator class: rule name → its ``e_<rule>`` function (``eval`` dispatches through it).
+_METHODS: dict[type, dict[str, Any]] = {}
 
 
 class Evaluator(TemplateMixin):
@@ -44,6 +46,7 @@ class Evaluator(TemplateMixin):
         self.depth = 0
         self.iterations = 0
         self.fctx = FuncContext(ctx.base_dir)
+        self._methods = _METHODS.setdefault(type(self), {})
 
     # -- entry points -------------------------------------------------------------------------
     def evaluate(self, node: Tree[Any]) -> Any:
@@ -69,12 +72,20 @@ class Evaluator(TemplateMixin):
             if self.depth > MAX_DEPTH:
                 raise EvalError(f"expression nested too deeply (more than {MAX_DEPTH} levels)",
                                 self.pos(node), "simplify the expression")
-            meth = getattr(self, "e_" + str(node.data), None)
-            if meth is None:
-                raise EvalError(f"unsupported expression ({node.data})", self.pos(node))
-            return meth(node)
+            fn = self._methods.get(node.data)
+            if fn is None:
+                fn = self._method(node)
+            return fn(self, node)
         finally:
             self.depth -= 1
+
+    def _method(self, node: Tree[Any]) -> Any:
+        """The ``e_<rule>`` function for a tree (looked up once per class and rule name)."""
+        fn = getattr(type(self), "e_" + str(node.data), None)
+        if fn is None:
+            raise EvalError(f"unsupported expression ({node.data})", self.pos(node))
+        self._methods[str(node.data)] = fn
+        return fn
 
     def e_expr_term(self, node: Tree[Any]) -> Any:
         ch = node.children

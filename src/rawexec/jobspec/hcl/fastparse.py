@@ -15,7 +15,12 @@ What it does differently, with identical results:
 
 * chains of single-child reductions are followed once per (state below, state, lookahead) and
   cached, so the value is wrapped without walking the ladder each time;
-* trees are built inline for plain ``Tree(rule, children)`` callbacks.
+* trees are built inline for plain ``Tree(rule, children)`` callbacks;
+* the lexer's alternation of terminal regexes is narrowed by the next character: for each lexer
+  state and ASCII character, a regex of only those alternatives (in Lark's order) whose first
+  character can be that one. Python's ``re`` tries alternatives in order, so dropping ones that
+  cannot match there leaves the result unchanged; the first-character sets are computed from the
+  terminals' own regexes, conservatively (anything not understood admits every character).
 
 It only handles the success path. On anything unexpected (a syntax error, a table entry it does not
 know), it raises :class:`FastParseError` and the caller re-parses with Lark itself, which raises
@@ -27,6 +32,9 @@ generated input.
 from __future__ import annotations
 
 import functools
+import re
+from re import _constants as sre_c
+from re import _parser as sre_parse
 from typing import Any, Final
 
 from hcl2.postlexer import OPERATOR_TYPES, PostLexer
@@ -48,9 +56,11 @@ _CALL: Final = 3  # (CALL, size, rule origin, callback): Lark's tree-builder cal
 _FILTER: Final = 4  # (FILTER, size, rule origin, (name, to_include)): Lark's child filter, then Tree
 
 _Action = tuple[int, Any, Any, Any]
-#: Per lexer state: the regexes' match methods, and per terminal that may be a keyword (NAME):
-#: the keyword scanner's fullmatch and a memo of its answers; the newline and ignored terminals.
-_Lexer = tuple[tuple[Any, ...], dict[str, tuple[Any, dict[str, str | None]]], frozenset[str], frozenset[str]]
+#: Per lexer state: the match method per next character (filled on first use), per terminal that
+#: may be a keyword (NAME) the keyword scanner's fullmatch and a memo of its answers, the newline
+#: and the ignored terminals, and the lexer state's :class:`_Alternatives`.
+_Lexer = tuple[dict[str, Any], dict[str, tuple[Any, dict[str, str | None]]], frozenset[str], frozenset[str],
+               "_Alternatives"]
 _NL: Final = "NL_OR_COMMENT"
 #: Bound on each keyword memo (distinct names seen); it is cleared when full.
 _MEMO_MAX: Final = 4096
@@ -121,6 +131,7 @@ class FastParser:
             self.states[state] = row
         self.lexers: dict[Any, _Lexer] = {}
         built: dict[int, _Lexer] = {}
+        regex_cache: dict[tuple[str, ...], Any] = {}
         for state, basic in contextual.lexers.items():
             lx = built.get(id(basic))
             if lx is None:
@@ -130,8 +141,8 @@ class FastParser:
                     if type(cb) is not UnlessCallback or name in basic.ignore_types:
                         raise FastParseError(f"lexer callback on {name} is not supported")
                     keywords[name] = (cb.scanner.fullmatch, {})
-                lx = (tuple(m.match for m in scanner._mres), keywords, frozenset(basic.newline_types),
-                      frozenset(basic.ignore_types))
+                alts = _Alternatives(scanner, regex_cache)
+                lx = ({}, keywords, frozenset(basic.newline_types), frozenset(basic.ignore_types), alts)
                 built[id(basic)] = lx
             self.lexers[state] = lx
         self.chains: dict[tuple[Any, Any, str], tuple[Any, tuple[tuple[int, Any], ...]]] = {}
@@ -195,12 +206,15 @@ class FastParser:
         while True:
             is_end = False
             if pos < n:
-                matchers, keywords, nl_types, ignore = lexers[state_stack[-1]]
-                for match in matchers:
-                    m = match(text, pos)
-                    if m:
-                        break
-                else:
+                by_char, keywords, nl_types, ignore, alts = lexers[state_stack[-1]]
+                ch = text[pos]
+                match = by_char.get(ch)
+                if match is None:
+                    match = alts.matcher(ch)
+                    if ch < "\x80":
+                        by_char[ch] = match
+                m = match(text, pos)
+                if m is None:
                     raise FastParseError("no terminal matches")
                 value = m.group(0)
                 ty = m.lastgroup
@@ -337,3 +351,119 @@ def _filtered(children: list[Any], include: tuple[tuple[int, bool], ...]) -> lis
         else:
             out.append(children[i])
     return out
+
+
+# -- first characters of terminal regexes ------------------------------------------------------
+#: A set of characters: ("in", chars) or ("notin", chars); ("notin", ∅) admits every character.
+_CharSet = tuple[str, frozenset[str]]
+_ANY: Final[_CharSet] = ("notin", frozenset())
+_NOTHING: Final[_CharSet] = ("in", frozenset())
+
+
+def _union(a: _CharSet, b: _CharSet) -> _CharSet:
+    if a[0] == "in" and b[0] == "in":
+        return ("in", a[1] | b[1])
+    if a[0] == "notin" and b[0] == "notin":
+        return ("notin", a[1] & b[1])
+    inc, exc = (a[1], b[1]) if a[0] == "in" else (b[1], a[1])
+    return ("notin", exc - inc)
+
+
+def _admits(cs: _CharSet, ch: str) -> bool:
+    return (ch in cs[1]) if cs[0] == "in" else (ch not in cs[1])
+
+
+def _in_set(items: Any) -> _CharSet:
+    """The characters an ``IN`` item list (a ``[...]`` class) may match; categories admit all."""
+    chars: set[str] = set()
+    negate = False
+    for op, av in items:
+        if op is sre_c.NEGATE:
+            negate = True
+        elif op is sre_c.LITERAL:
+            chars.add(chr(av))
+        elif op is sre_c.RANGE and av[1] - av[0] < 256:
+            chars.update(chr(c) for c in range(av[0], av[1] + 1))
+        else:  # a category (\s, \d, ...) or a wide range: do not try to be precise
+            return _ANY
+    return ("notin", frozenset(chars)) if negate else ("in", frozenset(chars))
+
+
+def _first(seq: Any) -> tuple[_CharSet, bool]:
+    """(possible first characters, may match the empty string) of a parsed regex sequence.
+
+    Always a superset: zero-width assertions are skipped, anything unknown admits every character.
+    """
+    first = _NOTHING
+    for op, av in seq:
+        nullable = False
+        if op is sre_c.LITERAL:
+            cs = ("in", frozenset(chr(av)))
+        elif op is sre_c.NOT_LITERAL:
+            cs = ("notin", frozenset(chr(av)))
+        elif op is sre_c.IN:
+            cs = _in_set(av)
+        elif op is sre_c.SUBPATTERN:
+            if av[1]:  # inline flags (e.g. ignore case) change what a literal matches
+                return _ANY, True
+            cs, nullable = _first(av[3])
+        elif op is sre_c.BRANCH:
+            cs, nullable = _NOTHING, False
+            for alt in av[1]:
+                c2, n2 = _first(alt)
+                cs, nullable = _union(cs, c2), nullable or n2
+        elif op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, getattr(sre_c, "POSSESSIVE_REPEAT", None)):
+            cs, nullable = _first(av[2])
+            nullable = nullable or av[0] == 0
+        elif op in (sre_c.AT, sre_c.ASSERT, sre_c.ASSERT_NOT):
+            continue  # zero width
+        else:  # ANY, GROUPREF, ATOMIC_GROUP, ...: anything
+            return _ANY, True
+        first = _union(first, cs)
+        if not nullable:
+            return first, False
+    return first, True
+
+
+def _first_chars(regexp: str, flags: int) -> _CharSet:
+    if flags & (re.IGNORECASE | re.VERBOSE):
+        return _ANY
+    try:
+        cs, nullable = _first(sre_parse.parse(regexp, flags))
+    except Exception:  # a pattern the private parser does not know: no narrowing
+        return _ANY
+    return _ANY if nullable else cs
+
+
+class _Alternatives:
+    """One lexer state's terminals (Lark's scanner: its order, regexes and flags) and, per next
+    character, the compiled alternation of only those that can start with it."""
+
+    def __init__(self, scanner: Any, cache: dict[tuple[str, ...], Any]) -> None:
+        self.re = scanner.re_
+        self.flags = scanner.g_regex_flags
+        self.terms = [(t.name, t.pattern.to_regexp()) for t in scanner.terminals]
+        full = "|".join(f"(?P<{name}>{rx})" for name, rx in self.terms)
+        mres = scanner._mres
+        if scanner.use_bytes or len(mres) != 1 or mres[0].pattern != full:
+            raise FastParseError("unexpected scanner layout")
+        self.full = mres[0].match
+        self.firsts = [_first_chars(rx, self.flags) for _, rx in self.terms]
+        self.cache = cache
+
+    def matcher(self, ch: str) -> Any:
+        """``match(text, pos)`` for a position whose character is ``ch``."""
+        if ch >= "\x80":
+            return self.full
+        names = tuple(name for (name, _), cs in zip(self.terms, self.firsts, strict=True) if _admits(cs, ch))
+        if len(names) == len(self.terms):
+            return self.full
+        m = self.cache.get(names)
+        if m is None:
+            pattern = "|".join(f"(?P<{name}>{rx})" for name, rx in self.terms if name in names)
+            m = self.cache[names] = self.re.compile(pattern, self.flags).match if names else _no_match
+        return m
+
+
+def _no_match(text: str, pos: int) -> None:
+    return None
