@@ -20,6 +20,7 @@ from typing import Any
 from rawexec.agent.agentconfig import AgentConfig
 from rawexec.agent.allocrunner import AllocRunner, job_meta_key
 from rawexec.agent.eventstream import Event, EventBroker, EventSubscription
+from rawexec.agent.memory import trim_malloc
 from rawexec.agent.node import Node
 from rawexec.agent.persist import Persister
 from rawexec.agent.ports import PortAllocator
@@ -99,7 +100,7 @@ class Agent:
             self.node_obj = Node(self.config, self.store, health=str(fp.health),
                                  health_description=fp.description)
             self.node = self.node_obj.to_api()
-            self.persister = Persister(self.store, self._committed)
+            self.persister = Persister(self.store, self._committed, on_idle=_after_burst)
             for w in self.config.warnings:
                 log.warning("%s", w)
             self._recover()
@@ -188,7 +189,7 @@ class Agent:
     def _committed(self, stubs: list[tuple[AllocRunner, str]], idx: int) -> None:
         """Called by the persister after each commit, in commit order."""
         for ar, stub in stubs:
-            ar.committed_stub = stub
+            ar.set_committed_stub(stub)
         self._allocs_changed(idx)
         self.changes += 1
         for ar, stub in stubs:
@@ -428,10 +429,10 @@ class Agent:
                                      + ", ".join(sorted(a.alloc_id for a in matches)[:10]))
         return matches[0]
 
-    def _committed_allocs(self, job_id: str | None = None) -> list[AllocRunner]:
+    def _committed_allocs(self, job_id: str | None = None, prefix: str = "") -> list[AllocRunner]:
         """Allocations that were committed at least once, in creation order (the store's order)."""
         allocs = [a for a in list(self._allocs.values())
-                  if a.committed_stub and (job_id is None or a.job.id == job_id)]
+                  if a.committed_stub and (job_id is None or a.job.id == job_id) and a.alloc_id.startswith(prefix)]
         allocs.sort(key=lambda a: (a.create_index, a.alloc_id))
         return allocs
 
@@ -442,22 +443,28 @@ class Agent:
 
     def list_allocations_json(self, job_id: str | None = None) -> str:
         """Same as :meth:`list_allocations`, as JSON text (fast path)."""
-        if job_id is None:
-            return self.allocations_json()[1].decode()
-        self._require_started()
-        return "[" + ",".join(a.committed_stub for a in self._committed_allocs(job_id)) + "]"
+        return self.allocations_json(job_id=job_id)[1].decode()
 
-    def allocations_json(self) -> tuple[int, bytes]:
-        """``GET /v1/allocations``: (state index, JSON body). The body joins each allocation's stub,
-        encoded once per commit of that allocation, and is reused until the next change."""
+    def allocations_json(self, *, job_id: str | None = None, prefix: str = "", task_states: bool = True
+                         ) -> tuple[int, bytes]:
+        """``GET /v1/allocations`` (and ``/v1/job/:id/allocations``): (state index, JSON body), joined
+        from each allocation's stub as encoded once per commit of that allocation. The unfiltered list
+        is reused until the next change."""
         self._require_started()
+        plain = job_id is None and not prefix and task_states
         with self._list_lock:
-            cached = self._alloc_list
-            if cached is None:
-                idx = self._alloc_index
-                body = "[" + ",".join(a.committed_stub for a in self._committed_allocs()) + "]"
-                cached = self._alloc_list = (idx, body.encode())
-            return cached
+            if plain and self._alloc_list is not None:
+                return self._alloc_list
+            idx = self._alloc_index
+            allocs = self._committed_allocs(job_id, prefix)
+            if task_states:
+                body = "[" + ",".join(a.committed_stub for a in allocs) + "]"
+            else:
+                body = "[" + ",".join(a.committed_stub[:a.stub_cut] + "}" for a in allocs) + "]"
+            out = (idx, body.encode())
+            if plain:
+                self._alloc_list = out
+            return out
 
     def allocation_runner(self, alloc_id_or_prefix: str) -> AllocRunner:
         return self._alloc(alloc_id_or_prefix)
@@ -539,6 +546,11 @@ class Agent:
     def _require_started(self) -> None:
         if not self._started:
             raise TaskStateError("the agent is not started; call start() first")
+
+
+def _after_burst() -> None:
+    """Once the state writes of a burst (many starts or exits) are over: return freed heap pages."""
+    trim_malloc()
 
 
 def _quietly(fn: Any) -> None:

@@ -40,6 +40,8 @@ def job_meta_key(job_api: dict[str, Any]) -> str:
 
 log = logging.getLogger("rawexec.agent")
 
+_TASK_STATES_KEY = ',"TaskStates":{'
+
 CLIENT_PENDING = "pending"
 CLIENT_RUNNING = "running"
 CLIENT_COMPLETE = "complete"
@@ -74,6 +76,8 @@ class AllocRunner:
         self.detached = False
         self.committed_stub = ""
         """The list stub (JSON text) as of the latest commit of this allocation ("" before the first)."""
+        self.stub_cut = 0
+        """``committed_stub[:stub_cut] + "}"`` is the stub without TaskStates."""
         self._lock = threading.RLock()
         self._advancing = False
         self._dirty = False
@@ -151,7 +155,12 @@ class AllocRunner:
         built from each event's JSON encoded once (see :meth:`TaskState.api_json`)."""
         head = json.dumps(base, separators=(",", ":"))
         states = ",".join(json.dumps(name) + ":" + r.state.api_json() for name, r in self.runners.items())
-        return head[:-1] + ',"TaskStates":{' + states + "}}"
+        return head[:-1] + _TASK_STATES_KEY + states + "}}"
+
+    def set_committed_stub(self, stub_json: str) -> None:
+        """Record the stub of the latest commit (see :attr:`committed_stub`)."""
+        self.stub_cut = stub_json.index(_TASK_STATES_KEY)  # the first: no value can hold it unescaped
+        self.committed_stub = stub_json
 
     def task_states_api(self) -> dict[str, Any]:
         return {name: r.state.to_api() for name, r in self.runners.items()}
@@ -197,7 +206,7 @@ class AllocRunner:
         for name, rec in states.items():
             if name in ar.runners:
                 ar.runners[name].load_record(rec)
-        ar.committed_stub = ar.stub_json(ar.stub(task_states=False))
+        ar.set_committed_stub(ar.stub_json(ar.stub(task_states=False)))
         ar._restored_handles = handles
         return ar
 

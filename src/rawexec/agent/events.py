@@ -382,12 +382,8 @@ class TaskEvent:
         return text
 
     def record_json(self) -> str:
-        """:meth:`to_dict` as JSON text, encoded once per event."""
-        text: str | None = self.__dict__.get("_record_json")
-        if text is None:
-            text = json.dumps(self.to_dict(), separators=(",", ":"))
-            object.__setattr__(self, "_record_json", text)
-        return text
+        """:meth:`to_dict` as JSON text (not kept: only the task's own commits encode it)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     def to_dict(self) -> dict[str, Any]:
         """Compact form for the state store (round-trips through :meth:`from_dict`)."""
@@ -493,7 +489,7 @@ class TaskState:
                 "finished_at": self.finished_at, "events": [e.to_dict() for e in self.events]}
 
     def record_json(self) -> str:
-        """:meth:`to_dict` as JSON text (each event's part is encoded once, see :meth:`TaskEvent.record_json`)."""
+        """:meth:`to_dict` as JSON text."""
         head = json.dumps({"state": self.state, "failed": self.failed, "restarts": self.restarts,
                            "last_restart": self.last_restart, "started_at": self.started_at,
                            "finished_at": self.finished_at}, separators=(",", ":"))

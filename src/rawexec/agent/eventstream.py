@@ -49,16 +49,23 @@ class Event:
 
 
 class EventBroker:
-    """A bounded in-memory ring of recent events with blocking subscriptions."""
+    """A bounded in-memory ring of recent events with blocking subscriptions: at most ``size``
+    events and ``max_bytes`` of payload text (the oldest are dropped first; Nomad keeps 100)."""
 
-    def __init__(self, size: int = 4096) -> None:
-        self._ring: collections.deque[Event] = collections.deque(maxlen=size)
+    def __init__(self, size: int = 4096, max_bytes: int = 2 * 1024 * 1024) -> None:
+        self._ring: collections.deque[Event] = collections.deque()
+        self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._cond = threading.Condition()
         self._closed = False
 
     def publish(self, event: Event) -> None:
         with self._cond:
             self._ring.append(event)
+            self._bytes += len(event.payload_json)
+            while len(self._ring) > 1 and (len(self._ring) > self._size or self._bytes > self._max_bytes):
+                self._bytes -= len(self._ring.popleft().payload_json)
             self._cond.notify_all()
 
     def close(self) -> None:

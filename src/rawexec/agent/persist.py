@@ -30,9 +30,15 @@ log = logging.getLogger("rawexec.agent")
 class Persister:
     """Batches writes of allocations, task states and driver handles into shared transactions."""
 
-    def __init__(self, store: StateStore, on_commit: Callable[[list[Stub], int], None]) -> None:
+    def __init__(self, store: StateStore, on_commit: Callable[[list[Stub], int], None], *,
+                 on_idle: Callable[[], None] | None = None, idle_after: float = 2.0) -> None:
+        """``on_idle`` runs once on the writer thread when ``idle_after`` seconds passed without a
+        write since the last commit (after a burst of starts: give memory back). No timer runs while
+        nothing is written."""
         self._store = store
         self._on_commit = on_commit
+        self._on_idle = on_idle
+        self._idle_after = idle_after
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # committed generation moved on (waiters)
         self._work = threading.Condition(lock)  # something was submitted (the writer only)
@@ -82,15 +88,33 @@ class Persister:
         self._thread.join(10)
 
     def _run(self) -> None:
+        busy = False  # committed something since on_idle last ran
         while True:
             with self._cond:
-                self._work.wait_for(lambda: self._submitted > self._committed or self._closed)
-                if self._submitted == self._committed and self._closed:
-                    return
-                gen = self._submitted
-                allocs, self._allocs = self._allocs, {}
-                tasks, self._tasks = self._tasks, {}
-                handles, self._handles = self._handles, []
+                def pending() -> bool:
+                    return self._submitted > self._committed or self._closed
+
+                went_idle = False
+                if busy and self._on_idle is not None:
+                    went_idle = not self._work.wait_for(pending, self._idle_after)
+                else:
+                    self._work.wait_for(pending)
+                if not went_idle:
+                    if self._submitted == self._committed and self._closed:
+                        return
+                    gen = self._submitted
+                    allocs, self._allocs = self._allocs, {}
+                    tasks, self._tasks = self._tasks, {}
+                    handles, self._handles = self._handles, []
+            if went_idle:
+                busy = False
+                try:
+                    if self._on_idle is not None:
+                        self._on_idle()
+                except Exception:
+                    log.exception("idle hook failed")
+                continue
+            busy = True
             idx = 0
             stubs: list[Stub] = []
             try:

@@ -40,6 +40,9 @@ __all__ = [
     "RestartTracker",
 ]
 
+_RNG = random.Random()
+"""Shared by every tracker without its own ``rng`` (a Random holds 2.5 KB of state; one per task adds up)."""
+
 MODE_DELAY = "delay"
 MODE_FAIL = "fail"
 MIN_INTERVAL = 5.0
@@ -166,7 +169,7 @@ class RestartTracker:
         self.policy = policy
         self.on_success = on_success
         self._clock = clock
-        self._rng = rng or random.Random()
+        self._rng = rng or _RNG
         self._start = clock()
         self.count = 0
         self.reason = ""

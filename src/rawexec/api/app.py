@@ -111,30 +111,19 @@ def _wrap(fn: Handler) -> Handler:
     return handler
 
 
-class _AllocListCache:
-    """``GET /v1/allocations`` body and its index.
-
-    With the agent's fast path (``allocations_json``: the body built from each allocation's stub,
-    encoded once per commit, cached by the agent until the next change) the handler does no JSON
-    work at all. The index and the body come from one snapshot, so a body is never older than the
-    index it is sent with.
-    """
-
-    def __init__(self, agent: AgentAPI) -> None:
-        self._fast: Callable[[], tuple[int, bytes]] | None = getattr(agent, "allocations_json", None)
-
-    @property
-    def available(self) -> bool:
-        return self._fast is not None
-
-    def get(self) -> tuple[int, bytes]:
-        assert self._fast is not None
-        return self._fast()
-
-
 def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None) -> ASGIApp:
     """The ASGI app serving ``agent``."""
     info = info or ApiInfo()
+
+    # The agent's fast path: the body joined from per-allocation stubs encoded once per commit (the
+    # unfiltered list cached until the next change): no I/O and no JSON work here. Index and body come
+    # from one snapshot, so a body is never older than the index it is sent with.
+    fast_allocs: Callable[..., tuple[int, bytes]] | None = getattr(agent, "allocations_json", None)
+
+    def raw_json(index: int, body: bytes) -> Response:
+        return Response(body, media_type="application/json",
+                        headers={"X-Nomad-Index": str(max(index, 1)), "X-Nomad-KnownLeader": "true",
+                                 "X-Nomad-LastContact": "0"})
 
     async def _job_or_404(job_id: str) -> Any:
         job = await to_thread(agent.get_job, job_id)
@@ -231,6 +220,11 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
 
     async def job_allocations(request: Request) -> Response:
         job_id = request.path_params["job_id"]
+        if fast_allocs is not None:
+            index, body = fast_allocs(job_id=job_id)
+            if body == b"[]":
+                await _job_or_404(job_id)
+            return raw_json(index, body)
         allocs = await to_thread(agent.list_allocations, job_id)
         if not allocs:
             await _job_or_404(job_id)
@@ -242,15 +236,10 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         return json_response(await to_thread(agent.job_summary, job_id))
 
     # -- allocations --------------------------------------------------------------------------
-    alloc_list = _AllocListCache(agent)
-
     async def allocations(request: Request) -> Response:
         prefix = request.query_params.get("prefix")
-        if alloc_list.available and not prefix and query_bool(request, "task_states", True):
-            index, body = alloc_list.get()  # no I/O, no JSON work: a cached body or one join of cached stubs
-            return Response(body, media_type="application/json",
-                            headers={"X-Nomad-Index": str(max(index, 1)), "X-Nomad-KnownLeader": "true",
-                                     "X-Nomad-LastContact": "0"})
+        if fast_allocs is not None:
+            return raw_json(*fast_allocs(prefix=prefix or "", task_states=query_bool(request, "task_states", True)))
         items = await to_thread(agent.list_allocations)
         items = prefix_filter(items, prefix)
         if not query_bool(request, "task_states", True):

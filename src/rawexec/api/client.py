@@ -10,12 +10,13 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-import httpx
-
 from rawexec.errors import InvalidConfigError, RawExecError, UnavailableError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ApiClient", "ApiResponseError", "parse_address"]
 
@@ -60,6 +61,8 @@ class ApiClient:
         self.base_url, self.unix_path = parse_address(address)
         self.token = token or ""
         headers = {"X-Nomad-Token": self.token} if self.token else {}
+        import httpx  # here, not at module level: importing the CLI or `rawexec agent` must not load it
+
         transport = httpx.HTTPTransport(uds=self.unix_path) if self.unix_path else None
         self._http = httpx.Client(base_url=self.base_url, transport=transport, headers=headers,
                                   timeout=httpx.Timeout(timeout, connect=5.0))
@@ -82,6 +85,8 @@ class ApiClient:
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 body: Any = None) -> Any:
         """One request; the decoded JSON answer."""
+        import httpx
+
         content = None if body is None else json.dumps(body).encode()
         try:
             r = self._http.request(method, path, params=_params(params), content=content)
@@ -108,6 +113,8 @@ class ApiClient:
     @contextlib.contextmanager
     def stream(self, endpoint: str, /, **params: Any) -> Iterator[httpx.Response]:
         """A streaming GET (logs, events); raises on an error status before yielding."""
+        import httpx
+
         try:
             with self._http.stream("GET", endpoint, params=_params(params), timeout=httpx.Timeout(None, connect=5.0)) \
                     as r:

@@ -18,6 +18,7 @@ from types import FrameType
 
 import click
 
+from rawexec.agent.memory import limit_malloc_arenas
 from rawexec.cli.client import dev_data_dir
 from rawexec.errors import RawExecError, ValidationError
 
@@ -41,6 +42,7 @@ _LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO,
 def agent_cmd(dev: bool, configs: tuple[str, ...], data_dir: str | None, bind: str | None,
               acl_enabled: bool | None, log_level: str | None) -> None:
     """Run the rawexec agent and its HTTP API until SIGINT/SIGTERM."""
+    limit_malloc_arenas()
     from rawexec.agent.agentconfig import LOG_LEVELS, load_config
 
     try:

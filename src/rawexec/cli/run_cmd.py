@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from rawexec.agent.memory import limit_malloc_arenas, trim_malloc
 from rawexec.errors import RawExecError, ValidationError
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ def run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir:
 
 def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir: str | None,
          detach: bool) -> int:
-    _limit_malloc_arenas()
+    limit_malloc_arenas()
     _mark("command entered")
     variables = _vars(var)
     tmp = None
@@ -445,19 +446,8 @@ def _signature(allocs: list[AllocRunner]) -> tuple[Any, ...]:
                  for a in allocs[:40] for r in a.runners.values())
 
 
-def _limit_malloc_arenas() -> None:
-    """One thread per task would otherwise give glibc a malloc arena per thread or so (RSS)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def _release_memory() -> None:
     """Give back what parsing and starting left behind (the run then idles for a long time)."""
-    import ctypes
     import gc
 
     # the job file's HCL parser (lark tables, ~7 MB) is not needed again in this process
@@ -466,10 +456,7 @@ def _release_memory() -> None:
     if cached is not None and hasattr(cached, "cache_clear"):
         cached.cache_clear()
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_malloc()
 
 
 def _mark(what: str) -> None:
