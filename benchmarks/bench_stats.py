@@ -1,13 +1,17 @@
 """Benchmark: stats for 200 running tasks every second, cgroup create cost, and stop of 200 tasks.
 
-Run as root: ``.venv/bin/python benchmarks/bench_stats.py [--tasks 200] [--seconds 10]``.
+Run as root: ``.venv/bin/python benchmarks/bench_stats.py [--tasks 200] [--seconds 10] [--rounds 3]
+[--baseline-rev REV]``.
 
 Prints, side by side in one run:
 * cgroup create cost per task (``TaskCgroup.create`` with limits), and what joining the cgroup
   between fork and exec adds to a process start (spawn with vs. without ``procs_files``);
 * collecting stats of every task once a second: CPU used by the collector as % of one core
   (targets: < 2 %), and single ``collect()`` latency (target: < 1 ms) — with cgroups, and the
-  no-cgroup ``/proc`` walk for the same tasks;
+  no-cgroup ``/proc`` walk for the same tasks. The baseline is the ``StatsCollector`` of
+  ``--baseline-rev`` (its ``stats.py`` and ``procs.py`` loaded from git, skipped if git cannot),
+  polled in the same run: ``--rounds`` rounds alternate baseline and current, medians reported;
+  the CPU figure is the collector's process CPU time (user + system), not wall time;
 * stopping all tasks (each a ``setsid`` child + a double-fork daemon): ``destroy()`` of every cgroup,
   total wall time, and survivors found by an environment tag (target: 0, ≤ 0.5 s).
 """
@@ -15,17 +19,25 @@ Prints, side by side in one run:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import subprocess
 import sys
 import time
+import types
 import uuid
+from collections.abc import Callable
 
 from rawexec.containment import CgroupSystem, StatsCollector, TaskCgroup, destroy_all, detect
 from rawexec.types import Resources
 
 __all__ = ["main"]
+
+#: The last commit before the stats cost work (issue 3): the baseline collector.
+BASELINE_REV = "ec2a0de27c7454fbdd2f106036425b841a34cd68"
+CPU_TARGET_PCT = 2.0
+CALL_TARGET_S = 1e-3
 
 _SHAPE = """
 import os
@@ -110,6 +122,59 @@ def _poll(collectors: list[StatsCollector], seconds: float) -> tuple[float, floa
     return cpu / wall * 100, cpu, lat
 
 
+def _load_baseline(rev: str) -> type[StatsCollector] | None:
+    """``StatsCollector`` as of ``rev`` (its stats.py with that rev's procs.py), or None without git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def show(path: str) -> str:
+        return subprocess.run(["git", "-C", root, "show", f"{rev}:{path}"], capture_output=True, check=True,
+                              text=True).stdout
+
+    try:
+        procs_src = show("src/rawexec/containment/procs.py")
+        stats_src = show("src/rawexec/containment/stats.py")
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"(no baseline: git show {rev} failed: {e})", file=sys.stderr)
+        return None
+    mods: list[tuple[str, str, str]] = [("_bench_baseline_procs", procs_src, "procs.py"),
+                                        ("_bench_baseline_stats", stats_src.replace(
+                                            "from rawexec.containment.procs import",
+                                            "from _bench_baseline_procs import"), "stats.py")]
+    for name, src, fname in mods:
+        mod = types.ModuleType(name)
+        sys.modules[name] = mod  # dataclasses look their module up while the class is built
+        exec(compile(src, f"{rev[:12]}:{fname}", "exec"), mod.__dict__)  # our own git history
+    cls: type[StatsCollector] = sys.modules["_bench_baseline_stats"].StatsCollector
+    return cls
+
+
+def _with_cgroups(cls: type[StatsCollector], cgs: list[TaskCgroup],
+                  procs: list[subprocess.Popen[bytes]]) -> list[StatsCollector]:
+    return [cls(cg, p.pid) for cg, p in zip(cgs, procs, strict=True)]
+
+
+def _without_cgroups(cls: type[StatsCollector], procs: list[subprocess.Popen[bytes]]) -> list[StatsCollector]:
+    return [cls(None, p.pid) for p in procs]
+
+
+Row = tuple[float, float, list[float]]  # (cpu % of one core, cpu seconds, call latencies)
+
+
+def _rounds(variants: list[tuple[str, Callable[[], list[StatsCollector]]]], seconds: float,
+            rounds: int) -> dict[str, list[Row]]:
+    """Poll each variant's collectors for ``seconds``, ``rounds`` times, alternating the order."""
+    out: dict[str, list[Row]] = {name: [] for name, _ in variants}
+    for r in range(rounds):
+        for name, make in (variants if r % 2 == 0 else variants[::-1]):
+            collectors = make()
+            try:
+                out[name].append(_poll(collectors, seconds))
+            finally:
+                for c in collectors:
+                    c.close()
+    return out
+
+
 def _cleanup_parent(system: CgroupSystem, parent: str) -> None:
     for m in set(system.v1_mounts.values()) | ({system.unified_mount} if system.unified_mount else set()):
         try:
@@ -121,8 +186,11 @@ def _cleanup_parent(system: CgroupSystem, parent: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=200)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of one polling round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per variant (baseline and current alternate)")
+    ap.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision of the baseline collector")
     args = ap.parse_args()
+    baseline = _load_baseline(args.baseline_rev)
     system = detect()
     print(f"cgroup mode: {system.mode} ({system.reason})")
     if not system.enabled:
@@ -167,20 +235,40 @@ def main() -> None:
         print(f"=> cgroup setup per task start (create + join, medians): "
               f"{(statistics.median(create_s) + statistics.median(join)) * 1e3:.3f} ms")
 
-        rows = []
-        with_cg = [StatsCollector(cg, p.pid) for cg, p in zip(cgs, procs, strict=True)]
-        rows.append(("cgroup files", *_poll(with_cg, args.seconds)))
-        no_cg = [StatsCollector(None, p.pid) for p in procs]
-        rows.append(("/proc walk (no cgroups)", *_poll(no_cg, args.seconds)))
-        for c in with_cg + no_cg:
-            c.close()
-        print(f"\nstats of {args.tasks} tasks every 1 s, over {args.seconds:g} s:")
-        print(f"  {'source':<26}{'CPU % of one core':>18}{'CPU per call':>14}{'wall median':>13}{'p99':>10}")
-        for name, cpu, cpu_s, lat in rows:
-            per_call = cpu_s / len(lat)
-            print(f"  {name:<26}{cpu:>17.2f}%{per_call * 1e6:>11.0f} µs{statistics.median(lat) * 1e6:>10.0f} µs"
-                  f"{_pct(lat, 0.99) * 1e6:>7.0f} µs")
-        print(f"  (host load average now: {os.getloadavg()[0]:.1f}; wall latencies include waiting for a cpu)")
+        base_name = f"baseline {args.baseline_rev[:7]}"
+        variants: list[tuple[str, Callable[[], list[StatsCollector]]]] = []
+        for label, cls in (("current", StatsCollector), (base_name, baseline)):
+            if cls is None:
+                continue
+            variants.append((f"cgroup files, {label}", functools.partial(_with_cgroups, cls, cgs, procs)))
+            variants.append((f"/proc walk (no cgroups), {label}", functools.partial(_without_cgroups, cls, procs)))
+        results = _rounds(variants, args.seconds, max(1, args.rounds))
+        print(f"\nstats of {args.tasks} tasks every 1 s, {max(1, args.rounds)} rounds of {args.seconds:g} s each "
+              f"(CPU = process user+system time; medians over rounds):")
+        print(f"  {'source':<30}{'CPU % of one core':>18}{'baseline':>10}{'target':>9}{'ratio':>7}"
+              f"{'CPU/call':>10}{'wall p50':>10}{'p99':>9}{'target':>9}   rounds (CPU %)")
+        for name, rows in results.items():
+            if base_name in name:
+                continue
+            cpu = statistics.median(r[0] for r in rows)
+            per_call = statistics.median(r[1] / len(r[2]) for r in rows)
+            lat = [x for r in rows for x in r[2]]
+            base_rows = results.get(name.replace("current", base_name))
+            base = statistics.median(r[0] for r in base_rows) if base_rows else float("nan")
+            target = f"< {CPU_TARGET_PCT:g} %" if name.startswith("cgroup") else "-"
+            call_target = f"< {CALL_TARGET_S * 1e3:g} ms" if name.startswith("cgroup") else "-"
+            print(f"  {name:<30}{cpu:>17.2f}%{base:>9.2f}%{target:>9}{cpu / base:>6.2f}x"
+                  f"{per_call * 1e6:>7.0f} µs{statistics.median(lat) * 1e6:>7.0f} µs{_pct(lat, 0.99) * 1e6:>6.0f} µs"
+                  f"{call_target:>9}   {' '.join(f'{r[0]:.2f}' for r in rows)}")
+            if base_rows:
+                b = base_name
+                blat = [x for r in base_rows for x in r[2]]
+                print(f"  {'  ' + b:<30}{'':>18}{'':>10}{'':>9}{'':>7}"
+                      f"{statistics.median(r[1] / len(r[2]) for r in base_rows) * 1e6:>7.0f} µs"
+                      f"{statistics.median(blat) * 1e6:>7.0f} µs{_pct(blat, 0.99) * 1e6:>6.0f} µs"
+                      f"{'':>9}   {' '.join(f'{r[0]:.2f}' for r in base_rows)}")
+        print(f"  (ratio = current / baseline; host load average now: {os.getloadavg()[0]:.1f}; "
+              "wall latencies include waiting for a cpu)")
 
         half = len(cgs) // 2
         t = time.perf_counter()

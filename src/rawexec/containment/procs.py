@@ -18,8 +18,11 @@ __all__ = [
     "ProcSample",
     "apply_oom_score_adj",
     "descendants",
+    "host_has_swap",
     "kill_process_tree",
+    "proc_sample",
     "read_proc_sample",
+    "tree_samples",
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -40,15 +43,19 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """``/proc/PID/stat`` split after the ``(comm)``: index 0 is field 3 (state)."""
+def _stat_fields(pid: int, maxsplit: int = -1) -> list[bytes] | None:
+    """``/proc/PID/stat`` split after the ``(comm)``: index 0 is field 3 (state).
+
+    ``maxsplit`` stops splitting early (the rest stays in the last item) for callers that need only
+    the first fields: fewer objects per read.
+    """
     raw = _read(f"/proc/{pid}/stat")
     if raw is None:
         return None
     end = raw.rfind(b")")
     if end < 0:
         return None
-    return raw[end + 2:].split()
+    return raw[end + 2:].split(None, maxsplit)
 
 
 @functools.cache
@@ -58,7 +65,11 @@ def _has_children_files() -> bool:
 
 
 def _children_of(pid: int) -> list[int]:
-    """Children of every thread of ``pid`` via ``/proc/PID/task/TID/children``."""
+    """Children of every thread of ``pid`` via ``/proc/PID/task/TID/children``.
+
+    Lists ``/proc/PID/task`` to find the threads; see :func:`tree_samples` for the cheaper
+    single-thread case.
+    """
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -76,7 +87,7 @@ def _ppid_table() -> dict[int, list[int]]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        f = _stat_fields(int(name))
+        f = _stat_fields(int(name), 2)
         if f is None or len(f) < 2:
             continue
         children.setdefault(int(f[1]), []).append(int(name))
@@ -107,7 +118,7 @@ def descendants(pid: int) -> list[int]:
 
 def is_zombie(pid: int) -> bool | None:
     """True for a zombie, False for a live process, None when it is gone."""
-    f = _stat_fields(pid)
+    f = _stat_fields(pid, 1)
     if f is None:
         return None
     return f[0] in (b"Z", b"X")
@@ -174,20 +185,92 @@ class ProcSample:
     swap: int
 
 
-def read_proc_sample(pid: int, *, with_swap: bool = True) -> ProcSample | None:
-    """Cpu times and RSS from ``/proc/PID/stat`` (+ swap from ``status``); None if it is gone."""
-    f = _stat_fields(pid)
+_TICK_NS = 1_000_000_000 // CLK_TCK
+_SWAP_TTL_NS = 1_000_000_000
+_swap_seen: list[int] = [-_SWAP_TTL_NS - 1, 1]  # [monotonic ns of the last look, 1 if a swap area was active]
+
+
+def host_has_swap() -> bool:
+    """Is a swap area active on the host (``/proc/swaps`` lists one)? Re-read at most once a second.
+
+    Without one, no process has swapped pages (``VmSwap`` is 0 everywhere), so readers can skip
+    ``/proc/PID/status``. Unreadable ``/proc/swaps`` counts as "yes" (read the status files).
+    """
+    now = time.monotonic_ns()
+    if now - _swap_seen[0] >= _SWAP_TTL_NS:
+        raw = _read("/proc/swaps")
+        _swap_seen[1] = 1 if raw is None or raw.count(b"\n") > 1 else 0
+        _swap_seen[0] = now
+    return _swap_seen[1] == 1
+
+
+def _swap_of(pid: int) -> int:
+    raw = _read(f"/proc/{pid}/status")
+    if raw is None:
+        return 0
+    i = raw.find(b"VmSwap:")
+    if i < 0:
+        return 0
+    return int(raw[i + 7:raw.index(b"kB", i)].strip()) * 1024
+
+
+def _sample_of(f: list[bytes], pid: int, with_swap: bool) -> tuple[int, int, int, int, int]:
+    return (pid, int(f[11]) * _TICK_NS, int(f[12]) * _TICK_NS, int(f[21]) * PAGE_SIZE,
+            _swap_of(pid) if with_swap else 0)
+
+
+def proc_sample(pid: int, *, with_swap: bool = True) -> tuple[int, int, int, int, int] | None:
+    """``(pid, user_ns, system_ns, rss, swap)`` from ``/proc/PID/stat`` (+ ``status`` for swap); None if gone.
+
+    The tuple form of :func:`read_proc_sample` for hot paths. ``with_swap`` reads ``VmSwap`` only
+    when a swap area is active on the host (otherwise it is 0 by definition).
+    """
+    f = _stat_fields(pid, 22)
     if f is None or len(f) < 22:
         return None
-    tick_ns = 1_000_000_000 // CLK_TCK
-    user = int(f[11]) * tick_ns
-    system = int(f[12]) * tick_ns
-    rss = int(f[21]) * PAGE_SIZE
-    swap = 0
-    if with_swap:
-        raw = _read(f"/proc/{pid}/status")
-        if raw is not None:
-            i = raw.find(b"VmSwap:")
-            if i >= 0:
-                swap = int(raw[i + 7:raw.index(b"kB", i)].strip()) * 1024
-    return ProcSample(pid=pid, user_ns=user, system_ns=system, rss=rss, swap=swap)
+    return _sample_of(f, pid, with_swap and host_has_swap())
+
+
+def read_proc_sample(pid: int, *, with_swap: bool = True) -> ProcSample | None:
+    """Cpu times and RSS from ``/proc/PID/stat`` (+ swap from ``status``); None if it is gone."""
+    s = proc_sample(pid, with_swap=with_swap)
+    if s is None:
+        return None
+    return ProcSample(pid=pid, user_ns=s[1], system_ns=s[2], rss=s[3], swap=s[4])
+
+
+def tree_samples(root_pid: int, *, exclude: frozenset[int] = frozenset(),
+                 with_swap: bool = True) -> list[tuple[int, int, int, int, int]]:
+    """:func:`proc_sample` of ``root_pid`` and every live descendant, parents before children.
+
+    Pids in ``exclude`` are walked through but not sampled. One read of ``/proc/PID/stat`` serves
+    both the sample and the walk: its thread count tells when the process has one thread, whose
+    ``/proc/PID/task/PID/children`` then lists every child (no ``/proc/PID/task`` listing). Same
+    snapshot caveats as :func:`descendants`; without ``children`` files, one ``/proc`` scan.
+    """
+    with_swap = with_swap and host_has_swap()
+    out: list[tuple[int, int, int, int, int]] = []
+    if not _has_children_files():
+        for pid in [root_pid, *descendants(root_pid)]:
+            f = None if pid in exclude else _stat_fields(pid, 22)
+            if f is not None and len(f) >= 22:
+                out.append(_sample_of(f, pid, with_swap))
+        return out
+    seen = {root_pid}
+    queue = [root_pid]
+    for pid in queue:  # grows while walking: breadth first
+        f = None if pid in exclude else _stat_fields(pid, 22)
+        if f is not None and len(f) >= 22:
+            out.append(_sample_of(f, pid, with_swap))
+            if f[17] == b"1":  # num_threads: the only thread is the leader (tid == pid)
+                raw = _read(f"/proc/{pid}/task/{pid}/children")
+                kids = [int(x) for x in raw.split()] if raw else []
+            else:
+                kids = _children_of(pid)
+        else:
+            kids = _children_of(pid)
+        for k in kids:
+            if k not in seen:
+                seen.add(k)
+                queue.append(k)
+    return out

@@ -2,8 +2,9 @@
 
 Aggregate numbers come from the task's cgroup files when they exist — memory (``memory.stat``
 and friends) and cpu (cgroup2 ``cpu.stat`` or v1 ``cpuacct``) — which is cheap: the
-descriptors stay open and each call is a handful of ``pread``\\ s. Without cgroups the
-aggregate is the sum over the task's process tree (a ``/proc`` walk from ``root_pid``).
+descriptors stay open (one per file read on every call: at most 7, none per pid) and each call
+is a handful of ``pread``\\ s parsed with ``bytes.find``. Without cgroups the aggregate is the
+sum over the task's process tree (a ``/proc`` walk from ``root_pid``).
 
 Per-pid entries (RSS, Swap; System/User Mode and Percent) come from ``/proc/PID/{stat,status}``
 and, when the aggregate comes from the cgroup, are refreshed every ``pid_refresh`` seconds
@@ -13,15 +14,16 @@ reading reports 0; 100 means one full core.
 
 from __future__ import annotations
 
-import _thread
+import dataclasses
 import functools
 import os
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from rawexec.containment.cgroup import TaskCgroup
 from rawexec.containment.fs import CgroupFS
-from rawexec.containment.procs import descendants, read_proc_sample
+from rawexec.containment.procs import proc_sample, tree_samples
 from rawexec.errors import InvalidConfigError
 from rawexec.types import CpuStats, MemoryStats, ResourceUsage, TaskResourceUsage
 
@@ -29,6 +31,8 @@ __all__ = ["PID_CPU_MEASURED", "PID_MEMORY_MEASURED", "StatsCollector", "host_to
 
 PID_MEMORY_MEASURED = ("RSS", "Swap")
 PID_CPU_MEASURED = ("System Mode", "User Mode", "Percent")
+_CPU_MEASURED = PID_CPU_MEASURED
+_CPU_THROTTLE_MEASURED = (*PID_CPU_MEASURED, "Throttled Periods", "Throttled Time")
 
 
 @functools.cache
@@ -56,13 +60,94 @@ def host_total_mhz() -> float:
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
 
+_new = object.__new__
 
-def _field(stat: bytes, key: bytes) -> int | None:
-    """Value of ``key`` in a ``key value`` per line file given as ``b"\\n" + content``; None if absent.
 
-    ``key`` may also be given ready as ``b"\\nkey "`` (saves the concatenation on hot paths).
+# Frozen dataclasses set each field in ``__init__`` through ``object.__setattr__`` (~3x the cost of
+# filling the instance dict); one reading builds four of them (and three more per pid on a refresh),
+# 200 tasks a second. These build the very same objects (fields, ``==``, ``repr``, ``hash``) by
+# filling ``__dict__``; :func:`_fast_builders_apply` checks at import that this stays true of the
+# classes in ``rawexec.types`` (else the classes' own constructors are used).
+def _memory_stats_fast(rss: int, cache: int, swap: int, mapped_file: int, usage: int, max_usage: int,
+                       kernel_usage: int, kernel_max_usage: int, measured: tuple[str, ...]) -> MemoryStats:
+    o = _new(MemoryStats)
+    d = o.__dict__
+    d["rss"] = rss
+    d["cache"] = cache
+    d["swap"] = swap
+    d["mapped_file"] = mapped_file
+    d["usage"] = usage
+    d["max_usage"] = max_usage
+    d["kernel_usage"] = kernel_usage
+    d["kernel_max_usage"] = kernel_max_usage
+    d["measured"] = measured
+    return o
+
+
+def _cpu_stats_fast(system_mode: float, user_mode: float, total_ticks: float, throttled_periods: int,
+                    throttled_time: int, percent: float, measured: tuple[str, ...]) -> CpuStats:
+    o = _new(CpuStats)
+    d = o.__dict__
+    d["system_mode"] = system_mode
+    d["user_mode"] = user_mode
+    d["total_ticks"] = total_ticks
+    d["throttled_periods"] = throttled_periods
+    d["throttled_time"] = throttled_time
+    d["percent"] = percent
+    d["measured"] = measured
+    return o
+
+
+def _resource_usage_fast(memory_stats: MemoryStats, cpu_stats: CpuStats) -> ResourceUsage:
+    o = _new(ResourceUsage)
+    d = o.__dict__
+    d["memory_stats"] = memory_stats
+    d["cpu_stats"] = cpu_stats
+    return o
+
+
+def _task_usage_fast(resource_usage: ResourceUsage, timestamp: int,
+                     pids: dict[str, ResourceUsage]) -> TaskResourceUsage:
+    o = _new(TaskResourceUsage)
+    d = o.__dict__
+    d["resource_usage"] = resource_usage
+    d["timestamp"] = timestamp
+    d["pids"] = pids
+    return o
+
+
+def _fast_builders_apply() -> bool:
+    """Do the ``_*_fast`` builders make the same objects as the classes' constructors (same fields, in
+    that order, all set by ``__init__``; no ``__post_init__``, no slots)?"""
+    for cls, build in ((MemoryStats, _memory_stats_fast), (CpuStats, _cpu_stats_fast),
+                       (ResourceUsage, _resource_usage_fast), (TaskResourceUsage, _task_usage_fast)):
+        fields = dataclasses.fields(cls)
+        params = build.__code__.co_varnames[:build.__code__.co_argcount]
+        if (tuple(f.name for f in fields) != params or not all(f.init for f in fields)
+                or hasattr(cls, "__post_init__") or hasattr(cls, "__slots__")):
+            return False
+    return True
+
+
+_memory_stats: Callable[..., MemoryStats] = MemoryStats
+_cpu_stats: Callable[..., CpuStats] = CpuStats
+_resource_usage: Callable[..., ResourceUsage] = ResourceUsage
+_task_usage: Callable[..., TaskResourceUsage] = TaskResourceUsage
+if _fast_builders_apply():
+    _memory_stats, _cpu_stats = _memory_stats_fast, _cpu_stats_fast
+    _resource_usage, _task_usage = _resource_usage_fast, _task_usage_fast
+
+#: pread sizes: a cgroup integer file is ≤ 21 bytes (a small read avoids a 64 KiB buffer per call);
+#: a ``key value`` file is read whole.
+_INT_READ = 128
+_STAT_READ = 65536
+
+
+def _field(stat: bytes, needle: bytes) -> int | None:
+    """Value of a line ``key value`` in ``stat`` (a file's content after a ``b"\\n"``); None if absent.
+
+    ``needle`` is ``b"\\nkey "``.
     """
-    needle = key if key[:1] == b"\n" else b"\n" + key + b" "
     i = stat.find(needle)
     if i < 0:
         return None
@@ -70,6 +155,16 @@ def _field(stat: bytes, key: bytes) -> int | None:
     j = stat.find(b"\n", i)
     try:
         return int(stat[i:j] if j >= 0 else stat[i:])
+    except ValueError:
+        return None
+
+
+def _int(raw: bytes | None) -> int | None:
+    """A one-number file's value; None when absent or not a number."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
     except ValueError:
         return None
 
@@ -87,6 +182,10 @@ class StatsCollector:
     top of the task's process tree for the ``/proc`` walk (used when there is no cgroup).
     ``cores``/``total_mhz`` turn a percentage into Nomad's ``TotalTicks`` (MHz consumed).
     Holds a few open descriptors on the cgroup files: call :meth:`close` (or use ``with``).
+
+    Every reading reads every file again; when a group of files (memory, cpu) reads back
+    byte-for-byte what it did last time, the numbers are the same and the previous (immutable)
+    object is returned instead of parsing again — an idle task costs little more than its preads.
     """
 
     def __init__(self, cgroup: TaskCgroup | None, root_pid: int | None, *, cores: int | None = None,
@@ -101,28 +200,45 @@ class StatsCollector:
         self.pid_refresh = pid_refresh
         self.exclude = frozenset(exclude_pids)
         self._fs: CgroupFS = cgroup.fs if cgroup is not None else CgroupFS()
-        self._fds: dict[str, int] = {}
-        self._lock = _thread.allocate_lock()  # task_stats and a stats stream may share one collector
+        self._fds: dict[str, int] = {}  # path -> descriptor, -1 once the file is known missing
+        self._lock = threading.Lock()  # task_stats and a stats stream may share one collector
         self._prev_cpu: tuple[int, int, int, int] | None = None  # (wall, user, system, total) ns
         self._prev_pid: dict[int, tuple[int, int, int]] = {}  # pid -> (wall, user, system) ns
         self._pid_usage: dict[str, ResourceUsage] = {}
         self._pid_at: int | None = None
-        self._mem_dir: str | None = None
+        self._procs: str | None = None  # cgroup.procs listing the task's pids
+        # memory: memory.stat, then the one-number files of the plan (fixed on the first reading)
+        self._mem_stat: str | None = None
         self._mem_v1 = False
-        self._mem_plan: list[tuple[str, bytes | None, str | None]] | None = None
-        self._cpu_src: str | None = None  # "v2" | "v1"
-        self._throttle: str | None = None  # path of the cpu.stat with throttling numbers
+        self._mem_plan: tuple[tuple[str, int, bytes | None, int], ...] | None = None
+        self._mem_files: tuple[str, ...] = ()
+        self._mem_memo: tuple[list[bytes | None], MemoryStats] | None = None  # last inputs -> result
+        # cpu: what to read (path, pread size), how ("v2" cgroup2 cpu.stat | "v1" cpuacct files)
+        self._cpu_src: str | None = None
+        self._cpu_reads: tuple[tuple[str, int], ...] = ()
+        self._throttle_at = -1  # index in _cpu_reads of the cpu.stat with throttling numbers, -1: none
+        self._cpu_memo: tuple[list[bytes | None], tuple[int, int, int], CpuStats] | None = None
+        self._ru_memo: ResourceUsage | None = None
         if cgroup is not None:
-            self._mem_dir = cgroup.memory_dir
+            self._procs = cgroup.primary + "/cgroup.procs"
+            mem_dir = cgroup.memory_dir
+            if mem_dir is not None:
+                self._mem_stat = mem_dir + "/memory.stat"
             self._mem_v1 = "memory" in cgroup.v1
+            reads: list[tuple[str, int]] = []
             if cgroup.unified and self._fs.exists(cgroup.unified + "/cpu.stat"):
                 self._cpu_src = "v2"
+                reads.append((cgroup.unified + "/cpu.stat", _STAT_READ))
             elif "cpuacct" in cgroup.v1:
                 self._cpu_src = "v1"
+                d = cgroup.v1["cpuacct"]
+                reads += [(d + "/cpuacct.usage_user", _INT_READ), (d + "/cpuacct.usage_sys", _INT_READ)]
             if "cpu" in cgroup.v1:
-                self._throttle = cgroup.v1["cpu"] + "/cpu.stat"
+                self._throttle_at = len(reads)
+                reads.append((cgroup.v1["cpu"] + "/cpu.stat", _STAT_READ))
             elif cgroup.unified and self._cpu_src == "v2":
-                self._throttle = cgroup.unified + "/cpu.stat"
+                self._throttle_at = 0  # pure v2: the same cpu.stat
+            self._cpu_reads = tuple(reads)
 
     # -- plumbing --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -144,8 +260,8 @@ class StatsCollector:
     def __del__(self) -> None:
         self.close()
 
-    def _read(self, path: str) -> bytes | None:
-        """Content of a cgroup file via a cached descriptor; None when it does not exist."""
+    def _read(self, path: str, size: int = _STAT_READ) -> bytes | None:
+        """Content of a cgroup file via a kept descriptor (``pread`` at 0); None when it does not exist."""
         fd = self._fds.get(path)
         if fd is None:
             try:
@@ -161,20 +277,27 @@ class StatsCollector:
         if fd < 0:
             return None
         try:
-            return os.pread(fd, 65536, 0)
-        except OSError:
+            raw = os.pread(fd, size, 0)
+            if len(raw) == size < _STAT_READ:  # longer than expected: read it whole
+                raw = os.pread(fd, _STAT_READ, 0)
+        except OSError:  # e.g. ENODEV: the cgroup was removed
             os.close(fd)
             self._fds[path] = -1
             return None
+        return raw
 
-    def _int(self, path: str) -> int | None:
-        raw = self._read(path)
-        if raw is None:
+    def _read_once(self, path: str) -> bytes | None:
+        """Content of a file read rarely (``cgroup.procs``): no descriptor kept."""
+        try:
+            fd = self._fs.open_fd(path)
+        except OSError:
             return None
         try:
-            return int(raw)
-        except ValueError:
+            return os.pread(fd, _STAT_READ, 0)
+        except OSError:
             return None
+        finally:
+            os.close(fd)
 
     # -- collect ---------------------------------------------------------------------------------
     def collect(self) -> TaskResourceUsage:
@@ -185,12 +308,12 @@ class StatsCollector:
     def _collect(self) -> TaskResourceUsage:
         ts = _time_ns()
         now = _monotonic_ns()
-        mem = self._cgroup_memory()
-        cpu = self._cgroup_cpu(now)
+        mem = self._cgroup_memory() if self._mem_stat is not None else None
+        cpu = self._cgroup_cpu(now) if self._cpu_src is not None else None
         if (mem is None or cpu is None or self._pid_at is None
                 or now - self._pid_at >= self.pid_refresh * 1e9):
             # The cgroup's swap total is exact: when it is 0, no member swaps (skip /proc/PID/status).
-            self._refresh_pids(now, with_swap=not (mem is not None and "Swap" in mem.measured and mem.swap == 0))
+            self._refresh_pids(now, with_swap=not (mem is not None and mem.swap == 0 and "Swap" in mem.measured))
         if mem is None or cpu is None:
             rss = swap = 0
             user = system = total = 0.0
@@ -201,94 +324,117 @@ class StatsCollector:
                 system += u.cpu_stats.system_mode
                 total += u.cpu_stats.percent
             if mem is None:
-                mem = MemoryStats(rss=rss, swap=swap, measured=PID_MEMORY_MEASURED)
+                mem = _memory_stats(rss, 0, swap, 0, 0, 0, 0, 0, PID_MEMORY_MEASURED)
             if cpu is None:
-                cpu = CpuStats(system_mode=system, user_mode=user, percent=total,
-                               total_ticks=self._ticks(total), measured=PID_CPU_MEASURED)
-        return TaskResourceUsage(resource_usage=ResourceUsage(memory_stats=mem, cpu_stats=cpu), timestamp=ts,
-                                 pids=dict(self._pid_usage))
+                cpu = _cpu_stats(system, user, self._ticks(total), 0, 0, total, PID_CPU_MEASURED)
+        ru = self._ru_memo
+        if ru is None or ru.memory_stats is not mem or ru.cpu_stats is not cpu:
+            ru = self._ru_memo = _resource_usage(mem, cpu)
+        return _task_usage(ru, ts, dict(self._pid_usage))
 
     def _ticks(self, percent: float) -> float:
         return percent / 100.0 * self.total_mhz / self.cores
 
-    def _pids(self) -> list[int]:
-        if self.cgroup is not None:
-            raw = self._read(self.cgroup.primary + "/cgroup.procs")
+    def _samples(self, with_swap: bool) -> list[tuple[int, int, int, int, int]]:
+        """(pid, user_ns, system_ns, rss, swap) of every process of the task (``exclude`` left out)."""
+        if self._procs is not None:
+            raw = self._read_once(self._procs)
             if raw is not None:
-                return [int(x) for x in raw.split()]
+                out = []
+                exclude = self.exclude
+                for pid in map(int, raw.split()):
+                    if pid not in exclude:
+                        s = proc_sample(pid, with_swap=with_swap)
+                        if s is not None:
+                            out.append(s)
+                return out
             if self.root_pid is None:
                 return []
         assert self.root_pid is not None
-        return [self.root_pid, *descendants(self.root_pid)]
+        return tree_samples(self.root_pid, exclude=self.exclude, with_swap=with_swap)
 
     def _refresh_pids(self, now: int, *, with_swap: bool = True) -> None:
         self._pid_at = now
         usage: dict[str, ResourceUsage] = {}
         prev: dict[int, tuple[int, int, int]] = {}
-        for pid in self._pids():
-            if pid in self.exclude:
-                continue
-            s = read_proc_sample(pid, with_swap=with_swap)
-            if s is None:
-                continue
-            prev[pid] = (now, s.user_ns, s.system_ns)
-            p = self._prev_pid.get(pid)
+        old = self._prev_pid
+        for pid, user_ns, system_ns, rss, swap in self._samples(with_swap):
+            prev[pid] = (now, user_ns, system_ns)
+            p = old.get(pid)
             user = system = total = 0.0
             if p is not None:
                 wall = now - p[0]
-                user = _pct(s.user_ns - p[1], wall)
-                system = _pct(s.system_ns - p[2], wall)
-                total = _pct(s.user_ns + s.system_ns - p[1] - p[2], wall)
-            usage[str(pid)] = ResourceUsage(
-                memory_stats=MemoryStats(rss=s.rss, swap=s.swap, measured=PID_MEMORY_MEASURED),
-                cpu_stats=CpuStats(system_mode=system, user_mode=user, percent=total, measured=PID_CPU_MEASURED))
+                user = _pct(user_ns - p[1], wall)
+                system = _pct(system_ns - p[2], wall)
+                total = _pct(user_ns + system_ns - p[1] - p[2], wall)
+            usage[str(pid)] = _resource_usage(
+                _memory_stats(rss, 0, swap, 0, 0, 0, 0, 0, PID_MEMORY_MEASURED),
+                _cpu_stats(system, user, 0.0, 0, 0, total, PID_CPU_MEASURED))
         self._prev_pid = prev
         self._pid_usage = usage
 
-    def _memory_plan(self, d: str, stat: bytes) -> list[tuple[str, bytes | None, str | None]]:
-        """(measured name, memory.stat key, or file) in Nomad's order, fixed per task on first read."""
+    def _set_memory_plan(self, stat: bytes) -> tuple[tuple[str, int, bytes | None, int], ...]:
+        """Fix, on the first reading, where each memory number comes from, in Nomad's order.
+
+        Plan entries: (measured name, slot in :class:`MemoryStats`' field order — rss, cache, swap,
+        mapped_file, usage, max_usage, kernel_usage, kernel_max_usage —, ``memory.stat`` needle or
+        None, else index of the one-number file in the reading's inputs).
+        """
+        assert self._mem_stat is not None
+        d = self._mem_stat.rsplit("/", 1)[0]
+        plan: tuple[tuple[str, int, bytes | None, int], ...]
         if self._mem_v1:
             pre = b"\ntotal_" if b"\ntotal_rss " in stat else b"\n"
-            return [("RSS", pre + b"rss ", None), ("Cache", pre + b"cache ", None), ("Swap", pre + b"swap ", None),
-                    ("Mapped File", pre + b"mapped_file ", None),
-                    ("Usage", None, d + "/memory.usage_in_bytes"),
-                    ("Max Usage", None, d + "/memory.max_usage_in_bytes"),
-                    ("Kernel Usage", None, d + "/memory.kmem.usage_in_bytes"),
-                    ("Kernel Max Usage", None, d + "/memory.kmem.max_usage_in_bytes")]
-        return [("RSS", b"\nanon ", None), ("Cache", b"\nfile ", None), ("Swap", None, d + "/memory.swap.current"),
-                ("Mapped File", b"\nfile_mapped ", None), ("Usage", None, d + "/memory.current"),
-                ("Max Usage", None, d + "/memory.peak"), ("Kernel Usage", b"\nkernel ", None)]
+            self._mem_files = (d + "/memory.usage_in_bytes", d + "/memory.max_usage_in_bytes",
+                               d + "/memory.kmem.usage_in_bytes", d + "/memory.kmem.max_usage_in_bytes")
+            plan = (("RSS", 0, pre + b"rss ", 0), ("Cache", 1, pre + b"cache ", 0), ("Swap", 2, pre + b"swap ", 0),
+                    ("Mapped File", 3, pre + b"mapped_file ", 0), ("Usage", 4, None, 1), ("Max Usage", 5, None, 2),
+                    ("Kernel Usage", 6, None, 3), ("Kernel Max Usage", 7, None, 4))
+        else:
+            self._mem_files = (d + "/memory.swap.current", d + "/memory.current", d + "/memory.peak")
+            plan = (("RSS", 0, b"\nanon ", 0), ("Cache", 1, b"\nfile ", 0), ("Swap", 2, None, 1),
+                    ("Mapped File", 3, b"\nfile_mapped ", 0), ("Usage", 4, None, 2), ("Max Usage", 5, None, 3),
+                    ("Kernel Usage", 6, b"\nkernel ", 0))
+        self._mem_plan = plan
+        return plan
 
     def _cgroup_memory(self) -> MemoryStats | None:
-        d = self._mem_dir
-        if d is None:
-            return None
-        raw = self._read(d + "/memory.stat")
+        assert self._mem_stat is not None
+        raw = self._read(self._mem_stat)
         if raw is None:
             return None
+        plan = self._mem_plan
+        if plan is None:
+            plan = self._set_memory_plan(b"\n" + raw)
+        raws: list[bytes | None] = [raw]
+        for path in self._mem_files:
+            raws.append(self._read(path, _INT_READ))
+        memo = self._mem_memo
+        if memo is not None and memo[0] == raws:
+            return memo[1]  # the same bytes as last time: the same numbers
         stat = b"\n" + raw
-        if self._mem_plan is None:
-            self._mem_plan = self._memory_plan(d, stat)
+        vals = [0, 0, 0, 0, 0, 0, 0, 0]
         measured: list[str] = []
-        vals: dict[str, int] = {}
-        for name, key, path in self._mem_plan:
-            v = _field(stat, key) if key is not None else self._int(path)  # type: ignore[arg-type]
+        for name, slot, needle, at in plan:
+            v = _field(stat, needle) if needle is not None else _int(raws[at])
             if v is not None:
-                vals[name] = v
+                vals[slot] = v
                 measured.append(name)
-        g = vals.get
-        return MemoryStats(rss=g("RSS", 0), cache=g("Cache", 0), swap=g("Swap", 0),
-                           mapped_file=g("Mapped File", 0), usage=g("Usage", 0), max_usage=g("Max Usage", 0),
-                           kernel_usage=g("Kernel Usage", 0), kernel_max_usage=g("Kernel Max Usage", 0),
-                           measured=tuple(measured))
+        mem = _memory_stats(*vals, tuple(measured))
+        self._mem_memo = (raws, mem)
+        return mem
 
     def _cgroup_cpu(self, now: int) -> CpuStats | None:
-        cg = self.cgroup
-        if cg is None or self._cpu_src is None:
-            return None
+        raws: list[bytes | None] = []
+        for path, size in self._cpu_reads:
+            raws.append(self._read(path, size))
+        memo = self._cpu_memo
+        if memo is not None and memo[0] == raws:
+            # Counters as last time: no cpu used since, same throttling; only the reading's time moves.
+            self._prev_cpu = (now, *memo[1])
+            return memo[2]
         if self._cpu_src == "v2":
-            assert cg.unified is not None
-            raw = self._read(cg.unified + "/cpu.stat")
+            raw = raws[0]
             if raw is None:
                 return None
             stat = b"\n" + raw
@@ -297,9 +443,7 @@ class StatsCollector:
                 return None
             user, system, total = u2 * 1000, s2 * 1000, t2 * 1000
         else:
-            d = cg.v1["cpuacct"]
-            u = self._int(d + "/cpuacct.usage_user")
-            s = self._int(d + "/cpuacct.usage_sys")
+            u, s = _int(raws[0]), _int(raws[1])
             if u is None or s is None:
                 return None
             user, system, total = u, s, u + s
@@ -308,19 +452,21 @@ class StatsCollector:
         if prev is not None:
             wall = now - prev[0]
             pu, ps, pt = _pct(user - prev[1], wall), _pct(system - prev[2], wall), _pct(total - prev[3], wall)
-        measured = ["System Mode", "User Mode", "Percent"]
         periods = throttled = 0
-        if self._throttle is not None:
-            raw = self._read(self._throttle)
+        measured: tuple[str, ...] = _CPU_MEASURED
+        if self._throttle_at >= 0:
+            raw = raws[self._throttle_at]
             stat = b"\n" + raw if raw is not None else b""
             nr = _field(stat, b"\nnr_throttled ")
             if nr is not None:
                 periods = nr
-                ns = _field(stat, b"throttled_time")
+                ns = _field(stat, b"\nthrottled_time ")
                 if ns is None:
-                    us = _field(stat, b"throttled_usec")
+                    us = _field(stat, b"\nthrottled_usec ")
                     ns = us * 1000 if us is not None else 0
                 throttled = ns
-                measured += ["Throttled Periods", "Throttled Time"]
-        return CpuStats(system_mode=ps, user_mode=pu, percent=pt, total_ticks=self._ticks(pt),
-                        throttled_periods=periods, throttled_time=throttled, measured=tuple(measured))
+                measured = _CPU_THROTTLE_MEASURED
+        cpu = _cpu_stats(ps, pu, self._ticks(pt), periods, throttled, pt, measured)
+        # Idle since the previous reading (all percentages 0): the next reading with the same bytes is this.
+        self._cpu_memo = (raws, (user, system, total), cpu) if pt == pu == ps == 0.0 else None
+        return cpu
