@@ -13,6 +13,7 @@ import pytest
 
 from rawexec.containment import StatsCollector, apply_oom_score_adj, descendants, kill_process_tree, read_proc_sample
 from rawexec.containment import procs as procs_mod
+from rawexec.containment.procs import ProcSample
 from rawexec.errors import ContainmentError, InvalidConfigError
 from tests.containment.shapes import SHAPES, start, tagged, wait_until
 
@@ -144,6 +145,106 @@ def test_read_proc_sample() -> None:
     p = subprocess.Popen(["true"])
     p.wait()
     assert read_proc_sample(p.pid) is None
+
+
+def test_read_proc_sample_swap_only_with_a_swap_area(monkeypatch: pytest.MonkeyPatch) -> None:
+    status_reads: list[str] = []
+    real_read = procs_mod._read
+
+    def spy(path: str) -> bytes | None:
+        if path.endswith("/status"):
+            status_reads.append(path)
+            return b"Name:\tx\nVmSwap:\t     12 kB\n"
+        return real_read(path)
+
+    monkeypatch.setattr(procs_mod, "_read", spy)
+    monkeypatch.setattr(procs_mod, "host_has_swap", lambda: False)
+    s = read_proc_sample(os.getpid())
+    assert s is not None and s.swap == 0 and status_reads == []  # no swap area: VmSwap is 0, not read
+    monkeypatch.setattr(procs_mod, "host_has_swap", lambda: True)
+    s = read_proc_sample(os.getpid())
+    assert s is not None and s.swap == 12 * 1024 and status_reads == [f"/proc/{os.getpid()}/status"]
+    s = read_proc_sample(os.getpid(), with_swap=False)
+    assert isinstance(s, ProcSample) and s.swap == 0 and len(status_reads) == 1
+
+
+@pytest.mark.parametrize(("content", "want"), [(b"Filename\tType\tSize\tUsed\tPriority\n", False),
+                                               (b"Filename\tType\tSize\tUsed\tPriority\n"
+                                                b"/swap file 1048572 0 -2\n", True),
+                                               (None, True)])
+def test_host_has_swap_from_proc_swaps(monkeypatch: pytest.MonkeyPatch, content: bytes | None, want: bool) -> None:
+    reads: list[str] = []
+
+    def fake(path: str) -> bytes | None:
+        reads.append(path)
+        return content
+
+    monkeypatch.setattr(procs_mod, "_read", fake)
+    monkeypatch.setattr(procs_mod, "_swap_seen", [-(10**18), 1])
+    assert procs_mod.host_has_swap() is want
+    assert procs_mod.host_has_swap() is want
+    assert reads == ["/proc/swaps"]  # looked at once, then cached for a second
+    procs_mod._swap_seen[0] -= procs_mod._SWAP_TTL_NS
+    procs_mod.host_has_swap()
+    assert reads == ["/proc/swaps", "/proc/swaps"]
+
+
+def test_host_has_swap_matches_the_kernel() -> None:
+    with open("/proc/meminfo") as f:
+        total = next(int(line.split()[1]) for line in f if line.startswith("SwapTotal:"))
+    assert procs_mod.host_has_swap() is (total > 0)
+
+
+# A process whose child was forked by a second thread: the child is listed under that thread only.
+_THREADED = """
+import subprocess, threading, time
+ready = threading.Event()
+def spawn():
+    subprocess.Popen(["sleep", "1000"])
+    ready.set()
+    time.sleep(1000)  # this thread (the child's parent) stays: the child is listed under it
+t = threading.Thread(target=spawn)
+t.start()
+ready.wait()
+print("ready", flush=True)
+t.join()
+"""
+
+
+@pytest.mark.parametrize("children_files", [True, False])
+def test_tree_samples_is_the_tree_with_samples(monkeypatch: pytest.MonkeyPatch, children_files: bool) -> None:
+    if not children_files:
+        monkeypatch.setattr(procs_mod, "_has_children_files", lambda: False)
+    tag = uuid.uuid4().hex
+    p = start(["sh", "-c", _TREE], tag)
+    try:
+        assert wait_until(lambda: len(descendants(p.pid)) == 3, 10)
+        samples = procs_mod.tree_samples(p.pid)
+        assert [s[0] for s in samples] == [p.pid, *descendants(p.pid)]  # parents first, as descendants()
+        for pid, user, system, rss, swap in samples:
+            one = read_proc_sample(pid)
+            assert one is not None and rss > 0 and swap >= 0 and 0 <= user <= one.user_ns and \
+                0 <= system <= one.system_ns
+        # an excluded pid is walked through (its children are there) but not sampled
+        without_root = procs_mod.tree_samples(p.pid, exclude=frozenset([p.pid]))
+        assert [s[0] for s in without_root] == descendants(p.pid)
+    finally:
+        _stop(p)
+    assert procs_mod.tree_samples(p.pid) == []
+
+
+def test_tree_samples_finds_children_of_every_thread() -> None:
+    tag = uuid.uuid4().hex
+    p = start([sys.executable, "-c", _THREADED], tag, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        kids = descendants(p.pid)
+        assert len(kids) == 1
+        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+            assert f.read().split() == []  # not the leader's child: the thread's
+        assert [s[0] for s in procs_mod.tree_samples(p.pid)] == [p.pid, *kids]
+    finally:
+        _stop(p)
 
 
 # -- stats without cgroups ----------------------------------------------------------------------------

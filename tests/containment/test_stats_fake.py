@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from rawexec.containment import StatsCollector, TaskCgroup, clear_detect_cache, detect
 from rawexec.containment import stats as stats_mod
+from rawexec.types import CpuStats, MemoryStats, ResourceUsage, TaskResourceUsage
 from tests.containment.fakefs import FakeCgroupFS, build_tree
 
 V1_MEASURED = ("RSS", "Cache", "Swap", "Mapped File", "Usage", "Max Usage", "Kernel Usage", "Kernel Max Usage")
@@ -161,3 +163,88 @@ def test_removed_cgroup_gives_empty_measurements_not_errors(tmp_path: Path) -> N
         cg.destroy()
         u = sc.collect()
     assert u.pids == {}
+
+
+# -- cheap repeated readings: same bytes, same numbers; any change is seen ------------------------------
+def test_fast_builders_make_the_same_objects_as_the_constructors() -> None:
+    assert stats_mod._fast_builders_apply()  # else the plain constructors are in use (still correct, slower)
+    mem = stats_mod._memory_stats(1, 2, 3, 4, 5, 6, 7, 8, ("RSS",))
+    want = MemoryStats(rss=1, cache=2, swap=3, mapped_file=4, usage=5, max_usage=6, kernel_usage=7,
+                       kernel_max_usage=8, measured=("RSS",))
+    cpu = stats_mod._cpu_stats(1.5, 2.5, 3.5, 4, 5, 6.5, ("Percent",))
+    want_cpu = CpuStats(system_mode=1.5, user_mode=2.5, total_ticks=3.5, throttled_periods=4, throttled_time=5,
+                        percent=6.5, measured=("Percent",))
+    ru = stats_mod._resource_usage(mem, cpu)
+    tru = stats_mod._task_usage(ru, 9, {"1": ru})
+    for got, exp in ((mem, want), (cpu, want_cpu), (ru, ResourceUsage(memory_stats=want, cpu_stats=want_cpu)),
+                     (tru, TaskResourceUsage(resource_usage=ResourceUsage(memory_stats=want, cpu_stats=want_cpu),
+                                             timestamp=9, pids={"1": ResourceUsage(want, want_cpu)}))):
+        assert type(got) is type(exp)
+        assert got == exp and repr(got) == repr(exp)
+        assert dataclasses.asdict(got) == dataclasses.asdict(exp)
+    assert hash(mem) == hash(want) and hash(cpu) == hash(want_cpu)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mem.rss = 0  # type: ignore[misc]
+
+
+def test_an_unchanged_reading_is_reused_and_any_changed_file_is_seen(tmp_path: Path) -> None:
+    cg, fs = task(tmp_path, "v1")
+    m = cg.v1["memory"]
+    fs.write(m + "/memory.stat", "total_rss 200\ntotal_cache 100\ntotal_swap 0\ntotal_mapped_file 400\n")
+    with StatsCollector(cg, None) as sc:
+        first = sc.collect().resource_usage.memory_stats
+        assert sc.collect().resource_usage.memory_stats is first  # same bytes: the same object
+        for f, field, v in (("memory.usage_in_bytes", "usage", 5), ("memory.max_usage_in_bytes", "max_usage", 6),
+                            ("memory.kmem.usage_in_bytes", "kernel_usage", 7),
+                            ("memory.kmem.max_usage_in_bytes", "kernel_max_usage", 8)):
+            fs.write(f"{m}/{f}", f"{v}\n")
+            assert getattr(sc.collect().resource_usage.memory_stats, field) == v, f
+        fs.write(m + "/memory.stat", "total_rss 201\ntotal_cache 100\ntotal_swap 0\ntotal_mapped_file 400\n")
+        mem = sc.collect().resource_usage.memory_stats
+    assert (mem.rss, mem.cache, mem.mapped_file, mem.usage, mem.max_usage, mem.kernel_usage,
+            mem.kernel_max_usage) == (201, 100, 400, 5, 6, 7, 8)
+    assert mem.measured == V1_MEASURED
+
+
+def test_cpu_after_an_idle_reading_is_measured_from_that_reading(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(stats_mod, "_monotonic_ns", clock)
+    cg, fs = task(tmp_path, "hybrid")
+    u = str(cg.unified)
+    fs.write(u + "/cpu.stat", "usage_usec 1000000\nuser_usec 1000000\nsystem_usec 0\n")
+    with StatsCollector(cg, None, cores=1, total_mhz=1000) as sc:
+        sc.collect()
+        clock.now += 10**9
+        idle = sc.collect().resource_usage.cpu_stats
+        assert (idle.percent, idle.user_mode, idle.system_mode, idle.total_ticks) == (0, 0, 0, 0)
+        clock.now += 10**9
+        assert sc.collect().resource_usage.cpu_stats is idle  # still idle, same bytes: same object
+        clock.now += 10**9  # 1 s after the last (idle) reading the task used 0.5 s
+        fs.write(u + "/cpu.stat", "usage_usec 1500000\nuser_usec 1400000\nsystem_usec 100000\n")
+        cpu = sc.collect().resource_usage.cpu_stats
+        assert (cpu.percent, cpu.user_mode, cpu.system_mode) == pytest.approx((50.0, 40.0, 10.0))
+        assert cpu.total_ticks == pytest.approx(500.0)
+        clock.now += 10**9  # throttling numbers alone change: seen, cpu idle
+        fs.write(cg.v1["cpu"] + "/cpu.stat", "nr_periods 9\nnr_throttled 3\nthrottled_time 12345\n")
+        cpu = sc.collect().resource_usage.cpu_stats
+    assert (cpu.percent, cpu.throttled_periods, cpu.throttled_time) == (0.0, 3, 12345)
+
+
+def test_a_one_number_file_longer_than_expected_is_read_whole(tmp_path: Path) -> None:
+    cg, fs = task(tmp_path, "v1")
+    fs.write(cg.v1["memory"] + "/memory.usage_in_bytes", " " * 300 + "12345\n")
+    with StatsCollector(cg, None) as sc:
+        assert sc.collect().resource_usage.memory_stats.usage == 12345
+
+
+def test_descriptors_are_bounded_per_task(tmp_path: Path) -> None:
+    cg, fs = task(tmp_path, "hybrid")
+    fs.set_procs(str(cg.unified), [os.getpid()])
+    before = len(os.listdir("/proc/self/fd"))
+    with StatsCollector(cg, None, pid_refresh=0.0) as sc:
+        for _ in range(3):
+            sc.collect()
+        # memory.stat + 4 one-number memory files + 2 cpu.stat; cgroup.procs and /proc are not kept open
+        assert len(os.listdir("/proc/self/fd")) - before == 7
+    assert len(os.listdir("/proc/self/fd")) == before
