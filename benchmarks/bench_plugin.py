@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import selectors
 import shutil
 import statistics
@@ -111,12 +112,17 @@ def _ms(xs: list[float]) -> str:
     return f"p50 {statistics.median(xs) * 1000:7.1f} ms   p90 {p90 * 1000:7.1f} ms   max {xs[-1] * 1000:7.1f} ms"
 
 
-def _time_cmd(argv: list[str], n: int) -> list[float]:
+def _time_cmd(argv: list[str], n: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds of each run; with ``cpu``, also appends each run's user+sys CPU seconds."""
     out = []
     for _ in range(n):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(argv, check=True)
         out.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if cpu is not None:
+            cpu.append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
     return out
 
 
@@ -148,7 +154,8 @@ def _stop_all(p: Launched, ids: list[str]) -> None:
 def bench_launch(sock_dir: str, n: int) -> None:
     print(f"== launch -> handshake, Kill (controller Shutdown -> exited); {n} launches")
     bare = _time_cmd([sys.executable, "-c", "pass"], n)
-    grpc_only = _time_cmd([sys.executable, "-c", "import grpc"], n)
+    grpc_cpu: list[float] = []
+    grpc_only = _time_cmd([sys.executable, "-c", "import grpc"], n, grpc_cpu)
     hs, cpus, kills = [], [], []
     for _ in range(n):
         p = Launched(sock_dir)
@@ -158,6 +165,7 @@ def bench_launch(sock_dir: str, n: int) -> None:
     print(f"  python -c pass               {_ms(bare)}")
     print(f"  python -c 'import grpc'      {_ms(grpc_only)}")
     print(f"  plugin handshake             {_ms(hs)}   (target p50 <= 300 ms; {_ratio(statistics.median(hs), 0.3)})")
+    print(f"  python -c 'import grpc' CPU  {_ms(grpc_cpu)}   (user+sys: the floor for the line below)")
     print(f"  plugin CPU until handshake   {_ms(cpus)}   (user+sys; ~ the wall time on an idle machine)")
     print(f"  Kill via Shutdown            {_ms(kills)}   (target <= 100 ms; 2000 ms without it; "
           f"{_ratio(statistics.median(kills), 0.1)})")
@@ -172,31 +180,39 @@ def bench_start(sock_dir: str, alloc_root: str, n: int) -> None:
         warm = _task(alloc_root, "/bin/sleep", ["60"])
         p.driver.StartTask(driver_pb2.StartTaskRequest(task=warm), timeout=30)
         ids.append(warm.id)
+        proc = psutil.Process(p.proc.pid)
+        c0 = proc.cpu_times()
         for _ in range(n):
             cfg = _task(alloc_root, "/bin/sleep", ["60"])
             t0 = time.perf_counter()
             p.driver.StartTask(driver_pb2.StartTaskRequest(task=cfg), timeout=30)
             times.append(time.perf_counter() - t0)
             ids.append(cfg.id)
+        c1 = proc.cpu_times()
+        plugin_cpu = ((c1.user - c0.user) + (c1.system - c0.system)) / n
         _stop_all(p, ids)
     finally:
         p.kill()
     print(f"  StartTask (gRPC)             {_ms(times)}   (target p50 <= 10 ms; "
           f"{_ratio(statistics.median(times), 0.01)})")
+    print(f"  plugin process CPU per StartTask   {plugin_cpu * 1000:6.2f} ms   (user+sys, load-independent)")
     try:
-        local = _local_starts(alloc_root, n)
+        local, local_cpu = _local_starts(alloc_root, n)
     except Exception as exc:  # the comparison is informative only
         print(f"  Driver.start_task (local)    failed: {exc}")
         return
     print(f"  Driver.start_task (local)    {_ms(local)}")
+    print(f"  Driver.start_task CPU per call     {local_cpu * 1000:6.2f} ms   (this process: the driver's own work)")
 
 
-def _local_starts(alloc_root: str, n: int) -> list[float]:
+def _local_starts(alloc_root: str, n: int) -> tuple[list[float], float]:
+    """Wall seconds of each in-process ``Driver.start_task``, and its mean CPU seconds."""
     from rawexec.driver import Driver, DriverConfig, TaskConfig
 
     local = []
     with Driver(DriverConfig(enabled=True)) as drv:
         tids = []
+        cpu = 0.0
         for i in range(n + 1):
             alloc_id = str(uuid.uuid4())  # (alloc, task) is unique in Nomad; the cgroup is named after it
             cfg = TaskConfig(id=f"{alloc_id}/t/local", name="t", alloc_id=alloc_id,
@@ -204,15 +220,17 @@ def _local_starts(alloc_root: str, n: int) -> list[float]:
                              driver_config={"command": "/bin/sleep", "args": ["60"]},
                              env={"PATH": os.environ.get("PATH", "")}, stdout_path=os.devnull,
                              stderr_path=os.devnull)
-            t0 = time.perf_counter()
+            r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             drv.start_task(cfg)
             if i:
                 local.append(time.perf_counter() - t0)
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu += (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             tids.append(cfg.id)
         for tid in tids:
             drv.stop_task(tid, 1.0, "SIGKILL")
             drv.destroy_task(tid, force=True)
-    return local
+    return local, cpu / n
 
 
 def bench_idle_cpu(sock_dir: str, alloc_root: str, tasks: int, window: float) -> None:
