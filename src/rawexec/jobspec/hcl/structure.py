@@ -156,34 +156,50 @@ def _name_of(node: Tree[Any]) -> str:
     return str(node.children[0])
 
 
+def _token_pos(tok: Token, filename: str) -> Pos:
+    return Pos(filename, tok.line or 0, tok.column or 0)
+
+
 def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: int = 0) -> Body:
-    """Turn a ``body`` tree into a :class:`Body`; redefined attributes are reported in ``errors``."""
+    """Turn a ``body`` tree into a :class:`Body`; redefined attributes are reported in ``errors``.
+
+    The grammar fixes the shapes walked here: ``attribute: name EQ expression`` and
+    ``block: name (name | string)* new_line_or_comment? LBRACE body RBRACE`` (names being
+    identifier/keyword/literal_value trees holding one token).
+    """
     body = Body(pos=node_pos(node, filename))
     if depth > 64:
         errors.append(EvalError("blocks nested too deeply (more than 64 levels)", body.pos))
         return body
-    for item in kids(node):
-        if item.data == "attribute":
-            parts = kids(item)
-            name = _name_of(parts[0])
-            pos = node_pos(parts[0], filename)
-            if name in body.attrs:
-                prev = body.attrs[name].pos
+    attrs = body.attrs
+    for item in node.children:
+        if type(item) is not Tree:
+            continue
+        data = item.data
+        if data == "attribute":
+            ch = item.children
+            tok: Any = ch[0].children[0]
+            name = str(tok)
+            pos = _token_pos(tok, filename)
+            if name in attrs:
+                prev = attrs[name].pos
                 errors.append(EvalError(f'Attribute redefined: the argument "{name}" was already set at '
                                         f"{prev.line}:{prev.column}", pos,
                                         "each argument may be set only once per block"))
                 continue
-            body.attrs[name] = Attr(name, parts[-1], pos)
-        elif item.data == "block":
+            attrs[name] = Attr(name, ch[-1], pos)
+        elif data == "block":
             parts = kids(item)
-            btype = _name_of(parts[0])
-            pos = node_pos(parts[0], filename)
+            tok = parts[0].children[0]
+            btype = str(tok)
+            pos = _token_pos(tok, filename)
             labels: list[str] = []
             for lab in parts[1:-1]:
                 if lab.data == "string":
-                    sps = [c for c in lab.children if isinstance(c, Tree)]
                     text = ""
-                    for sp in sps:
+                    for sp in lab.children:
+                        if type(sp) is not Tree:
+                            continue
                         c = sp.children[0]
                         if not isinstance(c, Token):
                             errors.append(EvalError(f'Invalid block label on "{btype}": labels may not '
@@ -193,7 +209,7 @@ def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: i
                         raw = str(c)
                         try:
                             text += raw[1:] if c.type.startswith("ESCAPED_") else decode_string_chars(
-                                raw, node_pos(lab, filename))
+                                raw, functools.partial(node_pos, lab, filename))
                         except EvalError as exc:
                             errors.append(exc)
                     labels.append(text)
