@@ -520,3 +520,55 @@ def test_task_events_stream_carries_driver_events(configured: Plugin, tmp_path: 
         events.cancel()
         _stop_destroy(configured, cfg.id)
     wait_until(lambda: not _pid_alive(pid), 10, message="orphaned task killed by StopTask")
+
+
+def test_stats_streams_share_a_ticker_and_end_with_their_task(configured: Plugin, tmp_path: Path) -> None:
+    """Many TaskStats streams: no thread per stream, every stream keeps its interval, streams of
+    an exited task end cleanly while the others go on, and streams of other intervals too."""
+    import psutil
+
+    p = configured
+    cfgs = [task_config(tmp_path / f"a{i}", {"command": "/bin/sh", "args": ["-c", "exec sleep 60"]})
+            for i in range(2)]
+    for cfg in cfgs:
+        _start(p, cfg)
+    proc = psutil.Process(p.pid)
+    try:
+        threads_before = proc.num_threads()
+        fast = _seconds(0.1)
+        streams = {cfg.id: [p.driver.TaskStats(driver_pb2.TaskStatsRequest(task_id=cfg.id, collection_interval=fast))
+                            for _ in range(10)] for cfg in cfgs}
+        slow = p.driver.TaskStats(driver_pb2.TaskStatsRequest(task_id=cfgs[1].id,
+                                                              collection_interval=_seconds(0.4)))
+        for calls in streams.values():
+            for call in calls:
+                assert next(call).stats.HasField("agg_resource_usage")
+        assert next(slow).stats.id == cfgs[1].id
+        assert proc.num_threads() - threads_before < 10, "a thread per stream"
+        t0 = time.monotonic()
+        for tid, calls in streams.items():
+            for call in calls:
+                samples = [next(call).stats for _ in range(4)]
+                assert {s.id for s in samples} == {tid}
+                stamps = [s.timestamp.ToNanoseconds() for s in samples]
+                assert stamps == sorted(stamps)
+                assert stamps[-1] - stamps[1] >= 150_000_000  # two intervals of 0.1 s (minus slack)
+        assert time.monotonic() - t0 < 10
+        assert next(slow).stats.id == cfgs[1].id
+
+        _stop_destroy(p, cfgs[0].id)
+        for call in streams[cfgs[0].id]:  # the task is gone: its streams end (cleanly or NOT_FOUND)
+            try:
+                for _ in call:
+                    pass
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND
+        for call in streams[cfgs[1].id]:
+            assert next(call).stats.id == cfgs[1].id and call.is_active()
+            call.cancel()
+        assert next(slow).stats.id == cfgs[1].id
+        slow.cancel()
+        assert p.healthy()
+    finally:
+        for cfg in cfgs:
+            _stop_destroy(p, cfg.id)

@@ -140,7 +140,11 @@ class StatsHub:
                 task_ids = list(dict.fromkeys(s.task_id for s in streams if not s.writing))
                 if not task_ids:
                     continue
-                samples = await run_blocking(functools.partial(self._collect, drv, task_ids))
+                try:
+                    samples = await run_blocking(functools.partial(self._collect, drv, task_ids))
+                except Exception as exc:  # pragma: no cover - _sample already catches per task
+                    log.error("stats collection pass failed", exc_info=exc)
+                    continue
                 for stream in streams:
                     if stream.writing or stream.done.done():
                         continue
