@@ -457,11 +457,19 @@ class Agent:
                 return self._alloc_list
             idx = self._alloc_index
             allocs = self._committed_allocs(job_id, prefix)
-            if task_states:
-                body = "[" + ",".join(a.committed_stub for a in allocs) + "]"
-            else:
-                body = "[" + ",".join(a.committed_stub[:a.stub_cut] + "}" for a in allocs) + "]"
-            out = (idx, body.encode())
+            # one join into the final buffer: each extra copy of a multi-MB body costs more than the join
+            parts = [b"["]
+            for a in allocs:
+                if task_states:
+                    parts.append(a.committed_stub)
+                else:
+                    parts.append(a.committed_stub[:a.stub_cut])
+                    parts.append(b"}")
+                parts.append(b",")
+            if allocs:
+                parts.pop()
+            parts.append(b"]")
+            out = (idx, b"".join(parts))
             if plain:
                 self._alloc_list = out
             return out

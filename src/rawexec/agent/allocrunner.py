@@ -74,10 +74,10 @@ class AllocRunner:
         self.modify_index = 0
         self.ports: list[AllocatedPort] = []
         self.detached = False
-        self.committed_stub = ""
-        """The list stub (JSON text) as of the latest commit of this allocation ("" before the first)."""
+        self.committed_stub = b""
+        """The list stub (JSON, UTF-8) as of the latest commit of this allocation (empty before the first)."""
         self.stub_cut = 0
-        """``committed_stub[:stub_cut] + "}"`` is the stub without TaskStates."""
+        """``committed_stub[:stub_cut] + b"}"`` is the stub without TaskStates."""
         self._lock = threading.RLock()
         self._advancing = False
         self._dirty = False
@@ -158,9 +158,10 @@ class AllocRunner:
         return head[:-1] + _TASK_STATES_KEY + states + "}}"
 
     def set_committed_stub(self, stub_json: str) -> None:
-        """Record the stub of the latest commit (see :attr:`committed_stub`)."""
+        """Record the stub of the latest commit (see :attr:`committed_stub`). The text is ASCII
+        (``json.dumps`` escapes the rest), so its offsets are the bytes' offsets."""
         self.stub_cut = stub_json.index(_TASK_STATES_KEY)  # the first: no value can hold it unescaped
-        self.committed_stub = stub_json
+        self.committed_stub = stub_json.encode()
 
     def task_states_api(self) -> dict[str, Any]:
         return {name: r.state.to_api() for name, r in self.runners.items()}
