@@ -1,0 +1,136 @@
+"""The start path's pieces: spec transfer, the spawner's request handling, the vfork launcher,
+and the lazy loggers that keep :mod:`threading` out of the spawner."""
+
+from __future__ import annotations
+
+import array
+import enum
+import errno
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from rawexec import Driver
+from rawexec.executor.launch import LaunchFailure, start_process
+from rawexec.executor.protocol import SPAWN_REQUEST, ProtocolError, recv_spec, send_spec
+from tests.conftest import TaskFactory
+
+
+class _Color(enum.StrEnum):
+    RED = "red"
+
+
+def test_spec_round_trip_normalises_subclasses() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        spec = {"argv": ["/bin/true", _Color.RED], "env": {"K": "v" * 300_000}, "n": 3, "x": None,
+                "f": 1.5, "ok": True}
+        sender = threading.Thread(target=send_spec, args=(a, spec))  # bigger than the socket buffer
+        sender.start()
+        got = recv_spec(b)
+        sender.join()
+    assert got == {"argv": ["/bin/true", "red"], "env": {"K": "v" * 300_000}, "n": 3, "x": None, "f": 1.5,
+                   "ok": True}
+    assert type(got["argv"][1]) is str
+
+
+def test_recv_spec_rejects_truncated_and_oversized_input() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(struct.pack(">I", 100) + b"abc")
+        a.shutdown(socket.SHUT_WR)
+        with pytest.raises(ProtocolError, match="connection closed"):
+            recv_spec(b)
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(struct.pack(">I", 2**31))
+        with pytest.raises(ProtocolError, match="exceeds the limit"):
+            recv_spec(b)
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(struct.pack(">I", 3) + b"\xff\xff\xff")
+        with pytest.raises(ProtocolError, match="malformed spec"):
+            recv_spec(b)
+
+
+def _wait_exit(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_vfork_launch_runs_in_its_own_group_with_env_and_cwd(tmp_path: pytest.TempPathFactory) -> None:
+    out = os.path.join(str(tmp_path), "out")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        pid = start_process(["/bin/sh", "-c", 'echo "$FOO $(pwd) $(ps -o pgid= $$)"'], {"FOO": "bar"},
+                            str(tmp_path), (null, fd, fd))
+    finally:
+        os.close(fd)
+        os.close(null)
+    assert _wait_exit(pid) == 0
+    with open(out) as f:
+        foo, cwd, pgid = f.read().split()
+    assert (foo, cwd, int(pgid)) == ("bar", str(tmp_path), pid)
+
+
+@pytest.mark.parametrize(("argv", "cwd", "env", "stage", "err"), [
+    (["/nonexistent/binary"], "/", {}, "exec", errno.ENOENT),
+    (["/bin/true"], "/nonexistent/dir", {}, "work_dir", errno.ENOENT),
+    (["@plain"], "/", {}, "exec", errno.EACCES),
+    (["/bin/true"], "/", {"A=B": "c"}, "exec", errno.EINVAL),
+])
+def test_vfork_launch_failures_name_the_stage(argv: list[str], cwd: str, env: dict[str, str], stage: str,
+                                              err: int, tmp_path: pytest.TempPathFactory) -> None:
+    if argv == ["@plain"]:  # a file that is not executable
+        argv = [os.path.join(str(tmp_path), "plain")]
+        with open(argv[0], "w") as f:
+            f.write("#!/bin/sh\n")
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with pytest.raises(LaunchFailure) as ei:
+            start_process(argv, env, cwd, (null, null, null))
+    finally:
+        os.close(null)
+    assert (ei.value.stage, ei.value.errno) == (stage, err)
+
+
+def test_lazy_logger_keeps_logging_unimported_until_a_warning() -> None:
+    code = (
+        "import sys\n"
+        "from rawexec.lazylog import get_logger\n"
+        "log = get_logger('rawexec.test')\n"
+        "log.info('quiet %s', 1); log.debug('quiet')\n"
+        "print('logging' in sys.modules, 'threading' in sys.modules)\n"
+        "log.warning('loud %s', 2)\n"
+        "print('logging' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert r.stdout.split() == ["False", "False", "True"]
+    assert "loud 2" in r.stderr
+
+
+def test_spawner_imports_no_threading() -> None:
+    code = ("import sys, rawexec.executor.spawner\n"
+            "print(sorted({'threading', 'logging', 'subprocess'} & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.strip() == "[]"
+
+
+def test_spawner_ignores_malformed_requests(driver: Driver, make_task: TaskFactory) -> None:
+    ctl = driver._spawner._ensure()
+    ctl.sendmsg([b"X"])  # wrong byte, no socket
+    a, b = socket.socketpair()
+    with a, b:  # two sockets where one is expected
+        fds = array.array("i", (a.fileno(), b.fileno()))
+        ctl.sendmsg([SPAWN_REQUEST], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    cfg = make_task({"command": "/bin/sh", "args": ["-c", "exit 3"]})
+    driver.start_task(cfg)  # the same spawner still serves
+    res = driver.wait_task(cfg.id, timeout=10)
+    assert res.exit_code == 3
+    proc = driver._spawner._proc
+    assert proc is not None and proc.poll() is None
