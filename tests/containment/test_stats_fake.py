@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from rawexec.containment import StatsCollector, TaskCgroup, clear_detect_cache, detect
+from rawexec.containment import StatsCollector, TaskCgroup, clear_detect_cache, detect, read_proc_sample
 from rawexec.containment import stats as stats_mod
 from rawexec.types import CpuStats, MemoryStats, ResourceUsage, TaskResourceUsage
 from tests.containment.fakefs import FakeCgroupFS, build_tree
+from tests.containment.shapes import wait_until
 
 V1_MEASURED = ("RSS", "Cache", "Swap", "Mapped File", "Usage", "Max Usage", "Kernel Usage", "Kernel Max Usage")
 
@@ -248,3 +250,43 @@ def test_descriptors_are_bounded_per_task(tmp_path: Path) -> None:
         # memory.stat + 4 one-number memory files + 2 cpu.stat; cgroup.procs and /proc are not kept open
         assert len(os.listdir("/proc/self/fd")) - before == 7
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_per_pid_entries_of_idle_pids_are_reused_and_busy_ones_measured(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(stats_mod, "_monotonic_ns", clock)
+    cg, fs = task(tmp_path, "v2")
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    me = os.getpid()
+    try:
+        fs.set_procs(str(cg.unified), [sleeper.pid, me])
+        seen: list[object] = []
+
+        def settled() -> bool:  # `sleep` has started (exec done): its sample stays the same between polls
+            seen.append(read_proc_sample(sleeper.pid))
+            return os.readlink(f"/proc/{sleeper.pid}/exe").endswith("/sleep") and seen[-2:] == [seen[-1]] * 2
+
+        assert wait_until(settled, 10)
+        with StatsCollector(cg, None, pid_refresh=0.0) as sc:
+            first = sc.collect().pids
+            assert list(first) == [str(sleeper.pid), str(me)]
+            for _ in range(2):
+                clock.now += 10**9
+                t0 = _cpu_ticks(me)
+                while _cpu_ticks(me) == t0:  # this process uses cpu between the readings; the sleeper does not
+                    pass
+                pids = sc.collect().pids
+                assert pids[str(sleeper.pid)] is first[str(sleeper.pid)]  # same sample, idle: the same entry
+                assert pids[str(sleeper.pid)].cpu_stats.percent == 0.0
+                busy = pids[str(me)].cpu_stats
+                assert busy.percent > 0 and busy.percent == pytest.approx(busy.user_mode + busy.system_mode)
+    finally:
+        sleeper.kill()
+        sleeper.wait()

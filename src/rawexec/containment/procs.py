@@ -10,6 +10,7 @@ import functools
 import os
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rawexec.errors import ContainmentError, InvalidConfigError
@@ -21,6 +22,7 @@ __all__ = [
     "host_has_swap",
     "kill_process_tree",
     "proc_sample",
+    "proc_samples",
     "read_proc_sample",
     "tree_samples",
 ]
@@ -229,6 +231,19 @@ def proc_sample(pid: int, *, with_swap: bool = True) -> tuple[int, int, int, int
     if f is None or len(f) < 22:
         return None
     return _sample_of(f, pid, with_swap and host_has_swap())
+
+
+def proc_samples(pids: Iterable[int], *, exclude: frozenset[int] = frozenset(),
+                 with_swap: bool = True) -> list[tuple[int, int, int, int, int]]:
+    """:func:`proc_sample` of each of ``pids`` not in ``exclude``, in order; gone ones left out."""
+    with_swap = with_swap and host_has_swap()
+    out: list[tuple[int, int, int, int, int]] = []
+    for pid in pids:
+        if pid not in exclude:
+            f = _stat_fields(pid, 22)
+            if f is not None and len(f) >= 22:
+                out.append(_sample_of(f, pid, with_swap))
+    return out
 
 
 def read_proc_sample(pid: int, *, with_swap: bool = True) -> ProcSample | None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 
 from rawexec.containment.cgroup import TaskCgroup
 from rawexec.containment.fs import CgroupFS
-from rawexec.containment.procs import proc_sample, tree_samples
+from rawexec.containment.procs import proc_samples, tree_samples
 from rawexec.errors import InvalidConfigError
 from rawexec.types import CpuStats, MemoryStats, ResourceUsage, TaskResourceUsage
 
@@ -205,6 +205,8 @@ class StatsCollector:
         self._prev_cpu: tuple[int, int, int, int] | None = None  # (wall, user, system, total) ns
         self._prev_pid: dict[int, tuple[int, int, int]] = {}  # pid -> (wall, user, system) ns
         self._pid_usage: dict[str, ResourceUsage] = {}
+        # pid -> (sample, key, entry) of pids idle at their last reading (0 % cpu): reused while unchanged
+        self._pid_memo: dict[int, tuple[tuple[int, int, int, int, int], str, ResourceUsage]] = {}
         self._pid_at: int | None = None
         self._procs: str | None = None  # cgroup.procs listing the task's pids
         # memory: memory.stat, then the one-number files of the plan (fixed on the first reading)
@@ -340,14 +342,7 @@ class StatsCollector:
         if self._procs is not None:
             raw = self._read_once(self._procs)
             if raw is not None:
-                out = []
-                exclude = self.exclude
-                for pid in map(int, raw.split()):
-                    if pid not in exclude:
-                        s = proc_sample(pid, with_swap=with_swap)
-                        if s is not None:
-                            out.append(s)
-                return out
+                return proc_samples(map(int, raw.split()), exclude=self.exclude, with_swap=with_swap)
             if self.root_pid is None:
                 return []
         assert self.root_pid is not None
@@ -357,9 +352,16 @@ class StatsCollector:
         self._pid_at = now
         usage: dict[str, ResourceUsage] = {}
         prev: dict[int, tuple[int, int, int]] = {}
-        old = self._prev_pid
-        for pid, user_ns, system_ns, rss, swap in self._samples(with_swap):
+        old, memo = self._prev_pid, self._pid_memo
+        idle: dict[int, tuple[tuple[int, int, int, int, int], str, ResourceUsage]] = {}
+        for s in self._samples(with_swap):
+            pid, user_ns, system_ns, rss, swap = s
             prev[pid] = (now, user_ns, system_ns)
+            m = memo.get(pid)
+            if m is not None and m[0] == s:  # the same sample as an idle last reading: the same entry
+                usage[m[1]] = m[2]
+                idle[pid] = m
+                continue
             p = old.get(pid)
             user = system = total = 0.0
             if p is not None:
@@ -367,10 +369,14 @@ class StatsCollector:
                 user = _pct(user_ns - p[1], wall)
                 system = _pct(system_ns - p[2], wall)
                 total = _pct(user_ns + system_ns - p[1] - p[2], wall)
-            usage[str(pid)] = _resource_usage(
+            key = str(pid)
+            ru = usage[key] = _resource_usage(
                 _memory_stats(rss, 0, swap, 0, 0, 0, 0, 0, PID_MEMORY_MEASURED),
                 _cpu_stats(system, user, 0.0, 0, 0, total, PID_CPU_MEASURED))
+            if total == user == system == 0.0:
+                idle[pid] = (s, key, ru)
         self._prev_pid = prev
+        self._pid_memo = idle
         self._pid_usage = usage
 
     def _set_memory_plan(self, stat: bytes) -> tuple[tuple[str, int, bytes | None, int], ...]:
