@@ -51,6 +51,9 @@ class Evaluator(TemplateMixin):
     # -- entry points -------------------------------------------------------------------------
     def evaluate(self, node: Tree[Any]) -> Any:
         """Evaluate a whole attribute expression; runtime references come back as ``${...}`` text."""
+        literal = _plain_literal(node)
+        if literal is not None:
+            return literal
         try:
             value = self.eval(node)
         except NeedsRuntime:
@@ -443,6 +446,31 @@ class Evaluator(TemplateMixin):
         if self.iterations > MAX_ITERATIONS:
             raise EvalError(f"expression too expensive: more than {MAX_ITERATIONS} for-loop iterations",
                             self.pos(node), "simplify nested for expressions")
+
+
+def _plain_literal(node: Tree[Any]) -> str | int | None:
+    """The value of the most common attribute expressions without the general machinery: a quoted
+    string without escapes or templates (``"raw_exec"``) or a decimal integer (``128``); else None.
+    The result is what :meth:`Evaluator.evaluate` gives for them (see ``e_string``, ``e_int_lit``)."""
+    if node.data != "expr_term" or len(node.children) != 1:
+        return None
+    inner = node.children[0]
+    if type(inner) is not Tree:
+        return None
+    if inner.data == "string":
+        parts = inner.children  # DBLQUOTE string_part* DBLQUOTE
+        if len(parts) == 2:
+            return ""
+        if len(parts) == 3:
+            part = parts[1]
+            if type(part) is Tree and part.data == "string_part" and len(part.children) == 1:
+                tok = part.children[0]
+                if type(tok) is Token and tok.type == "STRING_CHARS" and "\\" not in tok:
+                    return str(tok)
+        return None
+    if inner.data == "int_lit":
+        return int(str(inner.children[0]))
+    return None
 
 
 def _eq(a: Any, b: Any) -> bool:
