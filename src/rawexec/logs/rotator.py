@@ -57,6 +57,9 @@ _SEEK_END = os.SEEK_END
 _SPLICE_F_NONBLOCK = os.SPLICE_F_NONBLOCK
 # splice(2) into this file system / file is not possible: use read + write for good.
 _SPLICE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+# A read this big (a default pipe's worth) shows a stream that writes faster than it is read:
+# from then on splice(2) (a quiet task never costs a relay pipe).
+_BUSY_READ = 64 * 1024
 
 
 def _linked(fd: int) -> bool:
@@ -120,7 +123,8 @@ class FileRotator:
         self._create_parents = create_parents
         self._fd = -1
         self._sfd = -1  # the current file again, without O_APPEND (splice(2) refuses O_APPEND files)
-        self._splice_ok = True
+        self._splice_ok = True  # False: splice(2) not possible here, always read + write
+        self._busy = False  # the stream once filled a pipe: worth the relay pipe and splice(2)
         self._relay: tuple[int, int] | None = None  # (read end, write end), see splice_from
         self._index = 0
         self._oldest = 0
@@ -258,11 +262,12 @@ class FileRotator:
         for errors of ``src`` itself.
 
         Far from the size boundary -- where :meth:`write` writes a chunk whole without looking
-        at it -- the bytes never enter this process: ``splice(2)`` moves them from ``src`` into
-        a relay pipe of ours (page references, no copy; ``src`` is locked only for that), then
-        from the relay into the file (the one copy, into the page cache) while the task goes on
-        filling ``src``. Near the boundary it reads no more than fits the current file and
-        calls :meth:`write`, so the rotation points are those of :meth:`write`.
+        at it -- and once the stream proved busy (one read of 64 KiB), the bytes never enter this
+        process: ``splice(2)`` moves them from ``src`` into a relay pipe of ours (page
+        references, no copy; ``src`` is locked only for that), then from the relay into the file
+        (the one copy, into the page cache) while the task goes on filling ``src``. Near the
+        boundary it reads no more than fits the current file and calls :meth:`write`, so the
+        rotation points are those of :meth:`write`.
         """
         if self._closed:
             raise ValueError("write to a closed FileRotator")
@@ -273,13 +278,17 @@ class FileRotator:
             # A full file is rotated once bytes are in hand (never an empty file at the end).
             room = max_size - (size if size < max_size else 0) - LINE_SCAN_LIMIT
             if room > 0:
-                return self._splice_in(src, limit if limit < room else room)
-            if size < max_size and max_size > LINE_SCAN_LIMIT:
+                if self._busy:
+                    return self._splice_in(src, limit if limit < room else room)
+                limit = min(limit, room)
+            elif size < max_size and max_size > LINE_SCAN_LIMIT:
                 # No more than may still go into this file: the next file is spliced again.
                 limit = min(limit, max_size - size)
         data = os.read(src, limit)
         if not data:
             return 0, b""
+        if len(data) >= _BUSY_READ:
+            self._busy = True
         return len(data), data[self.write(data):]
 
     def _splice_in(self, src: int, limit: int) -> tuple[int, bytes]:
