@@ -1,15 +1,16 @@
 """A task's resource usage in Nomad's ``TaskResourceUsage`` shape (facts §3.9).
 
 Aggregate numbers come from the task's cgroup files when they exist — memory (``memory.stat``
-and friends) and cpu (cgroup2 ``cpu.stat`` or v1 ``cpuacct``) — which is cheap: the
-descriptors stay open (one per file read on every call: at most 7, none per pid) and each call
-is a handful of ``pread``\\ s parsed with ``bytes.find``. Without cgroups the aggregate is the
-sum over the task's process tree (a ``/proc`` walk from ``root_pid``).
+and friends) and cpu (cgroup2 ``cpu.stat`` or v1 ``cpuacct``) — which is cheap: a descriptor
+stays open on each file read on every call (5 on v2, 7 hybrid, 8 v1; none per pid, none for
+``cgroup.procs``) and each call is a handful of ``pread``\\ s parsed with ``bytes.find``; when
+the bytes are those of the previous call, so is the result (no parsing). Without cgroups the
+aggregate is the sum over the task's process tree (a ``/proc`` walk from ``root_pid``).
 
 Per-pid entries (RSS, Swap; System/User Mode and Percent) come from ``/proc/PID/{stat,status}``
-and, when the aggregate comes from the cgroup, are refreshed every ``pid_refresh`` seconds
-(Nomad caches them 5 s too). CPU percentages are deltas between two readings: the first
-reading reports 0; 100 means one full core.
+(``status`` only when some swap may be in use) and, when the aggregate comes from the cgroup,
+are refreshed every ``pid_refresh`` seconds (Nomad caches them 5 s too). CPU percentages are
+deltas between two readings: the first reading reports 0; 100 means one full core.
 """
 
 from __future__ import annotations
