@@ -290,9 +290,11 @@ class Driver:
         sig = parse_signal(signal)
         rec = self._get(task_id)
         if rec.shim_alive:
+            msg = {"op": "stop", "signal": sig, "timeout": max(0.0, timeout), "group": group}
             try:
-                reply = self._request(rec, {"op": "stop", "signal": sig, "timeout": max(0.0, timeout),
-                                            "group": group}, timeout + _STOP_MARGIN_S)
+                # On the open wait connection when there is one (no connect/accept per stop).
+                got = rec.request_on_wait(msg, timeout + _STOP_MARGIN_S)
+                reply = got if got is not None else self._request(rec, msg, timeout + _STOP_MARGIN_S)
             except UnavailableError:
                 # The shim may be on its way out (the task just ended and it is cleaning up), or
                 # dead: give it a moment, then clean up whatever it left.

@@ -60,6 +60,12 @@ class TaskRecord:
     cond: threading.Condition = field(default_factory=threading.Condition)
     stats: Any = None  # a containment.StatsCollector, made on the first task_stats call
     on_event: Callable[[TaskRecord, str, dict[str, str]], None] | None = None
+    # The open wait connection (the Watcher reads it). Requests that are answered on it (stop)
+    # skip a new connection; the answers are counted here, in order, under ``cond``.
+    wait_ch: Channel | None = field(default=None, repr=False)
+    wait_closed: bool = False
+    requests_sent: int = 0
+    answers: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def state(self) -> TaskState:
@@ -85,6 +91,36 @@ class TaskRecord:
                               {"oom_killed": "true"})
             elif result.err:
                 self.on_event(self, result.err, {})
+
+    def request_on_wait(self, msg: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Send ``msg`` on the wait connection and block for its answer (which the Watcher thread
+        reads). None when there is no usable wait connection: the caller falls back to a new one."""
+        with self.cond:
+            ch = self.wait_ch
+            if ch is None or self.wait_closed:
+                return None
+            try:
+                ch.send(msg)  # small: fits the socket buffer, so the non-blocking send is whole
+            except OSError:
+                return None
+            ticket = self.requests_sent
+            self.requests_sent += 1
+            if not self.cond.wait_for(lambda: len(self.answers) > ticket or self.wait_closed, timeout):
+                raise UnavailableError("task shim did not answer in time")
+            if len(self.answers) > ticket:
+                return self.answers[ticket]
+            raise UnavailableError("task shim did not answer: its connection closed")
+
+    def answered(self, msg: dict[str, Any]) -> None:
+        with self.cond:
+            self.answers.append(msg)
+            self.cond.notify_all()
+
+    def wait_connection_closed(self) -> None:
+        with self.cond:
+            self.wait_closed = True
+            self.wait_ch = None
+            self.cond.notify_all()
 
     def lost(self) -> None:
         """The wait connection closed without an exit: trust the shim's exit record if it left one."""
@@ -126,6 +162,8 @@ class Watcher:
         except (UnavailableError, OSError):
             rec.lost()
             return
+        with rec.cond:
+            rec.wait_ch, rec.wait_closed = ch, False
         with self._lock:
             self._pending.append((ch, rec))
             if self._thread is None:
@@ -134,6 +172,7 @@ class Watcher:
         os.write(self._wake_w, b"x")
 
     def unwatch(self, rec: TaskRecord) -> None:
+        rec.wait_connection_closed()
         with self._lock:
             self._drop.append(rec)
         try:
@@ -190,6 +229,7 @@ class Watcher:
         if ch.eof:
             self._sel.unregister(ch.sock)
             self._by_record.pop(id(rec), None)
+            rec.wait_connection_closed()
             ch.close()
             if rec.exit is None:
                 rec.lost()
@@ -198,9 +238,12 @@ class Watcher:
     def _handle(rec: TaskRecord, msg: dict[str, Any]) -> None:
         if msg.get("event") == "exit":
             rec.set_exit(ExitResult.from_dict(msg["exit"]), msg.get("completed_at"))
-        elif msg.get("event") == "task" and rec.on_event is not None:
-            rec.on_event(rec, str(msg.get("message")), {str(k): str(v) for k, v in
-                                                        (msg.get("annotations") or {}).items()})
+        elif msg.get("event") == "task":
+            if rec.on_event is not None:
+                rec.on_event(rec, str(msg.get("message")), {str(k): str(v) for k, v in
+                                                            (msg.get("annotations") or {}).items()})
+        elif "ok" in msg:  # the answer to a request sent on the wait connection
+            rec.answered(msg)
 
     def close(self) -> None:
         self._closed = True

@@ -444,6 +444,17 @@ class Supervisor:
                     os.killpg(self.main_pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            else:
+                # No child left means no descendant left: an orphan is reparented to us (we are
+                # its subreaper), so every live descendant has a parent chain ending at a child
+                # of ours. The common stop needs no /proc walk.
+                self._reap()
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid:
+                    self._reaped(pid, _)
             pids = descendants(me)
             for pid in pids:
                 try:
