@@ -15,10 +15,10 @@ deltas between two readings: the first reading reports 0; 100 means one full cor
 
 from __future__ import annotations
 
+import _thread
 import dataclasses
 import functools
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -202,7 +202,7 @@ class StatsCollector:
         self.exclude = frozenset(exclude_pids)
         self._fs: CgroupFS = cgroup.fs if cgroup is not None else CgroupFS()
         self._fds: dict[str, int] = {}  # path -> descriptor, -1 once the file is known missing
-        self._lock = threading.Lock()  # task_stats and a stats stream may share one collector
+        self._lock = _thread.allocate_lock()  # task_stats and a stats stream may share one collector
         self._prev_cpu: tuple[int, int, int, int] | None = None  # (wall, user, system, total) ns
         self._prev_pid: dict[int, tuple[int, int, int]] = {}  # pid -> (wall, user, system) ns
         self._pid_usage: dict[str, ResourceUsage] = {}

@@ -33,17 +33,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import stat
 from collections.abc import Callable
 
 from rawexec.errors import ValidationError
+from rawexec.lazylog import get_logger
 from rawexec.logs.config import LINE_SCAN_LIMIT, MB, check_base_name
 
 __all__ = ["FileRotator", "scan_indices"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 _NL = 10
