@@ -129,14 +129,14 @@ def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
         raise EvalError(f"Syntax error: {str(exc)[:200]}", Pos(filename)) from None
 
 
-@dataclass
+@dataclass(slots=True)
 class Attr:
     name: str
     expr: Tree[Any]
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class Block:
     type: str
     labels: list[str]
@@ -144,7 +144,7 @@ class Block:
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class Body:
     attrs: dict[str, Attr] = field(default_factory=dict)
     blocks: list[Block] = field(default_factory=list)
@@ -154,10 +154,6 @@ class Body:
 def _name_of(node: Tree[Any]) -> str:
     # identifier / keyword / literal_value all hold one token
     return str(node.children[0])
-
-
-def _token_pos(tok: Token, filename: str) -> Pos:
-    return Pos(filename, tok.line or 0, tok.column or 0)
 
 
 def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: int = 0) -> Body:
@@ -180,7 +176,7 @@ def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: i
             ch = item.children
             tok: Any = ch[0].children[0]
             name = str(tok)
-            pos = _token_pos(tok, filename)
+            pos = Pos(filename, tok.line or 0, tok.column or 0)
             if name in attrs:
                 prev = attrs[name].pos
                 errors.append(EvalError(f'Attribute redefined: the argument "{name}" was already set at '
@@ -189,12 +185,14 @@ def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: i
                 continue
             attrs[name] = Attr(name, ch[-1], pos)
         elif data == "block":
-            parts = kids(item)
-            tok = parts[0].children[0]
+            ch = item.children  # name, labels, new_line_or_comment?, LBRACE, body, RBRACE
+            tok = ch[0].children[0]
             btype = str(tok)
-            pos = _token_pos(tok, filename)
+            pos = Pos(filename, tok.line or 0, tok.column or 0)
             labels: list[str] = []
-            for lab in parts[1:-1]:
+            for lab in ch[1:-3]:
+                if type(lab) is not Tree:
+                    continue
                 if lab.data == "string":
                     text = ""
                     for sp in lab.children:
@@ -215,8 +213,7 @@ def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: i
                     labels.append(text)
                 elif lab.data in ("identifier", "keyword", "literal_value"):
                     labels.append(_name_of(lab))
-            inner = parts[-1]
-            blk = Block(btype, labels, build_body(inner, filename, errors, depth + 1), pos)
+            blk = Block(btype, labels, build_body(ch[-2], filename, errors, depth + 1), pos)
             body.blocks.append(blk)
     return body
 
