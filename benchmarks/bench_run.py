@@ -2,7 +2,12 @@
 task is running (target: <= 1.5 s for N = 200), the idle agent's CPU (target < 1 % of a core) and
 RSS (target <= 60 MB), then Ctrl-C and the time until everything stopped.
 
-    .venv/bin/python benchmarks/bench_run.py [N] [REPEATS]
+    .venv/bin/python benchmarks/bench_run.py [N] [REPEATS] [--baseline-src DIR]
+
+``--baseline-src DIR``: also run ``rawexec run`` with ``PYTHONPATH=DIR`` (a copy of ``src/`` from
+before a change, e.g. ``git archive <rev> src | tar -x -C /tmp/base``), interleaved with this tree's
+runs, and print both side by side with the ratio. Besides wall time (noisy on a shared machine) it
+prints the CPU time the ``rawexec run`` process used until every task ran, and its spawner's.
 """
 
 from __future__ import annotations
@@ -44,20 +49,35 @@ job "bench" {{
 '''
 
 
-def run_once(n: int) -> tuple[float, float, float, float, float]:
+def _cpu(p: psutil.Process) -> float:
+    try:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+    except psutil.Error:
+        return 0.0
+
+
+def run_once(n: int, src: str | None = None) -> tuple[float, float, float, float, float, float, float]:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         jf = Path(tmp, "bench.nomad.hcl")
         jf.write_text(job_text(n))
         t0 = time.monotonic()
         proc = subprocess.Popen([str(RAWEXEC), "run", "-data-dir", str(Path(tmp, "data")), str(jf)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         assert proc.stdout is not None
         all_running = reported = -1.0
+        agent_cpu = spawner_cpu = 0.0
         for line in proc.stdout:
             m = re.search(r"All (\d+) main task\(s\) started \(([\d.]+)s", line)
             if m:
                 all_running = time.monotonic() - t0
                 reported = float(m.group(2))
+                ps = psutil.Process(proc.pid)
+                agent_cpu = _cpu(ps)
+                spawner_cpu = sum(_cpu(c) for c in ps.children())
                 break
         if all_running < 0:
             proc.kill()
@@ -75,24 +95,53 @@ def run_once(n: int) -> tuple[float, float, float, float, float]:
         stopped = time.monotonic() - t1
         if rc != 130:
             raise SystemExit(f"rawexec run exited {rc}, expected 130 after Ctrl-C")
-        return all_running, reported, stopped, idle_cpu, rss
+        return all_running, reported, stopped, idle_cpu, rss, agent_cpu, spawner_cpu
+
+
+def _line(r: tuple[float, ...]) -> str:
+    return (f"all running after {r[0]:.3f}s from exec (agent's own figure {r[1]:.3f}s from process start; "
+            f"CPU until then: rawexec run {r[5]:.2f}s, spawner {r[6]:.2f}s); Ctrl-C -> all stopped in "
+            f"{r[2]:.3f}s; idle agent CPU {r[3]:.2f}% of a core, RSS {r[4]:.1f} MB")
+
+
+def _stats(results: list[tuple[float, ...]], i: int) -> tuple[float, float]:
+    vals = sorted(r[i] for r in results)
+    return vals[0], vals[len(vals) // 2]
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    args = sys.argv[1:]
+    base_src = None
+    if "--baseline-src" in args:
+        i = args.index("--baseline-src")
+        base_src = args[i + 1]
+        del args[i:i + 2]
+    n = int(args[0]) if len(args) > 0 else 200
+    repeats = int(args[1]) if len(args) > 1 else 3
     print(f"rawexec run, count = {n} sleep tasks; {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    results = []
+    results: list[tuple[float, ...]] = []
+    base: list[tuple[float, ...]] = []
     for i in range(repeats):
         r = run_once(n)
         results.append(r)
-        print(f"  run {i + 1}: all running after {r[0]:.3f}s from exec (agent's own figure {r[1]:.3f}s "
-              f"from process start); Ctrl-C -> all stopped in {r[2]:.3f}s; idle agent CPU {r[3]:.2f}% of a "
-              f"core, RSS {r[4]:.1f} MB")
-    best = min(r[0] for r in results)
-    med = sorted(r[0] for r in results)[len(results) // 2]
-    print(f"all running: best {best:.3f}s, median {med:.3f}s (target <= 1.5s)")
+        print(f"  run {i + 1}: {_line(r)}")
+        if base_src:
+            b = run_once(n, base_src)
+            base.append(b)
+            print(f"  baseline run {i + 1}: {_line(b)}")
+    rows: tuple[tuple[str, int, str, float | None], ...] = (
+        ("all running", 0, "s", 1.5), ("CPU of rawexec run until all running", 5, "s", None),
+        ("idle agent CPU", 3, "% of a core", 1.0), ("RSS", 4, " MB", 60.0))
+    for name, idx, unit, target in rows:
+        best, med = _stats(results, idx)
+        line = f"{name}: best {best:.3f}{unit}, median {med:.3f}{unit}"
+        if base:
+            bbest, bmed = _stats(base, idx)
+            line += f"; baseline best {bbest:.3f}{unit}, median {bmed:.3f}{unit} (median ratio {med / bmed:.2f}x)"
+        if target is not None:
+            line += f" (target {'<' if idx == 3 else '<='} {target}{unit}: median {med / target:.2f}x of it)"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from rawexec.agent.agentconfig import AgentConfig
@@ -58,6 +59,7 @@ class Agent:
         self.start_slots = threading.BoundedSemaphore(START_CONCURRENCY)
         self.changes = 0
         """Bumped on every state commit: a cheap "anything new?" check for pollers."""
+        self._commit_listeners: list[Callable[[], None]] = []
         self._list_lock = threading.Lock()
         self._alloc_index = 0  # state index of the latest commit that changed an allocation
         self._alloc_list: tuple[int, bytes] | None = None  # GET /v1/allocations body, until the next change
@@ -194,6 +196,13 @@ class Agent:
         self.changes += 1
         for ar, stub in stubs:
             ar.publish(idx, stub)
+        for fn in self._commit_listeners:
+            fn()
+
+    def add_commit_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (on the writer thread; keep it short) after every state commit: lets a viewer
+        sleep until something changed instead of polling :attr:`changes`."""
+        self._commit_listeners.append(fn)
 
     def _allocs_changed(self, idx: int) -> None:
         """Drop the cached allocation list (after the allocations' stubs were updated)."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from rawexec.agent.memory import limit_malloc_arenas, trim_malloc
+from rawexec.cli.logwatch import LogDirWatch, Waker
 from rawexec.errors import RawExecError, ValidationError
 
 if TYPE_CHECKING:
@@ -56,9 +57,18 @@ class _Stream:
     partial: bytes = b""
     prefix: str = ""
     next_scan: float = 0.0
+    watched: bool = False  # its log dir is under inotify: look at it only when told it was written
 
 
 _ROTATE_CHECK = 1.0
+_IDLE_WAIT = 30.0
+"""With every log dir watched, the loop sleeps this long at most (a safety net: it is woken by log
+writes, state commits and signals)."""
+
+
+def _downloading(allocs: list[AllocRunner]) -> bool:
+    """An artifact download in progress (its progress bar is redrawn on a timer)."""
+    return any(r.progress is not None and not r.progress.done for a in allocs for r in a.runners.values())
 
 
 @dataclass
@@ -68,6 +78,7 @@ class _LogPump:
     out: TextIO
     lock: threading.Lock
     streams: dict[tuple[str, str, str], _Stream] = field(default_factory=dict)
+    watch: LogDirWatch | None = None
 
     def add_alloc(self, ar: AllocRunner, label: str) -> None:
         for task in ar.runners:
@@ -76,17 +87,33 @@ class _LogPump:
                 if key not in self.streams:
                     self.streams[key] = _Stream(ar, task, s, prefix=f"{label}/{task} | ")
 
-    def poll(self, final: bool = False) -> int:
+    def all_watched(self) -> bool:
+        return self.watch is not None and all(st.watched for st in self.streams.values())
+
+    def poll(self, final: bool = False, changed: set[tuple[str, str]] | None = None) -> int:
         """Print new whole lines of every stream. Cheap when idle: one stat per stream, plus a
-        look for a rotated-to file every ``_ROTATE_CHECK`` s (or at ``final``)."""
+        look for a rotated-to file every ``_ROTATE_CHECK`` s (or at ``final``). With a :attr:`watch`,
+        a stream whose log dir is watched is looked at only when ``changed`` (the (dir, file) pairs
+        written since the last call; None: unknown, look at all) names one of its files."""
         from rawexec.logs import LogPosition, reader
 
         n = 0
         now = time.monotonic()
+        written = None if changed is None else {(d, name.rsplit(".", 1)[0]) for d, name in changed}
         for st in self.streams.values():
             log_dir = os.path.join(st.alloc.alloc_dir, "alloc", "logs")
+            force = final
+            if self.watch is not None and not final:
+                if st.watched:
+                    if written is not None and (log_dir, f"{st.task}.{st.stream}") not in written:
+                        continue
+                    force = True
+                elif now >= st.next_scan:
+                    # watch first, then look: a write after the look is an event for the next call
+                    st.watched = self.watch.watch(log_dir)
+                    force = st.watched
             if st.pos is None:
-                if not final and now < st.next_scan:
+                if not force and now < st.next_scan:
                     continue
                 st.next_scan = now + _ROTATE_CHECK
                 files = reader.list_log_files(log_dir, st.task, st.stream)  # type: ignore[arg-type]
@@ -99,7 +126,7 @@ class _LogPump:
             except OSError:
                 grown = False
             if not grown:
-                if not final and now < st.next_scan:
+                if not force and now < st.next_scan:
                     continue
                 st.next_scan = now + _ROTATE_CHECK
                 if not os.path.exists(base + str(st.pos.index + 1)) and not final:
@@ -318,11 +345,11 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
     tty = out.isatty() and os.environ.get("TERM") != "dumb"
     lock = threading.Lock()
     interrupts: list[float] = []
-    wake = threading.Event()
+    waker = Waker()
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
         interrupts.append(time.monotonic())
-        wake.set()
+        waker.wake()
 
     old_int = signal.signal(signal.SIGINT, on_sigint)
     old_term = signal.signal(signal.SIGTERM, on_sigint)
@@ -361,8 +388,13 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                       f"{agent.node_obj.id[:8]}; Ctrl-C stops it\n")
             out.flush()
         pump = _LogPump(out, lock)
+        try:
+            pump.watch = LogDirWatch()
+        except OSError:  # no inotify: poll the log files
+            pump.watch = None
         for a in allocs:
             pump.add_alloc(a, _label(a))
+        agent.add_commit_listener(waker.wake)
         printer = _EventPrinter(out, lock)
         live: Any = None
         if tty:
@@ -381,7 +413,9 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         quiet_since = time.monotonic()
         try:
             interval = 0.05
+            next_full = 0.0
             while True:
+                now = time.monotonic()
                 if not all_running_said and _all_main_started(allocs):
                     all_running_said = True
                     n = sum(1 for a in allocs for r in a.runners.values() if r.lifecycle == "")
@@ -390,6 +424,13 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                     _mark("all main tasks started")
                     _release_memory()
                     _mark("memory released")
+                starting = not all_running_said and len(allocs) >= 20
+                if starting and now < next_full and len(interrupts) == handled:
+                    # many tasks are still starting: every commit wakes us to see whether all of them
+                    # run now, but output and events are looked at only every 0.3 s (the starts need the CPU)
+                    waker.wait(next_full - now)
+                    continue
+                next_full = now + 0.3
                 if len(interrupts) > handled:
                     handled = len(interrupts)
                     if not stopping:
@@ -405,7 +446,8 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                 if live is None and changes != seen_changes:
                     seen_changes = changes
                     printer.poll(allocs)
-                if pump.poll():
+                written = pump.watch.changes() if pump.watch is not None else None
+                if pump.poll(changed=written):
                     interval = 0.05
                     quiet_since = time.monotonic()
                 if live is not None:
@@ -415,9 +457,12 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                         live.update(_table(allocs), refresh=True)
                 if all(a.terminal for a in allocs):
                     break
-                # while many tasks are still starting, poll less often: the starts need the CPU
-                wake.wait(interval if all_running_said or len(allocs) < 20 else max(interval, 0.3))
-                wake.clear()
+                timeout: float | None = interval
+                if starting:
+                    timeout = max(interval, 0.3)
+                elif pump.all_watched() and not _downloading(allocs):
+                    timeout = _IDLE_WAIT  # woken by log writes, commits and signals: nothing to poll
+                waker.wait(timeout, *([pump.watch.fd] if pump.watch is not None else []))
                 idle_cap = 1.0 if time.monotonic() - quiet_since > 5 else 0.25
                 interval = min(idle_cap, interval * 1.5)
             pump.poll(final=True)
@@ -426,6 +471,8 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         finally:
             if live is not None:
                 live.stop()
+            if pump.watch is not None:
+                pump.watch.close()
         if not tty:
             printer.poll(allocs)
         text, ok = _summary(allocs)
@@ -438,6 +485,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+        waker.close()
 
 
 def _signature(allocs: list[AllocRunner]) -> tuple[Any, ...]:
