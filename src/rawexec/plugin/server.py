@@ -7,8 +7,9 @@ negotiate the app protocol from ``PLUGIN_PROTOCOL_VERSIONS``, listen on a unix s
 handshake line on stdout, ignore SIGINT, and serve until ``GRPCController/Shutdown`` or SIGTERM.
 
 The server is ``grpc.aio``: one event loop serves every call, so the hundreds of long-lived
-streams Nomad keeps open (a WaitTask and a TaskStats stream per task) cost no thread each and
-nothing while quiet. Blocking driver work runs on a thread pool (:func:`run_blocking`).
+calls Nomad keeps open (a WaitTask and a TaskStats stream per task) cost nothing while quiet and
+no thread each, except WaitTask's one parked pool thread (:mod:`rawexec.plugin.driver_service`).
+Blocking driver work runs on a thread pool (:func:`run_blocking`).
 
 Launch time matters (every agent start launches the plugin three times, and go-plugin waits for
 the handshake line): before the line only ``grpc`` itself is imported. Each service's handlers
@@ -48,7 +49,9 @@ __all__ = [
     "LazyHandlers",
     "PluginServer",
     "ServiceTable",
+    "blocking_executor",
     "check_cookie",
+    "collect_handlers",
     "handshake_line",
     "negotiate_protocol",
     "new_socket_path",
