@@ -115,9 +115,10 @@ def test_character_soup_gives_the_same_outcome(text: str) -> None:
 
 # The lexer's per-character narrowing -------------------------------------------------------------
 def _all_alternatives() -> list[_Alternatives]:
+    lexers = _fast().lexers
     seen: dict[int, _Alternatives] = {}
-    for lexer in _fast().lexers.values():
-        seen.setdefault(id(lexer[4]), lexer[4])
+    for state in lexers.basics:  # every lexer state, including those no test text reached
+        seen.setdefault(id(lexers[state][4]), lexers[state][4])
     return list(seen.values())
 
 

@@ -129,22 +129,7 @@ class FastParser:
                     compiled[arg] = act
                 row[name] = act
             self.states[state] = row
-        self.lexers: dict[Any, _Lexer] = {}
-        built: dict[int, _Lexer] = {}
-        regex_cache: dict[tuple[str, ...], Any] = {}
-        for state, basic in contextual.lexers.items():
-            lx = built.get(id(basic))
-            if lx is None:
-                scanner = basic.scanner  # builds the regexes and the keyword callbacks
-                keywords: dict[str, tuple[Any, dict[str, str | None]]] = {}
-                for name, cb in basic.callback.items():
-                    if type(cb) is not UnlessCallback or name in basic.ignore_types:
-                        raise FastParseError(f"lexer callback on {name} is not supported")
-                    keywords[name] = (cb.scanner.fullmatch, {})
-                alts = _Alternatives(scanner, regex_cache)
-                lx = ({}, keywords, frozenset(basic.newline_types), frozenset(basic.ignore_types), alts)
-                built[id(basic)] = lx
-            self.lexers[state] = lx
+        self.lexers = _Lexers(contextual.lexers)
         self.chains: dict[tuple[Any, Any, str], tuple[Any, tuple[tuple[int, Any], ...]]] = {}
 
     def _chain(self, below: Any, top: Any, lookahead: str) -> tuple[Any, tuple[tuple[int, Any], ...]]:
@@ -435,11 +420,40 @@ def _first_chars(regexp: str, flags: int) -> _CharSet:
     return _ANY if nullable else cs
 
 
+class _Lexers(dict[Any, _Lexer]):
+    """Lexer state → :data:`_Lexer`, built on first use from Lark's contextual lexer for that state
+    (as Lark itself builds its per-state scanners lazily: most states are never lexed in)."""
+
+    def __init__(self, basics: dict[Any, Any]) -> None:
+        super().__init__()
+        self.basics = basics
+        self.built: dict[int, _Lexer] = {}
+        self.regex_cache: dict[tuple[str, ...], Any] = {}
+        self.first_cache: dict[tuple[str, int], _CharSet] = {}
+
+    def __missing__(self, state: Any) -> _Lexer:
+        basic = self.basics[state]
+        lx = self.built.get(id(basic))
+        if lx is None:
+            scanner = basic.scanner  # builds the regexes and the keyword callbacks
+            keywords: dict[str, tuple[Any, dict[str, str | None]]] = {}
+            for name, cb in basic.callback.items():
+                if type(cb) is not UnlessCallback or name in basic.ignore_types:
+                    raise FastParseError(f"lexer callback on {name} is not supported")
+                keywords[name] = (cb.scanner.fullmatch, {})
+            alts = _Alternatives(scanner, self.regex_cache, self.first_cache)
+            lx = ({}, keywords, frozenset(basic.newline_types), frozenset(basic.ignore_types), alts)
+            self.built[id(basic)] = lx
+        self[state] = lx
+        return lx
+
+
 class _Alternatives:
     """One lexer state's terminals (Lark's scanner: its order, regexes and flags) and, per next
     character, the compiled alternation of only those that can start with it."""
 
-    def __init__(self, scanner: Any, cache: dict[tuple[str, ...], Any]) -> None:
+    def __init__(self, scanner: Any, cache: dict[tuple[str, ...], Any],
+                 first_cache: dict[tuple[str, int], _CharSet]) -> None:
         self.re = scanner.re_
         self.flags = scanner.g_regex_flags
         self.terms = [(t.name, t.pattern.to_regexp()) for t in scanner.terminals]
@@ -448,7 +462,12 @@ class _Alternatives:
         if scanner.use_bytes or len(mres) != 1 or mres[0].pattern != full:
             raise FastParseError("unexpected scanner layout")
         self.full = mres[0].match
-        self.firsts = [_first_chars(rx, self.flags) for _, rx in self.terms]
+        self.firsts = []
+        for _, rx in self.terms:
+            cs = first_cache.get((rx, self.flags))
+            if cs is None:
+                cs = first_cache[(rx, self.flags)] = _first_chars(rx, self.flags)
+            self.firsts.append(cs)
         self.cache = cache
 
     def matcher(self, ch: str) -> Any:
