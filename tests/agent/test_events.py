@@ -94,3 +94,24 @@ def test_task_state_keeps_last_ten_and_counts() -> None:
     assert TaskState().to_api()["StartedAt"] == "0001-01-01T00:00:00Z"
     with pytest.raises(ValueError, match="invalid task state 'zombie'"):
         st.set_state("zombie")
+
+
+def test_json_forms_match_the_dict_forms() -> None:
+    """The JSON the agent writes and serves is built from pieces encoded once per event: it must
+    decode to exactly what to_api()/to_dict() give, for every kind of event and after caching."""
+    import json
+
+    st = TaskState()
+    st.append_event(TaskEvent.received(at=1))
+    st.append_event(TaskEvent.task_setup("Building Task Directory", at=2))
+    st.set_state(ev.TASK_RUNNING, TaskEvent.started(at=3))
+    st.append_event(TaskEvent.terminated(137, 9, oom_killed=True, err='exit "quoted"\n', at=4))
+    st.append_event(TaskEvent.restarting(15.5, "Restart within policy", at=5))
+    st.append_event(TaskEvent.signaling("SIGHUP", "ünïcode reason", at=6))
+    for _ in range(2):  # the second pass uses the cached pieces
+        assert json.loads(st.api_json()) == st.to_api()
+        assert json.loads(st.record_json()) == st.to_dict()
+        assert TaskState.from_dict(json.loads(st.record_json())) == st
+    e = st.events[-1]
+    assert e.api_json() is e.api_json()  # encoded once
+    assert json.loads(e.api_json()) == e.to_api() and json.loads(e.record_json()) == e.to_dict()

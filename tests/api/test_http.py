@@ -332,3 +332,25 @@ def test_restart_in_place(served: Served) -> None:
     wait_until(restarted, 20, interval=0.05, msg="task not restarted")
     r = served.unix.post(f"/v1/client/allocation/{alloc_id}/restart", json={"TaskName": "web", "AllTasks": True})
     assert r.status_code == 400 and "cannot be set" in r.text
+
+
+def test_allocation_list_variants_agree(served: Served) -> None:
+    """/v1/allocations (full, task_states=false, prefix) and /v1/job/:id/allocations are cut from the
+    same per-allocation stubs: they must agree with each other and with the allocation itself."""
+    alloc_id = register(served, job_json("variants", "sleep", "60", count=2))
+
+    def agree() -> bool:
+        full = [a for a in served.unix.get("/v1/allocations").json() if a["JobID"] == "variants"]
+        bare = [a for a in served.unix.get("/v1/allocations", params={"task_states": "false"}).json()
+                if a["JobID"] == "variants"]
+        return bool(
+            len(full) == 2 and all(a["TaskStates"]["web"]["State"] == "running" for a in full)
+            and served.unix.get("/v1/job/variants/allocations").json() == full
+            and bare == [{k: v for k, v in a.items() if k != "TaskStates"} for a in full]
+            and served.unix.get("/v1/allocations", params={"prefix": alloc_id}).json()
+            == [a for a in full if a["ID"] == alloc_id])
+
+    wait_until(agree, 20, interval=0.05, msg="the allocation list variants disagree")
+    one = served.unix.get(f"/v1/allocation/{alloc_id}").json()
+    listed = next(a for a in served.unix.get("/v1/allocations").json() if a["ID"] == alloc_id)
+    assert listed["TaskStates"] == one["TaskStates"] and listed["ModifyIndex"] == one["ModifyIndex"]

@@ -1,0 +1,33 @@
+"""The event ring: payloads are JSON snapshots, bounded in count and in bytes."""
+
+from __future__ import annotations
+
+import json
+
+from rawexec.agent.eventstream import Event, EventBroker
+
+
+def test_payload_is_a_snapshot_and_streams_as_is() -> None:
+    payload = {"Job": {"ID": "a", "Status": "pending"}}
+    e = Event.of("Job", "JobRegistered", "a", 7, payload)
+    payload["Job"]["Status"] = "running"  # a later change to the published object does not leak in
+    assert e.payload == {"Job": {"ID": "a", "Status": "pending"}}
+    assert json.loads(e.to_api_json()) == e.to_api() == {
+        "Topic": "Job", "Type": "JobRegistered", "Key": "a", "Namespace": "default", "Index": 7,
+        "Payload": {"Job": {"ID": "a", "Status": "pending"}}}
+
+
+def test_ring_bounded_by_count_and_bytes() -> None:
+    b = EventBroker(size=5, max_bytes=1000)
+    for i in range(1, 9):
+        b.publish(Event("Allocation", "AllocationUpdated", str(i), i, json.dumps({"x": i})))
+    assert [e.index for e in b.subscribe(0).next_batch(0)] == [4, 5, 6, 7, 8]
+    big = "x" * 400
+    for i in range(9, 13):
+        b.publish(Event("Allocation", "AllocationUpdated", str(i), i, json.dumps({"x": big})))
+    got = [e.index for e in b.subscribe(0).next_batch(0)]
+    assert got == [11, 12] and sum(len(e.payload_json) for e in b.subscribe(0).next_batch(0)) <= 1000
+    huge = Event("Allocation", "AllocationUpdated", "h", 13, json.dumps({"x": "y" * 5000}))
+    b.publish(huge)  # one event larger than the budget is still kept (the newest always is)
+    assert [e.index for e in b.subscribe(0).next_batch(0)] == [13]
+    assert [e.index for e in b.subscribe(12).next_batch(0)] == [13]
