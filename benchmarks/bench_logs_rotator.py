@@ -12,7 +12,11 @@ and compares with, in the same run and the same directory:
   boundary — on this kernel (large page-cache folios) that alone costs ~40 % more kernel CPU per
   byte than aligned writes; it is the price of Nomad's newline rule, not of Python,
 * the rotator keeping every file (rotation without the purge's unlinks, whose page-cache
-  freeing is real kernel work the baselines do not pay inside their timing).
+  freeing is real kernel work the baselines do not pay inside their timing),
+* the shim's pump without the shim: ``dd`` -> a pipe (1 MiB when allowed) -> this process ->
+  FileRotator, once with ``write_from`` (splice(2) through a relay pipe, what the shim does) and
+  once with ``os.read`` + ``write`` (what it did before). Wall time includes dd filling the
+  pipe on the other CPU; the CPU column is this process only (the pump).
 
 Each variant runs ``--repeat`` times (best kept); files are deleted between runs.
 
@@ -33,6 +37,7 @@ from collections.abc import Callable
 from rawexec.logs import FileRotator
 
 CHUNK = 64 * 1024
+PIPE = 1024 * 1024  # the shim's pipe size and read chunk
 
 
 def make_chunk() -> bytes:
@@ -97,6 +102,55 @@ def bench_rotator(d: str, count: int, chunk: bytes, max_files: int = 10) -> Timi
     return dt, cpu
 
 
+def bench_pipe(d: str, count: int, splice: bool) -> Timing:
+    """dd -> pipe -> FileRotator (10 x 10 MB) in this process, as the shim's pump does."""
+    import fcntl
+    import selectors
+
+    logs = os.path.join(d, "logs")
+    os.mkdir(logs)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, PIPE)
+    except OSError:
+        pass
+    os.set_blocking(r, False)
+    sel = selectors.DefaultSelector()
+    sel.register(r, selectors.EVENT_READ)
+    total = 0
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    with FileRotator(logs, "bench.stdout", 10, 10) as rot:
+        proc = subprocess.Popen(["dd", "if=/dev/zero", f"bs={CHUNK}", f"count={count}"], stdout=w,
+                                stderr=subprocess.DEVNULL)
+        os.close(w)
+        while True:
+            sel.select()
+            try:
+                if splice:
+                    n, refused = rot.write_from(r, PIPE)
+                else:
+                    data = os.read(r, PIPE)
+                    n = len(data)
+                    refused = data[rot.write(data):]
+            except BlockingIOError:
+                continue
+            if refused:
+                raise SystemExit("rotator refused bytes: " + repr(rot.last_error))
+            if n == 0:
+                break
+            total += n
+    dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    proc.wait()
+    sel.close()
+    os.close(r)
+    shutil.rmtree(logs)
+    if total != count * CHUNK:
+        raise SystemExit(f"pumped {total} bytes, expected {count * CHUNK}")
+    return dt, cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=None, help="directory on the disk to test (default: a temp dir)")
@@ -113,6 +167,8 @@ def main() -> None:
             "FileRotator": lambda: bench_rotator(d, count, chunk),
             "zeros": lambda: bench_rotator(d, count, bytes(CHUNK)),
             "keep-all": lambda: bench_rotator(d, count, chunk, max_files=100_000),
+            "pipe splice": lambda: bench_pipe(d, count, splice=True),
+            "pipe read": lambda: bench_pipe(d, count, splice=False),
         }
         wall = dict.fromkeys(variants, float("inf"))
         cpu = dict.fromkeys(variants, float("inf"))
@@ -129,7 +185,9 @@ def main() -> None:
             print(f"  {name:12s} {wall[name]:8.3f} {total / wall[name] / 1e6:8.0f} {cpu[name]:8.3f}")
         for name, note in (("FileRotator", "log lines, 10 x 10 MB: rotates + purges every 10 MB"),
                            ("zeros", "dd's bytes (no newline): files stay 64 KiB-aligned"),
-                           ("keep-all", "log lines, max_files large: rotation without purge")):
+                           ("keep-all", "log lines, max_files large: rotation without purge"),
+                           ("pipe splice", "dd | write_from (the shim's pump: splice via a relay pipe)"),
+                           ("pipe read", "dd | os.read + write (the pump before write_from)")):
             print(f"  {name} / dd: throughput {wall['dd'] / wall[name]:.2f} (target >= 0.70), "
                   f"CPU-time ratio {cpu['dd'] / cpu[name]:.2f}   [{note}]")
         print(f"  FileRotator / os.write: throughput {wall['os.write'] / wall['FileRotator']:.2f}")
