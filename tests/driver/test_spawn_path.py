@@ -32,11 +32,30 @@ def test_spec_round_trip_normalises_subclasses() -> None:
                 "f": 1.5, "ok": True}
         sender = threading.Thread(target=send_spec, args=(a, spec))  # bigger than the socket buffer
         sender.start()
-        got = recv_spec(b)
+        got, fds = recv_spec(b)
         sender.join()
+    assert fds == []
     assert got == {"argv": ["/bin/true", "red"], "env": {"K": "v" * 300_000}, "n": 3, "x": None, "f": 1.5,
                    "ok": True}
     assert type(got["argv"][1]) is str
+
+
+def test_spec_carries_fds_and_refuses_extra_ones() -> None:
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    with a, b:
+        send_spec(a, {"x": 1}, [r])
+        got, fds = recv_spec(b, want_fds=1)
+        assert got == {"x": 1} and len(fds) == 1
+        assert not os.get_inheritable(fds[0])  # close-on-exec from the start
+        os.write(w, b"hi")
+        assert os.read(fds[0], 2) == b"hi"  # the very pipe
+        os.close(fds[0])
+        send_spec(a, {"x": 2}, [r, w])
+        with pytest.raises(ProtocolError, match="at most 1 expected"):
+            recv_spec(b, want_fds=1)
+    os.close(r)
+    os.close(w)
 
 
 def test_recv_spec_rejects_truncated_and_oversized_input() -> None:
@@ -54,7 +73,7 @@ def test_recv_spec_rejects_truncated_and_oversized_input() -> None:
     a, b = socket.socketpair()
     with a, b:
         a.sendall(struct.pack(">I", 3) + b"\xff\xff\xff")
-        with pytest.raises(ProtocolError, match="malformed spec"):
+        with pytest.raises(ProtocolError, match="malformed message"):
             recv_spec(b)
 
 

@@ -12,7 +12,8 @@ import threading
 from typing import Any
 
 from rawexec.errors import UnavailableError
-from rawexec.executor.protocol import SPAWN_REQUEST, Channel, ProtocolError, send_spec
+from rawexec.executor import procfs
+from rawexec.executor.protocol import SPAWN_REQUEST, Channel, ProtocolError, recv_spec, send_spec
 
 __all__ = ["SpawnerClient"]
 
@@ -55,13 +56,17 @@ class SpawnerClient:
 
         The spawner only passes our end of a fresh socket pair to an idle shim; the task's spec
         goes straight to the shim on that socket (the spawner never sees it)."""
+        listener = _listen(spec["socket_path"])
         reply_mine: socket.socket | None
         reply_mine, reply_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ok = False
         try:
             fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", (reply_theirs.fileno(),)))]
             with self._lock:
                 for attempt in (1, 2):
                     ctl = self._ensure()
+                    assert self._proc is not None
+                    spawner_pid = self._proc.pid
                     try:
                         ctl.sendmsg([SPAWN_REQUEST], fds)
                         break
@@ -75,15 +80,34 @@ class SpawnerClient:
             reply_mine.settimeout(self.reply_timeout)
             ch = Channel(reply_mine)
             try:
-                send_spec(reply_mine, spec)
-                msg, _ = ch.recv()
+                send_spec(reply_mine, spec, [listener.fileno()])
+                listener.close()
+                msg, _ = recv_spec(reply_mine)
             except (ProtocolError, OSError) as e:
                 raise UnavailableError(f"failed to create executor: no answer from the shim: {e}") from e
+            if not isinstance(msg, dict):
+                raise UnavailableError("failed to create executor: malformed answer from the shim")
             if msg.get("ok"):
+                # The identities for re-attaching, read here rather than in the shim (in a fresh
+                # fork every step costs page copies). The parent check rules out a reused pid:
+                # the task is the shim's child (a zombie until the shim reaps it), the shim ours.
+                shim_pid, pid = int(msg["shim_pid"]), int(msg["pid"])
+                if "shim_start" not in msg:
+                    msg["shim_start"] = (procfs.child_start_time(shim_pid, spawner_pid)
+                                         or procfs.process_start_time(shim_pid))
+                if "pid_start" not in msg:
+                    msg["pid_start"] = procfs.child_start_time(pid, shim_pid)
+                ok = True
                 keep, reply_mine = ch, None
                 return msg, keep
             return msg, None
         finally:
+            listener.close()
+            if not ok:  # a shim that took over the socket removes it itself; make sure either way
+                try:
+                    os.unlink(spec["socket_path"])
+                except OSError:
+                    pass
             reply_theirs.close()
             if reply_mine is not None:
                 reply_mine.close()
@@ -103,3 +127,24 @@ class SpawnerClient:
     def close(self) -> None:
         with self._lock:
             self._close_locked()
+
+
+def _listen(path: str) -> socket.socket:
+    """The task's control socket, bound and listening (0600) for its shim to take over: binding
+    here keeps it off the shim's start path. A stale socket of an earlier run is replaced."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            s.bind(path)
+        except OSError:
+            os.unlink(path)
+            s.bind(path)
+        # No umask dance (process-wide, and the driver is threaded): the state dir is 0700, and
+        # the shim checks every peer's uid on accept.
+        os.chmod(path, 0o600)
+        s.listen(64)
+        s.setblocking(False)  # for the shim's event loop (the flag travels with the fd)
+    except OSError as e:
+        s.close()
+        raise UnavailableError(f"failed to create executor: control socket {path}: {e.strerror or e}") from e
+    return s

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["process_start_time", "same_process"]
+__all__ = ["child_start_time", "process_start_time", "same_process"]
 
 
 def _read_stat(pid: int) -> bytes:
@@ -26,9 +26,23 @@ def process_start_time(pid: int) -> int | None:
     except OSError:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    rest = data[data.rfind(b")") + 2:].split()
+    rest = data[data.rfind(b")") + 2:].split(b" ", 20)
     try:
         return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def child_start_time(pid: int, ppid: int) -> int | None:
+    """The start time of ``pid`` only if its parent is ``ppid`` (a reused pid has another parent);
+    None otherwise or if it is gone. A zombie child still has its start time."""
+    try:
+        data = _read_stat(pid)
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2:].split(b" ", 20)  # state, ppid, ... (field 3 onwards)
+    try:
+        return int(rest[19]) if int(rest[1]) == ppid else None
     except (IndexError, ValueError):
         return None
 

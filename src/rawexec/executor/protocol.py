@@ -24,6 +24,9 @@ MAX_MESSAGE = 64 * 1024 * 1024
 SPAWN_REQUEST = b"S"
 _HDR = struct.Struct(">I")
 _MAX_FDS = 8
+# A plain int, computed once: ``|`` on socket's IntFlag members runs enum's Python code (page
+# copies in a freshly forked shim).
+_RECV_FLAGS = int(socket.MSG_WAITALL | socket.MSG_CMSG_CLOEXEC)
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per message
 
 
@@ -31,35 +34,57 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid message, or went away mid-message."""
 
 
-def send_spec(sock: socket.socket, spec: dict[str, Any]) -> None:
-    """Driver -> new shim: the task's spec, once, as a length-prefixed :mod:`marshal` blob.
+def send_spec(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
+    """One length-prefixed :mod:`marshal` message (with ``fds`` as SCM_RIGHTS): the driver's task
+    spec for a new shim, and the shim's first answer.
 
     marshal rather than JSON because decoding it is one C call: in the freshly forked shim every
     Python-level step costs page copies. Both ends are this package run by the same interpreter
     (the driver starts the spawner with its own ``sys.executable``), over a socket pair the driver
-    made, so the data is trusted and the format matches."""
+    made, so the data is trusted and the format matches. After it, the connection carries
+    :class:`Channel` messages."""
     try:
-        payload = marshal.dumps(spec)
+        payload = marshal.dumps(obj)
     except ValueError:  # a str/int subclass somewhere: normalise to plain types first
-        payload = marshal.dumps(json.loads(json.dumps(spec)))
-    sock.sendall(_HDR.pack(len(payload)) + payload)
+        payload = marshal.dumps(json.loads(json.dumps(obj)))
+    data = _HDR.pack(len(payload)) + payload
+    if fds:
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        if sent < len(data):
+            sock.sendall(data[sent:])
+    else:
+        sock.sendall(data)
 
 
-def recv_spec(sock: socket.socket) -> Any:
-    """Shim side of :func:`send_spec` (blocking); ProtocolError if the driver went away."""
-    hdr = sock.recv(_HDR.size, socket.MSG_WAITALL)
-    if len(hdr) != _HDR.size:
-        raise ProtocolError("connection closed")
-    (n,) = _HDR.unpack(hdr)
-    if n > MAX_MESSAGE:
-        raise ProtocolError(f"message of {n} bytes exceeds the limit")
-    data = sock.recv(n, socket.MSG_WAITALL)
-    if len(data) != n:
-        raise ProtocolError("connection closed")
+def recv_spec(sock: socket.socket, want_fds: int = 0) -> tuple[Any, list[int]]:
+    """Read exactly one :func:`send_spec` message (blocking) and the fds sent with it (closed and
+    refused if more than ``want_fds`` came); ProtocolError if the peer went away or sent garbage."""
+    fds = array.array("i")
+    hdr, anc, _flags, _addr = sock.recvmsg(_HDR.size, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize),
+                                           _RECV_FLAGS)
+    for level, kind, cdata in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    got = list(fds)
     try:
-        return marshal.loads(data)
-    except (ValueError, EOFError, TypeError) as e:
-        raise ProtocolError(f"malformed spec: {e}") from None
+        if len(got) > want_fds:
+            raise ProtocolError(f"{len(got)} file descriptors sent, at most {want_fds} expected")
+        if len(hdr) != _HDR.size:
+            raise ProtocolError("connection closed")
+        (n,) = _HDR.unpack(hdr)
+        if n > MAX_MESSAGE:
+            raise ProtocolError(f"message of {n} bytes exceeds the limit")
+        data = sock.recv(n, socket.MSG_WAITALL)
+        if len(data) != n:
+            raise ProtocolError("connection closed")
+        try:
+            return marshal.loads(data), got
+        except (ValueError, EOFError, TypeError) as e:
+            raise ProtocolError(f"malformed message: {e}") from None
+    except BaseException:
+        for fd in got:
+            os.close(fd)
+        raise
 
 
 class Channel:

@@ -17,9 +17,8 @@ import socket
 import time
 from typing import Any, NoReturn
 
-from rawexec.executor import procfs
 from rawexec.executor.launch import Credentials, LaunchFailure, start_process
-from rawexec.executor.protocol import Channel, recv_spec
+from rawexec.executor.protocol import Channel, ProtocolError, recv_spec, send_spec
 from rawexec.executor.sinks import open_sink
 from rawexec.executor.supervisor import Supervisor, _Stream
 
@@ -29,9 +28,8 @@ PR_SET_CHILD_SUBREAPER = 36
 PIPE_SIZE = 1024 * 1024
 _FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 # Resolved once in the spawner and shared by every shim (a lookup in the shim would cost page copies).
+# (Plain int arguments and result: ctypes' default conversion, no argtypes objects to run.)
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
-_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-_prctl.restype = ctypes.c_int
 # The C functions behind ``signal.signal``: the Python wrapper converts to and from enums.
 _csignal: Any = importlib.import_module("_signal")
 
@@ -102,7 +100,7 @@ def idle_shim(job: socket.socket) -> NoReturn:
     spec from it, run the task. Never returns."""
     try:
         wake_r = _detach()
-        me = (os.getpid(), procfs.process_start_time(os.getpid()))
+        me = os.getpid()
         fd = _await_request(job)
     except BaseException:
         os._exit(1)
@@ -111,48 +109,49 @@ def idle_shim(job: socket.socket) -> NoReturn:
         os._exit(0)  # the spawner went away before giving us a task
     sock = socket.socket(fileno=fd)
     try:
-        spec = recv_spec(sock)
+        spec, fds = recv_spec(sock, want_fds=1)
+        if len(fds) != 1:
+            raise ProtocolError("the spec came without the control socket")
     except BaseException:
         os._exit(0)  # the driver went away before sending the task
+    spec["listener_fd"] = fds[0]
     reply = Channel(sock)
     run_shim(spec, reply, wake_r, me)
 
 
-def run_shim(spec: dict[str, Any], reply: Channel, wake_r: int, me: tuple[int, int | None]) -> NoReturn:
+def run_shim(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> NoReturn:
     """Never returns: exits when the task and all its descendants are gone."""
     code = 0
     try:
         _main(spec, reply, wake_r, me)
     except BaseException as e:
         code = 1
-        try:
-            reply.send({"ok": False, "kind": "launch", "error": f"shim failed: {e!r}"})
-        except OSError:
-            pass
+        if not _answered:  # after the answer the connection carries Channel messages only
+            try:
+                send_spec(reply.sock, {"ok": False, "kind": "launch", "error": f"shim failed: {e!r}"})
+            except OSError:
+                pass
     os._exit(code)
 
 
-def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: tuple[int, int | None]) -> None:
-    """``me``: the shim's pid and start time (its identity for re-attaching)."""
+_answered = False  # set once the driver got our first answer (each shim is its own process)
+
+
+def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
+    """``me``: the shim's pid. The driver reads its and the task's start times (the identities for
+    re-attaching) from /proc itself, checking each parent: nothing to run here for them."""
     log = _Log(os.path.join(spec["task_dir"], "executor.out"))
 
     def fail(kind: str, error: str) -> None:
-        reply.send({"ok": False, "kind": kind, "error": error})
+        global _answered
+        _answered = True
+        send_spec(reply.sock, {"ok": False, "kind": kind, "error": error})
         reply.close()
 
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The driver bound the control socket, listens on it (non-blocking) and sent it: off our
+    # critical path.
+    listener = int(spec.pop("listener_fd"))
     sock_path = spec["socket_path"]
-    old = os.umask(0o177)
-    try:
-        try:
-            listener.bind(sock_path)
-        except OSError:  # a stale socket of an earlier run with the same task id
-            os.unlink(sock_path)
-            listener.bind(sock_path)
-    finally:
-        os.umask(old)
-    listener.listen(64)
-    listener.setblocking(False)
 
     cgroup = None
     cg = spec.get("cgroup")
@@ -210,8 +209,9 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: tuple[int, int 
         os.close(fd)
     started_at = time.time()
     spec["started_at"] = started_at
-    reply.send({"ok": True, "shim_pid": me[0], "shim_start": me[1],
-                "pid": pid, "pid_start": procfs.process_start_time(pid), "started_at": started_at,
+    global _answered
+    _answered = True
+    send_spec(reply.sock, {"ok": True, "shim_pid": me, "pid": pid, "started_at": started_at,
                 "cgroup": cgroup.to_state() if cgroup is not None else None})
     # The task runs; opening the log files is off the start's critical path (the pipes buffer).
     sup = Supervisor(spec=spec, listener=listener, main_pid=pid, streams=[], cgroup=cgroup, wakeup_r=wake_r,

@@ -6,6 +6,10 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+# Imported here, not in open_sink: a function-level ``from package import name`` runs importlib's
+# Python code on every call, and in a freshly forked shim every Python function run costs pages.
+from rawexec.logs import DiscardSink, FifoWriter, FileRotator
+
 __all__ = ["Sink", "open_sink"]
 
 
@@ -20,17 +24,16 @@ def open_sink(desc: Mapping[str, Any], on_error: Callable[[OSError], None]) -> S
     | {"mode": "null"}."""
     mode = desc.get("mode")
     if mode == "null":
-        from rawexec.logs import DiscardSink
-
         return DiscardSink()
     if mode == "fifo":
-        from rawexec.logs import FifoWriter
-
         return FifoWriter(str(desc["path"]), on_error=on_error)
     if mode == "file":
-        from rawexec.logs import FileRotator
-
-        os.makedirs(str(desc["dir"]), exist_ok=True)
+        try:
+            os.mkdir(str(desc["dir"]))  # normally there already (the task dir hook made it)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(str(desc["dir"]), exist_ok=True)
         return FileRotator(str(desc["dir"]), str(desc["base"]), int(desc["max_files"]),
                            int(desc["max_file_size"]), on_error=on_error)
     raise ValueError(f"unknown log sink mode {mode!r}")

@@ -1,6 +1,6 @@
 """The shim's event loop: one task, its output, its control socket, its exit.
 
-Single-threaded, blocking in one ``selectors`` call: zero CPU while the task is quiet. It is a
+Single-threaded, blocking in one ``epoll`` wait: zero CPU while the task is quiet. It is a
 child subreaper, so every orphaned descendant of the task is reparented here, reaped here, and
 can always be found and killed here (``containment.descendants`` of our own pid), with or without
 cgroups.
@@ -12,7 +12,7 @@ import heapq
 import itertools
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import struct
@@ -51,6 +51,43 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+EVENT_READ = select.EPOLLIN
+
+
+class _Poller:
+    """``select.epoll`` with one callback per fd: the shim's event loop without the layers of
+    :mod:`selectors` (in a freshly forked shim every Python function run costs page copies)."""
+
+    __slots__ = ("_callbacks", "_ep")
+
+    def __init__(self) -> None:
+        self._ep = select.epoll()
+        self._callbacks: dict[int, Callable[[], None]] = {}
+
+    def register(self, fileobj: int | socket.socket, events: int, callback: Callable[[], None]) -> None:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        if fd in self._callbacks:
+            raise KeyError(f"fd {fd} is already registered")
+        self._ep.register(fd, events)
+        self._callbacks[fd] = callback
+
+    def unregister(self, fileobj: int | socket.socket) -> None:
+        """KeyError when not registered (as :mod:`selectors`); a closed fd is fine."""
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        del self._callbacks[fd]
+        try:
+            self._ep.unregister(fd)
+        except OSError:
+            pass  # already closed: the kernel dropped it from the epoll set
+
+    def callback(self, fd: int) -> Callable[[], None] | None:
+        return self._callbacks.get(fd)
+
+    def poll(self, timeout: float | None) -> list[int]:
+        """The ready fds; blocks up to ``timeout`` seconds (None: forever). EINTR is retried."""
+        return [fd for fd, _ in self._ep.poll(-1 if timeout is None else timeout)]
+
+
 @dataclass
 class _Stream:
     fd: int
@@ -82,10 +119,13 @@ class _Client:
 class Supervisor:
     """Owns one running task. Build it with the task already started, then call :meth:`run`."""
 
-    def __init__(self, *, spec: dict[str, Any], listener: socket.socket, main_pid: int, streams: list[_Stream],
+    def __init__(self, *, spec: dict[str, Any], listener: int, main_pid: int, streams: list[_Stream],
                  cgroup: Any, wakeup_r: int, creds: Credentials | None, log: Callable[[str], None]) -> None:
         self.spec = spec
-        self.listener = listener
+        # The control socket's fd (listening, non-blocking); wrapped in a socket object on the
+        # first connection only: an idle shim never runs socket's Python layer for it.
+        self.listener_fd = listener
+        self._listener: socket.socket | None = None
         self.main_pid = main_pid
         self.streams = streams
         self.cgroup = cgroup
@@ -94,7 +134,7 @@ class Supervisor:
         self.log = log
         self.exit: ExitResult | None = None
         self.completed_at: float | None = None
-        self.sel = selectors.DefaultSelector()
+        self.sel = _Poller()
         self.clients: dict[int, _Client] = {}
         self.execs: dict[int, _ExecSession] = {}
         self.stoppers: list[Channel] = []
@@ -119,7 +159,7 @@ class Supervisor:
         ch.sock.setblocking(False)
         client = _Client(ch, waiting=True)
         self.clients[ch.fileno()] = client
-        self.sel.register(ch.sock, selectors.EVENT_READ, lambda: self._on_client(client))
+        self.sel.register(ch.sock, EVENT_READ, lambda: self._on_client(client))
 
     def event(self, message: str, annotations: dict[str, str] | None = None) -> None:
         """Tell every connected driver about something worth a task event (also logged)."""
@@ -130,17 +170,19 @@ class Supervisor:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
-        self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
-        self.sel.register(self.wakeup_r, selectors.EVENT_READ, self._on_wakeup)
+        self.sel.register(self.listener_fd, EVENT_READ, self._accept)
+        self.sel.register(self.wakeup_r, EVENT_READ, self._on_wakeup)
         for st in self.streams:
-            self.sel.register(st.fd, selectors.EVENT_READ, self._reader(st))
+            self.sel.register(st.fd, EVENT_READ, self._reader(st))
         self._reap()
         while not self._finished():
             timeout = self._run_timers()
             if self._finished():
                 break
-            for key, _ in self.sel.select(timeout):
-                key.data()
+            for fd in self.sel.poll(timeout):
+                cb = self.sel.callback(fd)  # looked up now: an earlier callback may have dropped it
+                if cb is not None:
+                    cb()
         self._shutdown()
 
     def _finished(self) -> bool:
@@ -168,7 +210,10 @@ class Supervisor:
             os.unlink(self.spec["socket_path"])
         except OSError:
             pass
-        self.listener.close()
+        if self._listener is not None:
+            self._listener.close()
+        else:
+            os.close(self.listener_fd)
         for st in self.streams:
             if isinstance(st.sink, FifoWriter):
                 st.sink.close(drain_timeout=FIFO_DRAIN_S)  # let Nomad's log reader take what is left
@@ -298,13 +343,15 @@ class Supervisor:
 
     def _retry(self, st: _Stream) -> None:
         data, st.pending = st.pending, b""
-        self.sel.register(st.fd, selectors.EVENT_READ, self._reader(st))
+        self.sel.register(st.fd, EVENT_READ, self._reader(st))
         self._write(st, data)
 
     # ------------------------------------------------------------------ control socket
     def _accept(self) -> None:
         try:
-            conn, _ = self.listener.accept()
+            if self._listener is None:
+                self._listener = socket.socket(fileno=self.listener_fd)
+            conn, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -316,7 +363,7 @@ class Supervisor:
         ch = Channel(conn)
         client = _Client(ch)
         self.clients[ch.fileno()] = client
-        self.sel.register(conn, selectors.EVENT_READ, lambda: self._on_client(client))
+        self.sel.register(conn, EVENT_READ, lambda: self._on_client(client))
 
     def _drop_client(self, ch: Channel) -> None:
         fd = ch.fileno()
