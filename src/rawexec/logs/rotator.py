@@ -1,6 +1,6 @@
 """FileRotator: a task stream into ``<base>.0``, ``<base>.1``, ... with Nomad's rotation rules.
 
-Synchronous by design: the shim is one single-threaded selectors loop, so :meth:`FileRotator.write`
+Synchronous by design: the shim is one single-threaded event loop, so :meth:`FileRotator.write`
 does plain ``os.write`` calls (no buffer, no timer thread) and returns how many bytes it *accepted*.
 Bytes it did not accept are the caller's to keep: it stops reading that pipe (so the task blocks on a
 full pipe rather than losing output) and offers the rest again after :attr:`FileRotator.retry_delay`.
@@ -22,11 +22,12 @@ Rules (Nomad's logmon rotator, written from its documented behaviour):
   name (one ``fstat``): bytes that went into a file deleted under us are written again into the
   recreated file, so no accepted byte ends up only in an invisible file.
 
-Zero copy: :meth:`FileRotator.splice_from` moves bytes from the task's pipe into the current
-file with ``splice(2)`` (never through this process's memory) while the file is far from its
-size boundary -- exactly where :meth:`FileRotator.write` would write a chunk whole without looking
-at it. Near the boundary (and while failing) the caller reads and calls ``write`` as before, so
-the rotation points are the same byte for byte.
+Zero copy: :meth:`FileRotator.write_from` takes the bytes from the task's pipe itself. Far from
+the size boundary -- exactly where :meth:`FileRotator.write` would write a chunk whole without
+looking at it -- it moves them with ``splice(2)`` through a relay pipe into the file, never
+through this process's memory (one kernel copy instead of two, no Python buffer). Near the
+boundary (and while failing) it reads no more than fits and calls ``write``, so the rules above
+hold unchanged. Bytes pass the relay within one call only: between calls nothing is held here.
 """
 
 from __future__ import annotations
