@@ -327,9 +327,12 @@ def test_lost_shim_is_a_driver_event_and_restarts(make_agent: MakeAgent, tag: st
     aid = agent.list_allocations("lost")[0]["ID"]
     runner = agent.allocation_runner(aid).runners["t"]
     assert runner.handle is not None
-    os.kill(int(runner.handle.driver_state["shim_pid"]), sig.SIGKILL)
     d = agent.alloc_dir(aid)
-    wait_until(lambda: Path(d, "alloc", "runs").read_text() == "up\nup\n", 30)
+    runs = Path(d, "alloc", "runs")
+    # "running" is recorded once the process exists; wait until the shell got to its first line
+    wait_until(lambda: runs.exists() and runs.read_text() == "up\n", 30)
+    os.kill(int(runner.handle.driver_state["shim_pid"]), sig.SIGKILL)
+    wait_until(lambda: runs.read_text() == "up\nup\n", 30)
     wait_until(lambda: agent.get_allocation(aid)["TaskStates"]["t"]["State"] == "running", 30)
     a = agent.get_allocation(aid)
     evs = a["TaskStates"]["t"]["Events"]

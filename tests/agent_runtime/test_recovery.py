@@ -187,3 +187,36 @@ def test_unrecorded_start_is_not_run_twice(make_agent: MakeAgent, tmp_path: Path
     b.stop_job("keep")
     wait_terminal(b, "keep", 60)
     assert _sleepers(tag) == set()
+
+
+def test_first_start_recorded_only_by_its_reservation(make_agent: MakeAgent, tmp_path: Path, tag: str) -> None:
+    """A first start is not committed on its own before the process exists: the id it uses is
+    reserved in the allocation's first commit. If the agent dies before the start is recorded, the
+    next agent kills the process the reservation points to and starts the task exactly once."""
+    from rawexec.agent.state import StateStore
+    from rawexec.jobspec import parse_hcl
+
+    data = tmp_path / "data"
+    a = make_agent(data_dir=data)
+    a.register_job(parse_hcl(_sleep_job(tag, 2)))
+    wait_until(lambda: [x["ClientStatus"] for x in a.list_allocations("keep")] == ["running"] * 2, 60)
+    victim = a.list_allocations("keep")[0]["ID"]
+    before = _sleepers(tag)
+    a.shutdown(stop_tasks=False)
+    with StateStore(data) as store:  # back to what was committed when the first start began
+        rec = store.get_task_state(victim, "s")
+        assert rec is not None and rec["reserved_id"] == rec["task_id"] == f"{victim}/s/1"
+        rec.update(task_id="", attempt=0, started_once=False)
+        rec["state"].update(state="pending", started_at=0,
+                            events=[e for e in rec["state"]["events"] if e["type"] == "Received"])
+        store.put_task_state(victim, "s", rec)
+        store.delete_driver_handle(victim, "s")
+    b = make_agent(data_dir=data)
+    wait_until(lambda: len(_sleepers(tag)) == 2 and _sleepers(tag) != before, 30, 0.05,
+               "the unrecorded copy replaced by exactly one new one")
+    assert len(before & _sleepers(tag)) == 1  # the other alloc's task was re-attached, untouched
+    wait_until(lambda: b.get_allocation(victim)["TaskStates"]["s"]["State"] == "running", 30)
+    assert event_types(b.get_allocation(victim), "s").count("Started") == 1
+    b.stop_job("keep")
+    wait_terminal(b, "keep", 60)
+    assert _sleepers(tag) == set()

@@ -19,13 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from rawexec.agent.agentconfig import AgentConfig
-from rawexec.agent.allocrunner import AllocRunner, job_meta_key
+from rawexec.agent.allocrunner import TERMINAL, AllocRunner, job_meta_key
 from rawexec.agent.eventstream import Event, EventBroker, EventSubscription
 from rawexec.agent.memory import trim_malloc
 from rawexec.agent.node import Node
 from rawexec.agent.persist import Persister
 from rawexec.agent.ports import PortAllocator
 from rawexec.agent.state import StateStore
+from rawexec.agent.taskrunner import kill_strays_of
 from rawexec.driver import Driver, DriverConfig, ExecSession
 from rawexec.errors import InvalidConfigError, NotFoundError, TaskStateError
 from rawexec.jobspec import Job, parse_json, to_api_json
@@ -141,6 +142,15 @@ class Agent:
             self._allocs[ar.alloc_id] = ar
             runners.append(ar)
         self._alloc_index = self.store.index()
+        # tasks whose first start may have begun without being recorded (the agent died in between):
+        # kill what they left running before anything starts them (one look at /proc for all)
+        unrecorded = [(ar.alloc_id, r.name) for ar in runners if ar.client_status not in TERMINAL
+                      for r in ar.runners.values() if r.start_unrecorded]
+        if unrecorded:
+            n = kill_strays_of(unrecorded)
+            if n:
+                log.warning("killed %d unrecorded process(es) of %d task(s) that had not been recorded as "
+                            "started", n, len(unrecorded))
         for ar in runners:
             ar.resume()
         for (ns, job_id), body in list(self._jobs.items()):

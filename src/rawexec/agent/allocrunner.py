@@ -216,7 +216,8 @@ class AllocRunner:
     # ------------------------------------------------------------------ running
     def start(self) -> None:
         """A new allocation: allocate ports, record Received for every task (not yet committed);
-        the agent commits a batch of new allocations at once, then calls :meth:`advance`."""
+        the agent commits a batch of new allocations at once, then calls :meth:`advance` (never
+        before that commit: it records the ids the first starts use)."""
         requests = [p for n in self.group.networks for p in n.ports]
         if requests:
             try:
@@ -232,6 +233,7 @@ class AllocRunner:
         os.makedirs(self.alloc_dir, mode=0o755, exist_ok=True)
         for r in self.runners.values():
             r.state.append_event(TaskEvent.received())
+            r.reserve_first_id()  # committed with this: the first start needs no commit of its own
         self.persist(all_tasks=True, wait=False)
 
     def resume(self) -> None:

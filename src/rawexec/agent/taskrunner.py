@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from rawexec.artifacts.getter import Progress
     from rawexec.jobspec import Task
 
-__all__ = ["ArtifactProgress", "TaskRunner", "kill_strays"]
+__all__ = ["ArtifactProgress", "TaskRunner", "kill_strays", "kill_strays_of"]
 
 log = logging.getLogger("rawexec.agent")
 
@@ -59,8 +59,14 @@ class ArtifactProgress:
 def kill_strays(alloc_id: str, task: str) -> int:
     """Kill processes of a task whose start was not recorded (agent died mid-start): found by the
     ``NOMAD_ALLOC_ID``/``NOMAD_TASK_NAME`` pair in their environment. Returns how many were killed."""
-    want_a = f"NOMAD_ALLOC_ID={alloc_id}".encode()
-    want_t = f"NOMAD_TASK_NAME={task}".encode()
+    return kill_strays_of([(alloc_id, task)])
+
+
+def kill_strays_of(tasks: list[tuple[str, str]]) -> int:
+    """:func:`kill_strays` for several (alloc id, task name) pairs with one look at ``/proc``."""
+    if not tasks:
+        return 0
+    wanted = {(f"NOMAD_ALLOC_ID={a}".encode(), f"NOMAD_TASK_NAME={t}".encode()) for a, t in tasks}
     killed = 0
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -70,7 +76,10 @@ def kill_strays(alloc_id: str, task: str) -> int:
                 env = f.read().split(b"\0")
         except OSError:
             continue
-        if want_a in env and want_t in env:
+        alloc = next((e for e in env if e.startswith(b"NOMAD_ALLOC_ID=")), None)
+        if alloc is None:
+            continue
+        if (alloc, next((e for e in env if e.startswith(b"NOMAD_TASK_NAME=")), b"")) in wanted:
             try:
                 os.kill(int(name), _signal.SIGKILL)
                 killed += 1
@@ -92,6 +101,9 @@ class TaskRunner:
         self.tracker = RestartTracker(task.restart, alloc.job.type, lifecycle=lifecycle or None, sidecar=sidecar)
         self.attempt = 0
         self.task_id = ""  # the driver's id of the current attempt
+        self.reserved_id = ""
+        """The first attempt's id, recorded with the allocation before any start: that first start
+        needs no commit of its own before the process exists (see :meth:`reserve_first_id`)."""
         self.handle: TaskHandle | None = None
         self.restart_at = 0.0  # wall time of a pending restart
         self.progress: ArtifactProgress | None = None
@@ -110,12 +122,14 @@ class TaskRunner:
     # ------------------------------------------------------------------ persisted form
     def to_record(self) -> dict[str, Any]:
         return {"state": self.state.to_dict(), "attempt": self.attempt, "task_id": self.task_id,
+                "reserved_id": self.reserved_id,
                 "restart": self.tracker.to_dict(),
                 "restart_at": self.restart_at, "started_once": self.started_once}
 
     def to_record_json(self) -> str:
         """:meth:`to_record` as JSON text (the events' parts are encoded once per event)."""
-        head = json.dumps({"attempt": self.attempt, "task_id": self.task_id, "restart": self.tracker.to_dict(),
+        head = json.dumps({"attempt": self.attempt, "task_id": self.task_id, "reserved_id": self.reserved_id,
+                           "restart": self.tracker.to_dict(),
                            "restart_at": self.restart_at, "started_once": self.started_once},
                           separators=(",", ":"), allow_nan=False)
         return head[:-1] + ',"state":' + self.state.record_json() + "}"
@@ -124,11 +138,24 @@ class TaskRunner:
         self.state = TaskState.from_dict(rec["state"])
         self.attempt = int(rec.get("attempt", 0))
         self.task_id = str(rec.get("task_id", ""))
+        self.reserved_id = str(rec.get("reserved_id", ""))
         if rec.get("restart"):
             self.tracker.restore(rec["restart"])
         self.restart_at = float(rec.get("restart_at", 0.0))
         self.started_once = bool(rec.get("started_once", False))
         self._dir_built = self.started_once  # Nomad's task_dir hook is done once per task
+
+    def reserve_first_id(self) -> None:
+        """Called for a new allocation before its first commit (which records it): the id the first
+        start will use. A start with the reserved id skips the pre-start commit; after a crash, the
+        agent kills any process of a task that has a reserved id but no recorded start
+        (:func:`kill_strays_of`) before starting it."""
+        self.reserved_id = f"{self.alloc.alloc_id}/{self.name}/{self.attempt + 1}"
+
+    @property
+    def start_unrecorded(self) -> bool:
+        """Never recorded as started, but its first start may have begun (see :meth:`reserve_first_id`)."""
+        return bool(self.reserved_id) and not self.task_id and not self.dead
 
     # ------------------------------------------------------------------ queries
     @property
@@ -434,10 +461,12 @@ class TaskRunner:
                 return None
             self.attempt += 1
             self.task_id = f"{ar.alloc_id}/{self.name}/{self.attempt}"
+            reserved = self.task_id == self.reserved_id  # recorded with the allocation already
         cfg = TaskConfig(id=self.task_id, name=self.name, alloc_id=ar.alloc_id, alloc_dir=ar.alloc_dir,
                          driver_config=driver_config, env=env.env, user=task.user, resources=task.resources,
                          logs=task.logs, job_name=ar.job.name or ar.job.id, task_group_name=ar.group.name)
-        self._emit(None)  # persist the attempt's id before the process exists (stray detection)
+        if not reserved:
+            self._emit(None)  # persist the attempt's id before the process exists (stray detection)
         try:
             handle = ar.driver.start_task(cfg)
         except DriverDisabledError as e:
