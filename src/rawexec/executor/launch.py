@@ -14,8 +14,7 @@ import os
 import signal
 import sys
 import termios
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -188,31 +187,62 @@ def home_procs_files(task_procs_files: Sequence[str]) -> list[str]:
     return out
 
 
-@contextmanager
-def _inside(procs_files: Sequence[str], oom_score_adj: int | None) -> Iterator[None]:
-    """Run the body with the calling process temporarily in the task's cgroups and with the task's
-    oom_score_adj, so a child started in the body inherits both before it execs."""
+_OOM_ADJ_PATH = "/proc/self/oom_score_adj"
+_adj_now: bytes | None = None  # this process's oom_score_adj as last read or written
+
+
+def _current_adj() -> bytes:
+    global _adj_now
+    if _adj_now is None:
+        fd = os.open(_OOM_ADJ_PATH, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _adj_now = os.read(fd, 64).strip()
+        finally:
+            os.close(fd)
+    return _adj_now
+
+
+def prime() -> None:
+    """Read what :func:`start_process` needs about this process once, ahead (the spawner calls it:
+    shims inherit the cached value instead of each reading /proc)."""
+    _current_adj()
+
+
+def _enter(procs_files: Sequence[str], oom_score_adj: int | None) -> tuple[list[str], bytes | None]:
+    """Put the calling process temporarily in the task's cgroups and give it the task's
+    oom_score_adj, so a child started next inherits both before it execs. Returns what
+    :func:`_leave` needs to undo it. Plain calls, not a context manager: in a freshly forked shim
+    every Python layer run costs page copies."""
+    global _adj_now
     home = home_procs_files(procs_files)
     old_adj: bytes | None = None
     try:
         if oom_score_adj is not None:
-            with open("/proc/self/oom_score_adj", "rb") as f:
-                old_adj = f.read().strip()
-            _write_file("/proc/self/oom_score_adj", str(oom_score_adj).encode())
+            cur, want = _current_adj(), str(oom_score_adj).encode()
+            if want != cur:
+                _write_file(_OOM_ADJ_PATH, want)
+                old_adj, _adj_now = cur, want
         for path in procs_files:
             _write_file(path, b"0")
-        yield
-    finally:
-        for path in home:
-            try:
-                _write_file(path, b"0")
-            except OSError:
-                pass
-        if old_adj is not None and old_adj != str(oom_score_adj).encode():
-            try:
-                _write_file("/proc/self/oom_score_adj", old_adj)
-            except OSError:
-                pass  # lowering needs CAP_SYS_RESOURCE; the shim keeps the task's value
+    except BaseException:
+        _leave(home, old_adj)
+        raise
+    return home, old_adj
+
+
+def _leave(home: list[str], old_adj: bytes | None) -> None:
+    global _adj_now
+    for path in home:
+        try:
+            _write_file(path, b"0")
+        except OSError:
+            pass
+    if old_adj is not None:
+        try:
+            _write_file(_OOM_ADJ_PATH, old_adj)
+            _adj_now = old_adj
+        except OSError:
+            pass  # lowering needs CAP_SYS_RESOURCE; the shim keeps the task's value
 
 
 def start_process(
@@ -227,27 +257,34 @@ def start_process(
     tty: bool = False,
 ) -> int:
     """Start a process in the task's context and return its pid (fast path: vfork via
-    ``subprocess``). A TTY session needs setsid + TIOCSCTTY in the child, so it uses :func:`spawn`."""
+    ``_posixsubprocess``, else ``subprocess``). A TTY session needs setsid + TIOCSCTTY in the
+    child, so it uses :func:`spawn`."""
     if tty:
         return spawn(argv, env, cwd, stdio, creds=creds, procs_files=procs_files, oom_score_adj=oom_score_adj,
                      ctty=True)
     if _fork_exec is not None:
-        with _inside(procs_files, oom_score_adj):
+        home, old_adj = _enter(procs_files, oom_score_adj)
+        try:
             return _vfork_exec(argv, env, cwd, stdio, creds)
+        finally:
+            _leave(home, old_adj)
     import subprocess  # the fallback only: importing it imports threading (see rawexec.lazylog)
 
+    home, old_adj = _enter(procs_files, oom_score_adj)
     try:
-        with _inside(procs_files, oom_score_adj):
+        try:
             p = subprocess.Popen(
                 list(argv), executable=argv[0], stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], cwd=cwd,
                 env=dict(env), close_fds=True, restore_signals=True, process_group=0,
                 user=creds.uid if creds else None, group=creds.gid if creds else None,
                 extra_groups=list(creds.groups) if creds else None)
-    except OSError as e:
-        stage = "work_dir" if e.filename == cwd and e.filename != argv[0] else "exec"
-        raise LaunchFailure(stage, e.errno or errno.EINVAL, e.strerror or str(e)) from None
-    except (ValueError, subprocess.SubprocessError) as e:
-        raise LaunchFailure("exec", errno.EINVAL, str(e)) from None
+        except OSError as e:
+            stage = "work_dir" if e.filename == cwd and e.filename != argv[0] else "exec"
+            raise LaunchFailure(stage, e.errno or errno.EINVAL, e.strerror or str(e)) from None
+        except (ValueError, subprocess.SubprocessError) as e:
+            raise LaunchFailure("exec", errno.EINVAL, str(e)) from None
+    finally:
+        _leave(home, old_adj)
     _POPENS[p.pid] = p
     return p.pid
 

@@ -140,7 +140,7 @@ _answered = False  # set once the driver got our first answer (each shim is its 
 def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
     """``me``: the shim's pid. The driver reads its and the task's start times (the identities for
     re-attaching) from /proc itself, checking each parent: nothing to run here for them."""
-    log = _Log(os.path.join(spec["task_dir"], "executor.out"))
+    log = _Log(f"{spec['task_dir']}/executor.out")
 
     def fail(kind: str, error: str) -> None:
         global _answered

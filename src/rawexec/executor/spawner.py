@@ -26,6 +26,7 @@ import sys
 
 # What shims use later, imported now so each fork shares it.
 import rawexec.executor.supervisor
+from rawexec.executor import launch
 from rawexec.executor.protocol import SPAWN_REQUEST
 from rawexec.executor.shim import idle_shim
 
@@ -38,12 +39,17 @@ _FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
 
 
-def _prepare_containment() -> None:
+def _prepare() -> None:
+    """Work every shim would repeat, done once here: forked shims inherit the cached results."""
     try:
         from rawexec.containment import detect
 
-        detect(no_cgroups=False)  # cached for every shim forked from here
+        detect(no_cgroups=False)
     except Exception:
+        pass
+    try:
+        launch.prime()
+    except OSError:
         pass
 
 
@@ -117,7 +123,7 @@ class Spawner:
 def serve(fd: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel, never zombies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _prepare_containment()
+    _prepare()
     ctl = socket.socket(fileno=fd)
     gc.collect()
     gc.freeze()
