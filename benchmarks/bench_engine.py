@@ -56,8 +56,10 @@ def popen_start(n: int) -> tuple[list[float], float, float]:
     return lat, conc, stop
 
 
-def cfg(alloc: str, i: int, prefix: str) -> TaskConfig:
-    return TaskConfig(id=f"{prefix}{i}", name=f"{prefix}{i}", alloc_id="bench", alloc_dir=alloc,
+def cfg(root: str, i: int, prefix: str) -> TaskConfig:
+    # One alloc per task, as a job with ``count = 200`` gets from Nomad (each alloc its own dir).
+    return TaskConfig(id=f"{prefix}{i}", name="sleep", alloc_id=f"{prefix}{i}",
+                      alloc_dir=os.path.join(root, f"{prefix}{i}"),
                       driver_config={"command": "/bin/sleep", "args": ["100"]}, env={"PATH": "/usr/bin:/bin"})
 
 
@@ -75,7 +77,7 @@ def main() -> None:
         # Nomad's client builds the task dirs before StartTask (task_dir hook): do it up front.
         for prefix in ("s", "c"):
             for i in range(n):
-                build_task_dirs(alloc, f"{prefix}{i}")
+                build_task_dirs(os.path.join(alloc, f"{prefix}{i}"), "sleep")
         d.start_task(cfg(alloc, 0, "w"))  # warm: starts the spawner
         d.stop_task("w0", 0, "SIGKILL")
         d.destroy_task("w0")
