@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import errno
 import fcntl
 import importlib
 import os
@@ -29,7 +30,9 @@ PIPE_SIZE = 1024 * 1024
 _FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 # Resolved once in the spawner and shared by every shim (a lookup in the shim would cost page copies).
 # (Plain int arguments and result: ctypes' default conversion, no argtypes objects to run.)
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
+# No use_errno: its per-thread errno swap allocates on first use; prctl(2) cannot fail here short of
+# a kernel without subreapers (< 3.4), which the message names.
+_prctl = ctypes.CDLL(None).prctl
 # The C functions behind ``signal.signal``: the Python wrapper converts to and from enums.
 _csignal: Any = importlib.import_module("_signal")
 
@@ -40,7 +43,7 @@ def _noop(_sig: int, _frame: object) -> None:
 
 def _set_subreaper() -> None:
     if _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+        raise OSError(errno.EINVAL, "prctl(PR_SET_CHILD_SUBREAPER) failed (Linux 3.4 or later needed)")
 
 
 class _Log:
