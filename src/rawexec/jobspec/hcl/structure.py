@@ -57,7 +57,7 @@ def _fast_parser() -> FastParser | None:
     python-hcl2 version is built in a way it does not know; then Lark parses everything)."""
     try:
         return FastParser(_parser())
-    except FastParseError:
+    except Exception:  # FastParseError, or Lark internals laid out differently: Lark parses alone
         return None
 
 
