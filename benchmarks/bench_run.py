@@ -2,18 +2,23 @@
 task is running (target: <= 1.5 s for N = 200), the idle agent's CPU (target < 1 % of a core) and
 RSS (target <= 60 MB), then Ctrl-C and the time until everything stopped.
 
-    .venv/bin/python benchmarks/bench_run.py [N] [REPEATS] [--baseline-src DIR]
+    .venv/bin/python benchmarks/bench_run.py [N] [REPEATS] [--baseline-src DIR] [--pyc]
 
 ``--baseline-src DIR``: also run ``rawexec run`` with ``PYTHONPATH=DIR`` (a copy of ``src/`` from
 before a change, e.g. ``git archive <rev> src | tar -x -C /tmp/base``), interleaved with this tree's
 runs, and print both side by side with the ratio. Besides wall time (noisy on a shared machine) it
 prints the CPU time the ``rawexec run`` process used until every task ran, and its spawner's.
+
+``--pyc``: give ``src/`` (and the baseline) a bytecode cache, as an installed package has (pip
+compiles it; a source checkout writes ``__pycache__``). Without it, an environment with
+``PYTHONDONTWRITEBYTECODE=1`` and no ``__pycache__`` compiles every module on every start.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,8 +62,15 @@ def _cpu(p: psutil.Process) -> float:
         return 0.0
 
 
+PYC_ENV: dict[str, str] = {}
+"""With --pyc: PYTHONPYCACHEPREFIX for the measured processes."""
+
+
 def run_once(n: int, src: str | None = None) -> tuple[float, float, float, float, float, float, float]:
     env = dict(os.environ)
+    if PYC_ENV:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env.update(PYC_ENV)
     if src:
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
@@ -116,10 +128,20 @@ def main() -> None:
         i = args.index("--baseline-src")
         base_src = args[i + 1]
         del args[i:i + 2]
+    pyc = "--pyc" in args
+    if pyc:
+        args.remove("--pyc")
+        PYC_ENV["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="bench-run-pyc-")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | PYC_ENV
+        for tree in filter(None, (str(ROOT / "src"), base_src)):
+            subprocess.run([sys.executable, "-m", "compileall", "-q", tree], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
     n = int(args[0]) if len(args) > 0 else 200
     repeats = int(args[1]) if len(args) > 1 else 3
     print(f"rawexec run, count = {n} sleep tasks; {os.cpu_count()} CPUs, load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; bytecode cache: "
+          + ("yes (--pyc)" if pyc else "as the environment has it"
+             + (" (PYTHONDONTWRITEBYTECODE=1: none for src/)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "")))
     results: list[tuple[float, ...]] = []
     base: list[tuple[float, ...]] = []
     for i in range(repeats):
@@ -142,6 +164,8 @@ def main() -> None:
         if target is not None:
             line += f" (target {'<' if idx == 3 else '<='} {target}{unit}: median {med / target:.2f}x of it)"
         print(line)
+    if PYC_ENV:
+        shutil.rmtree(PYC_ENV["PYTHONPYCACHEPREFIX"], ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -425,12 +425,13 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                     _release_memory()
                     _mark("memory released")
                 starting = not all_running_said and len(allocs) >= 20
-                if starting and now < next_full and len(interrupts) == handled:
-                    # many tasks are still starting: every commit wakes us to see whether all of them
-                    # run now, but output and events are looked at only every 0.3 s (the starts need the CPU)
+                if now < next_full and len(interrupts) == handled:
+                    # every commit wakes us (to see at once whether all tasks run now), but output and
+                    # events are looked at only every 50 ms, every 0.3 s while many tasks are starting:
+                    # a burst of commits (200 starts or stops) must not become a burst of redraws
                     waker.wait(next_full - now)
                     continue
-                next_full = now + 0.3
+                next_full = now + (0.3 if starting else 0.05)
                 if len(interrupts) > handled:
                     handled = len(interrupts)
                     if not stopping:
