@@ -201,8 +201,11 @@ class FastParser:
                 m = match(text, pos)
                 if m is None:
                     raise FastParseError("no terminal matches")
-                value = m.group(0)
                 ty = m.lastgroup
+                if ty in ignore and ty not in nl_types:
+                    pos = m.end()
+                    continue
+                value = m.group(0)
                 start = pos
                 start_line = line
                 column = start - line_start + 1
@@ -309,9 +312,18 @@ class FastParser:
                     t._meta = None
                     v = t
                 elif kind == _FILTER:
+                    out: list[Any] = []
+                    for i, expand in c[1]:
+                        if expand:
+                            if out:
+                                out += children[i].children
+                            else:
+                                out = children[i].children
+                        else:
+                            out.append(children[i])
                     t = _obj_new(Tree)
                     t.data = c[0]
-                    t.children = _filtered(children, c[1])
+                    t.children = out
                     t._meta = None
                     v = t
                 else:

@@ -7,6 +7,7 @@ with file, line and column and a short, readable message.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,11 @@ _DELTA = {"[": 1, "{": 1, "(": 1, "]": -1, "}": -1, ")": -1}
 
 
 def _check_nesting(text: str, filename: str, line_offset: int) -> None:
+    opening = text.count("[") + text.count("{") + text.count("(")
+    if opening <= MAX_BRACKET_DEPTH:  # the depth can never exceed the number of opening brackets
+        return
+    if max(itertools.accumulate(map(_DELTA.__getitem__, _BRACKETS.findall(text))), default=0) <= MAX_BRACKET_DEPTH:
+        return  # the same running depth, computed in C; the loop below only locates the excess
     depth = 0
     for m in _BRACKETS.finditer(text):
         depth += _DELTA[m.group()]
