@@ -218,7 +218,12 @@ def test_tree_samples_is_the_tree_with_samples(monkeypatch: pytest.MonkeyPatch, 
     tag = uuid.uuid4().hex
     p = start(["sh", "-c", _TREE], tag)
     try:
-        assert wait_until(lambda: len(descendants(p.pid)) == 3, 10)
+        # Three descendants, each past its exec (mid-exec a process briefly has no memory: rss 0).
+        def settled() -> bool:
+            kids = descendants(p.pid)
+            return len(kids) == 3 and all((s := read_proc_sample(k)) is not None and s.rss > 0 for k in kids)
+
+        assert wait_until(settled, 10)
         samples = procs_mod.tree_samples(p.pid)
         assert [s[0] for s in samples] == [p.pid, *descendants(p.pid)]  # parents first, as descendants()
         for pid, user, system, rss, swap in samples:
