@@ -153,3 +153,29 @@ def test_spawner_ignores_malformed_requests(driver: Driver, make_task: TaskFacto
     assert res.exit_code == 3
     proc = driver._spawner._proc
     assert proc is not None and proc.poll() is None
+
+
+def test_driver_raises_its_nofile_limit_but_tasks_get_the_original(tmp_path: pytest.TempPathFactory) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 600:
+        pytest.skip(f"needs a finite hard RLIMIT_NOFILE above 600 (have {hard})")
+    code = f"""
+import os, resource, sys, tempfile
+resource.setrlimit(resource.RLIMIT_NOFILE, (512, {hard}))
+from rawexec import Driver, DriverConfig, TaskConfig
+d = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=tempfile.mkdtemp(dir={str(tmp_path)!r})))
+print("driver", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+out = os.path.join({str(tmp_path)!r}, "out")
+cfg = TaskConfig(id="t1", name="t", alloc_id="a", alloc_dir=os.path.join({str(tmp_path)!r}, "alloc"),
+                 driver_config={{"command": "/bin/sh", "args": ["-c", "ulimit -n > " + out]}})
+d.start_task(cfg)
+print("exit", d.wait_task("t1", timeout=20).exit_code)
+d.destroy_task("t1", force=True)
+d.close()
+print("task", open(out).read().strip())
+"""
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["driver", str(hard), "exit", "0", "task", "512"]

@@ -18,7 +18,7 @@ from rawexec.driver.config import DriverConfig, TaskDriverConfig, filter_env
 from rawexec.driver.execstream import ExecSession
 from rawexec.driver.handle import TaskRecord, Watcher, connect_shim, read_exit_record
 from rawexec.driver.prepare import build_task_dirs, lookup_bin, parse_signal, resolve_user
-from rawexec.driver.spawnclient import SpawnerClient
+from rawexec.driver.spawnclient import SpawnerClient, raise_nofile_limit
 from rawexec.driver.types import (
     Capabilities,
     ExecResult,
@@ -80,6 +80,7 @@ class Driver:
         self.config = config or DriverConfig()
         self._tasks: dict[str, TaskRecord] = {}
         self._lock = threading.Lock()
+        raise_nofile_limit()
         self._spawner = SpawnerClient()
         self._watcher = Watcher()
         self._subscribers: list[Callable[[TaskEvent], None]] = []

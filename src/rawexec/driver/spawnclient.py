@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import logging
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -18,6 +19,35 @@ from rawexec.executor.protocol import SPAWN_REQUEST, Channel, ProtocolError, rec
 __all__ = ["SpawnerClient"]
 
 log = logging.getLogger("rawexec.driver")
+
+
+# The soft RLIMIT_NOFILE this process started with, before raise_nofile_limit (None: not raised).
+_ORIGINAL_NOFILE: int | None = None
+
+
+def raise_nofile_limit() -> None:
+    """Raise this process's soft open-file limit to the hard limit, as every Go program (Nomad's
+    agent and plugins) does at start: with hundreds of tasks the driver holds a wait connection
+    and a few stats files per task, past the usual soft limit of 1024. The spawner puts the
+    original limit back for itself, so shims and tasks get what the host normally gives."""
+    global _ORIGINAL_NOFILE
+    if _ORIGINAL_NOFILE is not None:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            return
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        return
+    _ORIGINAL_NOFILE = soft
 
 
 class SpawnerClient:
@@ -38,6 +68,8 @@ class SpawnerClient:
         env = dict(os.environ)
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if _ORIGINAL_NOFILE is not None:
+            env["RAWEXEC_NOFILE_SOFT"] = str(_ORIGINAL_NOFILE)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "rawexec.executor.spawner", str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,

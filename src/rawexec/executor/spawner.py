@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import gc
 import os
+import resource
 import select
 import signal
 import socket
@@ -120,7 +121,19 @@ class Spawner:
                 os.close(fd)
 
 
+def _restore_nofile() -> None:
+    """The driver raised its open-file limit (raise_nofile_limit); shims and tasks get the original."""
+    soft = os.environ.pop("RAWEXEC_NOFILE_SOFT", "")
+    if soft.isdigit():
+        try:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(int(soft), hard), hard))
+        except (OSError, ValueError):
+            pass
+
+
 def serve(fd: int) -> None:
+    _restore_nofile()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel, never zombies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _prepare()
