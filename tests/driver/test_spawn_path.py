@@ -165,7 +165,7 @@ def test_driver_raises_its_nofile_limit_but_tasks_get_the_original(tmp_path: pyt
 import os, resource, sys, tempfile
 resource.setrlimit(resource.RLIMIT_NOFILE, (512, {hard}))
 from rawexec import Driver, DriverConfig, TaskConfig
-d = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=tempfile.mkdtemp(dir={str(tmp_path)!r})))
+d = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=tempfile.mkdtemp(prefix="rxn-")))
 print("driver", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 out = os.path.join({str(tmp_path)!r}, "out")
 cfg = TaskConfig(id="t1", name="t", alloc_id="a", alloc_dir=os.path.join({str(tmp_path)!r}, "alloc"),
@@ -174,6 +174,7 @@ d.start_task(cfg)
 print("exit", d.wait_task("t1", timeout=20).exit_code)
 d.destroy_task("t1", force=True)
 d.close()
+import shutil; shutil.rmtree(d.config.state_dir, ignore_errors=True)
 print("task", open(out).read().strip())
 """
     r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
