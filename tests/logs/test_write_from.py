@@ -65,8 +65,8 @@ class Counts:
         monkeypatch.setattr(rotator_mod, "_splice", counting)
 
 
-def warm(r: FileRotator, rd: int, wr: int, chunk: bytes = b"z" * 70_000) -> bytes:
-    """Show the rotator a busy stream: one read of >= 64 KiB (read + write); later calls splice."""
+def warm(r: FileRotator, rd: int, wr: int, chunk: bytes = b"z" * 65_536) -> bytes:
+    """Show the rotator a busy stream: one full read of 64 KiB (read + write); later calls splice."""
     os.write(wr, chunk)
     assert r.write_from(rd, 1 << 20) == (len(chunk), b"")
     return chunk
@@ -125,10 +125,11 @@ def test_limit_is_respected(tmp_path: Path, pipe: tuple[int, int]) -> None:
     rd, wr = pipe
     with FileRotator(str(tmp_path), BASE, 3, 1) as r:
         os.write(wr, b"x" * 80_000)
-        assert r.write_from(rd, 70_000) == (70_000, b"")  # read + write
-        assert r.write_from(rd, 4096) == (4096, b"")  # spliced
-        assert r.current_size == 74_096
-        assert os.read(rd, 20_000) == b"x" * (80_000 - 74_096)
+        assert r.write_from(rd, 70_000) == (65_536, b"")  # read + write: a quiet stream's first read is 64 KiB
+        assert r.write_from(rd, 4096) == (4096, b"")  # busy now: spliced
+        assert r.write_from(rd, 1000) == (1000, b"")
+        assert r.current_size == 70_632
+        assert os.read(rd, 20_000) == b"x" * (80_000 - 70_632)
 
 
 def test_numbered_lines_from_a_process_rotate_like_write(tmp_path: Path) -> None:
@@ -232,7 +233,7 @@ def test_last_byte_of_spliced_data_decides_near_the_end(tmp_path: Path, pipe: tu
     continuing a line fills the file, a new line that does not fit starts the next file."""
     rd, wr = pipe
     long_line = b"y" * (LINE_SCAN_LIMIT + 10) + b"\n"
-    first = b"a" * 69_999 + b"\n"
+    first = b"a" * 65_535 + b"\n"  # one full first read: the stream counts as busy
     size = len(first) + 1000 + LINE_SCAN_LIMIT
     for ending, expect in ((b"x", size), (b"\n", len(first) + 1000)):
         d = tmp_path / repr(ending)

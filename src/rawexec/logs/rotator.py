@@ -285,7 +285,9 @@ class FileRotator:
             elif size < max_size and max_size > LINE_SCAN_LIMIT:
                 # No more than may still go into this file: the next file is spliced again.
                 limit = min(limit, max_size - size)
-        data = os.read(src, limit)
+        # A stream not yet busy is read 64 KiB at a time: a read buffer past glibc's mmap threshold
+        # (128 KiB) costs an mmap and an munmap per read, for what is mostly a line or two.
+        data = os.read(src, limit if self._busy or limit <= _BUSY_READ else _BUSY_READ)
         if not data:
             return 0, b""
         if len(data) >= _BUSY_READ:
