@@ -259,7 +259,8 @@ def _artifact(r: Reader) -> ArtifactSpec:
 
 
 def _task(name: str, r: Reader, group_restart: m.RestartPolicy) -> m.Task:
-    restart = replace(group_restart, **_restart_partial(r.block("restart", "RestartPolicy")))
+    partial = _restart_partial(r.block("restart", "RestartPolicy"))
+    restart = replace(group_restart, **partial) if partial else group_restart
     logs = LogConfig()
     lr = r.block("logs", "LogConfig")
     if lr is not None:

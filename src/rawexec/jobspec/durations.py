@@ -27,11 +27,27 @@ _MAX_NS = (1 << 63) - 1
 HINT = 'write a number and a unit: ns, us, ms, s, m or h, e.g. "30s", "1m30s", "1h"'
 
 
+#: Durations already parsed (a job file repeats the same few: "10s", "5m"...); bounded in size.
+_PARSED: dict[str, int] = {}
+_PARSED_MAX = 1024
+
+
 def parse_duration_ns(text: str) -> int:
     """Parse a Go duration string (``"1m30s"``, ``"1.5h"``, ``"-5s"``, ``"0"``) to nanoseconds.
 
     Raises ``ValueError`` with Go's message (``time: invalid duration "x"``) when malformed.
     """
+    if type(text) is not str:
+        return _parse_duration_ns(text)
+    ns = _PARSED.get(text)
+    if ns is None:
+        ns = _parse_duration_ns(text)
+        if len(_PARSED) < _PARSED_MAX:
+            _PARSED[text] = ns
+    return ns
+
+
+def _parse_duration_ns(text: str) -> int:
     orig = text
     if not isinstance(text, str):
         raise ValueError(f"time: invalid duration {orig!r}")

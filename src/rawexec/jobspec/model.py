@@ -64,6 +64,14 @@ def _map() -> Mapping[str, Any]:
 
 def freeze(value: Any) -> Any:
     """Make a JSON-like value immutable: dicts → read-only mappings, lists → tuples."""
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None:
+        return value
+    if t is dict:  # the common case, without the abstract-base-class check below
+        return MappingProxyType({k if type(k) is str else str(k): v if type(v) is str else freeze(v)
+                                 for k, v in value.items()})
+    if t is list or t is tuple:
+        return tuple([freeze(v) for v in value])
     if isinstance(value, Mapping):
         return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):

@@ -279,17 +279,19 @@ class Evaluator(TemplateMixin):
                 raise EvalError("Invalid expanding argument value: the expanding argument (...) must be a list",
                                 self.pos(node))
             args = args[:-1] + last
-        if any(isinstance(a, Runtime) for a in args):
-            raise NeedsRuntime
-        nested_runtime = _has_runtime(args)
+        for a in args:
+            if isinstance(a, Runtime):
+                raise NeedsRuntime
+        # The functions never change their arguments, so whether a runtime value is nested in them
+        # is only worked out when a call fails.
         try:
             result = fn(args, self.fctx)
         except FuncError as exc:
-            if nested_runtime:
+            if _has_runtime(args):
                 raise NeedsRuntime from None
             raise EvalError(f"Error in function call: {exc}", self.pos(node)) from None
         except (TypeError, ValueError, OverflowError) as exc:
-            if nested_runtime:
+            if _has_runtime(args):
                 raise NeedsRuntime from None
             raise EvalError(f"Error in function call: {name}(): {exc}", self.pos(node)) from None
         if isinstance(result, (str, list)) and len(result) > MAX_LEN:
@@ -452,23 +454,28 @@ def _plain_literal(node: Tree[Any]) -> str | int | None:
     """The value of the most common attribute expressions without the general machinery: a quoted
     string without escapes or templates (``"raw_exec"``) or a decimal integer (``128``); else None.
     The result is what :meth:`Evaluator.evaluate` gives for them (see ``e_string``, ``e_int_lit``)."""
-    if node.data != "expr_term" or len(node.children) != 1:
+    ch = node.children
+    if len(ch) != 1 or node.data != "expr_term":
         return None
-    inner = node.children[0]
+    inner = ch[0]
     if type(inner) is not Tree:
         return None
-    if inner.data == "string":
+    data = inner.data
+    if data == "string":
         parts = inner.children  # DBLQUOTE string_part* DBLQUOTE
-        if len(parts) == 2:
-            return ""
-        if len(parts) == 3:
+        n = len(parts)
+        if n == 3:
             part = parts[1]
-            if type(part) is Tree and part.data == "string_part" and len(part.children) == 1:
-                tok = part.children[0]
-                if type(tok) is Token and tok.type == "STRING_CHARS" and "\\" not in tok:
-                    return str(tok)
+            if type(part) is Tree and part.data == "string_part":
+                pch = part.children
+                if len(pch) == 1:
+                    tok = pch[0]
+                    if type(tok) is Token and tok.type == "STRING_CHARS" and "\\" not in tok:
+                        return str(tok)
+        elif n == 2:
+            return ""
         return None
-    if inner.data == "int_lit":
+    if data == "int_lit":
         return int(str(inner.children[0]))
     return None
 

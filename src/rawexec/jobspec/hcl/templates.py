@@ -148,7 +148,14 @@ class TemplateMixin:
         def _count_iteration(self, node: Tree[Any]) -> None: ...
 
     def e_string(self, node: Tree[Any]) -> Any:
-        parts = [c for c in node.children if isinstance(c, Tree) and c.data == "string_part"]
+        ch = node.children
+        if len(ch) == 3:  # DBLQUOTE string_part DBLQUOTE: a plain string, the common case
+            only = ch[1]
+            if type(only) is Tree and only.data == "string_part" and type(ch[0]) is Token:
+                tok = only.children[0]
+                if type(tok) is Token and tok.type == "STRING_CHARS" and "\\" not in tok:
+                    return str(tok)
+        parts = [c for c in ch if isinstance(c, Tree) and c.data == "string_part"]
         if not parts:
             return ""
         if len(parts) == 1:
