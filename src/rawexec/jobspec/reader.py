@@ -22,6 +22,7 @@ from rawexec.jobspec.hcl.values import EvalError, type_name
 __all__ = ["SCHEDULER_ONLY", "HclReader", "JsonReader", "Reader"]
 
 _MISSING = object()
+_UNREAD = object()
 
 #: Valid Nomad blocks/fields that only steer the scheduler: accepted, warned about, not modelled.
 SCHEDULER_ONLY = frozenset({
@@ -174,12 +175,16 @@ class HclReader(Reader):
     """Reads one HCL :class:`Body`: attributes are evaluated on first use."""
 
     def __init__(self, body: Body, ev: Evaluator, path: str, diags: Diagnostics, pos: Pos | None = None) -> None:
-        super().__init__(path, diags, pos or body.pos)
+        # Reader.__init__, inlined: one of these is made for every block of the job file.
+        self.path = path
+        self.diags = diags
+        self.pos = pos = pos or body.pos
+        self.known: set[str] = set()
         self.body = body
         self.ev = ev
         self.cache: dict[str, Any] = {}
         self._by_type: dict[str, list[Block]] | None = None
-        diags.locations.setdefault(path, self.pos or body.pos)
+        diags.locations.setdefault(path, pos or body.pos)
 
     def _typed(self) -> dict[str, list[Block]]:
         """The body's blocks by type, in source order (built on first use)."""
@@ -192,25 +197,31 @@ class HclReader(Reader):
 
     def raw(self, hcl: str, json: str) -> tuple[Any, Pos | None]:
         self.known.add(hcl)
-        attr = self.body.attrs.get(hcl)
+        body = self.body
+        attr = body.attrs.get(hcl)
         if attr is None:
-            same = self._typed().get(hcl) if self.body.blocks else None
-            if same:
-                self.err(hcl, f'Unsupported block type: "{hcl}" is an argument here, not a block',
-                         same[0].pos, f"write {hcl} = ...")
+            if body.blocks:
+                same = self._typed().get(hcl)
+                if same:
+                    self.err(hcl, f'Unsupported block type: "{hcl}" is an argument here, not a block',
+                             same[0].pos, f"write {hcl} = ...")
             return _MISSING, None
-        self.diags.locations.setdefault(path_join(self.path, hcl), attr.pos)
-        if hcl not in self.cache:
+        cache = self.cache
+        value = cache.get(hcl, _UNREAD)
+        if value is _UNREAD:  # the first read: record where the field is written, and evaluate it
+            self.diags.locations.setdefault(path_join(self.path, hcl), attr.pos)
             try:
-                self.cache[hcl] = self.ev.evaluate(attr.expr)
+                value = self.ev.evaluate(attr.expr)
             except EvalError as exc:
                 self.err(hcl, exc.message, exc.pos or attr.pos, exc.hint)
-                self.cache[hcl] = _MISSING
-        return self.cache[hcl], attr.pos
+                value = _MISSING
+            cache[hcl] = value
+        return value, attr.pos
 
     def _blocks_of(self, hcl: str, allow_attr: bool = False) -> list[Block]:
         self.known.add(hcl)
-        found = list(self._typed().get(hcl, ()))
+        same = self._typed().get(hcl) if self.body.blocks else None
+        found = list(same) if same else []
         if allow_attr:
             if found and hcl in self.body.attrs:
                 self.err(hcl, f'"{hcl}" is set twice: as an argument and as a block', found[0].pos,
