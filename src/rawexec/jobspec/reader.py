@@ -333,6 +333,10 @@ class HclReader(Reader):
             return default
 
     def finish(self, ignored: Iterable[str] = ()) -> None:
+        body = self.body
+        if not ignored and self.known.issuperset(body.attrs) and (
+                not body.blocks or self.known.issuperset(self._typed())):
+            return  # every argument and block was read: nothing to report (the common case)
         skip = set(ignored)
         known = self.known | skip
         for name, attr in self.body.attrs.items():
