@@ -158,6 +158,25 @@ class Driver:
         required = os.geteuid() == 0 or bool(tcfg.cgroup_v1_override or tcfg.cgroup_v2_override)
         return {"create": create, "required": required}
 
+    def _create_cgroup(self, cfg: TaskConfig, tcfg: TaskDriverConfig) -> tuple[Any, list[str]]:
+        """The task's cgroup, made here rather than in the fresh shim (whose every Python step costs
+        page copies): (TaskCgroup or None, notes for the task's executor.out). Required (root, or
+        overrides asked for) and impossible: LaunchError, as Nomad's executor fails."""
+        req = self._cgroup_request(cfg, tcfg)
+        if req is None:
+            return None, []
+        try:
+            from rawexec.containment import TaskCgroup, detect
+
+            system = detect(no_cgroups=False)
+            if system.mode == "off":
+                return None, []
+            return TaskCgroup.create(system, **req["create"]), []
+        except Exception as e:
+            if req["required"]:
+                raise LaunchError(f"unable to configure cgroups: {e}") from e
+            return None, [f"cgroups unavailable, continuing without: {e}"]
+
     def _sink(self, cfg: TaskConfig, path: str | None, stream: str) -> dict[str, Any]:
         if cfg.logs.disabled or path == os.devnull:
             return {"mode": "null"}
@@ -220,10 +239,20 @@ class Driver:
             "stdout": self._sink(cfg, cfg.stdout_path, "stdout"),
             "stderr": self._sink(cfg, cfg.stderr_path, "stderr"),
             "socket_path": socket_path, "state_path": state_path,
-            "oom_score_adj": tcfg.oom_score_adj, "cgroup": self._cgroup_request(cfg, tcfg),
+            "oom_score_adj": tcfg.oom_score_adj,
         }
-        reply, wait_ch = self._spawner.spawn(spec)
+        cgroup, notes = self._create_cgroup(cfg, tcfg)
+        spec["cgroup"] = None if cgroup is None else {"state": cgroup.to_state()}
+        spec["notes"] = notes
+        try:
+            reply, wait_ch = self._spawner.spawn(spec)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.destroy()
+            raise
         if not reply.get("ok"):
+            if cgroup is not None:
+                cgroup.destroy()  # idempotent: the shim may have removed it already
             kind, err = reply.get("kind"), str(reply.get("error"))
             if kind == "config":
                 raise InvalidConfigError(err)

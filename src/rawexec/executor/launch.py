@@ -172,8 +172,7 @@ def home_procs_files(task_procs_files: Sequence[str]) -> list[str]:
     calling process is in now: where the shim returns after starting a child in the task cgroup."""
     if not task_procs_files:
         return []
-    mine = _self_cgroups()
-    mounts = _cgroup_mounts()
+    mine, mounts = _HOME if _HOME is not None else (_self_cgroups(), _cgroup_mounts())
     out: list[str] = []
     for path in task_procs_files:
         for point, key in mounts:
@@ -202,10 +201,16 @@ def _current_adj() -> bytes:
     return _adj_now
 
 
+# (own cgroups, cgroup mounts) as read by prime(): a forked shim is in its spawner's cgroups.
+_HOME: tuple[dict[str, str], list[tuple[str, str]]] | None = None
+
+
 def prime() -> None:
     """Read what :func:`start_process` needs about this process once, ahead (the spawner calls it:
-    shims inherit the cached value instead of each reading /proc)."""
+    shims inherit the cached values instead of each reading and parsing /proc)."""
+    global _HOME
     _current_adj()
+    _HOME = (_self_cgroups(), _cgroup_mounts())
 
 
 def _enter(procs_files: Sequence[str], oom_score_adj: int | None) -> tuple[list[str], bytes | None]:

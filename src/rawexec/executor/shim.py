@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any, NoReturn
 
+from rawexec.containment import TaskCgroup
 from rawexec.executor.launch import Credentials, LaunchFailure, start_process
 from rawexec.executor.protocol import Channel, ProtocolError, recv_spec, send_spec
 from rawexec.executor.sinks import open_sink
@@ -156,21 +157,18 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
     listener = int(spec.pop("listener_fd"))
     sock_path = spec["socket_path"]
 
+    # The driver created the task's cgroup (warm code, no page copies) and sent its state.
     cgroup = None
     cg = spec.get("cgroup")
     if cg:
         try:
-            from rawexec.containment import TaskCgroup, detect
-
-            system = detect(no_cgroups=False)
-            cgroup = TaskCgroup.create(system, **cg["create"]) if system.mode != "off" else None
+            cgroup = TaskCgroup.from_state(cg["state"])
         except Exception as e:
-            if cg.get("required"):
-                os.unlink(sock_path)
-                fail("containment", f"unable to configure cgroups: {e}")
-                return
-            log(f"cgroups unavailable, continuing without: {e}")
-            cgroup = None
+            os.unlink(sock_path)
+            fail("containment", f"unable to configure cgroups: {e}")
+            return
+    for note in spec.get("notes") or ():
+        log(str(note))
 
     pipes: list[tuple[int, dict[str, Any]]] = []
     child_fds: list[int] = []
