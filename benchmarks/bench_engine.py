@@ -111,6 +111,10 @@ def main() -> None:
             d.destroy_task(tid, force=True)
     finally:
         d.close()
+        if args.cgroups:
+            from rawexec.containment import detect, remove_parent
+
+            remove_parent(detect(), str(d.config.cgroup_parent))
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(alloc, ignore_errors=True)
 
