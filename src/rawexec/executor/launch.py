@@ -47,6 +47,14 @@ def _write_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
+def _reap(pid: int) -> None:
+    """Reap a child whose exec failed (it has exited or is about to)."""
+    try:
+        os.waitpid(pid, 0)  # EINTR is retried by Python
+    except ChildProcessError:
+        pass
+
+
 def spawn(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -113,14 +121,7 @@ def spawn(
         chunks.append(b)
     os.close(err_r)
     if chunks:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
+        _reap(pid)
         parts = b"".join(chunks).decode(errors="replace").split("\0", 2)
         raise LaunchFailure(parts[0], int(parts[1]), parts[2])
     return pid
@@ -345,14 +346,7 @@ def _vfork_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str, stdio: tu
             os.close(err_w)
     if not data:
         return pid
-    while True:  # exec failed: the child is gone, reap it
-        try:
-            os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            break
+    _reap(pid)  # exec failed: the child is gone
     # "ExceptionName:hex errno:message"; message "noexec" means chdir (before exec) failed.
     name, _, rest = data.partition(b":")
     hex_errno, _, msg = rest.partition(b":")

@@ -16,7 +16,8 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["MAX_MESSAGE", "SPAWN_REQUEST", "Channel", "ProtocolError", "recv_spec", "send_spec"]
+__all__ = ["FD_SPACE", "MAX_MESSAGE", "SPAWN_REQUEST", "Channel", "ProtocolError", "fds_from_ancdata", "recv_spec",
+           "send_spec"]
 
 MAX_MESSAGE = 64 * 1024 * 1024
 # Driver -> spawner, and spawner -> idle shim: this one byte, with the driver's socket for the shim
@@ -30,7 +31,16 @@ _RECV_FLAGS = int(socket.MSG_WAITALL | socket.MSG_CMSG_CLOEXEC)
 # Per read: 64 KiB, not more. A buffer past glibc's mmap threshold (128 KiB) costs an mmap and an
 # munmap on every read (~30 µs, measured), and most messages are a few hundred bytes.
 _RECV_CHUNK = 64 * 1024
-_FD_SPACE = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+FD_SPACE = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)  # ancillary room for recvmsg
+
+
+def fds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The file descriptors that came as SCM_RIGHTS in ``recvmsg``'s ancillary data."""
+    fds = array.array("i")
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    return list(fds)
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per message
 
 
@@ -63,13 +73,8 @@ def send_spec(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = 
 def recv_spec(sock: socket.socket, want_fds: int = 0) -> tuple[Any, list[int]]:
     """Read exactly one :func:`send_spec` message (blocking) and the fds sent with it (closed and
     refused if more than ``want_fds`` came); ProtocolError if the peer went away or sent garbage."""
-    fds = array.array("i")
-    hdr, anc, _flags, _addr = sock.recvmsg(_HDR.size, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize),
-                                           _RECV_FLAGS)
-    for level, kind, cdata in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
-    got = list(fds)
+    hdr, anc, _flags, _addr = sock.recvmsg(_HDR.size, FD_SPACE, _RECV_FLAGS)
+    got = fds_from_ancdata(anc)
     try:
         if len(got) > want_fds:
             raise ProtocolError(f"{len(got)} file descriptors sent, at most {want_fds} expected")
@@ -120,11 +125,8 @@ class Channel:
 
     def _fill(self) -> bool:
         """Read what is available into the buffer; False on EOF."""
-        fds = array.array("i")
-        data, ancdata, _flags, _addr = self.sock.recvmsg(_RECV_CHUNK, _FD_SPACE)
-        for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+        data, ancdata, _flags, _addr = self.sock.recvmsg(_RECV_CHUNK, FD_SPACE)
+        fds = fds_from_ancdata(ancdata)
         for fd in fds:
             os.set_inheritable(fd, False)
         self._fds.extend(fds)

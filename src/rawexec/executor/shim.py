@@ -7,7 +7,6 @@ task and answers the driver on ``reply`` with the identities needed to re-attach
 
 from __future__ import annotations
 
-import array
 import ctypes
 import errno
 import fcntl
@@ -20,7 +19,7 @@ from typing import Any, NoReturn
 
 from rawexec.containment import TaskCgroup
 from rawexec.executor.launch import Credentials, LaunchFailure, start_process
-from rawexec.executor.protocol import Channel, ProtocolError, recv_spec, send_spec
+from rawexec.executor.protocol import FD_SPACE, Channel, ProtocolError, fds_from_ancdata, recv_spec, send_spec
 from rawexec.executor.sinks import open_sink
 from rawexec.executor.supervisor import Supervisor, _Stream
 
@@ -28,7 +27,6 @@ __all__ = ["idle_shim", "run_shim"]
 
 PR_SET_CHILD_SUBREAPER = 36
 PIPE_SIZE = 1024 * 1024
-_FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 # Resolved once in the spawner and shared by every shim (a lookup in the shim would cost page copies).
 # (Plain int arguments and result: ctypes' default conversion, no argtypes objects to run.)
 # No use_errno: its per-thread errno swap allocates on first use; prctl(2) cannot fail here short of
@@ -81,16 +79,8 @@ def _detach() -> int:
 
 def _await_request(job: socket.socket) -> int | None:
     """Block until the spawner hands over a driver connection; None if it went away first."""
-    fds = array.array("i")
-    while True:
-        try:
-            _data, anc, _flags, _addr = job.recvmsg(1, _FD_SPACE)
-            break
-        except InterruptedError:
-            continue
-    for level, kind, cdata in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    _data, anc, _flags, _addr = job.recvmsg(1, FD_SPACE)  # (EINTR is retried by Python)
+    fds = fds_from_ancdata(anc)
     if len(fds) != 1:
         for fd in fds:
             os.close(fd)

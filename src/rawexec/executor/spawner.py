@@ -28,7 +28,7 @@ import sys
 # What shims use later, imported now so each fork shares it.
 import rawexec.executor.supervisor
 from rawexec.executor import launch
-from rawexec.executor.protocol import SPAWN_REQUEST
+from rawexec.executor.protocol import FD_SPACE, SPAWN_REQUEST, fds_from_ancdata
 from rawexec.executor.shim import idle_shim
 
 import rawexec.logs  # noqa: F401  isort: skip
@@ -36,7 +36,6 @@ import rawexec.logs  # noqa: F401  isort: skip
 __all__ = ["POOL_SIZE", "serve"]
 
 POOL_SIZE = 8
-_FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
 
 
@@ -56,11 +55,8 @@ def _prepare() -> None:
 
 def _recv_fd(sock: socket.socket) -> int | None:
     """One request's socket, -1 for a malformed request, None on EOF."""
-    data, anc, _flags, _addr = sock.recvmsg(1, _FD_SPACE)
-    fds = array.array("i")
-    for level, kind, cdata in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    data, anc, _flags, _addr = sock.recvmsg(1, FD_SPACE)
+    fds = fds_from_ancdata(anc)
     if not data and not fds:
         return None
     if data != SPAWN_REQUEST or len(fds) != 1:
