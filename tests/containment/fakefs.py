@@ -87,6 +87,21 @@ class FakeCgroupFS(CgroupFS):
 
     def set_procs(self, cgroup_dir: str, pids: list[int]) -> None:
         self._put(cgroup_dir + "/cgroup.procs", "".join(f"{p}\n" for p in pids))
+        self._update_populated(cgroup_dir)
+
+    def _update_populated(self, cgroup_dir: str) -> None:
+        """Keep v2 ``cgroup.events`` "populated" in step with the procs of the dir and below it, as the kernel does."""
+        m = self._mount_of(cgroup_dir)
+        if m is None or self.mounts[m] != ("v2",):
+            return
+        d = cgroup_dir
+        while d.startswith(m + "/"):
+            if self.exists(d + "/cgroup.events"):
+                populated = any(Path(r, "cgroup.procs").read_text().split()
+                                for r, _dirs, files in os.walk(self.host_path(d)) if "cgroup.procs" in files)
+                frozen = "1" if "frozen 1" in self.read(d + "/cgroup.events") else "0"
+                self._put(d + "/cgroup.events", f"populated {int(populated)}\nfrozen {frozen}\n")
+            d = d.rsplit("/", 1)[0]
 
     def procs(self, cgroup_dir: str) -> list[int]:
         return [int(x) for x in self.read(cgroup_dir + "/cgroup.procs").split()]

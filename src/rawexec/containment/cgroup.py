@@ -21,6 +21,8 @@ file in :attr:`TaskCgroup.procs_files`, so no early fork of the task can escape.
 from __future__ import annotations
 
 import errno
+import os
+import select
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -78,6 +80,7 @@ class TaskCgroup:
         self.v1 = dict(v1)
         self.owned = owned
         self.oom_baseline = oom_baseline
+        self._has_kill: bool | None = None  # cgroup.kill on the cgroup2 dir (Linux 5.14+), looked up once
 
     def __repr__(self) -> str:
         return f"TaskCgroup(mode={self.mode!r}, dirs={self.dirs!r})"
@@ -217,9 +220,30 @@ class TaskCgroup:
         out = [d]
         i = 0
         while i < len(out):
-            out.extend(f"{out[i]}/{name}" for name in self.fs.subdirs(out[i]))
+            if self.fs.may_have_subdirs(out[i]):  # one stat; a listing only when there are children
+                out.extend(f"{out[i]}/{name}" for name in self.fs.subdirs(out[i]))
             i += 1
         return out
+
+    def _populated(self, d: str) -> bool | None:
+        """cgroup2 ``cgroup.events``: is a live process in ``d`` or below it? None if unknown (no file)."""
+        try:
+            return "populated 1" in self.fs.read(d + "/cgroup.events")
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENODEV):
+                return None if e.errno == errno.ENOENT and self.fs.isdir(d) else False
+            raise
+
+    def _busy(self, dirs: tuple[str, ...]) -> tuple[str, ...]:
+        """The directories among ``dirs`` that still hold a process (nested cgroups included)."""
+        out: list[str] = []
+        for d in dirs:
+            pop = self._populated(d) if d == self.unified else None
+            if pop and self._can_kill(d):
+                return (d,)  # one cgroup.kill takes every member, in every hierarchy: no need to look further
+            if pop if pop is not None else bool(self._pids_in([d])):
+                out.append(d)
+        return tuple(out)
 
     def _pids_in(self, dirs: tuple[str, ...] | list[str]) -> set[int]:
         out: set[int] = set()
@@ -247,19 +271,48 @@ class TaskCgroup:
 
     def _kill(self, dirs: tuple[str, ...], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while True:
-            pids = self._pids_in(dirs)
-            if not pids:
-                return
+        while busy := self._busy(dirs):
             if time.monotonic() > deadline:
-                raise ContainmentError(f"{len(pids)} processes survived SIGKILL in cgroup {dirs[0]} for "
+                pids = self._pids_in(busy)
+                raise ContainmentError(f"{len(pids)} processes survived SIGKILL in cgroup {busy[0]} for "
                                        f"{timeout:g}s: {sorted(pids)[:10]}")
-            self._kill_round(dirs, pids, deadline)
-            round_end = min(deadline, time.monotonic() + 0.25)
-            delay = 0.0002
-            while self._pids_in(dirs) and time.monotonic() < round_end:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.01)
+            self._kill_round(busy, deadline)
+            self._settle(busy, min(deadline, time.monotonic() + 0.25))
+
+    def _settle(self, busy: tuple[str, ...], until: float) -> None:
+        """Wait (bounded by ``until``) for the processes of a kill round to be gone from ``busy``."""
+        u = self.unified if self.unified in busy else None
+        if u is not None and self._can_kill(u):
+            # cgroup.kill: every member goes at once, in every hierarchy. Sleep until the kernel
+            # says the cgroup2 side is empty (cgroup.events is pollable), then look at the rest once:
+            # a leftover there was never in the cgroup2 dir, and the next round signals it.
+            self._wait_unpopulated(u, until)
+            return
+        delay = 0.0002
+        while self._busy(busy) and time.monotonic() < until:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def _wait_unpopulated(self, u: str, until: float) -> None:
+        try:
+            fd = self.fs.open_fd(u + "/cgroup.events")
+        except OSError:
+            return
+        try:
+            p = select.poll()
+            p.register(fd, select.POLLPRI)  # kernfs signals a change of the file with POLLPRI
+            while b"populated 1" in os.pread(fd, 256, 0):
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                p.poll(min(left, 0.01) * 1000)  # capped: a filesystem without notifications still gets re-read
+        finally:
+            os.close(fd)
+
+    def _can_kill(self, u: str) -> bool:
+        if self._has_kill is None:
+            self._has_kill = self.fs.exists(u + "/cgroup.kill")
+        return self._has_kill
 
     def _signal_all(self, pids: set[int]) -> None:
         for p in pids:
@@ -268,24 +321,22 @@ class TaskCgroup:
             except ProcessLookupError:
                 pass
 
-    def _kill_round(self, dirs: tuple[str, ...], pids: set[int], deadline: float) -> None:
+    def _kill_round(self, busy: tuple[str, ...], deadline: float) -> None:
+        """One SIGKILL of everything in ``busy`` (the dirs that hold processes)."""
         fs = self.fs
-        u = self.unified if self.unified in dirs else None
+        u = self.unified if self.unified in busy else None
         fz = self.v1.get("freezer")
-        fz = fz if fz in dirs else None
-        if u is not None and fs.exists(u + "/cgroup.kill"):
+        fz = fz if fz in busy else None
+        if u is not None and self._can_kill(u):
             fs.write(u + "/cgroup.kill", "1")
-            others = tuple(d for d in dirs if d != u)
-            if others:  # a process in a v1 dir but not in the cgroup2 one (should not happen): kill directly
-                self._signal_all(self._pids_in(others) - self._pids_in([u]))
         elif fz is not None:
-            self._frozen(dirs, fz, "freezer.state", "FROZEN",
+            self._frozen(busy, fz, "freezer.state", "FROZEN",
                          lambda: fs.read(fz + "/freezer.state").strip() == "FROZEN", "THAWED", deadline)
         elif u is not None and fs.exists(u + "/cgroup.freeze"):
-            self._frozen(dirs, u, "cgroup.freeze", "1",
+            self._frozen(busy, u, "cgroup.freeze", "1",
                          lambda: "frozen 1" in fs.read(u + "/cgroup.events").splitlines(), "0", deadline)
-        else:
-            self._signal_all(pids)
+        else:  # no kill or freeze file, or a process in a v1 dir only (never in the cgroup2 one)
+            self._signal_all(self._pids_in(busy))
 
     def _frozen(self, dirs: tuple[str, ...], d: str, f: str, freeze: str, is_frozen: Callable[[], bool], thaw: str,
                 deadline: float) -> None:
@@ -304,17 +355,33 @@ class TaskCgroup:
 
     def signal_kill(self) -> None:
         """Start killing everything in the cgroup without waiting (one kill round; see :func:`destroy_all`)."""
-        pids = self._pids_in(self.dirs)
-        if pids:
-            self._kill_round(self.dirs, pids, time.monotonic() + 1.0)
+        busy = self._busy(self.dirs)
+        if busy:
+            self._kill_round(busy, time.monotonic() + 1.0)
 
     def destroy(self, timeout: float = 5.0) -> None:
         """Kill everything, then remove our dirs (retrying while busy). Idempotent; overrides stay."""
         deadline = time.monotonic() + timeout
+        if self.owned and set(self.owned) == set(self.dirs) and self._rmdir_empty():
+            return
         self.kill_all(timeout)
         for top in self.owned:
             for d in reversed(self._tree(top)):  # nested cgroups first
                 self._rmdir(d, deadline)
+
+    def _rmdir_empty(self) -> bool:
+        """The common case, a task already gone: the kernel refuses (EBUSY) to remove a cgroup
+        that holds a process or a child cgroup, so plain ``rmdir`` of each dir is the check."""
+        for d in self.owned:
+            try:
+                self.fs.rmdir(d)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno == errno.EBUSY:
+                    return False
+                raise ContainmentError(f"unable to remove cgroup {d}: {e.strerror}") from e
+        return True
 
     def _rmdir(self, d: str, deadline: float) -> None:
         delay = 0.001

@@ -92,6 +92,16 @@ class CgroupFS:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def may_have_subdirs(self, path: str) -> bool:
+        """False when ``path`` surely has no child directory: a directory's link count is 2 + its
+        subdirectories on cgroupfs (kernfs), tmpfs and ext4, so one ``stat`` replaces a listing.
+        True when it has some, when the count says nothing (not 2), or when ``path`` is not there
+        (a listing then tells the truth)."""
+        try:
+            return os.stat(self.host_path(path)).st_nlink != 2
+        except OSError:
+            return True
+
     def stat_uid(self, path: str) -> int:
         return os.stat(self.host_path(path)).st_uid
 
