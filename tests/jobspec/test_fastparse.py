@@ -118,7 +118,7 @@ def _all_alternatives() -> list[_Alternatives]:
     lexers = _fast().lexers
     seen: dict[int, _Alternatives] = {}
     for state in lexers.basics:  # every lexer state, including those no test text reached
-        seen.setdefault(id(lexers[state][4]), lexers[state][4])
+        seen.setdefault(id(lexers[state][-1]), lexers[state][-1])
     return list(seen.values())
 
 

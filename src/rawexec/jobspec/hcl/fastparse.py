@@ -58,9 +58,18 @@ _FILTER: Final = 4  # (FILTER, size, rule origin, (name, to_include)): Lark's ch
 _Action = tuple[int, Any, Any, Any]
 #: Per lexer state: the match method per next character (filled on first use), per terminal that
 #: may be a keyword (NAME) the keyword scanner's fullmatch and a memo of its answers, the newline
-#: and the ignored terminals, and the lexer state's :class:`_Alternatives`.
+#: terminals, the ignored terminals that are not newlines, the ignored terminals, and the lexer
+#: state's :class:`_Alternatives`.
 _Lexer = tuple[dict[str, Any], dict[str, tuple[Any, dict[str, str | None]]], frozenset[str], frozenset[str],
-               "_Alternatives"]
+               frozenset[str], "_Alternatives"]
+#: A single-child reduction chain: the state reached, the wrappers, the action that follows.
+_Chain = tuple[Any, tuple[tuple[Any, int], ...], "_Action | None"]
+# How a wrapper in a chain builds its value ``v``: Tree(name, [v]), Tree(name, v.children),
+# Tree(name, []), or a Lark callback called with [v].
+_WRAP_ONE: Final = 0
+_WRAP_SPLICE: Final = 1
+_WRAP_NONE: Final = 2
+_WRAP_CALL: Final = 3
 _NL: Final = "NL_OR_COMMENT"
 #: Bound on each keyword memo (distinct names seen); it is cleared when full.
 _MEMO_MAX: Final = 4096
@@ -130,35 +139,38 @@ class FastParser:
                 row[name] = act
             self.states[state] = row
         self.lexers = _Lexers(contextual.lexers)
-        self.chains: dict[tuple[Any, Any, str], tuple[Any, tuple[tuple[int, Any], ...]]] = {}
+        self.chains: dict[tuple[Any, Any, str], _Chain] = {}
 
-    def _chain(self, below: Any, top: Any, lookahead: str) -> tuple[Any, tuple[tuple[int, Any], ...]]:
+    def _chain(self, below: Any, top: Any, lookahead: str) -> _Chain:
         """Follow single-child reductions from ``top`` (``below`` under it) on ``lookahead``: the
-        state reached and the wrappers applied to the value on top of the stack, in order."""
+        state reached, the wrappers applied to the value on top of the stack (in order) and the
+        action that follows in the state reached (``None`` if the table has none)."""
         states = self.states
-        wraps: list[tuple[int, Any]] = []
+        wraps: list[tuple[Any, int]] = []
         state = top
         while True:
             act = states[state].get(lookahead)
             if act is None or act[0] == _SHIFT or act[1] != 1:
                 break
             kind, _, origin, c = act
-            if kind == _FILTER:
-                wraps.append((_CALL, self._filter_function(c)))
-            elif kind != _UNIT:
-                wraps.append((kind, c))
+            if kind == _TREE:
+                wraps.append((c, _WRAP_ONE))
+            elif kind == _FILTER:
+                name, include = c
+                if include == ((0, False),):
+                    wraps.append((name, _WRAP_ONE))
+                elif include == ((0, True),):
+                    wraps.append((name, _WRAP_SPLICE))
+                elif not include:
+                    wraps.append((name, _WRAP_NONE))
+                else:  # not a shape a one-child rule can have: let Lark parse
+                    raise FastParseError(f"unexpected child filter {include!r}")
+            elif kind == _CALL:
+                wraps.append((c, _WRAP_CALL))
             state = states[below][origin][1]
             if state == self.end_state:
-                break
-        return state, tuple(wraps)
-
-    @staticmethod
-    def _filter_function(spec: tuple[str, tuple[tuple[int, bool], ...]]) -> Any:
-        name, include = spec
-
-        def build(children: list[Any]) -> Tree[Any]:
-            return Tree(name, _filtered(children, include))
-        return build
+                return state, tuple(wraps), None
+        return state, tuple(wraps), states[state].get(lookahead)
 
     def parse(self, text: str) -> Tree[Any]:
         """The parse tree of ``text``; :class:`FastParseError` if it is not (simply) valid."""
@@ -191,7 +203,7 @@ class FastParser:
         while True:
             is_end = False
             if pos < n:
-                by_char, keywords, nl_types, ignore, alts = lexers[state_stack[-1]]
+                by_char, keywords, nl_types, skip, ignore, alts = lexers[state_stack[-1]]
                 ch = text[pos]
                 match = by_char.get(ch)
                 if match is None:
@@ -202,21 +214,21 @@ class FastParser:
                 if m is None:
                     raise FastParseError("no terminal matches")
                 ty = m.lastgroup
-                if ty in ignore and ty not in nl_types:
+                if ty in skip:
                     pos = m.end()
                     continue
-                value = m.group(0)
+                value = m.group()
                 start = pos
                 start_line = line
                 column = start - line_start + 1
+                pos = start + len(value)
                 if ty in nl_types:
                     count = value.count("\n")
                     if count:
                         line += count
                         line_start = start + value.rindex("\n") + 1
-                pos = start + len(value)
-                if ty in ignore:
-                    continue
+                    if ty in ignore:
+                        continue
                 if ty in keywords:  # Lark's UnlessCallback: a NAME that spells a keyword is that keyword
                     fullmatch, memo = keywords[ty]
                     kw = memo.get(value, ty)
@@ -261,9 +273,10 @@ class FastParser:
                 ty = "$END"
                 is_end = True
             # Feed ``tok`` (then ``held``) to the automaton.
+            top = state_stack[-1]
+            act = states[top][ty]
             while True:
-                top = state_stack[-1]
-                kind, a, b, c = states[top][ty]
+                kind, a, b, c = act
                 if kind == _SHIFT:
                     if is_end:
                         raise FastParseError("shift at end of input")
@@ -274,6 +287,8 @@ class FastParser:
                     tok = held
                     ty = tok.type
                     held = None
+                    top = a
+                    act = states[a][ty]
                     continue
                 if a == 1:
                     below = state_stack[-2]
@@ -281,23 +296,26 @@ class FastParser:
                     chain = chains.get(key)
                     if chain is None:
                         chain = chains[key] = self._chain(below, top, ty)
-                    new_top, wraps = chain
+                    top, wraps, nxt = chain
                     if wraps:
                         v = value_stack[-1]
-                        for wkind, w in wraps:
-                            if wkind == _TREE:
-                                t = _obj_new(Tree)
-                                t.data = w
-                                t.children = [v]
-                                t._meta = None
-                                v = t
-                            else:
+                        for w, mode in wraps:
+                            if mode == _WRAP_CALL:
                                 v = w([v])
+                                continue
+                            t = _obj_new(Tree)
+                            t.data = w
+                            t.children = [v] if mode == _WRAP_ONE else v.children if mode == _WRAP_SPLICE else []
+                            t._meta = None
+                            v = t
                         value_stack[-1] = v
-                    state_stack[-1] = new_top
-                    if is_end and new_top == end_state:
-                        result: Tree[Any] = value_stack[-1]
-                        return result
+                    state_stack[-1] = top
+                    if nxt is None:
+                        if is_end and top == end_state:
+                            result: Tree[Any] = value_stack[-1]
+                            return result
+                        raise FastParseError(f"no action for {ty} in state {top}")
+                    act = nxt
                     continue
                 if a:
                     children = value_stack[-a:]
@@ -305,13 +323,7 @@ class FastParser:
                     del value_stack[-a:]
                 else:
                     children = []
-                if kind == _TREE:
-                    t = _obj_new(Tree)
-                    t.data = c
-                    t.children = children
-                    t._meta = None
-                    v = t
-                elif kind == _FILTER:
+                if kind == _FILTER:
                     out: list[Any] = []
                     for i, expand in c[1]:
                         if expand:
@@ -326,14 +338,21 @@ class FastParser:
                     t.children = out
                     t._meta = None
                     v = t
+                elif kind == _TREE:
+                    t = _obj_new(Tree)
+                    t.data = c
+                    t.children = children
+                    t._meta = None
+                    v = t
                 else:
                     v = c(children)
-                new_state = states[state_stack[-1]][b][1]
-                push_state(new_state)
+                top = states[state_stack[-1]][b][1]
+                push_state(top)
                 push_value(v)
-                if is_end and new_state == end_state:
+                if is_end and top == end_state:
                     result = v
                     return result
+                act = states[top][ty]
 
 
 def _filtered(children: list[Any], include: tuple[tuple[int, bool], ...]) -> list[Any]:
@@ -454,7 +473,8 @@ class _Lexers(dict[Any, _Lexer]):
                     raise FastParseError(f"lexer callback on {name} is not supported")
                 keywords[name] = (cb.scanner.fullmatch, {})
             alts = _Alternatives(scanner, self.regex_cache, self.first_cache)
-            lx = ({}, keywords, frozenset(basic.newline_types), frozenset(basic.ignore_types), alts)
+            nl, ignore = frozenset(basic.newline_types), frozenset(basic.ignore_types)
+            lx = ({}, keywords, nl, ignore - nl, ignore, alts)
             self.built[id(basic)] = lx
         self[state] = lx
         return lx
