@@ -57,6 +57,42 @@ def test_details_and_fails_task() -> None:
     assert TaskEvent.not_restarting("Error was unrecoverable").fails_task
 
 
+def test_details_of_every_constructor() -> None:
+    """Nomad's Details keys, values and order for each kind of event (set once, at construction)."""
+    cases = [
+        (TaskEvent.terminated(137, 9, oom_killed=True, err="lost"),
+         {"oom_killed": "true", "exit_code": "137", "signal": "9", "exit_message": "lost"}),
+        (TaskEvent.killing(5, "why"), {"kill_reason": "why", "kill_timeout": "5s"}),
+        (TaskEvent.killing(0), {"kill_timeout": "0s"}),
+        (TaskEvent.killed("boom"), {"kill_error": "boom"}),
+        (TaskEvent.restarting(1.5, "r"), {"restart_reason": "r", "start_delay": "1500000000"}),
+        (TaskEvent.not_restarting("no"), {"fails_task": "true", "restart_reason": "no"}),
+        (TaskEvent.signaling("SIGHUP", "user"), {"signal": "SIGHUP", "signal_reason": "user"}),
+        (TaskEvent.driver_failure("d", fails_task=True), {"fails_task": "true", "driver_error": "d"}),
+        (TaskEvent.failed_validation("v"), {"validation_error": "v"}),
+        (TaskEvent.setup_failure("s"), {"fails_task": "true", "setup_error": "s"}),
+        (TaskEvent.artifact_download_failed("a"), {"download_error": "a"}),
+        (TaskEvent.sibling_failed("web"), {"failed_sibling": "web"}),
+        (TaskEvent.new(ev.DRIVER_MESSAGE, driver_message="m", details={"k": "v"}),
+         {"k": "v", "driver_message": "m"}),
+        (TaskEvent.new(ev.TERMINATED, task_signal="SIGHUP"), {"exit_code": "0", "signal": "0"}),
+        (TaskEvent.received(), {}), (TaskEvent.started(), {}), (TaskEvent.task_setup("x"), {}),
+    ]
+    for event, details in cases:
+        assert list(event.details.items()) == list(details.items()), event.type
+    with pytest.raises(TypeError):
+        TaskEvent.new(ev.STARTED, no_such_field=1)
+
+
+def test_record_json_encoded_once() -> None:
+    import json
+
+    e = TaskEvent.terminated(1, err="x", at=7)
+    assert e.record_json() is e.record_json()
+    assert json.loads(e.record_json()) == e.to_dict()
+    assert TaskEvent.from_dict(json.loads(e.record_json())) == e
+
+
 def test_unknown_type_refused() -> None:
     with pytest.raises(ValueError, match="unknown task event type 'Bogus'"):
         TaskEvent(type="Bogus")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -198,8 +198,8 @@ class TaskEvent:
     def new(cls, type: str, *, at: int | None = None, **fields: Any) -> TaskEvent:
         """A generic event; ``at`` is UTC nanoseconds (default now)."""
         details = dict(fields.pop("details", {}) or {})
-        ev = cls(type=type, time=_now_ns() if at is None else at, details=details, **fields)
-        return ev._with_details()
+        _add_details(type, details, fields)  # before construction: one frozen instance, no replace()
+        return cls(type=type, time=_now_ns() if at is None else at, details=details, **fields)
 
     @classmethod
     def received(cls, *, at: int | None = None) -> TaskEvent:
@@ -266,30 +266,6 @@ class TaskEvent:
         return cls.new(SIBLING_FAILED, at=at, failed_sibling=sibling)
 
     # -- display ---------------------------------------------------------------------------
-
-    def _with_details(self) -> TaskEvent:
-        d = dict(self.details)
-        t = self.type
-        if t == TERMINATED:
-            d.update(exit_code=str(self.exit_code), signal=str(self.signal))
-            if self.message:
-                d["exit_message"] = self.message
-        if self.fails_task:
-            d["fails_task"] = "true"
-        pairs = {
-            "restart_reason": self.restart_reason, "kill_reason": self.kill_reason,
-            "kill_error": self.kill_error, "setup_error": self.setup_error,
-            "driver_error": self.driver_error, "download_error": self.download_error,
-            "validation_error": self.validation_error, "failed_sibling": self.failed_sibling,
-            "signal": self.task_signal if t == SIGNALING else "", "signal_reason": self.task_signal_reason,
-            "driver_message": self.driver_message,
-        }
-        d.update({k: v for k, v in pairs.items() if v})
-        if t == RESTARTING:
-            d["start_delay"] = str(round(self.start_delay * _NS))
-        if t == KILLING:
-            d["kill_timeout"] = format_duration(self.kill_timeout)
-        return replace(self, details=d)
 
     @property
     def display_message(self) -> str:
@@ -382,8 +358,13 @@ class TaskEvent:
         return text
 
     def record_json(self) -> str:
-        """:meth:`to_dict` as JSON text (not kept: only the task's own commits encode it)."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        """:meth:`to_dict` as JSON text, encoded once per event (every commit of the task's state
+        writes all its events)."""
+        text: str | None = self.__dict__.get("_record_json")
+        if text is None:
+            text = json.dumps(self.to_dict(), separators=(",", ":"))
+            object.__setattr__(self, "_record_json", text)
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """Compact form for the state store (round-trips through :meth:`from_dict`)."""
@@ -410,6 +391,34 @@ _DEFAULTS: dict[str, Any] = {
     "validation_error": "", "failed_sibling": "", "task_signal": "", "task_signal_reason": "",
     "driver_message": "",
 }
+
+
+_DETAIL_FIELDS = (
+    ("restart_reason", "restart_reason"), ("kill_reason", "kill_reason"), ("kill_error", "kill_error"),
+    ("setup_error", "setup_error"), ("driver_error", "driver_error"), ("download_error", "download_error"),
+    ("validation_error", "validation_error"), ("failed_sibling", "failed_sibling"),
+    ("signal", "task_signal"), ("signal_reason", "task_signal_reason"), ("driver_message", "driver_message"),
+)
+"""(Nomad's ``Details`` key, our field) pairs set in the details when the field is not empty."""
+
+
+def _add_details(t: str, d: dict[str, str], fields: Mapping[str, Any]) -> None:
+    """Add the details Nomad sets for an event of type ``t`` with ``fields`` (TaskEvent's keyword
+    arguments; absent ones are at their defaults)."""
+    if t == TERMINATED:
+        d.update(exit_code=str(fields.get("exit_code", 0)), signal=str(fields.get("signal", 0)))
+        if fields.get("message"):
+            d["exit_message"] = fields["message"]
+    if fields.get("fails_task"):
+        d["fails_task"] = "true"
+    for key, name in _DETAIL_FIELDS:
+        v = fields.get(name)
+        if v and (name != "task_signal" or t == SIGNALING):
+            d[key] = v
+    if t == RESTARTING:
+        d["start_delay"] = str(round(fields.get("start_delay", 0.0) * _NS))
+    if t == KILLING:
+        d["kill_timeout"] = format_duration(fields.get("kill_timeout", 0.0))
 
 
 def _go_quote(s: str) -> str:

@@ -419,9 +419,22 @@ class TaskRunner:
             self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
             return None
         with ar.agent.start_slots:  # a bounded number of starts at once: less contention, more throughput
-            return self._start_locked()
+            result = self._start_locked()
+        if not isinstance(result, TaskHandle):
+            return result
+        # started: recorded outside the slot, so the next start does not wait for this commit
+        self.handle = result
+        self.started_once = True
+        self._emit(TaskEvent.started(), ev.TASK_RUNNING, handle=result.dumps())
+        with self._cond:
+            killed_meanwhile = self._killing
+        if killed_meanwhile:
+            self._stop_running()
+        return True
 
-    def _start_locked(self) -> bool | None:
+    def _start_locked(self) -> TaskHandle | bool | None:
+        """Prestart hooks + driver start: the handle when started (the caller records it), else as
+        :meth:`_start_once`."""
         ar = self.alloc
         task = self.task
         if not self._dir_built:
@@ -480,14 +493,7 @@ class TaskRunner:
         except RawExecError as e:
             self._emit(TaskEvent.driver_failure(str(e)))
             return self._decide_after_failure(e)
-        self.handle = handle
-        self.started_once = True
-        self._emit(TaskEvent.started(), ev.TASK_RUNNING, handle=handle.dumps())
-        with self._cond:
-            killed_meanwhile = self._killing
-        if killed_meanwhile:
-            self._stop_running()
-        return True
+        return handle
 
     def _fetch_artifacts(self, interpolate: Callable[[str], str]) -> None:
         from rawexec.artifacts.getter import fetch_artifact

@@ -101,6 +101,8 @@ class _LogPump:
         now = time.monotonic()
         written = None if changed is None else {(d, name.rsplit(".", 1)[0]) for d, name in changed}
         for st in self.streams.values():
+            if st.pos is None and not final and not st.alloc.runners[st.task].started_once:
+                continue  # no process yet, so no output: not worth a look (200 tasks starting)
             log_dir = os.path.join(st.alloc.alloc_dir, "alloc", "logs")
             force = final
             if self.watch is not None and not final:
@@ -513,7 +515,11 @@ def _mark(what: str) -> None:
     if os.environ.get("RAWEXEC_RUN_TIMING"):
         with open("/proc/self/statm") as f:
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-        sys.stderr.write(f"[timing] {_process_age():7.3f}s rss {rss:5.1f} MB  {what}\n")
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        sys.stderr.write(f"[timing] {_process_age():7.3f}s cpu {ru.ru_utime + ru.ru_stime:6.3f}s "
+                         f"minflt {ru.ru_minflt:6d} rss {rss:5.1f} MB  {what}\n")
 
 
 def _process_age() -> float:
