@@ -4,13 +4,16 @@ trees (with and without cgroups), OOM detection, stats sanity."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+import uuid
 
 import pytest
 
 from rawexec import Driver, Resources, TaskEvent, TaskState
-from tests.conftest import TaskFactory
+from tests.conftest import CGROUPS_SKIP, TaskFactory
 from tests.driver.test_lifecycle import read
 from tests.helpers.util import pids_with_tag, tt, wait_until
 
@@ -144,3 +147,41 @@ def test_task_is_in_its_cgroup_and_parent_cgroup_env(driver: Driver, make_task: 
     driver.destroy_task(cfg.id)
     state = h.driver_state["cgroup"]
     wait_until(lambda: not any(os.path.exists(d) for d in state["owned"]), 10, msg="cgroup dirs removed")
+
+
+_RT_SCRIPT = """
+import os, sys, tempfile
+from rawexec import Driver, DriverConfig, TaskConfig
+from rawexec.errors import LaunchError
+from rawexec.containment import detect
+from rawexec.containment.cgroup import remove_parent
+parent = sys.argv[1]
+d = Driver(DriverConfig(enabled=True, no_cgroups=False, state_dir=tempfile.mkdtemp(), cgroup_parent=parent))
+root = tempfile.mkdtemp()
+cfg = TaskConfig(id="rt", name="t", alloc_id="a1", alloc_dir=os.path.join(root, "a1"),
+                 driver_config={"command": "/bin/true"})
+try:
+    d.start_task(cfg)
+    print("STARTED")
+except LaunchError as e:
+    print("ERROR", e)
+finally:
+    d.close()
+    remove_parent(detect(), parent)
+"""
+
+
+def test_realtime_agent_gets_a_clear_cgroup_error() -> None:
+    """An agent under SCHED_FIFO cannot put its (inheriting) task in a cgroup without a real-time
+    budget: the kernel says EINVAL; we say why and what to do, and leave nothing behind."""
+    if CGROUPS_SKIP:
+        pytest.skip(CGROUPS_SKIP)
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
+        pytest.skip("no cgroup v1 cpu controller with real-time group scheduling: real-time tasks join freely")
+    parent = f"rawexec-test-rt-{uuid.uuid4().hex[:8]}"
+    out = subprocess.run(["chrt", "-f", "10", sys.executable, "-c", _RT_SCRIPT, parent],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "ERROR unable to configure cgroups: cannot join cgroup" in out.stdout, out.stdout
+    assert "real-time scheduling policy" in out.stdout and "no_cgroups = true" in out.stdout
+    assert not any(parent in d for d in os.listdir("/sys/fs/cgroup/cpu")), "task cgroup left behind"

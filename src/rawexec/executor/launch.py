@@ -229,11 +229,26 @@ def _enter(procs_files: Sequence[str], oom_score_adj: int | None) -> tuple[list[
                 _write_file(_OOM_ADJ_PATH, want)
                 old_adj, _adj_now = cur, want
         for path in procs_files:
-            _write_file(path, b"0")
+            try:
+                _write_file(path, b"0")
+            except OSError as e:
+                raise LaunchFailure("cgroup", e.errno or 0, _join_error(path, e)) from None
     except BaseException:
         _leave(home, old_adj)
         raise
     return home, old_adj
+
+
+def _join_error(procs_file: str, e: OSError) -> str:
+    """Why a cgroup would not take us, in words that name the fix."""
+    detail = f"cannot join cgroup {os.path.dirname(procs_file)}: {e.strerror}"
+    if e.errno == errno.EINVAL and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+        # The kernel refuses a real-time process in a cgroup with no real-time budget
+        # (cpu.rt_runtime_us = 0, the default for a new cgroup with RT group scheduling).
+        detail += ("; the agent runs with a real-time scheduling policy (chrt -f/-r), which the task would "
+                   "inherit, and the cgroup has no real-time CPU budget (cpu.rt_runtime_us); run the agent "
+                   "with a normal scheduling policy, or set the raw_exec option no_cgroups = true")
+    return detail
 
 
 def _leave(home: list[str], old_adj: bytes | None) -> None:
