@@ -358,3 +358,37 @@ def test_static_port_collision_fails_the_alloc(make_agent: MakeAgent, tag: str) 
     assert a["ClientStatus"] == "failed"
     assert "port collision" in a["ClientDescription"] and str(port) in a["ClientDescription"]
     assert a["TaskStates"]["t"]["Events"][-1]["Type"] == "Setup Failure"
+
+
+def test_prepare_boots_the_driver_only_then_start_reuses_it(tmp_path: Path, state_dir: str, tag: str) -> None:
+    """``Agent.prepare`` (rawexec run, while it parses): the driver's spawner boots, the data dir is
+    not touched; ``start`` keeps that driver; ``shutdown`` of an agent never started releases it."""
+    from rawexec.agent.agent import Agent
+    from rawexec.agent.agentconfig import AgentConfig
+    from rawexec.driver import DriverConfig
+
+    data = tmp_path / "data"
+    k, _, v = tag.partition("=")
+    os.environ[k] = v  # the spawner inherits the tag: a leak is found by it
+    try:
+        a = Agent(AgentConfig(data_dir=str(data)), dev=True, driver_config=DriverConfig(no_cgroups=True,
+                                                                                          state_dir=state_dir))
+        a.prepare()
+        driver = a.driver
+        a.prepare()
+        assert a.driver is driver and not data.exists()
+        wait_until(lambda: bool(pids_with_tag(tag)), 10, 0.02, "the spawner to boot")
+        a.shutdown(stop_tasks=True)  # never started: releases the driver (its spawner exits)
+        assert not data.exists()
+        wait_until(lambda: pids_with_tag(tag) == [], 10, 0.02, "the spawner to exit")
+
+        b = Agent(AgentConfig(data_dir=str(data)), dev=True, driver_config=DriverConfig(no_cgroups=True,
+                                                                                          state_dir=state_dir))
+        b.prepare()
+        driver = b.driver
+        b.start()
+        assert b.driver is driver and (data / "state.db").exists()
+        b.shutdown(stop_tasks=True)
+        wait_until(lambda: pids_with_tag(tag) == [], 10, 0.02, "the spawner to exit")
+    finally:
+        os.environ.pop(k, None)

@@ -98,6 +98,18 @@ def test_bad_job_file_is_a_clear_error(tag: str, state_dir: str, tmp_path: Path)
     assert p.returncode == 2 and "expected name=value" in p.stderr
 
 
+def test_bad_job_file_with_data_dir_touches_nothing(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """The driver boots while the job file is parsed, but a bad job file leaves the given data dir
+    alone (not created, nothing recovered) and no process behind."""
+    jf = tmp_path / "bad.nomad.hcl"
+    jf.write_text('job "x" {\n  type = "batchy"\n}\n')
+    data = tmp_path / "data"
+    p = run(["-data-dir", str(data), str(jf)], tag, state_dir)
+    assert p.returncode == 1 and p.stderr.startswith(f'Error parsing job file "{jf}"'), p.stderr
+    assert not data.exists()
+    assert pids_with_tag(tag) == []
+
+
 def test_other_driver_fails_run(tag: str, state_dir: str, tmp_path: Path) -> None:
     jf = tmp_path / "docker.nomad.hcl"
     jf.write_text('job "d" {\n type = "batch"\n group "g" {\n task "t" {\n driver = "docker"\n'

@@ -55,6 +55,7 @@ class Agent:
         self._jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self._broker = EventBroker()
         self._started = False
+        self._prepared = False
         self._closed = False
         self._purge_waiters: list[threading.Thread] = []
         self.start_slots = threading.BoundedSemaphore(START_CONCURRENCY)
@@ -85,17 +86,26 @@ class Agent:
                             denied_host_gids=rc.denied_host_gids, denied_envvars=rc.denied_envvars,
                             cgroup_parent=self.config.cgroup_parent)
 
+    def prepare(self) -> None:
+        """Create the driver and boot its spawner, touching no state (the data dir is not even
+        looked at): ``rawexec run`` does this while it parses the job file. :meth:`start` does it
+        when not done yet; :meth:`shutdown` of an agent never started releases it."""
+        if self._prepared:
+            return
+        self.driver = Driver(self._make_driver_config())
+        self._prepared = True
+        # boot the driver's spawner now, in parallel with recovery and the first job's parsing
+        spawner = getattr(self.driver, "_spawner", None)
+        if spawner is not None and hasattr(spawner, "start"):
+            threading.Thread(target=_quietly, args=(spawner.start,), name="spawner-warmup", daemon=True).start()
+
     def start(self) -> None:
         """Lock and open the state store, fingerprint the node, recover every allocation."""
         if self._started:
             return
         self.store = StateStore(self.data_dir)
         try:
-            self.driver = Driver(self._make_driver_config())
-            # boot the driver's spawner now, in parallel with recovery and the first job's parsing
-            spawner = getattr(self.driver, "_spawner", None)
-            if spawner is not None and hasattr(spawner, "start"):
-                threading.Thread(target=_quietly, args=(spawner.start,), name="spawner-warmup", daemon=True).start()
+            self.prepare()
             subscribe = getattr(self.driver, "subscribe_events", None)
             if subscribe is not None:
                 subscribe(self._driver_event)
@@ -160,7 +170,12 @@ class Agent:
     def shutdown(self, *, stop_tasks: bool, timeout: float | None = None) -> None:
         """``stop_tasks``: stop every task gracefully first (``rawexec run``). Otherwise the tasks keep
         running and the next agent on this data dir re-attaches to them."""
-        if not self._started or self._closed:
+        if not self._started:
+            if self._prepared and not self._closed:  # prepared (or failed to start): release the driver
+                self._closed = True
+                self.driver.close()
+            return
+        if self._closed:
             return
         if stop_tasks:
             self.stop_all()

@@ -8,8 +8,6 @@ import socket
 import uuid
 from typing import Any
 
-import psutil
-
 from rawexec.agent.agentconfig import AgentConfig
 from rawexec.agent.state import StateStore
 from rawexec.taskenv import NodeInfo
@@ -31,16 +29,38 @@ def fingerprint_attributes(*, raw_exec_enabled: bool) -> dict[str, str]:
         "os.version": _os_release().get("VERSION_ID", ""),
         "cpu.arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(uname.machine, uname.machine),
         "cpu.numcores": str(os.cpu_count() or 1),
-        "memory.totalbytes": str(psutil.virtual_memory().total),
+        "memory.totalbytes": str(_total_memory()),
         "unique.hostname": socket.gethostname(),
         "nomad.version": "1.9.0",
         "driver.raw_exec": "1" if raw_exec_enabled else "",
     }
-    freq = psutil.cpu_freq() if hasattr(psutil, "cpu_freq") else None
-    if freq is not None and freq.max:
-        attrs["cpu.frequency"] = str(int(freq.max))
-        attrs["cpu.totalcompute"] = str(int(freq.max) * int(attrs["cpu.numcores"]))
+    max_mhz = _cpu_max_mhz()
+    if max_mhz:
+        attrs["cpu.frequency"] = str(int(max_mhz))
+        attrs["cpu.totalcompute"] = str(int(max_mhz) * int(attrs["cpu.numcores"]))
     return {k: v for k, v in attrs.items() if v != ""}
+
+
+def _total_memory() -> int:
+    """Physical memory in bytes: the kernel's total RAM (``sysinfo``), as psutil's ``virtual_memory().total``."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+_CPUFREQ_PATHS = ("/sys/devices/system/cpu/cpufreq/policy0", "/sys/devices/system/cpu/cpu0/cpufreq")
+
+
+def _cpu_max_mhz() -> float:
+    """The CPUs' mean maximum frequency in MHz (psutil's ``cpu_freq().max``), 0 when the kernel has no
+    cpufreq (VMs: then psutil, a 10 ms import, is not loaded at all)."""
+    if not any(os.path.exists(p) for p in _CPUFREQ_PATHS):
+        return 0.0
+    import psutil
+
+    try:
+        freq = psutil.cpu_freq()
+    except (OSError, NotImplementedError):
+        return 0.0
+    return float(freq.max or 0.0) if freq is not None else 0.0
 
 
 def _os_release() -> dict[str, str]:

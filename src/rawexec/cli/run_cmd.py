@@ -288,19 +288,26 @@ def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir
             # the spawner boots while the job file is parsed
             tmp = data_dir = tempfile.mkdtemp(prefix="rawexec-run-")
             agent = _start_agent(data_dir)
-            if agent is None:
-                return EXIT_FAILED
-        _mark("agent started")
+        else:
+            # the user's data dir may hold tasks of an earlier run: nothing is recovered before the
+            # job file parsed, but the driver's spawner can boot meanwhile
+            agent = _start_agent(data_dir, prepare_only=True)
+        if agent is None:
+            return EXIT_FAILED
+        _mark("agent started" if tmp else "driver prepared")
         job = _parse(jobfile, variables, var_file)
         _mark("job parsed")
         if job is None:
-            if agent is not None:
-                agent.shutdown(stop_tasks=True)
+            agent.shutdown(stop_tasks=True)
             return EXIT_FAILED
-        if agent is None:
-            agent = _start_agent(data_dir)
-            if agent is None:
+        if tmp is None:
+            try:
+                agent.start()
+            except RawExecError as exc:
+                agent.shutdown(stop_tasks=True)
+                sys.stderr.write(f"Error starting the agent: {exc}\n")
                 return EXIT_FAILED
+            _mark("agent started")
         return _drive(agent, job, detach)
     finally:
         if not detach and tmp:
@@ -329,14 +336,21 @@ def _parse(jobfile: str, variables: dict[str, str], var_file: tuple[str, ...]) -
     return parsed.job
 
 
-def _start_agent(data_dir: str) -> Agent | None:
+def _start_agent(data_dir: str, *, prepare_only: bool = False) -> Agent | None:
+    """The embedded dev agent, started (``prepare_only``: only its driver, see :meth:`Agent.prepare`)."""
     from rawexec.agent.agent import Agent
     from rawexec.agent.agentconfig import AgentConfig
 
-    agent = Agent(AgentConfig(data_dir=data_dir, name=os.uname().nodename), dev=True)
+    agent: Agent | None = None
     try:
-        agent.start()
+        agent = Agent(AgentConfig(data_dir=data_dir, name=os.uname().nodename), dev=True)
+        if prepare_only:
+            agent.prepare()
+        else:
+            agent.start()
     except RawExecError as exc:
+        if agent is not None:
+            agent.shutdown(stop_tasks=True)
         sys.stderr.write(f"Error starting the agent: {exc}\n")
         return None
     return agent
