@@ -6,7 +6,10 @@ Measures, in one run:
   ``python -c "import grpc"`` on the same machine (the floor any Python plugin pays);
 * Kill: ``GRPCController/Shutdown`` -> process exited (target <= 100 ms; go-plugin waits 2 s
   and then SIGKILLs a plugin without it);
-* StartTask over gRPC p50 (target <= 10 ms) next to ``Driver.start_task`` in-process;
+* StartTask over gRPC p50 (target <= 10 ms) next to ``Driver.start_task`` in-process. Nomad's
+  client builds the alloc and task directories (its alloc runner's prestart) before it calls
+  StartTask, so the benchmark builds each task's directories first, as the client would, on
+  both sides of the comparison: the figure is what Nomad waits for, not directory creation;
 * N running tasks (default 200), each with a blocked WaitTask and a 1 s TaskStats stream,
   plus the Fingerprint and TaskEvents streams: the plugin process's CPU over a window
   (target < 2 % of a core), split by thread: the main thread runs the gRPC event loop (calls,
@@ -37,6 +40,7 @@ import grpc
 import psutil
 from google.protobuf import duration_pb2
 
+from rawexec.driver.prepare import build_task_dirs
 from rawexec.plugin import cty, hclspec
 from rawexec.plugin.gen import base_pb2, driver_pb2, driver_pb2_grpc, plugin_pb2, plugin_pb2_grpc
 from rawexec.plugin.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
@@ -127,8 +131,11 @@ def _time_cmd(argv: list[str], n: int, cpu: list[float] | None = None) -> list[f
 
 
 def _task(alloc_root: str, command: str, args: list[str]) -> Any:
+    """A StartTask TaskConfig whose alloc and task directories exist already: Nomad's client
+    builds them (alloc runner) before it calls StartTask."""
     alloc_id = str(uuid.uuid4())
     alloc_dir = os.path.join(alloc_root, alloc_id[:8])
+    build_task_dirs(alloc_dir, "t")
     body = cty.hcldec(hclspec.task_config_spec(), {"command": command, "args": args})
     return driver_pb2.TaskConfig(id=f"{alloc_id}/t/{uuid.uuid4().hex[:8]}", name="t", alloc_id=alloc_id,
                                  alloc_dir=alloc_dir, msgpack_driver_config=cty.encode(body),
@@ -215,6 +222,7 @@ def _local_starts(alloc_root: str, n: int) -> tuple[list[float], float]:
         cpu = 0.0
         for i in range(n + 1):
             alloc_id = str(uuid.uuid4())  # (alloc, task) is unique in Nomad; the cgroup is named after it
+            build_task_dirs(os.path.join(alloc_root, f"local{i}"), "t")  # as Nomad's client would
             cfg = TaskConfig(id=f"{alloc_id}/t/local", name="t", alloc_id=alloc_id,
                              alloc_dir=os.path.join(alloc_root, f"local{i}"),
                              driver_config={"command": "/bin/sleep", "args": ["60"]},
