@@ -110,6 +110,10 @@ def test_lifecycle_signal_wait_stats_events_and_fifo_logs(configured: Plugin, tm
         h = resp.handle
         assert h.config.id == cfg.id and h.config.msgpack_driver_config == cfg.msgpack_driver_config
         assert h.state == driver_pb2.RUNNING and h.version >= 1 and h.driver_state
+        # Logged right after the reply went out (off the client's wait), with the task's ids.
+        wait_until(lambda: any(r.get("@message") == "task started" and r.get("task_id") == cfg.id
+                               and r.get("task_name") == "web" and r.get("@level") == "info"
+                               for r in p.log_records()), 10, message="the 'task started' log line")
         events = p.driver.TaskEvents(driver_pb2.TaskEventsRequest())
         wait_until(lambda: b"started" in out.data, 10, message="task stdout in the FIFO")
         wait_until(lambda: b"to-stderr" in err.data, 10, message="task stderr in the FIFO")

@@ -87,6 +87,20 @@ def test_raw_exec_specs_are_valid_for_nomad(spec: Object) -> None:
         hclspec.parse_type(attr.type)
 
 
+def test_raw_exec_specs_are_built_once_and_read_only() -> None:
+    """Every SetConfig and StartTask decodes against them: one shared tree each, which nobody can
+    change under the others."""
+    for make in (hclspec.plugin_config_spec, hclspec.task_config_spec):
+        spec = make()
+        assert make() is spec
+        with pytest.raises(TypeError):
+            spec.attributes["command"] = Attr("number")  # type: ignore[index]
+    assert hclspec.parse_type("list(map(string))") == ("list", ("map", "string"))
+    assert hclspec.parse_type("list(map(string))") is hclspec.parse_type("list(map(string))")
+    with pytest.raises(InvalidConfigError):
+        hclspec.parse_type("list(")
+
+
 def test_raw_exec_spec_keys_and_defaults() -> None:
     assert set(hclspec.plugin_config_spec().attributes) == {
         "enabled", "no_cgroups", "denied_host_uids", "denied_host_gids", "denied_envvars"}

@@ -89,6 +89,10 @@ def _sample(drv: Any, task_id: str, now_ns: int) -> Any:
     return convert.task_stats_to_proto(task_id, usage, now_ns)
 
 
+def _log_started(task_id: str, task_name: str) -> None:
+    log.info("task started", extra={"kv": {"task_id": task_id, "task_name": task_name}})
+
+
 class StatsHub:
     """Every TaskStats stream of the plugin, fed by one ticker per collection interval.
 
@@ -243,12 +247,15 @@ class DriverServicer:
                 raise InvalidConfigError("StartTaskRequest.task is missing; send the task's TaskConfig")
             cfg = convert.task_config_from_proto(request.task)
             handle = self.state.driver().start_task(cfg)
-            log.info("task started", extra={"kv": {"task_id": cfg.id, "task_name": cfg.name}})
             return driver_pb2.StartTaskResponse(
                 result=driver_pb2.StartTaskResponse.SUCCESS,
                 handle=driver_pb2.TaskHandle(version=int(handle.version), config=request.task,
                                              state=driver_pb2.RUNNING, driver_state=handle.dumps()))
-        return await self._call(context, "StartTask", run)
+        resp = await self._call(context, "StartTask", run)
+        # Logged once the reply is on its way (the callback runs after grpc has sent it): the
+        # line's formatting and its write to the agent's pipe stay off the client's wait.
+        asyncio.get_running_loop().call_soon(_log_started, request.task.id, request.task.name)
+        return resp
 
     async def RecoverTask(self, request: Any, context: Ctx) -> Any:
         def run() -> Any:

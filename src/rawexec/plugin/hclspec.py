@@ -7,9 +7,11 @@ The same tree drives the lenient msgpack-cty decoder in :mod:`rawexec.plugin.cty
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 from rawexec.errors import InvalidConfigError
@@ -134,8 +136,12 @@ _TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_-]*|[(){}\[\],=])")
 _PRIMITIVES = ("string", "number", "bool", "any")
 
 
+@functools.lru_cache(maxsize=256)
 def parse_type(expr: str) -> HclType:
-    """Parse an HCL type expression such as ``list(map(string))`` (errors name the text)."""
+    """Parse an HCL type expression such as ``list(map(string))`` (errors name the text).
+
+    Memoised (the decoder asks for the same few on every config): treat the result as
+    read-only."""
     tokens: list[str] = []
     pos = 0
     text = expr.strip()
@@ -267,20 +273,24 @@ def from_proto(msg: Any) -> Spec:
 # --- raw_exec's specs (facts: nomad-rawexec-facts §1.1, §1.2) --------------------------------
 
 
+@functools.cache
 def plugin_config_spec() -> Object:
-    """``plugin "raw_exec" { config {...} }``: today's keys plus the seed era's ``no_cgroups``."""
-    return Object({
+    """``plugin "raw_exec" { config {...} }``: today's keys plus the seed era's ``no_cgroups``.
+    One read-only tree, built once (every SetConfig decodes against it)."""
+    return Object(MappingProxyType({
         "enabled": Default(Attr("bool", name="enabled"), Literal("false")),
         "no_cgroups": Default(Attr("bool", name="no_cgroups"), Literal("false")),
         "denied_host_uids": Attr("string"),
         "denied_host_gids": Attr("string"),
         "denied_envvars": Attr("list(string)"),
-    })
+    }))
 
 
+@functools.cache
 def task_config_spec() -> Object:
-    """A raw_exec task's ``config {...}``."""
-    return Object({
+    """A raw_exec task's ``config {...}``. One read-only tree, built once (every StartTask
+    decodes against it)."""
+    return Object(MappingProxyType({
         "command": Attr("string", required=True),
         "args": Attr("list(string)"),
         "cgroup_v1_override": Attr("list(map(string))"),
@@ -288,4 +298,4 @@ def task_config_spec() -> Object:
         "oom_score_adj": Attr("number"),
         "work_dir": Attr("string"),
         "denied_envvars": Attr("list(string)"),
-    })
+    }))
