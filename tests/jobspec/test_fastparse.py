@@ -7,13 +7,19 @@ single-child reduction chains, and the lexer's per-character narrowing of the te
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rawexec.jobspec import parse_file
 from rawexec.jobspec.hcl import structure
 from rawexec.jobspec.hcl.fastparse import FastParseError, _Alternatives, _first_chars
+from rawexec.jobspec.hcl.tree import from_lark
 from tests.jobspec.conftest import CORPUS, check_fast_parse
 
 SETTINGS = settings(max_examples=400, deadline=None, database=None,
@@ -117,7 +123,7 @@ def test_character_soup_gives_the_same_outcome(text: str) -> None:
 def _all_alternatives() -> list[_Alternatives]:
     lexers = _fast().lexers
     seen: dict[int, _Alternatives] = {}
-    for state in lexers.basics:  # every lexer state, including those no test text reached
+    for state in range(len(lexers.lexer_of)):  # every lexer state, including those no test text reached
         seen.setdefault(id(lexers[state][-1]), lexers[state][-1])
     return list(seen.values())
 
@@ -158,3 +164,56 @@ def test_narrowed_regex_on_every_kind_of_terminal() -> None:
             narrowed = alts.matcher(text[0])(text, 0)
             got = None if narrowed is None else (narrowed.lastgroup, narrowed.group(0))
             assert got == (None if full is None else (full.lastgroup, full.group(0))), (text, alts.terms)
+
+
+def test_literal_characters_need_no_regex() -> None:
+    for alts in _all_alternatives():
+        for text in SAMPLES + list('{}[](),."=:?!<>-+*/%&|$~#\\'):
+            name = alts.literal(text[0])
+            if name is None:
+                continue
+            full = alts.full(text, 0)
+            assert full is not None and (full.lastgroup, full.group(0)) == (name, text[0]), (text, alts.terms)
+
+
+# The shipped tables: parsing without Lark -----------------------------------------------------------
+def test_shipped_tables_are_lark_s_tables() -> None:
+    from rawexec.jobspec.hcl import _hcl2_tables, tables
+    from rawexec.jobspec.hcl.fastparse import compile_tables
+
+    assert tables.installed_key() == _hcl2_tables.KEY, (
+        "the installed lark/python-hcl2 differ from the shipped parse tables; regenerate them with "
+        'python -c "from rawexec.jobspec.hcl import tables; tables.write()"')
+    assert json.loads(json.dumps(compile_tables(structure._parser()))) == tables.load()
+
+
+def test_valid_files_parse_without_importing_lark() -> None:
+    code = ("import sys; from rawexec.jobspec import parse_hcl; "
+            "job = parse_hcl('job \"x\" {\\n group \"g\" {\\n task \"t\" {\\n driver = \"raw_exec\"\\n"
+            " config { command = \"/bin/true\" }\\n }\\n }\\n}\\n', env={}); "
+            "assert job.groups[0].tasks[0].config['command'] == '/bin/true'; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lark', 'hcl2')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_other_lark_versions_compile_the_tables_from_lark(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rawexec.jobspec.hcl import tables
+
+    monkeypatch.setattr(tables, "installed_key", lambda: "lark 0.0; python-hcl2 sha256 0; format 1")
+    assert tables.load() is None
+    monkeypatch.setattr(structure, "_fast_parser", structure._fast_parser.__wrapped__)
+    fast = structure._fast_parser()
+    assert fast is not None
+    text = (CORPUS / sorted(p.name for p in CORPUS.glob("*.hcl"))[0]).read_text() + "\n"
+    assert fast.parse(text) == _fast().parse(text)
+
+
+def test_lark_s_tree_is_used_when_the_fast_parser_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = _fast()
+    paths = [p for p in sorted(CORPUS.glob("*.hcl")) if not p.name.startswith("variables")]
+    expected = [parse_file(p, env={}) for p in paths]
+    monkeypatch.setattr(structure, "_fast_parser", lambda: None)
+    assert [parse_file(p, env={}) for p in paths] == expected
+    deep = "a = " + " + ".join(["1"] * 3000) + "\n"  # deeper than the recursion limit: converted iteratively
+    assert from_lark(structure._parser().parse(deep)) == fast.parse(deep)

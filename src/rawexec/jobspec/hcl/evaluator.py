@@ -15,12 +15,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lark import Token, Tree
-
 from rawexec.jobspec.diagnostics import Pos, did_you_mean
 from rawexec.jobspec.hcl.functions import FUNCTIONS, FuncContext, FuncError, to_number, to_string
 from rawexec.jobspec.hcl.templates import MAX_LEN, TemplateMixin, decode_string_chars, parse_heredoc
-from rawexec.jobspec.hcl.tree import kids, node_pos, node_source
+from rawexec.jobspec.hcl.tree import Token, Tree, kids, node_pos, node_source
 from rawexec.jobspec.hcl.values import Context, EvalError, NeedsRuntime, Runtime, type_name
 
 __all__ = ["Context", "Evaluator", "decode_string_chars", "kids", "node_pos", "parse_heredoc", "render_runtime"]
@@ -49,7 +47,7 @@ class Evaluator(TemplateMixin):
         self._methods = _METHODS.setdefault(type(self), {})
 
     # -- entry points -------------------------------------------------------------------------
-    def evaluate(self, node: Tree[Any]) -> Any:
+    def evaluate(self, node: Tree) -> Any:
         """Evaluate a whole attribute expression; runtime references come back as ``${...}`` text."""
         literal = _plain_literal(node)
         if literal is not None:
@@ -62,14 +60,14 @@ class Evaluator(TemplateMixin):
             raise EvalError("expression nested too deeply", self.pos(node)) from None
         return render_runtime(value)
 
-    def pos(self, node: Tree[Any] | Token) -> Pos:
+    def pos(self, node: Tree | Token) -> Pos:
         return node_pos(node, self.ctx.filename, self.line_offset)
 
-    def source(self, node: Tree[Any]) -> str:
+    def source(self, node: Tree) -> str:
         return node_source(node, self.src)
 
     # -- dispatch -----------------------------------------------------------------------------
-    def eval(self, node: Tree[Any]) -> Any:
+    def eval(self, node: Tree) -> Any:
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
@@ -82,7 +80,7 @@ class Evaluator(TemplateMixin):
         finally:
             self.depth -= 1
 
-    def _method(self, node: Tree[Any]) -> Any:
+    def _method(self, node: Tree) -> Any:
         """The ``e_<rule>`` function for a tree (looked up once per class and rule name)."""
         fn = getattr(type(self), "e_" + str(node.data), None)
         if fn is None:
@@ -90,7 +88,7 @@ class Evaluator(TemplateMixin):
         self._methods[str(node.data)] = fn
         return fn
 
-    def e_expr_term(self, node: Tree[Any]) -> Any:
+    def e_expr_term(self, node: Tree) -> Any:
         ch = node.children
         if len(ch) == 1 and type(ch[0]) is Tree:  # the common case: no parentheses, no newlines
             return self.eval(ch[0])
@@ -99,19 +97,19 @@ class Evaluator(TemplateMixin):
             raise EvalError("invalid expression", self.pos(node))
         return self.eval(sub[0])
 
-    def e_int_lit(self, node: Tree[Any]) -> Any:
+    def e_int_lit(self, node: Tree) -> Any:
         return int(str(node.children[0]))
 
-    def e_float_lit(self, node: Tree[Any]) -> Any:
+    def e_float_lit(self, node: Tree) -> Any:
         value = float(str(node.children[0]))
         if not math.isfinite(value):
             raise EvalError(f"number {node.children[0]} is out of range", self.pos(node))
         return value
 
-    def e_literal_value(self, node: Tree[Any]) -> Any:
+    def e_literal_value(self, node: Tree) -> Any:
         return {"true": True, "false": False, "null": None}[str(node.children[0])]
 
-    def e_identifier(self, node: Tree[Any]) -> Any:
+    def e_identifier(self, node: Tree) -> Any:
         name = str(node.children[0])
         for scope in reversed(self.scopes):
             if name in scope:
@@ -126,17 +124,17 @@ class Evaluator(TemplateMixin):
             return _LOCAL
         return Runtime(name)
 
-    def e_keyword(self, node: Tree[Any]) -> Any:
+    def e_keyword(self, node: Tree) -> Any:
         return Runtime(str(node.children[0]))
 
-    def e_get_attr_expr_term(self, node: Tree[Any]) -> Any:
+    def e_get_attr_expr_term(self, node: Tree) -> Any:
         inner, ga = kids(node)
         base = self.eval(inner)
         name_node = kids(ga)[0]
         name = str(name_node.children[0])
         return self._get_attr(base, name, node, self.pos(name_node))
 
-    def _get_attr(self, base: Any, name: str, node: Tree[Any], pos: Pos) -> Any:
+    def _get_attr(self, base: Any, name: str, node: Tree, pos: Pos) -> Any:
         if base is _VAR:
             if name in self.ctx.variables:
                 return self.ctx.variables[name]
@@ -158,7 +156,7 @@ class Evaluator(TemplateMixin):
             return self._index(base, int(name), pos)
         raise EvalError(f"Unsupported attribute: cannot read attribute \"{name}\" of a {type_name(base)}", pos)
 
-    def e_index_expr_term(self, node: Tree[Any]) -> Any:
+    def e_index_expr_term(self, node: Tree) -> Any:
         inner, idx = kids(node)
         base = self.eval(inner)
         if idx.data == "short_index":
@@ -195,7 +193,7 @@ class Evaluator(TemplateMixin):
             return base[k]
         raise EvalError(f"Invalid index: a {type_name(base)} cannot be indexed", pos)
 
-    def _splat(self, node: Tree[Any], full: bool) -> Any:
+    def _splat(self, node: Tree, full: bool) -> Any:
         inner, sp = kids(node)
         base = self.eval(inner)
         if isinstance(base, Runtime):
@@ -216,16 +214,16 @@ class Evaluator(TemplateMixin):
             out.append(v)
         return out
 
-    def e_attr_splat_expr_term(self, node: Tree[Any]) -> Any:
+    def e_attr_splat_expr_term(self, node: Tree) -> Any:
         return self._splat(node, False)
 
-    def e_full_splat_expr_term(self, node: Tree[Any]) -> Any:
+    def e_full_splat_expr_term(self, node: Tree) -> Any:
         return self._splat(node, True)
 
-    def e_tuple(self, node: Tree[Any]) -> Any:
+    def e_tuple(self, node: Tree) -> Any:
         return [self.eval(k) for k in kids(node)]
 
-    def e_object(self, node: Tree[Any]) -> Any:
+    def e_object(self, node: Tree) -> Any:
         out: dict[str, Any] = {}
         runtime_keys = False
         for elem in kids(node):
@@ -239,7 +237,7 @@ class Evaluator(TemplateMixin):
             raise NeedsRuntime
         return out
 
-    def _object_key(self, key_node: Tree[Any]) -> Any:
+    def _object_key(self, key_node: Tree) -> Any:
         sub = kids(key_node)[0]
         if sub.data == "keyword":
             return str(sub.children[0])
@@ -258,7 +256,7 @@ class Evaluator(TemplateMixin):
         raise EvalError(f"Incorrect key type: object keys must be strings, got {type_name(key)}",
                         self.pos(key_node))
 
-    def e_function_call(self, node: Tree[Any]) -> Any:
+    def e_function_call(self, node: Tree) -> Any:
         parts = kids(node)
         idents = [p for p in parts if p.data == "identifier"]
         name = "::".join(str(i.children[0]) for i in idents)
@@ -298,7 +296,7 @@ class Evaluator(TemplateMixin):
             raise EvalError(f"Error in function call: {name}() result is too large", self.pos(node))
         return result
 
-    def e_conditional(self, node: Tree[Any]) -> Any:
+    def e_conditional(self, node: Tree) -> Any:
         cond_n, t_n, f_n = kids(node)
         cond = self.eval(cond_n)
         if isinstance(cond, Runtime):
@@ -311,7 +309,7 @@ class Evaluator(TemplateMixin):
                                 self.pos(cond_n))
         return self.eval(t_n if cond else f_n)
 
-    def e_unary_op(self, node: Tree[Any]) -> Any:
+    def e_unary_op(self, node: Tree) -> Any:
         op = str(node.children[0]).strip()
         v = self.eval(kids(node)[0])
         if isinstance(v, Runtime):
@@ -325,7 +323,7 @@ class Evaluator(TemplateMixin):
         except FuncError as exc:
             raise EvalError(f"Invalid operand: {exc}", self.pos(node)) from None
 
-    def e_binary_op(self, node: Tree[Any]) -> Any:
+    def e_binary_op(self, node: Tree) -> Any:
         left_n, term = kids(node)[:2]
         op_n, right_n = kids(term)
         op = str(op_n.children[0]).strip()
@@ -371,13 +369,13 @@ class Evaluator(TemplateMixin):
             return cmp[op]
         raise EvalError(f"unknown operator {op}", pos)
 
-    def e_for_tuple_expr(self, node: Tree[Any]) -> Any:
+    def e_for_tuple_expr(self, node: Tree) -> Any:
         return self._for(node, obj=False)
 
-    def e_for_object_expr(self, node: Tree[Any]) -> Any:
+    def e_for_object_expr(self, node: Tree) -> Any:
         return self._for(node, obj=True)
 
-    def _for(self, node: Tree[Any], obj: bool) -> Any:
+    def _for(self, node: Tree, obj: bool) -> Any:
         sub = kids(node)
         intro = sub[0]
         intro_k = kids(intro)
@@ -432,7 +430,7 @@ class Evaluator(TemplateMixin):
                 self.scopes.pop()
         return out_obj if obj else out_list
 
-    def _runtime_whole(self, expr: Tree[Any]) -> Runtime:
+    def _runtime_whole(self, expr: Tree) -> Runtime:
         roots = _root_names(expr)
         if "var" in roots or "local" in roots:
             rt = sorted(r for r in roots if r not in ("var", "local"))
@@ -443,14 +441,14 @@ class Evaluator(TemplateMixin):
                 'split it into separate parts, e.g. "${var.a}-${attr.b}"')
         return Runtime(self.source(expr))
 
-    def _count_iteration(self, node: Tree[Any]) -> None:
+    def _count_iteration(self, node: Tree) -> None:
         self.iterations += 1
         if self.iterations > MAX_ITERATIONS:
             raise EvalError(f"expression too expensive: more than {MAX_ITERATIONS} for-loop iterations",
                             self.pos(node), "simplify nested for expressions")
 
 
-def _plain_literal(node: Tree[Any]) -> str | int | None:
+def _plain_literal(node: Tree) -> str | int | None:
     """The value of the most common attribute expressions without the general machinery: a quoted
     string without escapes or templates (``"raw_exec"``) or a decimal integer (``128``); else None.
     The result is what :meth:`Evaluator.evaluate` gives for them (see ``e_string``, ``e_int_lit``)."""
@@ -496,7 +494,7 @@ def _has_runtime(v: Any) -> bool:
     return False
 
 
-def _root_names(expr: Tree[Any]) -> set[str]:
+def _root_names(expr: Tree) -> set[str]:
     """Root names referenced by an expression (not object keys, not function names)."""
     names: set[str] = set()
     stack = [expr]

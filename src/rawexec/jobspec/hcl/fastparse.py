@@ -5,22 +5,27 @@ generator chain (contextual lexer → hcl2's post-lexer → parser), a ``feed_to
 and one tree-builder callback per reduction, most of them the single-child reductions of the
 operator-precedence ladder (``?expression → or_expr → … → expr_term``).
 
-:class:`FastParser` runs the very same automaton in one loop. It takes everything from the Lark
-object that python-hcl2's grammar builds — the LALR parse table, the per-state terminal regexes of
-Lark's contextual lexer (with their keyword callbacks), the tree-builder callbacks — and replicates
-hcl2's post-lexer pass (a newline before a binary operator is merged into the operator). Nothing
-about HCL is written here: terminals, precedence and tree shapes all come from ``hcl2.lark``.
+:class:`FastParser` runs the very same automaton in one loop. :func:`compile_tables` takes
+everything from the Lark object that python-hcl2's grammar builds — the LALR parse table, the
+per-state terminal regexes of Lark's contextual lexer (with their keyword scanners), the shapes of
+the tree-builder callbacks, hcl2's post-lexer operator set — as plain data, which is what
+:class:`FastParser` is built from, so parsing needs neither Lark nor python-hcl2 to be imported
+(see :mod:`.tables`). It replicates hcl2's post-lexer pass (a newline before a binary operator is
+merged into the operator). Nothing about HCL is written here: terminals, precedence and tree shapes
+all come from ``hcl2.lark``.
 
 What it does differently, with identical results:
 
 * chains of single-child reductions are followed once per (state below, state, lookahead) and
-  cached, so the value is wrapped without walking the ladder each time;
-* trees are built inline for plain ``Tree(rule, children)`` callbacks;
+  cached with the action that follows them, so the value is wrapped without walking the ladder;
+* trees are built inline (Lark's tree-builder callbacks here are all ``Tree(rule, children)``,
+  possibly after filtering the children, or a ``?rule``'s single child);
 * the lexer's alternation of terminal regexes is narrowed by the next character: for each lexer
   state and ASCII character, a regex of only those alternatives (in Lark's order) whose first
   character can be that one. Python's ``re`` tries alternatives in order, so dropping ones that
   cannot match there leaves the result unchanged; the first-character sets are computed from the
-  terminals' own regexes, conservatively (anything not understood admits every character).
+  terminals' own regexes, conservatively (anything not understood admits every character). When
+  only one terminal remains and it is that very character (a bracket, a quote), no regex runs.
 
 It only handles the success path. On anything unexpected (a syntax error, a table entry it does not
 know), it raises :class:`FastParseError` and the caller re-parses with Lark itself, which raises
@@ -37,13 +42,12 @@ from re import _constants as sre_c
 from re import _parser as sre_parse
 from typing import Any, Final
 
-from hcl2.postlexer import OPERATOR_TYPES, PostLexer
-from lark import Lark, Token, Tree
-from lark.lexer import UnlessCallback
-from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
-from lark.parsers.lalr_analysis import Shift
+from rawexec.jobspec.hcl.tree import Token, Tree
 
-__all__ = ["FastParseError", "FastParser"]
+__all__ = ["TABLES_FORMAT", "FastParseError", "FastParser", "compile_tables"]
+
+#: The layout of :func:`compile_tables`' data; bump it when the layout changes.
+TABLES_FORMAT: Final = 1
 
 _str_new = str.__new__
 _obj_new = object.__new__
@@ -52,24 +56,25 @@ _obj_new = object.__new__
 _SHIFT: Final = 0  # (SHIFT, next state, None, None)
 _TREE: Final = 1  # (TREE, size, rule origin, tree name): Tree(name, children)
 _UNIT: Final = 2  # (UNIT, 1, rule origin, None): ``?rule`` with one child: the child itself
-_CALL: Final = 3  # (CALL, size, rule origin, callback): Lark's tree-builder callback
 _FILTER: Final = 4  # (FILTER, size, rule origin, (name, to_include)): Lark's child filter, then Tree
+#: (SPLICE, size, rule origin, tree name): the child filter that splices the first child's children
+#: and keeps the others (left-recursive repetitions): ``Tree(name, c[0].children + c[1:])``.
+_SPLICE: Final = 5
 
 _Action = tuple[int, Any, Any, Any]
-#: Per lexer state: the match method per next character (filled on first use), per terminal that
-#: may be a keyword (NAME) the keyword scanner's fullmatch and a memo of its answers, the newline
-#: terminals, the ignored terminals that are not newlines, the ignored terminals, and the lexer
-#: state's :class:`_Alternatives`.
+#: Per lexer state: the match method (or the terminal's name, for a one-character literal) per next
+#: character, filled on first use; per terminal that may be a keyword (NAME) the keyword scanner
+#: and a memo of its answers; the newline terminals, the ignored terminals that are not newlines,
+#: the ignored terminals, and the lexer state's :class:`_Alternatives`.
 _Lexer = tuple[dict[str, Any], dict[str, tuple[Any, dict[str, str | None]]], frozenset[str], frozenset[str],
                frozenset[str], "_Alternatives"]
 #: A single-child reduction chain: the state reached, the wrappers, the action that follows.
 _Chain = tuple[Any, tuple[tuple[Any, int], ...], "_Action | None"]
 # How a wrapper in a chain builds its value ``v``: Tree(name, [v]), Tree(name, v.children),
-# Tree(name, []), or a Lark callback called with [v].
+# Tree(name, []).
 _WRAP_ONE: Final = 0
 _WRAP_SPLICE: Final = 1
 _WRAP_NONE: Final = 2
-_WRAP_CALL: Final = 3
 _NL: Final = "NL_OR_COMMENT"
 #: Bound on each keyword memo (distinct names seen); it is cleared when full.
 _MEMO_MAX: Final = 4096
@@ -79,66 +84,142 @@ class FastParseError(Exception):
     """The fast path cannot parse this text; parse it with Lark to get the real outcome."""
 
 
-def _plain_tree_name(cb: Any) -> str | None:
-    """The rule name if ``cb`` is exactly ``functools.partial(Tree, name)``."""
-    if isinstance(cb, functools.partial) and cb.func is Tree and not cb.keywords and len(cb.args) == 1:
-        name = cb.args[0]
-        return name if isinstance(name, str) else None
-    return None
+def compile_tables(lark: Any) -> dict[str, Any]:
+    """The automaton of ``lark`` (python-hcl2's grammar: LALR, contextual lexer, hcl2's post-lexer)
+    as plain JSON data for :class:`FastParser`; :class:`FastParseError` if it is built in a way this
+    module does not know (then Lark parses everything)."""
+    from hcl2.postlexer import OPERATOR_TYPES, PostLexer
+    from lark import Tree as LarkTree
+    from lark.lexer import UnlessCallback
+    from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
+    from lark.parsers.lalr_analysis import Shift
+
+    def plain_tree_name(cb: Any) -> str | None:  # exactly ``functools.partial(Tree, name)``
+        if isinstance(cb, functools.partial) and cb.func is LarkTree and not cb.keywords and len(cb.args) == 1:
+            name = cb.args[0]
+            return name if isinstance(name, str) else None
+        return None
+
+    frontend: Any = lark.parser
+    connector = frontend.lexer
+    if type(getattr(connector, "postlexer", None)) is not PostLexer or tuple(connector.postlexer.always_accept):
+        raise FastParseError("not python-hcl2's post-lexer")
+    contextual = connector.lexer
+    parser = frontend.parser.parser
+    table = parser.parse_table
+    callbacks = parser.callbacks
+    if any(isinstance(k, str) for k in callbacks):
+        raise FastParseError("terminal callbacks are not supported")
+    if sorted(table.states) != list(range(len(table.states))):
+        raise FastParseError("parser states are not numbered 0..n-1")
+    compiled: dict[Any, int] = {}  # rule → index in ``actions``
+    actions: list[list[Any]] = []
+    states: list[dict[str, int]] = []
+    for state in range(len(table.states)):
+        row: dict[str, int] = {}
+        for name, (action, arg) in table.states[state].items():
+            if action is Shift:
+                row[name] = int(arg)
+                continue
+            index = compiled.get(arg)
+            if index is None:
+                cb = callbacks[arg]
+                size = len(arg.expansion)
+                origin = arg.origin.name
+                tree_name = plain_tree_name(cb)
+                filter_tree = plain_tree_name(cb.node_builder) if type(cb) is ChildFilterLALR_NoPlaceholders else None
+                if tree_name is not None:
+                    act = [_TREE, size, origin, tree_name]
+                elif filter_tree is not None:
+                    include = [(int(i), bool(expand)) for i, expand in cb.to_include]
+                    if size >= 2 and include == [(i, i == 0) for i in range(size)]:
+                        act = [_SPLICE, size, origin, filter_tree]
+                    else:
+                        act = [_FILTER, size, origin, [filter_tree, [list(x) for x in include]]]
+                elif type(cb) is ExpandSingleChild and size == 1:
+                    act = [_UNIT, 1, origin, None]
+                else:
+                    raise FastParseError(f"tree-builder callback {cb!r} for {origin} is not supported")
+                index = compiled[arg] = len(actions)
+                actions.append(act)
+            row[name] = -1 - index
+        states.append(row)
+    lexers: list[dict[str, Any]] = []
+    lexer_index: dict[int, int] = {}
+    lexer_of: list[int] = []
+    for state in range(len(table.states)):
+        basic = contextual.lexers[state]
+        index = lexer_index.get(id(basic))
+        if index is None:
+            index = lexer_index[id(basic)] = len(lexers)
+            lexers.append(_compile_lexer(basic, UnlessCallback))
+        lexer_of.append(index)
+    symbols = sorted({name for row in states for name in row})
+    number = {name: i for i, name in enumerate(symbols)}
+    rows = [[[number[name] for name in row], list(row.values())] for row in states]
+    return {"format": TABLES_FORMAT, "start": table.start_states["start"], "end": table.end_states["start"],
+            "symbols": symbols, "actions": actions, "states": rows, "lexer_of": lexer_of, "lexers": lexers,
+            "operators": sorted(OPERATOR_TYPES)}
 
 
-def _tree_fields_known() -> bool:
-    """Trees are built without calling ``Tree.__init__``: only while it sets exactly these fields."""
-    t: Any = Tree("x", [])
-    return bool(getattr(t, "__dict__", None) is not None and set(vars(t)) == {"data", "children", "_meta"})
+def _compile_lexer(basic: Any, unless: Any) -> dict[str, Any]:
+    """One of Lark's per-state lexers as data: its terminals (Lark's order) and flags, keyword scanners."""
+    scanner = basic.scanner
+    terms = [[t.name, t.pattern.to_regexp()] for t in scanner.terminals]
+    full = "|".join(f"(?P<{name}>{rx})" for name, rx in terms)
+    mres = scanner._mres
+    if scanner.re_ is not re or scanner.use_bytes or len(mres) != 1 or mres[0].pattern != full:
+        raise FastParseError("unexpected scanner layout")
+    keywords: dict[str, list[Any]] = {}
+    for name, cb in basic.callback.items():
+        if type(cb) is not unless or name in basic.ignore_types:
+            raise FastParseError(f"lexer callback on {name} is not supported")
+        kw: Any = cb.scanner
+        pattern = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in kw.terminals)
+        if kw.re_ is not re or kw.use_bytes or len(kw._mres) != 1 or kw._mres[0].pattern != pattern:
+            raise FastParseError("unexpected keyword scanner layout")
+        keywords[name] = [pattern, kw.g_regex_flags]
+    return {"terms": terms, "flags": scanner.g_regex_flags, "keywords": keywords,
+            "newline": sorted(basic.newline_types), "ignore": sorted(basic.ignore_types)}
+
+
+def _keyword_scanner(pattern: str, flags: int) -> Any:
+    """Lark's ``Scanner.fullmatch`` for a keyword scanner: the keyword terminal a name spells, or None."""
+    fullmatch = re.compile(pattern, flags).fullmatch
+
+    def kind(value: str) -> str | None:
+        m = fullmatch(value)
+        return None if m is None else m.lastgroup
+    return kind
+
+
+def _action(act: list[Any]) -> _Action:
+    kind, size, origin, c = act
+    if kind == _FILTER:
+        c = (c[0], tuple((int(i), bool(e)) for i, e in c[1]))
+    return (kind, size, origin, c)
 
 
 class FastParser:
-    """Parses text with the automaton of ``lark`` (python-hcl2's grammar, LALR, contextual lexer,
-    hcl2's post-lexer) and returns the tree Lark would return, or raises :class:`FastParseError`."""
+    """Parses text with the automaton :func:`compile_tables` took from Lark (python-hcl2's grammar,
+    LALR, contextual lexer, hcl2's post-lexer) and returns the tree Lark would return (as
+    :class:`~rawexec.jobspec.hcl.tree.Tree`), or raises :class:`FastParseError`."""
 
-    def __init__(self, lark: Lark) -> None:
-        frontend: Any = lark.parser
-        connector = frontend.lexer
-        if type(getattr(connector, "postlexer", None)) is not PostLexer or tuple(connector.postlexer.always_accept):
-            raise FastParseError("not python-hcl2's post-lexer")
-        contextual = connector.lexer
-        parser = frontend.parser.parser
-        table = parser.parse_table
-        callbacks = parser.callbacks
-        self.start_state: Any = table.start_states["start"]
-        self.end_state: Any = table.end_states["start"]
-        if any(isinstance(k, str) for k in callbacks):
-            raise FastParseError("terminal callbacks are not supported")
-        inline_trees = _tree_fields_known()
-        compiled: dict[Any, _Action] = {}
-        self.states: dict[Any, dict[str, _Action]] = {}
-        for state, actions in table.states.items():
-            row: dict[str, _Action] = {}
-            for name, (action, arg) in actions.items():
-                if action is Shift:
-                    row[name] = (_SHIFT, arg, None, None)
-                    continue
-                act = compiled.get(arg)
-                if act is None:
-                    cb = callbacks[arg]
-                    size = len(arg.expansion)
-                    tree_name = _plain_tree_name(cb) if inline_trees else None
-                    filter_tree = (_plain_tree_name(cb.node_builder) if inline_trees
-                                   and type(cb) is ChildFilterLALR_NoPlaceholders else None)
-                    if tree_name is not None:
-                        act = (_TREE, size, arg.origin.name, tree_name)
-                    elif filter_tree is not None:
-                        include = tuple((int(i), bool(expand)) for i, expand in cb.to_include)
-                        act = (_FILTER, size, arg.origin.name, (filter_tree, include))
-                    elif type(cb) is ExpandSingleChild and size == 1:
-                        act = (_UNIT, 1, arg.origin.name, None)
-                    else:
-                        act = (_CALL, size, arg.origin.name, cb)
-                    compiled[arg] = act
-                row[name] = act
-            self.states[state] = row
-        self.lexers = _Lexers(contextual.lexers)
+    def __init__(self, tables: dict[str, Any]) -> None:
+        if tables.get("format") != TABLES_FORMAT:
+            raise FastParseError("tables of another format")
+        self.start_state: Any = tables["start"]
+        self.end_state: Any = tables["end"]
+        # Per state, the symbols (terminals and rules) it has an action for, and the action codes: a
+        # state to shift to (>= 0) or -1 - the index of a reduction in ``actions``.
+        codes: list[_Action] = [(_SHIFT, state, None, None) for state in range(len(tables["states"]))]
+        codes += reversed([_action(act) for act in tables["actions"]])
+        symbol = tables["symbols"].__getitem__
+        code = codes.__getitem__
+        self.states: list[dict[str, _Action]] = [dict(zip(map(symbol, names), map(code, acts), strict=True))
+                                                 for names, acts in tables["states"]]
+        self.operators = frozenset(tables["operators"])
+        self.lexers = _Lexers(tables["lexer_of"], tables["lexers"])
         self.chains: dict[tuple[Any, Any, str], _Chain] = {}
 
     def _chain(self, below: Any, top: Any, lookahead: str) -> _Chain:
@@ -165,14 +246,14 @@ class FastParser:
                     wraps.append((name, _WRAP_NONE))
                 else:  # not a shape a one-child rule can have: let Lark parse
                     raise FastParseError(f"unexpected child filter {include!r}")
-            elif kind == _CALL:
-                wraps.append((c, _WRAP_CALL))
+            elif kind != _UNIT:  # a ``?rule``'s single child is the value itself
+                raise FastParseError(f"unexpected one-child action {act!r}")
             state = states[below][origin][1]
             if state == self.end_state:
                 return state, tuple(wraps), None
         return state, tuple(wraps), states[state].get(lookahead)
 
-    def parse(self, text: str) -> Tree[Any]:
+    def parse(self, text: str) -> Tree:
         """The parse tree of ``text``; :class:`FastParseError` if it is not (simply) valid."""
         try:
             return self._parse(text)
@@ -181,11 +262,11 @@ class FastParser:
         except Exception as exc:  # a table entry missing: let Lark decide
             raise FastParseError(repr(exc)) from None
 
-    def _parse(self, text: str) -> Tree[Any]:  # one loop on purpose: this is the hot path
+    def _parse(self, text: str) -> Tree:  # one loop on purpose: this is the hot path
         states = self.states
         lexers = self.lexers
         chains = self.chains
-        ops = OPERATOR_TYPES
+        ops = self.operators
         end_state = self.end_state
         state_stack: list[Any] = [self.start_state]
         value_stack: list[Any] = []
@@ -197,7 +278,6 @@ class FastParser:
         n = len(text)
         pending: Any = None  # a newline token held back by the post-lexer
         held: Any = None  # a token to feed right after the pending newline
-        last: Any = None
         tok: Any
         ty: str
         while True:
@@ -205,19 +285,23 @@ class FastParser:
             if pos < n:
                 by_char, keywords, nl_types, skip, ignore, alts = lexers[state_stack[-1]]
                 ch = text[pos]
-                match = by_char.get(ch)
+                match: Any = by_char.get(ch)
                 if match is None:
-                    match = alts.matcher(ch)
+                    match = alts.literal(ch) or alts.matcher(ch)
                     if ch < "\x80":
                         by_char[ch] = match
-                m = match(text, pos)
-                if m is None:
-                    raise FastParseError("no terminal matches")
-                ty = m.lastgroup
-                if ty in skip:
-                    pos = m.end()
-                    continue
-                value = m.group()
+                if match.__class__ is str:  # the one terminal this character can start is this character
+                    ty = match
+                    value = ch
+                else:
+                    m = match(text, pos)
+                    if m is None:
+                        raise FastParseError("no terminal matches")
+                    ty = m.lastgroup
+                    if ty in skip:
+                        pos = m.end()
+                        continue
+                    value = m.group()
                 start = pos
                 start_line = line
                 column = start - line_start + 1
@@ -248,7 +332,6 @@ class FastParser:
                 tok.end_line = line
                 tok.end_column = pos - line_start + 1
                 tok.end_pos = pos
-                last = tok
                 # hcl2's post-lexer: a newline is held until the next token shows whether it is a
                 # line continuation (merged into a binary operator) or a statement end.
                 if ty == _NL:
@@ -258,7 +341,17 @@ class FastParser:
                     tok, pending = pending, tok
                 elif pending is not None:
                     if ty in ops:
-                        tok = tok.update(value=str(pending) + str(tok))
+                        merged = pending + tok  # hcl2 merges the newline into the operator's token
+                        op = _str_new(Token, merged)
+                        op.type = ty
+                        op.start_pos = tok.start_pos
+                        op.value = merged
+                        op.line = tok.line
+                        op.column = tok.column
+                        op.end_line = tok.end_line
+                        op.end_column = tok.end_column
+                        op.end_pos = tok.end_pos
+                        tok = op
                     else:
                         held = tok
                         tok = pending
@@ -269,7 +362,7 @@ class FastParser:
                 ty = _NL
                 pending = None
             else:
-                tok = Token.new_borrow_pos("$END", "", last) if last is not None else Token("$END", "", 0, 1, 1)
+                tok = None  # $END is never shifted
                 ty = "$END"
                 is_end = True
             # Feed ``tok`` (then ``held``) to the automaton.
@@ -300,22 +393,34 @@ class FastParser:
                     if wraps:
                         v = value_stack[-1]
                         for w, mode in wraps:
-                            if mode == _WRAP_CALL:
-                                v = w([v])
-                                continue
                             t = _obj_new(Tree)
                             t.data = w
                             t.children = [v] if mode == _WRAP_ONE else v.children if mode == _WRAP_SPLICE else []
-                            t._meta = None
                             v = t
                         value_stack[-1] = v
                     state_stack[-1] = top
                     if nxt is None:
                         if is_end and top == end_state:
-                            result: Tree[Any] = value_stack[-1]
+                            result: Tree = value_stack[-1]
                             return result
                         raise FastParseError(f"no action for {ty} in state {top}")
                     act = nxt
+                    continue
+                if kind == _SPLICE:  # as Lark's child filter does: extend the first child's list
+                    spliced = value_stack[-a].children
+                    spliced += value_stack[1 - a:]
+                    del state_stack[-a:]
+                    del value_stack[-a:]
+                    t = _obj_new(Tree)
+                    t.data = c
+                    t.children = spliced
+                    top = states[state_stack[-1]][b][1]
+                    push_state(top)
+                    push_value(t)
+                    if is_end and top == end_state:
+                        result = t
+                        return result
+                    act = states[top][ty]
                     continue
                 if a:
                     children = value_stack[-a:]
@@ -336,37 +441,17 @@ class FastParser:
                     t = _obj_new(Tree)
                     t.data = c[0]
                     t.children = out
-                    t._meta = None
-                    v = t
-                elif kind == _TREE:
+                else:  # _TREE (a one-child rule never gets here: its chain handled it)
                     t = _obj_new(Tree)
                     t.data = c
                     t.children = children
-                    t._meta = None
-                    v = t
-                else:
-                    v = c(children)
                 top = states[state_stack[-1]][b][1]
                 push_state(top)
-                push_value(v)
+                push_value(t)
                 if is_end and top == end_state:
-                    result = v
+                    result = t
                     return result
                 act = states[top][ty]
-
-
-def _filtered(children: list[Any], include: tuple[tuple[int, bool], ...]) -> list[Any]:
-    """Lark's ``ChildFilterLALR_NoPlaceholders``: keep the listed children, splice inlined ones."""
-    out: list[Any] = []
-    for i, expand in include:
-        if expand:
-            if out:
-                out += children[i].children
-            else:  # as Lark does: reuse the left-recursive child's list
-                out = children[i].children
-        else:
-            out.append(children[i])
-    return out
 
 
 # -- first characters of terminal regexes ------------------------------------------------------
@@ -452,30 +537,27 @@ def _first_chars(regexp: str, flags: int) -> _CharSet:
 
 
 class _Lexers(dict[Any, _Lexer]):
-    """Lexer state → :data:`_Lexer`, built on first use from Lark's contextual lexer for that state
-    (as Lark itself builds its per-state scanners lazily: most states are never lexed in)."""
+    """Parser state → :data:`_Lexer`, built on first use from the tables' lexer for that state (as
+    Lark itself builds its per-state scanners lazily: most states are never lexed in)."""
 
-    def __init__(self, basics: dict[Any, Any]) -> None:
+    def __init__(self, lexer_of: list[int], specs: list[dict[str, Any]]) -> None:
         super().__init__()
-        self.basics = basics
+        self.lexer_of = lexer_of
+        self.specs = specs
         self.built: dict[int, _Lexer] = {}
         self.regex_cache: dict[tuple[str, ...], Any] = {}
         self.first_cache: dict[tuple[str, int], _CharSet] = {}
 
     def __missing__(self, state: Any) -> _Lexer:
-        basic = self.basics[state]
-        lx = self.built.get(id(basic))
+        index = self.lexer_of[state]
+        lx = self.built.get(index)
         if lx is None:
-            scanner = basic.scanner  # builds the regexes and the keyword callbacks
-            keywords: dict[str, tuple[Any, dict[str, str | None]]] = {}
-            for name, cb in basic.callback.items():
-                if type(cb) is not UnlessCallback or name in basic.ignore_types:
-                    raise FastParseError(f"lexer callback on {name} is not supported")
-                keywords[name] = (cb.scanner.fullmatch, {})
-            alts = _Alternatives(scanner, self.regex_cache, self.first_cache)
-            nl, ignore = frozenset(basic.newline_types), frozenset(basic.ignore_types)
-            lx = ({}, keywords, nl, ignore - nl, ignore, alts)
-            self.built[id(basic)] = lx
+            spec = self.specs[index]
+            keywords: dict[str, tuple[Any, dict[str, str | None]]] = {
+                name: (_keyword_scanner(pattern, flags), {}) for name, (pattern, flags) in spec["keywords"].items()}
+            alts = _Alternatives(spec["terms"], spec["flags"], self.regex_cache, self.first_cache)
+            nl, ignore = frozenset(spec["newline"]), frozenset(spec["ignore"])
+            lx = self.built[index] = ({}, keywords, nl, ignore - nl, ignore, alts)
         self[state] = lx
         return lx
 
@@ -484,23 +566,39 @@ class _Alternatives:
     """One lexer state's terminals (Lark's scanner: its order, regexes and flags) and, per next
     character, the compiled alternation of only those that can start with it."""
 
-    def __init__(self, scanner: Any, cache: dict[tuple[str, ...], Any],
+    def __init__(self, terms: list[list[str]], flags: int, cache: dict[tuple[str, ...], Any],
                  first_cache: dict[tuple[str, int], _CharSet]) -> None:
-        self.re = scanner.re_
-        self.flags = scanner.g_regex_flags
-        self.terms = [(t.name, t.pattern.to_regexp()) for t in scanner.terminals]
-        full = "|".join(f"(?P<{name}>{rx})" for name, rx in self.terms)
-        mres = scanner._mres
-        if scanner.use_bytes or len(mres) != 1 or mres[0].pattern != full:
-            raise FastParseError("unexpected scanner layout")
-        self.full = mres[0].match
+        self.flags = flags
+        self.terms = [(name, rx) for name, rx in terms]
         self.firsts = []
         for _, rx in self.terms:
-            cs = first_cache.get((rx, self.flags))
+            cs = first_cache.get((rx, flags))
             if cs is None:
-                cs = first_cache[(rx, self.flags)] = _first_chars(rx, self.flags)
+                cs = first_cache[(rx, flags)] = _first_chars(rx, flags)
             self.firsts.append(cs)
         self.cache = cache
+
+    @functools.cached_property
+    def full(self) -> Any:
+        """``match(text, pos)`` of Lark's own alternation of every terminal (compiled on first use)."""
+        return self._compile(tuple(name for name, _ in self.terms))
+
+    def _compile(self, names: tuple[str, ...]) -> Any:
+        m = self.cache.get(names)
+        if m is None:
+            pattern = "|".join(f"(?P<{name}>{rx})" for name, rx in self.terms if name in names)
+            m = self.cache[names] = re.compile(pattern, self.flags).match if names else _no_match
+        return m
+
+    def literal(self, ch: str) -> str | None:
+        """The terminal's name if ``ch`` can only start one terminal here and that terminal is the
+        literal character ``ch`` itself (a bracket, a quote...): no regex needs to run."""
+        if ch >= "\x80" or self.flags & re.IGNORECASE:
+            return None
+        names = [name for (name, rx), cs in zip(self.terms, self.firsts, strict=True) if _admits(cs, ch)]
+        if len(names) == 1 and dict(self.terms)[names[0]] == re.escape(ch):
+            return names[0]
+        return None
 
     def matcher(self, ch: str) -> Any:
         """``match(text, pos)`` for a position whose character is ``ch``."""
@@ -509,11 +607,7 @@ class _Alternatives:
         names = tuple(name for (name, _), cs in zip(self.terms, self.firsts, strict=True) if _admits(cs, ch))
         if len(names) == len(self.terms):
             return self.full
-        m = self.cache.get(names)
-        if m is None:
-            pattern = "|".join(f"(?P<{name}>{rx})" for name, rx in self.terms if name in names)
-            m = self.cache[names] = self.re.compile(pattern, self.flags).match if names else _no_match
-        return m
+        return self._compile(names)
 
 
 def _no_match(text: str, pos: int) -> None:

@@ -1,7 +1,9 @@
 """HCL2 text → a structure of bodies, attributes and blocks (expressions left unevaluated).
 
 Syntax errors from python-hcl2's Lark parser become :class:`~rawexec.jobspec.hcl.values.EvalError`
-with file, line and column and a short, readable message.
+with file, line and column and a short, readable message. Valid files are parsed by the fast driver
+(:mod:`.fastparse`) from the shipped tables (:mod:`.tables`): Lark and python-hcl2 are imported only
+when a file has an error (or when the shipped tables do not match them).
 """
 
 from __future__ import annotations
@@ -9,18 +11,15 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import hcl2.parser
-from hcl2.postlexer import PostLexer
-from lark import Lark, Token, Tree
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-
 from rawexec.jobspec.diagnostics import Pos
-from rawexec.jobspec.hcl.fastparse import FastParseError, FastParser
+from rawexec.jobspec.hcl import tables
+from rawexec.jobspec.hcl.fastparse import FastParseError, FastParser, compile_tables
 from rawexec.jobspec.hcl.templates import decode_string_chars
-from rawexec.jobspec.hcl.tree import kids, node_pos
+from rawexec.jobspec.hcl.tree import Token, Tree, from_lark, kids, node_pos
 from rawexec.jobspec.hcl.values import EvalError
 
 __all__ = ["Attr", "Block", "Body", "build_body", "parse_text"]
@@ -42,27 +41,33 @@ def _tok(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _parser() -> Lark:
-    """python-hcl2's grammar and post-lexer, without position propagation on trees.
+def _parser() -> Any:
+    """python-hcl2's grammar and post-lexer as a Lark parser, without position propagation on trees.
 
     ``hcl2.parses_to_tree`` builds its parser with ``propagate_positions=True``, which doubles the
     parse time; every token keeps its position anyway, and that is all the evaluator needs.
     """
+    import hcl2.parser
+    from hcl2.postlexer import PostLexer
+    from lark import Lark
+
     return Lark.open("hcl2.lark", rel_to=hcl2.parser.__file__, parser="lalr", propagate_positions=False,
                      postlex=PostLexer(), cache=True)
 
 
 @functools.lru_cache(maxsize=1)
 def _fast_parser() -> FastParser | None:
-    """The same automaton as :func:`_parser`, driven by :class:`FastParser` (``None`` if this Lark or
-    python-hcl2 version is built in a way it does not know; then Lark parses everything)."""
+    """The same automaton as :func:`_parser`, driven by :class:`FastParser`: from the shipped tables,
+    or compiled from Lark if they do not match the installed Lark and python-hcl2 (``None`` if this
+    Lark or python-hcl2 version is built in a way it does not know; then Lark parses everything)."""
     try:
-        return FastParser(_parser())
+        data = tables.load()
+        return FastParser(data if data is not None else compile_tables(_parser()))
     except Exception:  # FastParseError, or Lark internals laid out differently: Lark parses alone
         return None
 
 
-def _parse(text: str) -> Tree[Any]:
+def _parse(text: str) -> Tree:
     """Parse with the fast driver; on any failure let Lark parse, so errors are Lark's own."""
     fast = _fast_parser()
     if fast is not None:
@@ -70,7 +75,7 @@ def _parse(text: str) -> Tree[Any]:
             return fast.parse(text)
         except FastParseError:
             pass
-    return _parser().parse(text)
+    return from_lark(_parser().parse(text))
 
 
 #: Deeper bracket nesting is refused before parsing (evaluation stops far earlier anyway), so that
@@ -96,13 +101,36 @@ def _check_nesting(text: str, filename: str, line_offset: int) -> None:
                             Pos(filename, line + line_offset, col), "simplify the expression")
 
 
-def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
-    """Parse HCL2 text to python-hcl2's Lark tree, or raise EvalError pointing at the problem."""
+def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree:
+    """Parse HCL2 text to python-hcl2's parse tree, or raise EvalError pointing at the problem."""
     _check_nesting(text, filename, line_offset)
     try:
         # A trailing newline, as python-hcl2 adds: the grammar ends statements with one.
         return _parse(text + "\n")
-    except UnexpectedInput as exc:
+    except RecursionError:
+        raise EvalError("Syntax error: the file is nested too deeply", Pos(filename)) from None
+    except Exception as exc:
+        error = _syntax_error(exc, text, filename, line_offset)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _syntax_error(exc: Exception, text: str, filename: str, line_offset: int) -> EvalError | None:
+    """The EvalError for what Lark or python-hcl2's post-lexer raised; None for anything else."""
+    if "lark" in sys.modules:  # only Lark raises its exceptions, and it was imported to do so
+        error = _lark_error(exc, text, filename, line_offset)
+        if error is not None:
+            return error
+    if isinstance(exc, (RuntimeError, ValueError, IndexError)):  # python-hcl2 internal checks
+        return EvalError(f"Syntax error: {str(exc)[:200]}", Pos(filename))
+    return None
+
+
+def _lark_error(exc: Exception, text: str, filename: str, line_offset: int) -> EvalError | None:
+    from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+    if isinstance(exc, UnexpectedInput):
         line = exc.line if isinstance(exc.line, int) and exc.line > 0 else 0
         column = exc.column if isinstance(exc.column, int) and exc.column > 0 else 0
         pos = Pos(filename, line + line_offset, column)
@@ -126,19 +154,16 @@ def parse_text(text: str, filename: str, line_offset: int = 0) -> Tree[Any]:
             msg = "Syntax error: unexpected end of file"
         else:
             msg = "Syntax error"
-        raise EvalError(msg, pos, hint) from None
-    except RecursionError:
-        raise EvalError("Syntax error: the file is nested too deeply", Pos(filename)) from None
-    except LarkError as exc:
-        raise EvalError(f"Syntax error: {str(exc).splitlines()[0][:200]}", Pos(filename)) from None
-    except (RuntimeError, ValueError, IndexError) as exc:  # python-hcl2 internal checks
-        raise EvalError(f"Syntax error: {str(exc)[:200]}", Pos(filename)) from None
+        return EvalError(msg, pos, hint)
+    if isinstance(exc, LarkError):
+        return EvalError(f"Syntax error: {str(exc).splitlines()[0][:200]}", Pos(filename))
+    return None
 
 
 @dataclass(slots=True)
 class Attr:
     name: str
-    expr: Tree[Any]
+    expr: Tree
     pos: Pos
 
 
@@ -157,12 +182,12 @@ class Body:
     pos: Pos = field(default_factory=Pos)
 
 
-def _name_of(node: Tree[Any]) -> str:
+def _name_of(node: Tree) -> str:
     # identifier / keyword / literal_value all hold one token
     return str(node.children[0])
 
 
-def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: int = 0) -> Body:
+def build_body(node: Tree, filename: str, errors: list[EvalError], depth: int = 0) -> Body:
     """Turn a ``body`` tree into a :class:`Body`; redefined attributes are reported in ``errors``.
 
     The grammar fixes the shapes walked here: ``attribute: name EQ expression`` and
@@ -224,7 +249,7 @@ def build_body(node: Tree[Any], filename: str, errors: list[EvalError], depth: i
     return body
 
 
-def tree_body(tree: Tree[Any]) -> Tree[Any]:
+def tree_body(tree: Tree) -> Tree:
     """The ``body`` of a ``start`` tree."""
     return kids(tree)[0]
 

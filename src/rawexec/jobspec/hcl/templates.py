@@ -10,11 +10,9 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lark import Token, Tree
-
 from rawexec.jobspec.diagnostics import Pos
 from rawexec.jobspec.hcl.functions import to_string
-from rawexec.jobspec.hcl.tree import kids
+from rawexec.jobspec.hcl.tree import Token, Tree, kids
 from rawexec.jobspec.hcl.values import Context, EvalError, NeedsRuntime, Runtime, type_name
 
 __all__ = ["MAX_LEN", "TemplateMixin", "decode_string_chars", "parse_heredoc"]
@@ -142,12 +140,12 @@ class TemplateMixin:
 
     if TYPE_CHECKING:
         def __init__(self, src: str, ctx: Context, line_offset: int = 0) -> None: ...
-        def eval(self, node: Tree[Any]) -> Any: ...
-        def pos(self, node: Tree[Any] | Token) -> Pos: ...
-        def _runtime_whole(self, expr: Tree[Any]) -> Runtime: ...
-        def _count_iteration(self, node: Tree[Any]) -> None: ...
+        def eval(self, node: Tree) -> Any: ...
+        def pos(self, node: Tree | Token) -> Pos: ...
+        def _runtime_whole(self, expr: Tree) -> Runtime: ...
+        def _count_iteration(self, node: Tree) -> None: ...
 
-    def e_string(self, node: Tree[Any]) -> Any:
+    def e_string(self, node: Tree) -> Any:
         ch = node.children
         if len(ch) == 3:  # DBLQUOTE string_part DBLQUOTE: a plain string, the common case
             only = ch[1]
@@ -167,17 +165,17 @@ class TemplateMixin:
                 return decode_string_chars(str(only), functools.partial(self.pos, only))
         return self._template(parts)
 
-    def e_template_string(self, node: Tree[Any]) -> Any:
+    def e_template_string(self, node: Tree) -> Any:
         raw = str(node.children[0])
         return decode_string_chars(raw[2:-2], self.pos(node))
 
-    def e_heredoc_template(self, node: Tree[Any]) -> Any:
+    def e_heredoc_template(self, node: Tree) -> Any:
         return self._heredoc(node)
 
-    def e_heredoc_template_trim(self, node: Tree[Any]) -> Any:
+    def e_heredoc_template_trim(self, node: Tree) -> Any:
         return self._heredoc(node)
 
-    def _heredoc(self, node: Tree[Any]) -> Any:
+    def _heredoc(self, node: Tree) -> Any:
         body, is_template = parse_heredoc(str(node.children[0]))
         if not is_template:
             return body
@@ -197,14 +195,14 @@ class TemplateMixin:
         sub.iterations = self.iterations
         return sub.eval(expr)
 
-    def _interp(self, interp: Tree[Any], whole: bool = False) -> Any:
+    def _interp(self, interp: Tree, whole: bool = False) -> Any:
         expr = kids(interp)[0]
         try:
             return self.eval(expr)
         except NeedsRuntime:
             return self._runtime_whole(expr)
 
-    def _template(self, parts: list[Tree[Any]]) -> str:
+    def _template(self, parts: list[Tree]) -> str:
         items: list[tuple[str, Any, bool, bool]] = []  # (kind, payload, strip_left, strip_right)
         for p in parts:
             c = p.children[0]
@@ -278,7 +276,7 @@ class TemplateMixin:
             else:
                 raise EvalError(f"unexpected %{{{kind}}} in template", self.pos(payload))
 
-    def _directive_value(self, payload: Tree[Any]) -> Any:
+    def _directive_value(self, payload: Tree) -> Any:
         expr = [n for n in kids(payload) if n.data != "identifier"][-1]
         try:
             v = self.eval(expr)
@@ -304,7 +302,7 @@ class TemplateMixin:
                 mid_i = j
         raise EvalError(f"unterminated %{{{open_}}}: missing %{{{close}}}", self.pos(seq[start][1]))
 
-    def _stringify(self, v: Any, at: Tree[Any]) -> str:
+    def _stringify(self, v: Any, at: Tree) -> str:
         if isinstance(v, Runtime):
             return v.render()
         if v is None:

@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lark import Tree
-
 from rawexec.jobspec.diagnostics import SEP, Diagnostics, Pos, did_you_mean
 from rawexec.jobspec.hcl.evaluator import Context, Evaluator, kids
 from rawexec.jobspec.hcl.functions import FuncError, to_number, to_string
 from rawexec.jobspec.hcl.structure import Body, build_body, parse_text, tree_body
+from rawexec.jobspec.hcl.tree import Tree
 from rawexec.jobspec.hcl.values import EvalError, type_name
 
 __all__ = ["VarType", "convert", "locals_resolver", "parse_type", "resolve_variables", "type_str"]
@@ -33,12 +32,12 @@ class _Decl:
     type: VarType
     default: Any
     has_default: bool
-    validations: list[tuple[Tree[Any], Tree[Any] | None, Pos]]
+    validations: list[tuple[Tree, Tree | None, Pos]]
     pos: Pos
     sensitive: bool = False
 
 
-def parse_type(node: Tree[Any], ev: Evaluator) -> VarType:
+def parse_type(node: Tree, ev: Evaluator) -> VarType:
     """Parse a type expression (``string``, ``list(string)``, ``object({a=number})``...)."""
     if node.data == "expr_term":
         ks = kids(node)
@@ -164,7 +163,7 @@ def _decls(body: Body, src: str, ctx: Context, diags: Diagnostics) -> dict[str, 
                                 did_you_mean(aname, ("type", "default", "description", "sensitive")))
             except EvalError as exc:
                 diags.error(exc.message, f"{path}{SEP}{aname}", exc.pos or attr.pos, exc.hint)
-        validations: list[tuple[Tree[Any], Tree[Any] | None, Pos]] = []
+        validations: list[tuple[Tree, Tree | None, Pos]] = []
         for vb in blk.body.blocks:
             if vb.type != "validation":
                 diags.error(f'Unsupported block type: blocks of type "{vb.type}" are not expected here',
@@ -318,7 +317,7 @@ def resolve_variables(body: Body, src: str, ctx: Context, diags: Diagnostics, *,
 
 def locals_resolver(body: Body, src: str, ctx: Context, diags: Diagnostics) -> None:
     """Install lazy evaluation of ``locals {}`` (any order, cycles reported) into ``ctx``."""
-    exprs: dict[str, tuple[Tree[Any], Pos]] = {}
+    exprs: dict[str, tuple[Tree, Pos]] = {}
     for blk in body.blocks:
         if blk.type != "locals":
             continue
