@@ -78,24 +78,22 @@ _FALLOC_FL_KEEP_SIZE = 1
 # fallocate(2) refused for this file system / file: no more reservations.
 _PREALLOC_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV, errno.EPERM,
                                    errno.ESPIPE})
-_fallocate_fn: Any = None
+_libc_fallocate: tuple[Any, Callable[[], int]] | None = None  # (fallocate, get_errno), built on first use
 
 
 def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     """fallocate(2) (``os.posix_fallocate`` has no mode: it would change the size); raises OSError."""
-    global _fallocate_fn
-    fn = _fallocate_fn
-    if fn is None:  # built on first use: only a busy stream pays for ctypes objects
+    global _libc_fallocate
+    if _libc_fallocate is None:  # only a busy stream pays for the ctypes objects
         import ctypes
 
         fn = ctypes.CDLL(None, use_errno=True).fallocate
         fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
         fn.restype = ctypes.c_int
-        _fallocate_fn = fn
+        _libc_fallocate = fn, ctypes.get_errno
+    fn, get_errno = _libc_fallocate
     if fn(fd, mode, offset, length) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
+        err = get_errno()
         raise OSError(err, os.strerror(err))
 
 
@@ -471,7 +469,8 @@ class FileRotator:
                 _log.info("log %s: no preallocation here: %s", self._path(self._index), exc)
 
     def _trim_file(self) -> None:
-        """Give back the reserved blocks past the end of the current file."""
+        """Give back the reserved blocks past the end of the current file (``ftruncate`` to its
+        own size: this rotator is the file's only writer, so the size cannot move meanwhile)."""
         self._trim = False
         self._alloc_end = 0
         try:
