@@ -9,13 +9,16 @@ Measures, in one run:
 * StartTask over gRPC p50 (target <= 10 ms) next to ``Driver.start_task`` in-process. Nomad's
   client builds the alloc and task directories (its alloc runner's prestart) before it calls
   StartTask, so the benchmark builds each task's directories first, as the client would, on
-  both sides of the comparison: the figure is what Nomad waits for, not directory creation;
+  both sides of the comparison: the figure is what Nomad waits for, not directory creation.
+  Next to it, InspectTask over the same path (grpc.aio, handler, pool hop) with a trivial
+  driver call: the floor any plugin call pays here, so StartTask minus it is the driver's start;
 * N running tasks (default 200), each with a blocked WaitTask and a 1 s TaskStats stream,
   plus the Fingerprint and TaskEvents streams: the plugin process's CPU over a window
   (target < 2 % of a core), split by thread: the main thread runs the gRPC event loop (calls,
   message writes); the other threads are the blocking pool (``Driver.task_stats`` for every
   streamed task once per tick, message build) and grpc's own threads. Next to it, the same
-  ``Driver.task_stats`` calls in this process (the collection the plugin cannot avoid).
+  ``Driver.task_stats`` calls in this process (the collection the plugin cannot avoid) and the
+  building of their messages.
 
     .venv/bin/python benchmarks/bench_plugin.py [--launches 10] [--starts 50] [--tasks 200] [--window 10]
 """
@@ -41,7 +44,7 @@ import psutil
 from google.protobuf import duration_pb2
 
 from rawexec.driver.prepare import build_task_dirs
-from rawexec.plugin import cty, hclspec
+from rawexec.plugin import convert, cty, hclspec
 from rawexec.plugin.gen import base_pb2, driver_pb2, driver_pb2_grpc, plugin_pb2, plugin_pb2_grpc
 from rawexec.plugin.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
 
@@ -197,12 +200,16 @@ def bench_start(sock_dir: str, alloc_root: str, n: int) -> None:
             ids.append(cfg.id)
         c1 = proc.cpu_times()
         plugin_cpu = ((c1.user - c0.user) + (c1.system - c0.system)) / n
+        floor, floor_cpu = _inspect_floor(p, proc, warm.id, max(n, 100))
         _stop_all(p, ids)
     finally:
         p.kill()
     print(f"  StartTask (gRPC)             {_ms(times)}   (target p50 <= 10 ms; "
           f"{_ratio(statistics.median(times), 0.01)})")
     print(f"  plugin process CPU per StartTask   {plugin_cpu * 1000:6.2f} ms   (user+sys, load-independent)")
+    print(f"  InspectTask (gRPC)           {_ms(floor)}   (the same path with a trivial driver call: "
+          "grpc.aio + pool hop floor)")
+    print(f"  plugin process CPU per InspectTask {floor_cpu * 1000:6.2f} ms")
     try:
         local, local_cpu = _local_starts(alloc_root, n)
     except Exception as exc:  # the comparison is informative only
@@ -210,6 +217,24 @@ def bench_start(sock_dir: str, alloc_root: str, n: int) -> None:
         return
     print(f"  Driver.start_task (local)    {_ms(local)}")
     print(f"  Driver.start_task CPU per call     {local_cpu * 1000:6.2f} ms   (this process: the driver's own work)")
+
+
+def _inspect_floor(p: Launched, proc: psutil.Process, task_id: str, n: int) -> tuple[list[float], float]:
+    """InspectTask ``n`` times, a few ms apart as StartTasks are (the plugin's threads asleep in
+    between): the wall seconds of each and the plugin's mean CPU seconds per call. Same server,
+    handler wrapping and pool hop as StartTask, with a trivial driver call: what any plugin
+    call costs here, so StartTask minus this is about the driver's start."""
+    req = driver_pb2.InspectTaskRequest(task_id=task_id)
+    p.driver.InspectTask(req, timeout=30)
+    times = []
+    c0 = proc.cpu_times()
+    for _ in range(n):
+        time.sleep(0.005)
+        t0 = time.perf_counter()
+        p.driver.InspectTask(req, timeout=30)
+        times.append(time.perf_counter() - t0)
+    c1 = proc.cpu_times()
+    return times, ((c1.user - c0.user) + (c1.system - c0.system)) / n
 
 
 def _local_starts(alloc_root: str, n: int) -> tuple[list[float], float]:
@@ -273,12 +298,14 @@ def bench_idle_cpu(sock_dir: str, alloc_root: str, tasks: int, window: float) ->
         _stop_all(p, ids)
         p.kill()
     try:
-        local = _local_stats_share(alloc_root, tasks, window)
+        local, build = _local_stats_share(alloc_root, tasks, window)
     except Exception as exc:  # informative only
         print(f"  Driver.task_stats x {tasks}/s (local)  failed: {exc}")
         return
     print(f"  Driver.task_stats x {tasks}/s, in this process          {local:6.2f} % of a core   "
           "(the collection alone, no gRPC)")
+    print(f"  their {tasks} TaskStatsResponse builds/s, in this process {build:6.2f} % of a core   "
+          "(convert.task_stats_to_proto; the rest above is gRPC)")
 
 
 def _thread_ticks(pid: int) -> tuple[int, int]:
@@ -301,8 +328,9 @@ def _cpu_share(proc: psutil.Process, window: float) -> tuple[float, float]:
     return (a1 - a0) / hz / dt * 100, (m1 - m0) / hz / dt * 100
 
 
-def _local_stats_share(alloc_root: str, tasks: int, window: float) -> float:
-    """CPU of ``Driver.task_stats`` for ``tasks`` tasks once a second, in this process."""
+def _local_stats_share(alloc_root: str, tasks: int, window: float) -> tuple[float, float]:
+    """CPU of ``Driver.task_stats`` for ``tasks`` tasks once a second, in this process, and of
+    building their TaskStatsResponse messages (in % of a core)."""
     from rawexec.driver import Driver, DriverConfig, TaskConfig
 
     with Driver(DriverConfig(enabled=True)) as drv:
@@ -319,16 +347,21 @@ def _local_stats_share(alloc_root: str, tasks: int, window: float) -> float:
                 tids.append(cfg.id)
             for tid in tids:
                 drv.task_stats(tid)  # first readings (opens the cgroup files)
-            used = 0.0
+            used = built = 0.0
             deadline = time.perf_counter() + window
             t0 = time.perf_counter()
             while time.perf_counter() < deadline:
                 c0 = time.thread_time()
-                for tid in tids:
-                    drv.task_stats(tid)
-                used += time.thread_time() - c0
+                samples = [drv.task_stats(tid) for tid in tids]
+                c1 = time.thread_time()
+                now_ns = time.time_ns()
+                for tid, usage in zip(tids, samples, strict=True):
+                    convert.task_stats_to_proto(tid, usage, now_ns)
+                built += time.thread_time() - c1
+                used += c1 - c0
                 time.sleep(1.0)
-            return used / (time.perf_counter() - t0) * 100
+            dt = time.perf_counter() - t0
+            return used / dt * 100, built / dt * 100
         finally:
             for tid in tids:
                 drv.stop_task(tid, 1.0, "SIGKILL")
