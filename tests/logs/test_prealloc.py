@@ -174,3 +174,20 @@ def test_a_quiet_stream_reserves_nothing(tmp_path: Path, monkeypatch: pytest.Mon
         for i in range(1000):
             assert r.write(b"line %d\n" % i) > 0
     assert calls == []
+
+
+def test_spare_blocks_are_given_back_at_the_end_of_the_input(tmp_path: Path, pipe: tuple[int, int],
+                                                             can_reserve: None) -> None:
+    """The task closed its output: nothing more will come, the reservation goes at once (not only
+    when the shim closes the rotator)."""
+    rd, wr = pipe
+    data = b"z" * 99 + b"\n"
+    path = tmp_path / f"{BASE}.0"
+    with FileRotator(str(tmp_path), BASE, 3, 50) as r:
+        pump(r, rd, wr, data * 10_000)
+        assert allocated(path) >= rotator_mod.PREALLOC_AHEAD
+        os.close(wr)
+        assert r.write_from(rd, MiB) == (0, b"")
+        assert allocated(path) < len(data) * 10_000 + 64 * 1024
+        assert r.write(b"more\n") == 5  # still writable
+    assert path.read_bytes() == data * 10_000 + b"more\n"

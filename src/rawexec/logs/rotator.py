@@ -326,10 +326,16 @@ class FileRotator:
         # (128 KiB) costs an mmap and an munmap per read, for what is mostly a line or two.
         data = os.read(src, limit if self._busy or limit <= _BUSY_READ else _BUSY_READ)
         if not data:
-            return 0, b""
+            return self._end_of_input()
         if len(data) >= _BUSY_READ:
             self._busy = True
         return len(data), data[self.write(data):]
+
+    def _end_of_input(self) -> tuple[int, bytes]:
+        """``write_from``'s answer at the end of the input; the reservation is not needed any more."""
+        if self._trim and self._fd >= 0:
+            self._trim_file()
+        return 0, b""
 
     def _splice_in(self, src: int, limit: int) -> tuple[int, bytes]:
         """:meth:`write_from`'s zero-copy path: ``limit`` fits the current file (or the next one
@@ -350,7 +356,7 @@ class FileRotator:
             self._no_splice(exc)
             return self.write_from(src, limit)
         if n <= 0:
-            return 0, b""
+            return self._end_of_input()
         if self._size >= self.max_size and not self._rotate():
             return n, self._take_relay(relay_r, n)  # refused (the failure is reported)
         if n > self.max_size - self._size - LINE_SCAN_LIMIT:
