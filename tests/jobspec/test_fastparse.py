@@ -8,6 +8,7 @@ single-child reduction chains, and the lexer's per-character narrowing of the te
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from rawexec.jobspec import parse_file
 from rawexec.jobspec.hcl import structure
-from rawexec.jobspec.hcl.fastparse import FastParseError, _Alternatives, _first_chars
+from rawexec.jobspec.hcl.fastparse import _FASTER_REGEX, FastParseError, _Alternatives, _first_chars
 from rawexec.jobspec.hcl.tree import from_lark
 from tests.jobspec.conftest import CORPUS, check_fast_parse
 
@@ -217,3 +218,16 @@ def test_lark_s_tree_is_used_when_the_fast_parser_is_unavailable(monkeypatch: py
     assert [parse_file(p, env={}) for p in paths] == expected
     deep = "a = " + " + ".join(["1"] * 3000) + "\n"  # deeper than the recursion limit: converted iteratively
     assert from_lark(structure._parser().parse(deep)) == fast.parse(deep)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(st.text(alphabet='ab$%{}"\\\n é\t~', max_size=24), st.integers(0, 24))
+def test_faster_regexes_match_like_lark_s(text: str, start: int) -> None:
+    for slow, fast in _FASTER_REGEX.items():
+        a, b = re.compile(slow).match(text, start), re.compile(fast).match(text, start)
+        assert (a and a.group()) == (b and b.group()), (slow, text, start)
+
+
+def test_faster_regexes_are_used() -> None:
+    used = {rx for alts in _all_alternatives() for _, rx in alts.terms}
+    assert set(_FASTER_REGEX) <= used

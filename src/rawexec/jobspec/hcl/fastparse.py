@@ -78,6 +78,14 @@ _WRAP_NONE: Final = 2
 _NL: Final = "NL_OR_COMMENT"
 #: Bound on each keyword memo (distinct names seen); it is cleared when full.
 _MEMO_MAX: Final = 4096
+#: Terminal regexes (exactly as Lark writes them) → an equivalent that ``re`` runs faster, used in
+#: the narrowed alternations. hcl2's STRING_CHARS tries four look-aheads on every character of a
+#: string; only ``$`` and ``%`` can start the sequences they exclude, so other characters are taken
+#: in runs and the look-aheads kept for those two (the tests compare both on random text).
+_FASTER_REGEX: Final = {
+    r'(?:(?!\$\$\{)(?!\$\{)(?!%%\{)(?!%\{)[^"\\]|\\.|(?:\$(?!\$?\{))|(?:%(?!%?\{)))+':
+        r'(?:[^"\\$%]++|\\.|\$(?!\$?\{)|%(?!%?\{))++',
+}
 
 
 class FastParseError(Exception):
@@ -581,12 +589,13 @@ class _Alternatives:
     @functools.cached_property
     def full(self) -> Any:
         """``match(text, pos)`` of Lark's own alternation of every terminal (compiled on first use)."""
-        return self._compile(tuple(name for name, _ in self.terms))
+        return re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in self.terms), self.flags).match
 
     def _compile(self, names: tuple[str, ...]) -> Any:
+        """The alternation of ``names`` (in Lark's order), with the faster equivalents of regexes."""
         m = self.cache.get(names)
         if m is None:
-            pattern = "|".join(f"(?P<{name}>{rx})" for name, rx in self.terms if name in names)
+            pattern = "|".join(f"(?P<{name}>{_FASTER_REGEX.get(rx, rx)})" for name, rx in self.terms if name in names)
             m = self.cache[names] = re.compile(pattern, self.flags).match if names else _no_match
         return m
 
@@ -603,10 +612,8 @@ class _Alternatives:
     def matcher(self, ch: str) -> Any:
         """``match(text, pos)`` for a position whose character is ``ch``."""
         if ch >= "\x80":
-            return self.full
+            return self._compile(tuple(name for name, _ in self.terms))
         names = tuple(name for (name, _), cs in zip(self.terms, self.firsts, strict=True) if _admits(cs, ch))
-        if len(names) == len(self.terms):
-            return self.full
         return self._compile(names)
 
 
