@@ -392,3 +392,24 @@ def test_prepare_boots_the_driver_only_then_start_reuses_it(tmp_path: Path, stat
         wait_until(lambda: pids_with_tag(tag) == [], 10, 0.02, "the spawner to exit")
     finally:
         os.environ.pop(k, None)
+
+
+def test_alloc_root_created_and_marked_at_start(make_agent: MakeAgent, tmp_path: Path) -> None:
+    from rawexec.agent import fshint
+
+    a = make_agent()
+    root = Path(a.data_dir) / "alloc"
+    assert root.is_dir()
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if fshint.mark_top_dir(str(probe)):  # the file system has the flag: the agent set it too
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            import array
+            import fcntl
+
+            flags = array.array("i", [0])
+            fcntl.ioctl(fd, fshint._FS_IOC_GETFLAGS, flags, True)
+        finally:
+            os.close(fd)
+        assert flags[0] & fshint.FS_TOPDIR_FL

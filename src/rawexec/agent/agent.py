@@ -21,6 +21,7 @@ from typing import Any
 from rawexec.agent.agentconfig import AgentConfig
 from rawexec.agent.allocrunner import TERMINAL, AllocRunner, job_meta_key
 from rawexec.agent.eventstream import Event, EventBroker, EventSubscription
+from rawexec.agent.fshint import mark_top_dir
 from rawexec.agent.memory import trim_malloc
 from rawexec.agent.node import Node
 from rawexec.agent.persist import Persister
@@ -105,6 +106,15 @@ class Agent:
             return
         self.store = StateStore(self.data_dir)
         try:
+            # the allocations' root, created as Nomad's client does at start, with ext4's placement
+            # hint for independent trees (see rawexec.agent.fshint)
+            alloc_root = os.path.join(self.data_dir, "alloc")
+            try:
+                os.makedirs(alloc_root, mode=0o755, exist_ok=True)
+            except OSError:  # reported by the first allocation that needs it
+                pass
+            else:
+                mark_top_dir(alloc_root)
             self.prepare()
             subscribe = getattr(self.driver, "subscribe_events", None)
             if subscribe is not None:
