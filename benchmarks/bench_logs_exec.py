@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import resource
 import shutil
@@ -29,15 +30,14 @@ from rawexec import Driver, DriverConfig, LogConfig, TaskConfig
 _TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu(pid: int, children: bool = False) -> float | None:
-    """User + system CPU seconds of a live process, or of its reaped children (None once it is gone)."""
+def _proc_cpu(pid: int) -> tuple[float, float] | None:
+    """User + system CPU seconds of a live process and of its reaped children (None once it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    i = 13 if children else 11
-    return (int(fields[i]) + int(fields[i + 1])) / _TCK
+    return (int(fields[11]) + int(fields[12])) / _TCK, (int(fields[13]) + int(fields[14])) / _TCK
 
 
 def _children_cpu() -> float:
@@ -68,11 +68,11 @@ def run_piped(d: Driver, base: str, count: int, n: int) -> tuple[float, float, f
     t0 = time.perf_counter()
     handle = d.start_task(cfg)
     shim = int(handle.driver_state["shim_pid"])
-    last = [0.0]
+    last = [(0.0, 0.0)]
     done = threading.Event()
 
     def sample() -> None:  # fallback if the shim is gone before we look after the wait
-        while not done.wait(0.05):
+        while not done.wait(0.01):
             v = _proc_cpu(shim)
             if v is not None:
                 last[0] = v
@@ -81,8 +81,8 @@ def run_piped(d: Driver, base: str, count: int, n: int) -> tuple[float, float, f
     th.start()
     res = d.wait_task(task_id, 600)
     wall = time.perf_counter() - t0
-    v = _proc_cpu(shim)  # the shim drained the pipe before it reported the exit
-    task = _proc_cpu(shim, children=True)  # it reaped the task before it reported the exit
+    # The shim drained the pipe and reaped the task (its children's CPU) before it reported the exit.
+    v = _proc_cpu(shim)
     done.set()
     th.join()
     assert res.successful, res
@@ -91,7 +91,8 @@ def run_piped(d: Driver, base: str, count: int, n: int) -> tuple[float, float, f
     assert total == count * 65536, (total, count * 65536)
     d.destroy_task(task_id)
     shutil.rmtree(alloc, ignore_errors=True)
-    return wall, (v if v is not None else last[0]), (task if task is not None else float("nan"))
+    shim_cpu, task_cpu = v if v is not None else last[0]
+    return wall, shim_cpu, (task_cpu if task_cpu > 0 else float("nan"))  # nan: gone before the reap was seen
 
 
 def main() -> None:
@@ -135,7 +136,7 @@ def main() -> None:
     mb = args.mb
     best_p, best_d = min(w for w, _, _ in piped), min(w for w, _ in direct)
     cpu_p, cpu_d = min(c for _, c, _ in piped), min(c for _, c in direct)
-    cpu_all = min(c + t for _, c, t in piped)
+    cpu_all = min((c + t for _, c, t in piped if not math.isnan(t)), default=float("nan"))
     med = statistics.median(dw / pw for (dw, _), (pw, _, _) in zip(direct, piped, strict=True))
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; log runs: best of {args.repeat}")
     print(f"{'metric':42} {'rawexec':>12} {'baseline':>12} {'ratio':>8}")
