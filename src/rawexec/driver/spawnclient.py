@@ -112,7 +112,7 @@ class SpawnerClient:
             reply_mine.settimeout(self.reply_timeout)
             ch = Channel(reply_mine)
             try:
-                send_spec(reply_mine, spec, [listener.fileno()])
+                send_spec(reply_mine, spec, [listener.fileno()], version=0)
                 listener.close()
                 msg, _ = recv_spec(reply_mine)
             except (ProtocolError, OSError) as e:

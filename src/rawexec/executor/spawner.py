@@ -17,6 +17,7 @@ on, idle ones see EOF and exit.
 from __future__ import annotations
 
 import array
+import ctypes
 import gc
 import os
 import resource
@@ -128,6 +129,15 @@ def _restore_nofile() -> None:
             pass
 
 
+def _trim_heap() -> None:
+    """Give the C heap's free pages back (glibc ``malloc_trim``): every fork copies the page
+    table entries of every resident anonymous page, so ~1.2 MB less to copy per shim."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass  # not glibc
+
+
 def serve(fd: int) -> None:
     _restore_nofile()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel, never zombies
@@ -136,6 +146,7 @@ def serve(fd: int) -> None:
     ctl = socket.socket(fileno=fd)
     gc.collect()
     gc.freeze()
+    _trim_heap()
     spawner = Spawner(ctl)
     spawner.serve()
     for s in spawner.idle:  # idle shims see EOF and exit
