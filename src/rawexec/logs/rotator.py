@@ -33,8 +33,9 @@ Preallocation: while splicing, the blocks just ahead of the end of the current f
 with ``fallocate(FALLOC_FL_KEEP_SIZE)`` (:data:`PREALLOC_AHEAD` at a time, never past the size):
 writes into allocated blocks skip the file system's per-block delayed-allocation bookkeeping
 (about a quarter of the cost of a page-cache write on ext4). The visible size is unchanged
-(readers tail these files); the spare blocks are given back (``ftruncate`` to the size) when the
-file is left or closed. Skipped when the file system has less than :data:`PREALLOC_MIN_FREE`
+(readers tail these files), the logs never take more disk than ``max_files`` full files, and the
+spare blocks are given back (``ftruncate`` to the size) at the end of the input and when the file
+is left or closed. Skipped when the file system has less than :data:`PREALLOC_MIN_FREE`
 free (the reservation must never be what fills a disk) or does not support it.
 """
 
