@@ -8,6 +8,7 @@ File descriptors travel with a message as SCM_RIGHTS ancillary data; the JSON sa
 
 from __future__ import annotations
 
+import _socket
 import array
 import json
 import marshal
@@ -48,7 +49,7 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid message, or went away mid-message."""
 
 
-def send_spec(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None, *,
+def send_spec(sock: _socket.socket, obj: dict[str, Any], fds: list[int] | None = None, *,
               version: int = marshal.version) -> None:
     """One length-prefixed :mod:`marshal` message (with ``fds`` as SCM_RIGHTS): the driver's task
     spec for a new shim, and the shim's first answer.
@@ -75,7 +76,7 @@ def send_spec(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = 
         sock.sendall(data)
 
 
-def recv_spec(sock: socket.socket, want_fds: int = 0) -> tuple[Any, list[int]]:
+def recv_spec(sock: _socket.socket, want_fds: int = 0) -> tuple[Any, list[int]]:
     """Read exactly one :func:`send_spec` message (blocking) and the fds sent with it (closed and
     refused if more than ``want_fds`` came); ProtocolError if the peer went away or sent garbage."""
     hdr, anc, _flags, _addr = sock.recvmsg(_HDR.size, FD_SPACE, _RECV_FLAGS)
@@ -108,7 +109,7 @@ class Channel:
     case ``poll()`` returns complete messages already received and never blocks.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self._buf = bytearray()
         self._fds: list[int] = []

@@ -7,13 +7,13 @@ task and answers the driver on ``reply`` with the identities needed to re-attach
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import errno
 import fcntl
 import importlib
 import os
 import signal
-import socket
 import time
 from typing import Any, NoReturn
 
@@ -77,7 +77,7 @@ def _detach() -> int:
     return wake_r
 
 
-def _await_request(job: socket.socket) -> int | None:
+def _await_request(job: _socket.socket) -> int | None:
     """Block until the spawner hands over a driver connection; None if it went away first."""
     _data, anc, _flags, _addr = job.recvmsg(1, FD_SPACE)  # (EINTR is retried by Python)
     fds = fds_from_ancdata(anc)
@@ -89,7 +89,7 @@ def _await_request(job: socket.socket) -> int | None:
     return fds[0]
 
 
-def idle_shim(job: socket.socket) -> NoReturn:
+def idle_shim(job: _socket.socket) -> NoReturn:
     """Runs in a freshly forked pool shim: detach, wait for a driver connection, read the task's
     spec from it, run the task. Never returns."""
     try:
@@ -101,7 +101,7 @@ def idle_shim(job: socket.socket) -> NoReturn:
     job.close()
     if fd is None:
         os._exit(0)  # the spawner went away before giving us a task
-    sock = socket.socket(fileno=fd)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)  # no type probing, no Python __init__
     try:
         spec, fds = recv_spec(sock, want_fds=1)
         if len(fds) != 1:

@@ -16,6 +16,7 @@ on, idle ones see EOF and exit.
 
 from __future__ import annotations
 
+import _socket
 import array
 import ctypes
 import gc
@@ -54,7 +55,7 @@ def _prepare() -> None:
         pass
 
 
-def _recv_fd(sock: socket.socket) -> int | None:
+def _recv_fd(sock: _socket.socket) -> int | None:
     """One request's socket, -1 for a malformed request, None on EOF."""
     data, anc, _flags, _addr = sock.recvmsg(1, FD_SPACE)
     fds = fds_from_ancdata(anc)
@@ -68,13 +69,15 @@ def _recv_fd(sock: socket.socket) -> int | None:
 
 
 class Spawner:
-    def __init__(self, ctl: socket.socket) -> None:
+    def __init__(self, ctl: _socket.socket) -> None:
         self.ctl = ctl
-        self.idle: list[socket.socket] = []
+        self.idle: list[_socket.socket] = []
 
     def refill(self) -> None:
         """Fork one more idle shim; the child never returns from here."""
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # _socket's objects, not socket.socket's: no Python-level __init__/close run here or in
+        # the shim (after each fork every page the spawner writes is copied again).
+        mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
             # Close every inherited fd but stdio and our own end: the driver's socket and the

@@ -8,6 +8,7 @@ cgroups.
 
 from __future__ import annotations
 
+import _socket
 import heapq
 import itertools
 import json
@@ -64,14 +65,14 @@ class _Poller:
         self._ep = select.epoll()
         self._callbacks: dict[int, Callable[[], None]] = {}
 
-    def register(self, fileobj: int | socket.socket, events: int, callback: Callable[[], None]) -> None:
+    def register(self, fileobj: int | _socket.socket, events: int, callback: Callable[[], None]) -> None:
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         if fd in self._callbacks:
             raise KeyError(f"fd {fd} is already registered")
         self._ep.register(fd, events)
         self._callbacks[fd] = callback
 
-    def unregister(self, fileobj: int | socket.socket) -> None:
+    def unregister(self, fileobj: int | _socket.socket) -> None:
         """KeyError when not registered (as :mod:`selectors`); a closed fd is fine."""
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         del self._callbacks[fd]
