@@ -32,11 +32,9 @@ class _Alloc:
     def stub(self, *, task_states: bool = True) -> dict[str, Any]:
         return {"ID": self.alloc_id, "ModifyIndex": self.idx}
 
-    def stub_json(self, base: dict[str, Any]) -> str:
-        return json.dumps(base)[:-1] + ',"TaskStates":{}}'
-
-    def body(self, base: dict[str, Any]) -> dict[str, Any]:
-        return dict(base)
+    def encode(self) -> tuple[str, str]:
+        base = self.stub(task_states=False)
+        return json.dumps(base)[:-1] + ',"TaskStates":{}}', json.dumps(base)
 
 
 def test_commits_then_runs_the_idle_hook_once_per_burst(tmp_path: Path) -> None:

@@ -220,3 +220,14 @@ def test_files_are_owner_only(tmp_path: Path) -> None:
             mode = stat.S_IMODE(os.stat(tmp_path / "d" / name).st_mode)
             assert mode == 0o600, (name, oct(mode))
         assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) & 0o022 == 0  # not writable by others
+
+
+def test_put_alloc_json(tmp_path: Path) -> None:
+    """An allocation given as JSON text is stored as given: read back like any other."""
+    with StateStore(tmp_path) as st:
+        idx = st.put_alloc_json("a1", '{"ID":"a1","n":1}', job_id="web")
+        assert st.get_alloc("a1") == {"ID": "a1", "n": 1} and st.index() == idx
+        st.put_alloc_json("a1", '{"ID":"a1","n":2}', job_id="web")
+        assert [a["n"] for a in st.list_allocs(job_id="web")] == [2]
+        with pytest.raises(TypeError):
+            st.put_alloc_json("a2", "[]", job_id="web")

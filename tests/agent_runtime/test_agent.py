@@ -413,3 +413,20 @@ def test_alloc_root_created_and_marked_at_start(make_agent: MakeAgent, tmp_path:
         finally:
             os.close(fd)
         assert flags[0] & fshint.FS_TOPDIR_FL
+
+
+def test_committed_stub_and_stored_body_match_the_model(make_agent: MakeAgent, tag: str) -> None:
+    """The persister encodes an allocation's fields once for the list stub it serves and the body
+    it stores: both must be exactly what stub()/body() describe."""
+    import json
+
+    a = make_agent()
+    a.register_job(job_hcl('group "g" {\n count = 2\n network {\n  port "http" {}\n }\n'
+                           ' task "t" {\n  driver = "raw_exec"\n  config {\n   command = "/bin/true"\n  }\n }\n}',
+                           tag))
+    wait_terminal(a, "j")
+    a.persister.flush()
+    for ar in a._allocs.values():
+        assert json.loads(ar.committed_stub) == ar.stub()
+        assert a.store.get_alloc(ar.alloc_id) == ar.body()
+        assert ar.body()["RawExec"]["Ports"] and ar.body()["AllocatedResources"]["Shared"]["Ports"]

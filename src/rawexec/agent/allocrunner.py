@@ -157,6 +157,15 @@ class AllocRunner:
         states = ",".join(json.dumps(name) + ":" + r.state.api_json() for name, r in self.runners.items())
         return head[:-1] + _TASK_STATES_KEY + states + "}}"
 
+    def encode(self) -> tuple[str, str]:
+        """(list stub, stored body) as JSON text, as the allocation is now: the stub's fields are
+        encoded once for both (the persister writes every allocation of a commit this way)."""
+        head = json.dumps(self.stub(task_states=False), separators=(",", ":"), allow_nan=False)[:-1]
+        states = ",".join(json.dumps(name) + ":" + r.state.api_json() for name, r in self.runners.items())
+        body = (head + ',"AllocatedResources":' + json.dumps(self._resources(), separators=(",", ":"))
+                + ',"RawExec":' + json.dumps(self._private(), separators=(",", ":")) + "}")
+        return head + _TASK_STATES_KEY + states + "}}", body
+
     def set_committed_stub(self, stub_json: str) -> None:
         """Record the stub of the latest commit (see :attr:`committed_stub`). The text is ASCII
         (``json.dumps`` escapes the rest), so its offsets are the bytes' offsets."""

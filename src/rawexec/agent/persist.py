@@ -144,8 +144,8 @@ class Persister:
                 tx.put_driver_handle(alloc_id, name, blob)
         for ar in allocs.values():
             ar.stamp(idx)
-            base = ar.stub(task_states=False)
             # the list stub (with TaskStates) is served from memory (Agent.allocations_json), not stored
-            stubs.append((ar, ar.stub_json(base)))
-            tx.put_alloc(ar.alloc_id, ar.body(base), job_id=ar.job.id, namespace=ar.job.namespace)
+            stub, body = ar.encode()
+            stubs.append((ar, stub))
+            tx.put_alloc_json(ar.alloc_id, body, job_id=ar.job.id, namespace=ar.job.namespace)
         return idx

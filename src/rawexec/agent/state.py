@@ -173,6 +173,20 @@ class Tx:
             (alloc_id, namespace, job_id, body, stub, idx, idx))
         return idx
 
+    def put_alloc_json(self, alloc_id: str, body: str, *, job_id: str, namespace: str = "default") -> int:
+        """:meth:`put_alloc` with the allocation already encoded as a JSON object (the agent encodes
+        its fields once for the list stub and the stored body)."""
+        if not body.startswith("{"):
+            raise TypeError("allocation must be a JSON object")
+        idx = self._bump()
+        self._c.execute(
+            "INSERT INTO allocs(alloc_id, namespace, job_id, body, summary, create_index, modify_index) "
+            "VALUES (?, ?, ?, ?, NULL, ?, ?) ON CONFLICT(alloc_id) DO UPDATE SET body = excluded.body, "
+            "summary = excluded.summary, namespace = excluded.namespace, job_id = excluded.job_id, "
+            "modify_index = excluded.modify_index",
+            (alloc_id, namespace, job_id, body, idx, idx))
+        return idx
+
     def get_alloc(self, alloc_id: str) -> dict[str, Any] | None:
         row = self._c.execute("SELECT body FROM allocs WHERE alloc_id = ?", (alloc_id,)).fetchone()
         return None if row is None else _load(row[0])
@@ -437,8 +451,8 @@ def _single(name: str) -> Any:
 
 
 for _name in ("index", "put_meta", "get_meta", "put_job", "get_job", "job_indexes", "list_jobs",
-              "list_jobs_json", "delete_job", "put_alloc", "get_alloc", "list_allocs", "list_allocs_json",
-              "alloc_ids_by_prefix", "delete_alloc", "put_task_state",
+              "list_jobs_json", "delete_job", "put_alloc", "put_alloc_json", "get_alloc", "list_allocs",
+              "list_allocs_json", "alloc_ids_by_prefix", "delete_alloc", "put_task_state",
               "put_task_state_json", "get_task_state", "task_states", "append_event", "events", "put_driver_handle",
               "get_driver_handle", "delete_driver_handle", "driver_handles"):
     setattr(StateStore, _name, _single(_name))
