@@ -319,26 +319,29 @@ class Driver:
         """Send ``signal``, wait up to ``timeout`` s, then SIGKILL the task's whole tree. Bounded."""
         sig = parse_signal(signal)
         rec = self._get(task_id)
-        if rec.shim_alive:
-            msg = {"op": "stop", "signal": sig, "timeout": max(0.0, timeout), "group": group}
-            try:
-                # On the open wait connection when there is one (no connect/accept per stop).
-                got = rec.request_on_wait(msg, timeout + _STOP_MARGIN_S)
-                reply = got if got is not None else self._request(rec, msg, timeout + _STOP_MARGIN_S)
-            except UnavailableError:
-                # The shim may be on its way out (the task just ended and it is cleaning up), or
-                # dead: give it a moment, then clean up whatever it left.
-                _wait_gone(int(rec.driver_state["shim_pid"]), rec, 2.0)
-                if rec.shim_alive:
-                    raise
-                self._kill_orphans(rec)
-                reply = {"ok": True}
+        msg = {"op": "stop", "signal": sig, "timeout": max(0.0, timeout), "group": group}
+        reply: dict[str, Any] | None
+        try:
+            # On the open wait connection when there is one (no connect/accept per stop, and no
+            # /proc read: an open connection is a live shim); else on a new one if the shim lives.
+            reply = rec.request_on_wait(msg, timeout + _STOP_MARGIN_S)
+            if reply is None and rec.shim_alive:
+                reply = self._request(rec, msg, timeout + _STOP_MARGIN_S)
+        except UnavailableError:
+            # The shim may be on its way out (the task just ended and it is cleaning up), or
+            # dead: give it a moment, then clean up whatever it left.
+            _wait_gone(int(rec.driver_state["shim_pid"]), rec, 2.0)
+            if rec.shim_alive:
+                raise
+            self._kill_orphans(rec)
+            reply = {"ok": True}
+        if reply is None:  # no shim: kill what it left
+            self._kill_orphans(rec)
+        else:
             if not reply.get("ok"):
                 raise LaunchError(f"executor Shutdown failed: {reply.get('error')}")
             if reply.get("exit"):
                 rec.set_exit(ExitResult.from_dict(reply["exit"]), None)
-        else:
-            self._kill_orphans(rec)
         with rec.cond:
             rec.cond.wait_for(lambda: rec.exit is not None, _STOP_MARGIN_S)
 
