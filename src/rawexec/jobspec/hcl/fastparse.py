@@ -49,9 +49,6 @@ __all__ = ["TABLES_FORMAT", "FastParseError", "FastParser", "compile_tables"]
 #: The layout of :func:`compile_tables`' data; bump it when the layout changes.
 TABLES_FORMAT: Final = 1
 
-_str_new = str.__new__
-_obj_new = object.__new__
-
 # Action kinds in the compiled table: (kind, a, b, c)
 _SHIFT: Final = 0  # (SHIFT, next state, None, None)
 _TREE: Final = 1  # (TREE, size, rule origin, tree name): Tree(name, children)
@@ -275,6 +272,8 @@ class FastParser:
         lexers = self.lexers
         chains = self.chains
         ops = self.operators
+        new_token = Token  # (calling the classes is cheaper than str.__new__/object.__new__)
+        new_tree = Tree
         end_state = self.end_state
         state_stack: list[Any] = [self.start_state]
         value_stack: list[Any] = []
@@ -331,7 +330,7 @@ class FastParser:
                         memo[value] = kw
                     if kw is not None:
                         ty = kw
-                tok = _str_new(Token, value)
+                tok = new_token(value)
                 tok.type = ty
                 tok.start_pos = start
                 tok.value = value
@@ -350,7 +349,7 @@ class FastParser:
                 elif pending is not None:
                     if ty in ops:
                         merged = pending + tok  # hcl2 merges the newline into the operator's token
-                        op = _str_new(Token, merged)
+                        op = new_token(merged)
                         op.type = ty
                         op.start_pos = tok.start_pos
                         op.value = merged
@@ -401,7 +400,7 @@ class FastParser:
                     if wraps:
                         v = value_stack[-1]
                         for w, mode in wraps:
-                            t = _obj_new(Tree)
+                            t = new_tree()
                             t.data = w
                             t.children = [v] if mode == _WRAP_ONE else v.children if mode == _WRAP_SPLICE else []
                             v = t
@@ -419,7 +418,7 @@ class FastParser:
                     spliced += value_stack[1 - a:]
                     del state_stack[-a:]
                     del value_stack[-a:]
-                    t = _obj_new(Tree)
+                    t = new_tree()
                     t.data = c
                     t.children = spliced
                     top = states[state_stack[-1]][b][1]
@@ -446,11 +445,11 @@ class FastParser:
                                 out = children[i].children
                         else:
                             out.append(children[i])
-                    t = _obj_new(Tree)
+                    t = new_tree()
                     t.data = c[0]
                     t.children = out
                 else:  # _TREE (a one-child rule never gets here: its chain handled it)
-                    t = _obj_new(Tree)
+                    t = new_tree()
                     t.data = c
                     t.children = children
                 top = states[state_stack[-1]][b][1]

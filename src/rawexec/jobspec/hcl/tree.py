@@ -43,10 +43,17 @@ class Tree:
     """A rule's node: the rule name (``data``) and the children (trees and tokens)."""
 
     __slots__ = ("children", "data")
+    data: str
+    children: list[Any]
 
-    def __init__(self, data: str, children: list[Any]) -> None:
-        self.data = data
-        self.children = children
+    # No __init__: ``Tree()`` then two attribute stores is the cheapest way to build one (the parser
+    # makes tens of thousands); :meth:`make` for everyone else.
+    @classmethod
+    def make(cls, data: str, children: list[Any]) -> Tree:
+        tree = cls()
+        tree.data = data
+        tree.children = children
+        return tree
 
     def __eq__(self, other: object) -> bool:
         """Same rules, same tokens (text and type): as Lark's ``Tree.__eq__``, but iterative."""
@@ -92,7 +99,7 @@ def from_lark(tree: Any) -> Tree:
             tok: Any = node
             return Token.make(tok.type, tok.value, tok.start_pos, tok.line, tok.column, tok.end_line,
                               tok.end_column, tok.end_pos)
-        return Tree(str(node.data), [])
+        return Tree.make(str(node.data), [])
 
     root = convert(tree)
     stack = [(tree, root)]  # iterative: expression trees can be deeper than the recursion limit
