@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rawexec.agent import events as ev
 from rawexec.agent.events import TaskEvent
+from rawexec.agent.flag import DoneFlag
 from rawexec.agent.ports import AllocatedPort
 from rawexec.agent.taskrunner import TaskRunner
 from rawexec.driver import TaskHandle
@@ -82,7 +83,7 @@ class AllocRunner:
         self._advancing = False
         self._dirty = False
         self._killing_all = False
-        self._done = threading.Event()
+        self._done = DoneFlag()
         self.runners: dict[str, TaskRunner] = {}
         for t in group.tasks:
             hook = t.lifecycle.hook if t.lifecycle else ""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from rawexec.agent import events as ev
 from rawexec.agent.events import TaskEvent, TaskState
+from rawexec.agent.flag import DoneFlag
 from rawexec.agent.restarts import RestartTracker
 from rawexec.driver import TaskConfig, TaskHandle
 from rawexec.driver.prepare import build_task_dirs
@@ -110,7 +111,7 @@ class TaskRunner:
         self.started_once = False
         self._cond = threading.Condition()
         self._launched = False
-        self._done_evt = threading.Event()
+        self._done_evt = DoneFlag()
         self._kill_reason: TaskEvent | None = None
         self._killing = False
         self._force = False
