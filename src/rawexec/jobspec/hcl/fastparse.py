@@ -225,7 +225,8 @@ class FastParser:
                                                  for names, acts in tables["states"]]
         self.operators = frozenset(tables["operators"])
         self.lexers = _Lexers(tables["lexer_of"], tables["lexers"])
-        self.chains: dict[tuple[Any, Any, str], _Chain] = {}
+        #: per state: per lookahead: per state below: the chain (nested: no key tuple to build per reduction)
+        self.chains: list[dict[str, dict[Any, _Chain]]] = [{} for _ in self.states]
 
     def _chain(self, below: Any, top: Any, lookahead: str) -> _Chain:
         """Follow single-child reductions from ``top`` (``below`` under it) on ``lookahead``: the
@@ -392,10 +393,12 @@ class FastParser:
                     continue
                 if a == 1:
                     below = state_stack[-2]
-                    key = (below, top, ty)
-                    chain = chains.get(key)
+                    by_below = chains[top].get(ty)
+                    if by_below is None:
+                        by_below = chains[top][ty] = {}
+                    chain = by_below.get(below)
                     if chain is None:
-                        chain = chains[key] = self._chain(below, top, ty)
+                        chain = by_below[below] = self._chain(below, top, ty)
                     top, wraps, nxt = chain
                     if wraps:
                         v = value_stack[-1]
