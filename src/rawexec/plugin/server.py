@@ -9,7 +9,7 @@ handshake line on stdout, ignore SIGINT, and serve until ``GRPCController/Shutdo
 The server is ``grpc.aio``: one event loop serves every call, so the hundreds of long-lived
 calls Nomad keeps open (a WaitTask and a TaskStats stream per task) cost nothing while quiet and
 no thread each, except WaitTask's one parked pool thread (:mod:`rawexec.plugin.driver_service`).
-Blocking driver work runs on a thread pool (:func:`run_blocking`).
+Blocking driver work runs on a thread pool (:func:`run_blocking`, :mod:`rawexec.plugin.blocking`).
 
 Launch time matters (every agent start launches the plugin three times, and go-plugin waits for
 the handshake line): before the line only ``grpc`` itself is imported. Each service's handlers
@@ -32,13 +32,13 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import grpc
 
 from rawexec.errors import InvalidConfigError
+from rawexec.plugin.blocking import blocking_pool, run_blocking
 
 __all__ = [
     "APP_PROTOCOL",
@@ -49,7 +49,7 @@ __all__ = [
     "LazyHandlers",
     "PluginServer",
     "ServiceTable",
-    "blocking_executor",
+    "blocking_pool",
     "check_cookie",
     "collect_handlers",
     "handshake_line",
@@ -67,28 +67,6 @@ CORE_PROTOCOL = 1
 APP_PROTOCOL = 2  # Nomad's plugin protocol since 0.9 (gRPC)
 _SUN_PATH_MAX = 107
 _MAX_MESSAGE = 2**31 - 1  # go-plugin dials with MaxInt32 send/receive limits
-
-T = TypeVar("T")
-
-_executor: futures.ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def blocking_executor() -> futures.ThreadPoolExecutor:
-    """The thread pool for blocking driver work (created on first use).
-
-    Large: every WaitTask parks one thread in the driver's wait for as long as its task runs.
-    """
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = futures.ThreadPoolExecutor(max_workers=4096, thread_name_prefix="rpc")
-        return _executor
-
-
-async def run_blocking(fn: Callable[[], T]) -> T:
-    """Run ``fn`` on the blocking pool and await its result (the event loop stays free)."""
-    return await asyncio.get_running_loop().run_in_executor(blocking_executor(), fn)
 
 
 class HandshakeError(Exception):
