@@ -61,13 +61,9 @@ class _Log:
 
 def _detach() -> int:
     """What every shim does first, done while idle in the pool (off a start's critical path):
-    new session, stdio on /dev/null, child subreaper, signal dispositions. Returns the read end
-    of the signal wake-up pipe."""
+    new session, child subreaper, signal dispositions (stdio is /dev/null already: the spawner's,
+    inherited). Returns the read end of the signal wake-up pipe."""
     os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
     _set_subreaper()
     # Caught, not ignored: an ignored disposition would be inherited by the task across exec.
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):

@@ -141,8 +141,22 @@ def _trim_heap() -> None:
         pass  # not glibc
 
 
+def _stdio_to_devnull() -> None:
+    """Shims inherit fds 0-2 and must not hold the driver's stdio open (a reader of the agent's
+    output would never see EOF): point them at /dev/null once, here, so no shim repeats it.
+    The spawner's own errors still reach the driver's stderr, through a copy of it that every
+    shim closes with the rest of its inherited fds."""
+    err = os.dup(2)
+    sys.stderr = open(err, "w", buffering=1, errors="backslashreplace")  # noqa: SIM115 (lives as long as we do)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(devnull, std)
+    os.close(devnull)
+
+
 def serve(fd: int) -> None:
     _restore_nofile()
+    _stdio_to_devnull()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel, never zombies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _prepare()
