@@ -430,3 +430,22 @@ def test_committed_stub_and_stored_body_match_the_model(make_agent: MakeAgent, t
         assert json.loads(ar.committed_stub) == ar.stub()
         assert a.store.get_alloc(ar.alloc_id) == ar.body()
         assert ar.body()["RawExec"]["Ports"] and ar.body()["AllocatedResources"]["Shared"]["Ports"]
+
+
+def test_finished_alloc_drops_its_events_json(make_agent: MakeAgent, tag: str) -> None:
+    """A finished allocation keeps its events' JSON only in its committed stub (memory): the
+    events encode again, identically, when asked."""
+    import json
+
+    a = make_agent()
+    a.register_job(job_hcl('group "g" {\n task "t" {\n  driver = "raw_exec"\n  config {\n'
+                           '   command = "/bin/true"\n  }\n }\n}', tag))
+    wait_terminal(a, "j")
+    a.persister.flush()
+    (ar,) = a._allocs.values()
+    wait_until(lambda: ar.terminal and json.loads(ar.committed_stub)["ClientStatus"] == "complete", 10, 0.02,
+               "the final commit")
+    events = ar.runners["t"].state.events
+    assert events and all("_api_json" not in e.__dict__ and "_record_json" not in e.__dict__ for e in events)
+    assert json.loads(ar.committed_stub) == ar.stub()  # encoded anew, the same
+    assert json.loads(ar.runners["t"].to_record_json())["state"] == ar.runners["t"].state.to_dict()

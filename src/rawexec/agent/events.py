@@ -366,6 +366,12 @@ class TaskEvent:
             object.__setattr__(self, "_record_json", text)
         return text
 
+    def forget_json(self) -> None:
+        """Drop the encoded forms kept by :meth:`api_json` and :meth:`record_json` (made again when
+        asked): a finished allocation's events are in its committed stub and in the store."""
+        self.__dict__.pop("_api_json", None)
+        self.__dict__.pop("_record_json", None)
+
     def to_dict(self) -> dict[str, Any]:
         """Compact form for the state store (round-trips through :meth:`from_dict`)."""
         out: dict[str, Any] = {"type": self.type, "time": self.time}
