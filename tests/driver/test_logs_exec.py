@@ -12,10 +12,10 @@ import time
 import pytest
 
 from rawexec import Driver, LogConfig
-from rawexec.errors import InvalidConfigError
+from rawexec.errors import InvalidConfigError, LaunchError
 from tests.conftest import TaskFactory
 from tests.driver.test_recover import kill9, start_in_other_process
-from tests.helpers.util import wait_until
+from tests.helpers.util import pids_with_tag, wait_until
 
 LINES = int(os.environ.get("RAWEXEC_LOSSLESS_LINES", "2000000"))
 _PRINTER = "import sys\nw = sys.stdout.write\nfor i in range({n}):\n    w(f'{{i}}\\n')\n"
@@ -79,6 +79,34 @@ def test_logs_disabled(driver: Driver, make_task: TaskFactory) -> None:
 def test_bad_log_config(driver: Driver, make_task: TaskFactory, logs: LogConfig, msg: str) -> None:
     with pytest.raises(InvalidConfigError, match=msg):
         driver.start_task(make_task({"command": "/bin/true"}, logs=logs))
+
+
+def test_log_file_that_cannot_be_opened_fails_the_start_and_runs_nothing(driver: Driver, make_task: TaskFactory,
+                                                                         tag: str) -> None:
+    """The driver opens the log files before there is a shim: a file that cannot be opened fails
+    the start (the task never runs), where a shim opening it after the start would have died and
+    left the task running unsupervised."""
+    name = "n" * 248  # the task dir fits (<= 255), "<name>.stdout.0" does not
+    cfg = make_task({"command": "/bin/sleep", "args": ["30"]}, name=name)
+    with pytest.raises(LaunchError, match=r"failed to open the stdout log file in .*/alloc/logs: File name too long"):
+        driver.start_task(cfg)
+    assert pids_with_tag(tag) == []
+    assert cfg.id not in driver.task_ids()
+    assert [p for p in os.listdir(driver.config.state_dir) if p.endswith(".sock")] == []
+
+
+def test_resumes_the_highest_log_index(driver: Driver, make_task: TaskFactory) -> None:
+    """Nomad's rule across restarts: append to the highest existing index (the driver picks it now)."""
+    cfg = make_task({"command": "/bin/echo", "args": ["second"]}, name="web")
+    logs = os.path.join(cfg.alloc_dir, "alloc", "logs")
+    os.makedirs(logs, exist_ok=True)
+    for i, text in ((0, "old\n"), (3, "first\n")):
+        with open(os.path.join(logs, f"web.stdout.{i}"), "w") as f:
+            f.write(text)
+    driver.start_task(cfg)
+    assert driver.wait_task(cfg.id, 10).successful
+    assert open(os.path.join(logs, "web.stdout.3")).read() == "first\nsecond\n"  # noqa: SIM115
+    assert not os.path.exists(os.path.join(logs, "web.stdout.4"))
 
 
 def test_fifo_mode(driver: Driver, make_task: TaskFactory, tmp_path: object) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rawexec.errors import InvalidConfigError
 from rawexec.logs import LINE_SCAN_LIMIT, FileRotator
 from rawexec.logs.config import MB
+from rawexec.logs.rotator import open_current
 from tests.logs.conftest import open_fds
 
 BASE = "redis.stdout"
@@ -205,6 +206,32 @@ def test_resume_after_restart(tmp_path: Path) -> None:
         r2.write(b"dd\n")
     assert content(tmp_path, 1) == b"cc\ndd\n"
     assert joined(tmp_path) == b"aaaa\nbbbb\ncc\ndd\n"
+
+
+def test_open_current_then_opened_rotator_resumes_like_a_plain_one(tmp_path: Path) -> None:
+    """The driver's half (open_current) and the shim's (opened=) make the same rotator as the
+    constructor alone: highest index resumed, oldest index known, the fd owned by the rotator."""
+    for i, data in ((2, b"old\n"), (5, b"0123"), (7, b"abc")):
+        (tmp_path / f"{BASE}.{i}").write_bytes(data)
+    fd, index, oldest = open_current(str(tmp_path), BASE, 10)
+    assert (index, oldest) == (7, 2)
+    with rot(tmp_path, size=10, opened=(fd, index, oldest)) as r:
+        assert (r.current_index, r.current_size) == (7, 3)
+        r.write(b"de\n")
+    assert content(tmp_path, 7) == b"abcde\n"
+    with pytest.raises(OSError):
+        os.fstat(fd)  # the rotator owned and closed it
+    (tmp_path / f"{BASE}.9").mkdir()  # the highest entry is not a regular file: the next index
+    fd, index, oldest = open_current(str(tmp_path), BASE, 10)
+    os.close(fd)
+    assert (index, oldest) == (10, 2)
+
+
+def test_open_current_on_an_empty_dir_starts_at_zero(tmp_path: Path) -> None:
+    fd, index, oldest = open_current(str(tmp_path), BASE, 10)
+    os.close(fd)
+    assert (index, oldest) == (0, 0)
+    assert content(tmp_path, 0) == b""
 
 
 def test_resume_full_file_rotates_on_first_write(tmp_path: Path) -> None:

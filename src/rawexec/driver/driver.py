@@ -40,6 +40,8 @@ from rawexec.errors import (
 )
 from rawexec.executor import procfs
 from rawexec.executor.protocol import Channel, ProtocolError
+from rawexec.logs.config import MB
+from rawexec.logs.rotator import open_current
 from rawexec.types import ExitResult, TaskResourceUsage
 
 if TYPE_CHECKING:
@@ -69,6 +71,36 @@ def _wait_gone(pid: int, rec: TaskRecord, timeout: float) -> None:
                 log.warning("shim %d of task %s still running %.0fs after kill", pid, rec.config.id, timeout)
     finally:
         os.close(pidfd)
+
+
+def _open_logs(spec: dict[str, Any]) -> list[int]:
+    """Open the current log file of each "file" stream here, before there is a shim: one that
+    cannot be opened fails the start cleanly (nothing runs yet). The fds go to the shim, whose
+    rotators take them over; each stream's entry says which one it gets ("fd": its position in
+    what the shim receives, after the control socket)."""
+    fds: list[int] = []
+    try:
+        for key in ("stdout", "stderr"):
+            desc = spec[key]
+            if desc.get("mode") != "file":
+                continue
+            log_dir, base = desc["dir"], desc["base"]
+            max_size = int(desc["max_file_size"]) * MB
+            try:
+                try:
+                    fd, index, oldest = open_current(log_dir, base, max_size)
+                except FileNotFoundError:  # normally there (the task dir hook made it)
+                    os.makedirs(log_dir, exist_ok=True)
+                    fd, index, oldest = open_current(log_dir, base, max_size)
+            except OSError as e:
+                raise LaunchError(f"failed to open the {key} log file in {log_dir}: {e.strerror or e}") from e
+            fds.append(fd)
+            desc.update(fd=len(fds), index=index, oldest=oldest)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 class Driver:
@@ -241,15 +273,20 @@ class Driver:
             "socket_path": socket_path, "state_path": state_path,
             "oom_score_adj": tcfg.oom_score_adj,
         }
-        cgroup, notes = self._create_cgroup(cfg, tcfg)
-        spec["cgroup"] = None if cgroup is None else {"state": cgroup.to_state()}
-        spec["notes"] = notes
+        log_fds = _open_logs(spec)
         try:
-            reply, wait_ch = self._spawner.spawn(spec)
-        except BaseException:
-            if cgroup is not None:
-                cgroup.destroy()
-            raise
+            cgroup, notes = self._create_cgroup(cfg, tcfg)
+            spec["cgroup"] = None if cgroup is None else {"state": cgroup.to_state()}
+            spec["notes"] = notes
+            try:
+                reply, wait_ch = self._spawner.spawn(spec, log_fds)
+            except BaseException:
+                if cgroup is not None:
+                    cgroup.destroy()
+                raise
+        finally:
+            for fd in log_fds:
+                os.close(fd)
         if not reply.get("ok"):
             if cgroup is not None:
                 cgroup.destroy()  # idempotent: the shim may have removed it already

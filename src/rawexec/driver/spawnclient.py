@@ -82,12 +82,13 @@ class SpawnerClient:
         with self._lock:
             self._ensure()
 
-    def spawn(self, spec: dict[str, Any]) -> tuple[dict[str, Any], Channel | None]:
+    def spawn(self, spec: dict[str, Any], extra_fds: list[int] | None = None) -> tuple[dict[str, Any], Channel | None]:
         """Ask for a shim; return its first message (``ok`` True with identities, or an error) and,
         on success, the open connection, which the shim keeps as the driver's wait connection.
 
         The spawner only passes our end of a fresh socket pair to an idle shim; the task's spec
-        goes straight to the shim on that socket (the spawner never sees it)."""
+        goes straight to the shim on that socket (the spawner never sees it), with the control
+        socket and ``extra_fds`` (the task's open log files; ours stay ours to close)."""
         listener = _listen(spec["socket_path"])
         reply_mine: socket.socket | None
         reply_mine, reply_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -112,7 +113,7 @@ class SpawnerClient:
             reply_mine.settimeout(self.reply_timeout)
             ch = Channel(reply_mine)
             try:
-                send_spec(reply_mine, spec, [listener.fileno()], version=0)
+                send_spec(reply_mine, spec, [listener.fileno(), *(extra_fds or ())], version=0)
                 listener.close()
                 msg, _ = recv_spec(reply_mine)
             except (ProtocolError, OSError) as e:

@@ -27,6 +27,7 @@ __all__ = ["idle_shim", "run_shim"]
 
 PR_SET_CHILD_SUBREAPER = 36
 PIPE_SIZE = 1024 * 1024
+MAX_LOG_FDS = 2  # the driver opens each stream's current log file and sends it (stdout, stderr)
 # Resolved once in the spawner and shared by every shim (a lookup in the shim would cost page copies).
 # (Plain int arguments and result: ctypes' default conversion, no argtypes objects to run.)
 # No use_errno: its per-thread errno swap allocates on first use; prctl(2) cannot fail here short of
@@ -99,12 +100,12 @@ def idle_shim(job: _socket.socket) -> NoReturn:
         os._exit(0)  # the spawner went away before giving us a task
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)  # no type probing, no Python __init__
     try:
-        spec, fds = recv_spec(sock, want_fds=1)
-        if len(fds) != 1:
+        spec, fds = recv_spec(sock, want_fds=1 + MAX_LOG_FDS)
+        if not fds:
             raise ProtocolError("the spec came without the control socket")
     except BaseException:
         os._exit(0)  # the driver went away before sending the task
-    spec["listener_fd"] = fds[0]
+    spec["fds"] = fds  # [control socket, open log files...]
     reply = Channel(sock)
     run_shim(spec, reply, wake_r, me)
 
@@ -140,7 +141,8 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
 
     # The driver bound the control socket, listens on it (non-blocking) and sent it: off our
     # critical path.
-    listener = int(spec.pop("listener_fd"))
+    fds: list[int] = spec.pop("fds")
+    listener = fds[0]
     sock_path = spec["socket_path"]
 
     # The driver created the task's cgroup (warm code, no page copies) and sent its state.
@@ -204,7 +206,8 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
     sup = Supervisor(spec=spec, listener=listener, main_pid=pid, streams=[], cgroup=cgroup, wakeup_r=wake_r,
                      creds=creds, log=log)
     sup.streams = [_Stream(r, open_sink(desc, on_error=lambda e: sup.event(f"task output could not be written to "
-                                                                          f"its log: {e}; retrying, nothing lost")))
+                                                                          f"its log: {e}; retrying, nothing lost"),
+                                        fd=fds[desc["fd"]] if "fd" in desc else -1))
                    for r, desc in pipes]
     sup.adopt_waiter(reply)  # the start connection stays open as the driver's wait connection
     sup.run()

@@ -52,7 +52,7 @@ from rawexec.errors import ValidationError
 from rawexec.lazylog import get_logger
 from rawexec.logs.config import LINE_SCAN_LIMIT, MB, check_base_name
 
-__all__ = ["FileRotator", "scan_indices"]
+__all__ = ["FileRotator", "open_current", "scan_indices"]
 
 _log = get_logger(__name__)
 
@@ -121,6 +121,38 @@ def scan_indices(log_dir: str, base_name: str) -> list[int]:
     return found
 
 
+def _log_path(log_dir: str, base_name: str, index: int) -> str:
+    return os.path.join(log_dir, f"{base_name}.{index}")
+
+
+def _usable_index(log_dir: str, base_name: str, index: int, max_size: int, *, allow_full: bool = False) -> int:
+    """First index >= ``index`` whose entry is absent or a regular file with room."""
+    while True:
+        try:
+            st = os.lstat(_log_path(log_dir, base_name, index))
+        except FileNotFoundError:
+            return index
+        if stat.S_ISREG(st.st_mode) and (allow_full or st.st_size < max_size):
+            return index
+        index += 1
+        allow_full = False
+
+
+def open_current(log_dir: str, base_name: str, max_file_size_bytes: int) -> tuple[int, int, int]:
+    """Where a new :class:`FileRotator` of ``<log_dir>/<base_name>.N`` starts, already open:
+    ``(fd, index, oldest index)`` -- the highest existing index resumed (appending), else the next
+    usable one. Raises OSError.
+
+    The driver calls it before a task's shim exists and passes the fd on (``opened=``): a log file
+    that cannot be opened fails the start, cleanly, instead of a shim whose task already runs; and
+    the fresh shim, where every Python step costs page copies, skips the directory scan."""
+    indices = scan_indices(log_dir, base_name)
+    index = _usable_index(log_dir, base_name, indices[-1] if indices else 0, max_file_size_bytes,
+                          allow_full=True)
+    fd = os.open(_log_path(log_dir, base_name, index), _OPEN_FLAGS, 0o666)
+    return fd, index, min(indices[0], index) if indices else index
+
+
 class FileRotator:
     """Write one stream of a task into size-rotated files ``<log_dir>/<base_name>.<N>``.
 
@@ -136,11 +168,14 @@ class FileRotator:
             tests use sizes of a few bytes).
         create_parents: when recreating a deleted log dir, also recreate missing parents
             (off by default so a lingering writer does not resurrect a destroyed alloc dir).
+        opened: what :func:`open_current` returned for the same directory, name and size
+            (another process may have called it); the rotator owns the fd from then on.
     """
 
     def __init__(self, log_dir: str, base_name: str, max_files: int, max_file_size_mb: int,
                  on_error: Callable[[OSError], None] | None = None, *,
-                 max_file_size_bytes: int | None = None, create_parents: bool = False) -> None:
+                 max_file_size_bytes: int | None = None, create_parents: bool = False,
+                 opened: tuple[int, int, int] | None = None) -> None:
         check_base_name(base_name, "log base")
         if isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1:
             raise ValidationError(f"minimum number of files is 1; got {max_files}")
@@ -176,10 +211,8 @@ class FileRotator:
         self._last_error: OSError | None = None
         self._retry = 0.0
         # Constructor errors are raised (a missing dir is a setup bug); later ones are reported.
-        indices = scan_indices(log_dir, base_name)
-        self._oldest = indices[0] if indices else 0
-        start = indices[-1] if indices else 0
-        self._open_index(self._usable_index(start, allow_full=True))
+        fd, index, self._oldest = opened if opened is not None else open_current(log_dir, base_name, self.max_size)
+        self._take(fd, index)
 
     # ---------------------------------------------------------------- public API
 
@@ -552,23 +585,18 @@ class FileRotator:
         return b"".join(parts)
 
     def _path(self, index: int) -> str:
-        return os.path.join(self.log_dir, f"{self.base_name}.{index}")
+        return _log_path(self.log_dir, self.base_name, index)
 
     def _usable_index(self, index: int, *, allow_full: bool = False) -> int:
-        """First index >= ``index`` whose entry is absent or a regular file with room."""
-        while True:
-            try:
-                st = os.lstat(self._path(index))
-            except FileNotFoundError:
-                return index
-            if stat.S_ISREG(st.st_mode) and (allow_full or st.st_size < self.max_size):
-                return index
-            index += 1
-            allow_full = False
+        return _usable_index(self.log_dir, self.base_name, index, self.max_size, allow_full=allow_full)
 
     def _open_index(self, index: int) -> None:
         """Open ``<base>.<index>`` for appending; raises OSError."""
-        fd = os.open(self._path(index), _OPEN_FLAGS, 0o666)
+        self._take(os.open(self._path(index), _OPEN_FLAGS, 0o666), index)
+
+    def _take(self, fd: int, index: int) -> None:
+        """Make ``fd`` (``<base>.<index>``, opened with the rotator's flags) the current file; on
+        an error (raised) it is closed."""
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
