@@ -231,3 +231,9 @@ def test_faster_regexes_match_like_lark_s(text: str, start: int) -> None:
 def test_faster_regexes_are_used() -> None:
     used = {rx for alts in _all_alternatives() for _, rx in alts.terms}
     assert set(_FASTER_REGEX) <= used
+
+
+def test_literals_exclude_newline_ignored_and_keyword_terminals() -> None:
+    assert _Alternatives([["LBRACE", r"\{"], ["NAME", "[a-z]+"]], 0, {}, {}).literal("{") == "LBRACE"
+    assert _Alternatives([["LBRACE", r"\{"]], 0, {}, {}, special=frozenset({"LBRACE"})).literal("{") is None
+    assert _Alternatives([["NAME", "[a-z]+"]], 0, {}, {}).literal("a") is None  # not the character itself

@@ -565,8 +565,9 @@ class _Lexers(dict[Any, _Lexer]):
             spec = self.specs[index]
             keywords: dict[str, tuple[Any, dict[str, str | None]]] = {
                 name: (_keyword_scanner(pattern, flags), {}) for name, (pattern, flags) in spec["keywords"].items()}
-            alts = _Alternatives(spec["terms"], spec["flags"], self.regex_cache, self.first_cache)
             nl, ignore = frozenset(spec["newline"]), frozenset(spec["ignore"])
+            alts = _Alternatives(spec["terms"], spec["flags"], self.regex_cache, self.first_cache,
+                                 special=nl | ignore | frozenset(keywords))
             lx = self.built[index] = ({}, keywords, nl, ignore - nl, ignore, alts)
         self[state] = lx
         return lx
@@ -577,8 +578,9 @@ class _Alternatives:
     character, the compiled alternation of only those that can start with it."""
 
     def __init__(self, terms: list[list[str]], flags: int, cache: dict[tuple[str, ...], Any],
-                 first_cache: dict[tuple[str, int], _CharSet]) -> None:
+                 first_cache: dict[tuple[str, int], _CharSet], special: frozenset[str] = frozenset()) -> None:
         self.flags = flags
+        self.special = special  # newline, ignored and keyword terminals: never taken as plain literals
         self.terms = [(name, rx) for name, rx in terms]
         self.firsts = []
         for _, rx in self.terms:
@@ -607,7 +609,7 @@ class _Alternatives:
         if ch >= "\x80" or self.flags & re.IGNORECASE:
             return None
         names = [name for (name, rx), cs in zip(self.terms, self.firsts, strict=True) if _admits(cs, ch)]
-        if len(names) == 1 and dict(self.terms)[names[0]] == re.escape(ch):
+        if len(names) == 1 and names[0] not in self.special and dict(self.terms)[names[0]] == re.escape(ch):
             return names[0]
         return None
 
