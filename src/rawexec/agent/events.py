@@ -159,7 +159,7 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskEvent:
     """One task event. Build with the constructors below (``TaskEvent.terminated(...)``...).
 
@@ -187,6 +187,9 @@ class TaskEvent:
     task_signal: str = ""
     task_signal_reason: str = ""
     driver_message: str = ""
+    # encoded forms, made on first use (slots: thousands of events are kept)
+    _api_json: str | None = field(default=None, init=False, repr=False, compare=False)
+    _record_json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:
@@ -351,7 +354,7 @@ class TaskEvent:
 
     def api_json(self) -> str:
         """:meth:`to_api` as JSON text, encoded once per event (events never change)."""
-        text: str | None = self.__dict__.get("_api_json")
+        text = self._api_json
         if text is None:
             text = json.dumps(self.to_api(), separators=(",", ":"))
             object.__setattr__(self, "_api_json", text)
@@ -360,7 +363,7 @@ class TaskEvent:
     def record_json(self) -> str:
         """:meth:`to_dict` as JSON text, encoded once per event (every commit of the task's state
         writes all its events)."""
-        text: str | None = self.__dict__.get("_record_json")
+        text = self._record_json
         if text is None:
             text = json.dumps(self.to_dict(), separators=(",", ":"))
             object.__setattr__(self, "_record_json", text)
@@ -369,8 +372,8 @@ class TaskEvent:
     def forget_json(self) -> None:
         """Drop the encoded forms kept by :meth:`api_json` and :meth:`record_json` (made again when
         asked): a finished allocation's events are in its committed stub and in the store."""
-        self.__dict__.pop("_api_json", None)
-        self.__dict__.pop("_record_json", None)
+        object.__setattr__(self, "_api_json", None)
+        object.__setattr__(self, "_record_json", None)
 
     def to_dict(self) -> dict[str, Any]:
         """Compact form for the state store (round-trips through :meth:`from_dict`)."""
