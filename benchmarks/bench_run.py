@@ -160,7 +160,8 @@ def main() -> None:
         line = f"{name}: best {best:.3f}{unit}, median {med:.3f}{unit}"
         if base:
             bbest, bmed = _stats(base, idx)
-            line += f"; baseline best {bbest:.3f}{unit}, median {bmed:.3f}{unit} (median ratio {med / bmed:.2f}x)"
+            ratio = f"{med / bmed:.2f}x" if bmed else "n/a"  # an idle agent's CPU can round to 0
+            line += f"; baseline best {bbest:.3f}{unit}, median {bmed:.3f}{unit} (median ratio {ratio})"
         if target is not None:
             line += f" (target {'<' if idx == 3 else '<='} {target}{unit}: median {med / target:.2f}x of it)"
         print(line)
