@@ -187,6 +187,10 @@ def _name_of(node: Tree) -> str:
     return str(node.children[0])
 
 
+#: ``Pos(a, b, c)`` without the named tuple's Python-level ``__new__`` (one per attribute and block).
+_new_pos = tuple.__new__
+
+
 def build_body(node: Tree, filename: str, errors: list[EvalError], depth: int = 0) -> Body:
     """Turn a ``body`` tree into a :class:`Body`; redefined attributes are reported in ``errors``.
 
@@ -207,7 +211,7 @@ def build_body(node: Tree, filename: str, errors: list[EvalError], depth: int = 
             ch = item.children
             tok: Any = ch[0].children[0]
             name = str(tok)
-            pos = Pos(filename, tok.line or 0, tok.column or 0)
+            pos = _new_pos(Pos, (filename, tok.line or 0, tok.column or 0))
             if name in attrs:
                 prev = attrs[name].pos
                 errors.append(EvalError(f'Attribute redefined: the argument "{name}" was already set at '
@@ -219,7 +223,7 @@ def build_body(node: Tree, filename: str, errors: list[EvalError], depth: int = 
             ch = item.children  # name, labels, new_line_or_comment?, LBRACE, body, RBRACE
             tok = ch[0].children[0]
             btype = str(tok)
-            pos = Pos(filename, tok.line or 0, tok.column or 0)
+            pos = _new_pos(Pos, (filename, tok.line or 0, tok.column or 0))
             labels: list[str] = []
             for lab in ch[1:-3]:
                 if type(lab) is not Tree:
