@@ -334,7 +334,6 @@ class FastParser:
                 tok = new_token(value)
                 tok.type = ty
                 tok.start_pos = start
-                tok.value = value
                 tok.line = start_line
                 tok.column = column
                 tok.end_line = line
@@ -353,7 +352,6 @@ class FastParser:
                         op = new_token(merged)
                         op.type = ty
                         op.start_pos = tok.start_pos
-                        op.value = merged
                         op.line = tok.line
                         op.column = tok.column
                         op.end_line = tok.end_line

@@ -17,9 +17,8 @@ __all__ = ["Token", "Tree", "from_lark", "kids", "node_pos", "node_source"]
 class Token(str):
     """A terminal: its text, its grammar type and where it is (lines and columns from 1, offsets from 0)."""
 
-    __slots__ = ("column", "end_column", "end_line", "end_pos", "line", "start_pos", "type", "value")
+    __slots__ = ("column", "end_column", "end_line", "end_pos", "line", "start_pos", "type")
     type: str
-    value: str
     start_pos: int
     line: int
     column: int
@@ -31,9 +30,14 @@ class Token(str):
     def make(cls, type_: str, value: str, start_pos: int = 0, line: int = 1, column: int = 1,
              end_line: int = 1, end_column: int = 1, end_pos: int = 0) -> Token:
         tok = str.__new__(cls, value)
-        tok.type, tok.value, tok.start_pos, tok.line, tok.column = type_, value, start_pos, line, column
+        tok.type, tok.start_pos, tok.line, tok.column = type_, start_pos, line, column
         tok.end_line, tok.end_column, tok.end_pos = end_line, end_column, end_pos
         return tok
+
+    @property
+    def value(self) -> str:
+        """The text as a plain ``str`` (Lark's field; not stored: it is the token itself)."""
+        return str.__str__(self)
 
     def __repr__(self) -> str:
         return f"Token({self.type!r}, {self.value!r})"
