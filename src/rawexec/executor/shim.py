@@ -17,11 +17,11 @@ import signal
 import time
 from typing import Any, NoReturn
 
-from rawexec.containment import TaskCgroup
+from rawexec.containment import TaskCgroup, descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, start_process
 from rawexec.executor.protocol import FD_SPACE, Channel, ProtocolError, fds_from_ancdata, recv_spec, send_spec
 from rawexec.executor.sinks import open_sink
-from rawexec.executor.supervisor import Supervisor, _Stream
+from rawexec.executor.supervisor import KILL_BOUND_S, Supervisor, _Stream
 
 __all__ = ["idle_shim", "run_shim"]
 
@@ -203,11 +203,36 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
     send_spec(reply.sock, {"ok": True, "shim_pid": me, "pid": pid, "started_at": started_at,
                 "cgroup": cgroup.to_state() if cgroup is not None else None})
     # The task runs; opening the log files is off the start's critical path (the pipes buffer).
-    sup = Supervisor(spec=spec, listener=listener, main_pid=pid, streams=[], cgroup=cgroup, wakeup_r=wake_r,
-                     creds=creds, log=log)
-    sup.streams = [_Stream(r, open_sink(desc, on_error=lambda e: sup.event(f"task output could not be written to "
-                                                                          f"its log: {e}; retrying, nothing lost"),
-                                        fd=fds[desc["fd"]] if "fd" in desc else -1))
-                   for r, desc in pipes]
-    sup.adopt_waiter(reply)  # the start connection stays open as the driver's wait connection
-    sup.run()
+    try:
+        sup = Supervisor(spec=spec, listener=listener, main_pid=pid, streams=[], cgroup=cgroup, wakeup_r=wake_r,
+                         creds=creds, log=log)
+        sup.streams = [_Stream(r, open_sink(desc, on_error=lambda e: sup.event(f"task output could not be written "
+                                                                              f"to its log: {e}; retrying, nothing "
+                                                                              "lost"),
+                                            fd=fds[desc["fd"]] if "fd" in desc else -1))
+                       for r, desc in pipes]
+        sup.adopt_waiter(reply)  # the start connection stays open as the driver's wait connection
+        sup.run()
+    except BaseException as e:
+        # Never leave the task running without its shim: nobody would reap, stop or log it.
+        log(f"shim failed: {e!r}; killing the task, which must not run unsupervised")
+        _kill_everything(pid, cgroup)
+        raise
+
+
+def _kill_everything(pid: int, cgroup: TaskCgroup | None) -> None:
+    """SIGKILL the task, its group and every descendant (we are their subreaper); best effort."""
+    if cgroup is not None:
+        try:
+            cgroup.kill_all(timeout=KILL_BOUND_S)
+        except Exception:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    for p in descendants(os.getpid()):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
