@@ -276,7 +276,7 @@ class Supervisor:
         for c in self.clients.values():
             if c.waiting:
                 self._send_exit(c.channel)
-        if self.stoppers:
+        if self.stoppers and not self.killing:  # (inside _kill_tree, its caller answers when the tree is gone)
             self._kill_tree()
             self._answer_stoppers()
 
@@ -418,6 +418,7 @@ class Supervisor:
             self._op_stop(ch, int(msg["signal"]), float(msg.get("timeout", 0)), bool(msg.get("group")))
         elif op == "kill":
             self._kill_tree()
+            self._answer_stoppers()  # a stop waiting for the same exit
             self._reply(ch, {"ok": True})
         elif op == "exec":
             self._op_exec(client, msg)
@@ -478,7 +479,19 @@ class Supervisor:
         self.stoppers.clear()
 
     def _kill_tree(self) -> None:
-        """SIGKILL the task and every descendant; bounded. Cgroup first, then what the subreaper sees."""
+        """SIGKILL the task and every descendant; bounded. Cgroup first, then what the subreaper sees.
+
+        Not re-entered: reaping the main process here runs ``_main_exited``, which leaves the
+        killing (and answering the stoppers) to this call's caller."""
+        if self.killing:
+            return
+        self.killing = True
+        try:
+            self._kill_all_now()
+        finally:
+            self.killing = False
+
+    def _kill_all_now(self) -> None:
         deadline = time.monotonic() + KILL_BOUND_S
         if self.cgroup is not None:
             try:
@@ -487,6 +500,7 @@ class Supervisor:
                 self.log(f"cgroup kill failed: {e}")
         me = os.getpid()
         while True:
+            self._reap()  # after a cgroup kill the whole tree is dead already: reap it before any walk
             if self.exit is None:
                 try:
                     os.killpg(self.main_pid, signal.SIGKILL)
@@ -496,7 +510,6 @@ class Supervisor:
                 # No child left means no descendant left: an orphan is reparented to us (we are
                 # its subreaper), so every live descendant has a parent chain ending at a child
                 # of ours. The common stop needs no /proc walk.
-                self._reap()
                 try:
                     pid, _ = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:
