@@ -5,6 +5,7 @@ Names, defaults and error texts are Nomad's (facts §1). Validation refuses rath
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -85,19 +86,29 @@ def parse_id_ranges(spec: str | None, what: str) -> tuple[IdRange, ...]:
     return tuple(out)
 
 
-def _glob_to_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$", re.DOTALL)
+@functools.lru_cache(maxsize=64)
+def _deny_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex for a set of deny globs (``*`` matches anything, anywhere); None for no globs.
+    Cached: the same deny lists come with every start."""
+    if not patterns:
+        return None
+    alts = (".*".join(re.escape(part) for part in p.split("*")) for p in patterns)
+    return re.compile("(?:" + "|".join(alts) + ")$", re.DOTALL)
 
 
 def env_denied(key: str, patterns: Iterable[str]) -> bool:
     """True when ``key`` matches one of the deny globs (``*`` matches anything, anywhere)."""
-    return any(_glob_to_regex(p).match(key) for p in patterns)
+    r = _deny_regex(tuple(patterns))
+    return r is not None and r.match(key) is not None
 
 
 def filter_env(env: Mapping[str, str], patterns: Iterable[str]) -> dict[str, str]:
     """The task env minus every key matching a deny glob, sorted by key (Nomad's buildEnvList)."""
-    regs = [_glob_to_regex(p) for p in patterns]
-    return {k: env[k] for k in sorted(env) if not any(r.match(k) for r in regs)}
+    r = _deny_regex(tuple(patterns))
+    if r is None:
+        return {k: env[k] for k in sorted(env)}
+    match = r.match
+    return {k: env[k] for k in sorted(env) if match(k) is None}
 
 
 def _str_list(value: object, field_name: str) -> tuple[str, ...]:
