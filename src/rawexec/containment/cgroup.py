@@ -305,7 +305,11 @@ class TaskCgroup:
                 left = until - time.monotonic()
                 if left <= 0:
                     return
-                p.poll(min(left, 0.01) * 1000)  # capped: a filesystem without notifications still gets re-read
+                # Woken by the kernel's notification (at most 20 ms late: cgroup rate-limits them);
+                # capped so a file system without notifications is still re-read. Not shorter:
+                # with hundreds of tasks stopping at once, polling shims would take the CPU their
+                # killed processes need to exit.
+                p.poll(min(left, 0.1) * 1000)
         finally:
             os.close(fd)
 

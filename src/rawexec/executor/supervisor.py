@@ -525,15 +525,28 @@ class Supervisor:
             self._reap()
             if not pids:
                 try:
-                    os.waitpid(-1, os.WNOHANG)
+                    pid, status = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:
                     return
+                if pid:
+                    self._reaped(pid, status)
                 if self.exit is not None and not descendants(me):
                     return
             if time.monotonic() > deadline:
                 self.log(f"processes survived SIGKILL for {KILL_BOUND_S}s: {pids}")
                 return
-            time.sleep(0.001)
+            self._await_child(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _await_child(self, timeout: float) -> None:
+        """Sleep until a child changes state (SIGCHLD writes the wake-up pipe) or ``timeout``.
+        Not a polling loop: when hundreds of tasks stop at once, their killed processes need the
+        CPU to exit, and every shim polling would take it from them."""
+        if select.select([self.wakeup_r], [], [], timeout)[0]:
+            try:
+                while os.read(self.wakeup_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
 
     # ------------------------------------------------------------------ exec
     def _op_exec(self, client: _Client, msg: dict[str, Any]) -> None:
