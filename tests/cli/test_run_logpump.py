@@ -25,7 +25,7 @@ def _alloc(root: Path, alloc_id: str) -> Any:
 def test_unstarted_task_is_skipped_until_started(tmp_path: Path, inotify: bool) -> None:
     ar = _alloc(tmp_path, "a1")
     out = io.StringIO()
-    pump = _LogPump(out, threading.Lock())  # type: ignore[arg-type]
+    pump = _LogPump(out, threading.Lock())
     if inotify:
         pump.watch = LogDirWatch()
     try:
@@ -46,7 +46,7 @@ def test_unstarted_task_is_skipped_until_started(tmp_path: Path, inotify: bool) 
 def test_final_poll_reads_a_task_never_marked_started(tmp_path: Path) -> None:
     ar = _alloc(tmp_path, "a2")
     out = io.StringIO()
-    pump = _LogPump(out, threading.Lock())  # type: ignore[arg-type]
+    pump = _LogPump(out, threading.Lock())
     pump.add_alloc(ar, "a2")
     (Path(ar.alloc_dir) / "alloc" / "logs" / "web.stderr.0").write_bytes(b"oops\n")
     assert pump.poll(final=True) == 1
