@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import marshal
+import os
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+from rawexec import Driver, DriverConfig, TaskConfig
 from tests.helpers.util import pids_with_tag, wait_until
 
 # Runs run_shim in a child process as the spawner's idle shim would, with a spec whose stdout
@@ -53,3 +56,20 @@ def test_shim_failing_after_the_start_kills_its_task(tmp_path: Path, tag: str) -
     wait_until(lambda: not pids_with_tag(tag), 5, msg="the task outlived its failed shim")
     out = (tmp_path / "executor.out").read_text()
     assert "shim failed" in out and "killing the task" in out
+
+
+def test_shim_supervises_at_the_agents_scheduling_policy(tmp_path: Path) -> None:
+    """The shim sets up after the start as SCHED_IDLE (behind other starts) and returns to the
+    policy it inherited before it supervises; it never stays idle-class."""
+    d = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=tempfile.mkdtemp(dir=tmp_path)))
+    try:
+        cfg = TaskConfig(id="t1", name="t", alloc_id="a1", alloc_dir=str(tmp_path / "a1"),
+                         driver_config={"command": "/bin/sleep", "args": ["30"]})
+        h = d.start_task(cfg)
+        shim = int(h.driver_state["shim_pid"])
+        wait_until(lambda: os.sched_getscheduler(shim) == os.sched_getscheduler(0), 5,
+                   msg="the shim kept SCHED_IDLE after its setup")
+        d.stop_task("t1", 0, "SIGKILL")
+        d.destroy_task("t1")
+    finally:
+        d.close()

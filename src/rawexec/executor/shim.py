@@ -37,6 +37,26 @@ _prctl = ctypes.CDLL(None).prctl
 _csignal: Any = importlib.import_module("_signal")
 
 
+#: (policy, param) a shim comes back to after its post-start setup ran as SCHED_IDLE; None: it
+#: does not lower itself (coming back needs CAP_SYS_NICE). Set in the spawner: :func:`prime_sched`.
+_SCHED_HOME: tuple[int, Any] | None = None
+_CAP_SYS_NICE = 23
+
+
+def prime_sched() -> None:
+    """Called once in the spawner: the scheduling policy the shims inherit and return to."""
+    global _SCHED_HOME
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    if int(line.split()[1], 16) >> _CAP_SYS_NICE & 1:
+                        _SCHED_HOME = (os.sched_getscheduler(0), os.sched_getparam(0))
+                    return
+    except (OSError, ValueError):
+        pass
+
+
 def _noop(_sig: int, _frame: object) -> None:
     """A caught (not ignored) signal: the handler resets to default in the task on exec."""
 
@@ -214,7 +234,16 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
     _answered = True
     send_spec(reply.sock, {"ok": True, "shim_pid": me, "pid": pid, "started_at": started_at,
                 "cgroup": cgroup.to_state() if cgroup is not None else None})
-    # The task runs; opening the log files is off the start's critical path (the pipes buffer).
+    # The task runs. What the shim sets up now (supervisor, log sinks) is off this start's
+    # critical path, and when many tasks start at once it runs as SCHED_IDLE, after the other
+    # starts (the pipes buffer the task's output meanwhile); supervising runs at the agent's
+    # priority again. Only where that priority can be restored (CAP_SYS_NICE).
+    home = _SCHED_HOME
+    if home is not None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            home = None
     try:
         sup = Supervisor(spec=spec, listener=listener, main_pid=pid, streams=[], cgroup=cgroup, wakeup_r=wake_r,
                          creds=creds, log=log)
@@ -224,6 +253,11 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
                                             fd=fds[desc["fd"]] if "fd" in desc else -1))
                        for r, desc in pipes]
         sup.adopt_waiter(reply)  # the start connection stays open as the driver's wait connection
+        if home is not None:
+            try:
+                os.sched_setscheduler(0, *home)
+            except OSError as e:
+                log(f"cannot restore the scheduling policy after setup: {e}")
         sup.run()
     except BaseException as e:
         # Never leave the task running without its shim: nobody would reap, stop or log it.

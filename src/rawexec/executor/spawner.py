@@ -31,7 +31,7 @@ import sys
 import rawexec.executor.supervisor
 from rawexec.executor import launch
 from rawexec.executor.protocol import FD_SPACE, SPAWN_REQUEST, fds_from_ancdata
-from rawexec.executor.shim import idle_shim
+from rawexec.executor.shim import idle_shim, prime_sched
 
 import rawexec.logs  # noqa: F401  isort: skip
 
@@ -53,6 +53,7 @@ def _prepare() -> None:
         launch.prime()
     except OSError:
         pass
+    prime_sched()
 
 
 def _recv_fd(sock: _socket.socket) -> int | None:
