@@ -8,7 +8,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from rawexec import Driver, DriverConfig, TaskConfig
@@ -58,10 +57,10 @@ def test_shim_failing_after_the_start_kills_its_task(tmp_path: Path, tag: str) -
     assert "shim failed" in out and "killing the task" in out
 
 
-def test_shim_supervises_at_the_agents_scheduling_policy(tmp_path: Path) -> None:
+def test_shim_supervises_at_the_agents_scheduling_policy(tmp_path: Path, state_dir: str) -> None:
     """The shim sets up after the start as SCHED_IDLE (behind other starts) and returns to the
     policy it inherited before it supervises; it never stays idle-class."""
-    d = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=tempfile.mkdtemp(dir=tmp_path)))
+    d = Driver(DriverConfig(enabled=True, no_cgroups=True, state_dir=state_dir))
     try:
         cfg = TaskConfig(id="t1", name="t", alloc_id="a1", alloc_dir=str(tmp_path / "a1"),
                          driver_config={"command": "/bin/sleep", "args": ["30"]})
