@@ -190,7 +190,7 @@ def test_interrupt_shuts_down_cleanly(agent: AgentProc) -> None:
     assert agent.proc is not None
     agent.proc.send_signal(signal.SIGINT)
     out = agent.terminate()
-    assert agent.proc.returncode == 0 and "Caught signal: interrupt" in out
+    assert agent.proc.returncode == 0 and "Caught signal: interrupt" in out, out  # the log, if it hung
 
 
 def test_a_thousand_simultaneous_requests(agent: AgentProc) -> None:
