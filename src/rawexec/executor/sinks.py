@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -20,25 +19,18 @@ class Sink(Protocol):
 
 
 def open_sink(desc: Mapping[str, Any], on_error: Callable[[OSError], None], fd: int = -1) -> Sink:
-    """``desc``: {"mode": "file", "dir", "base", "max_files", "max_file_size"[, "index", "oldest"]}
-    | {"mode": "fifo", "path"} | {"mode": "null"}. For "file", ``fd`` >= 0 with "index" and "oldest"
-    is the current log file the driver already opened (:func:`rawexec.logs.rotator.open_current`)."""
+    """``desc``: {"mode": "file", "dir", "base", "max_files", "max_file_size", "index", "oldest"}
+    | {"mode": "fifo", "path"} | {"mode": "null"}. For "file", ``fd`` is the current log file the
+    driver already opened (:func:`rawexec.logs.rotator.open_current`); the rotator takes it over."""
     mode = desc.get("mode")
     if mode == "null":
         return DiscardSink()
     if mode == "fifo":
         return FifoWriter(str(desc["path"]), on_error=on_error)
     if mode == "file":
-        if fd >= 0:
-            return FileRotator(str(desc["dir"]), str(desc["base"]), int(desc["max_files"]),
-                               int(desc["max_file_size"]), on_error=on_error,
-                               opened=(fd, int(desc["index"]), int(desc["oldest"])))
-        try:
-            os.mkdir(str(desc["dir"]))  # normally there already (the task dir hook made it)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(str(desc["dir"]), exist_ok=True)
+        if fd < 0:
+            raise ValueError("a file log sink needs the log file the driver opened")
         return FileRotator(str(desc["dir"]), str(desc["base"]), int(desc["max_files"]),
-                           int(desc["max_file_size"]), on_error=on_error)
+                           int(desc["max_file_size"]), on_error=on_error,
+                           opened=(fd, int(desc["index"]), int(desc["oldest"])))
     raise ValueError(f"unknown log sink mode {mode!r}")
