@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from rawexec.agent import events as ev
 from rawexec.agent.events import TaskEvent, TaskState
-from rawexec.agent.flag import DoneFlag
+from rawexec.agent.flag import DoneFlag, SlimCondition
 from rawexec.agent.restarts import RestartTracker
 from rawexec.driver import TaskConfig, TaskHandle
 from rawexec.driver.prepare import build_task_dirs
@@ -109,7 +109,7 @@ class TaskRunner:
         self.restart_at = 0.0  # wall time of a pending restart
         self.progress: ArtifactProgress | None = None
         self.started_once = False
-        self._cond = threading.Condition()
+        self._cond = SlimCondition()
         self._launched = False
         self._done_evt = DoneFlag()
         self._kill_reason: TaskEvent | None = None
