@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
+import select
 import signal
+import struct
 import subprocess
+import termios
+import time
 
 from tests.cli.conftest import RAWEXEC, AgentProc, free_port, job_json
 from tests.helpers.util import wait_until
@@ -100,6 +106,54 @@ def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
     assert r.code == 0 and "purged" in r.out
     r = agent.cli("job", "status", "ctl")
     assert r.code == 1 and r.err.strip() == 'Error querying jobs: No job(s) with prefix or ID "ctl" found'
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{needle!r} not in {buf!r}"
+        if select.select([fd], [], [], left)[0]:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:  # EIO: the other side is gone
+                break
+    return buf
+
+
+def test_exec_tty_follows_window_resizes(agent: AgentProc) -> None:
+    """``alloc exec -t`` in a terminal: the task's tty gets the terminal's size, and a resize of
+    the terminal (SIGWINCH to the client) resizes the task's tty too."""
+    alloc_id = _register(agent, job_json("winch", "exec sleep 120"))
+    master, slave = pty.openpty()
+    _set_winsize(slave, 33, 91)  # not the default 24x80: seen, it was the client that sent it
+    script = 'trap \'echo "size $(stty size)"\' WINCH; echo "size $(stty size)"; while :; do sleep 0.05; done'
+    # COLUMNS/LINES (set by some shells and test runners) must not override the terminal's size
+    env = {**os.environ, "RAWEXEC_ADDR": agent.address, "COLUMNS": "80", "LINES": "24"}
+    # setsid -c: a session of its own with the pty as its controlling terminal (so the kernel
+    # sends it SIGWINCH on a resize)
+    p = subprocess.Popen(["setsid", "-c", RAWEXEC, "alloc", "exec", "-t=true", alloc_id, "/bin/sh", "-c", script],
+                         stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    try:
+        # the initial size: in the task's first line, or from its trap once the size arrived
+        assert b"size 33 91" in _read_until(master, b"size 33 91", 30)
+        _set_winsize(master, 40, 132)  # the kernel sends SIGWINCH to the client
+        assert b"size 40 132" in _read_until(master, b"size 40 132", 15)
+        _set_winsize(master, 30, 100)
+        assert b"size 30 100" in _read_until(master, b"size 30 100", 15)
+        os.write(master, b"\x03")  # ^C: the task's shell gets SIGINT through its tty and ends
+        assert p.wait(15) != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
 
 
 def test_errors_are_one_line_and_nonzero(agent: AgentProc, data_dir: str) -> None:

@@ -13,13 +13,13 @@ import os
 import shutil
 import signal
 import sys
-import threading
 from types import FrameType
 
 import click
 
 from rawexec.agent.memory import limit_malloc_arenas
 from rawexec.cli.client import dev_data_dir
+from rawexec.cli.logwatch import Waker
 from rawexec.errors import RawExecError, ValidationError
 
 __all__ = ["agent_cmd"]
@@ -94,15 +94,19 @@ def _run(config: object, *, dev: bool, scratch: bool) -> int:
     except OSError as e:
         click.echo(f"==> Error starting agent: cannot use data_dir {data_dir}: {e.strerror or e}", err=True)
         return 1
-    stop = threading.Event()
+    # The handler only appends and writes a byte: no lock. (It used to set a threading.Event,
+    # which deadlocks when the signal lands while the main thread holds that Event's lock inside
+    # its own wait(): the agent then ignored every later SIGINT/SIGTERM and had to be killed.)
+    waker = Waker()
     caught: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         caught.append(signum)
-        stop.set()
+        waker.wake()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    waker.wake_on_signals()  # also when the kernel hands the signal to another of our threads
     agent = Agent(config, dev=dev)
     try:
         agent.start()
@@ -126,8 +130,8 @@ def _run(config: object, *, dev: bool, scratch: bool) -> int:
         click.echo(f"{k:>15}: {v}")
     click.echo("\n==> rawexec agent started! Log data will stream in below:\n", nl=True)
     sys.stdout.flush()
-    while not stop.wait(3600):
-        pass
+    while not caught:
+        waker.wait(5.0)  # woken at once; the timeout only bounds a handler that has yet to run
     name = "interrupt" if caught and caught[0] == signal.SIGINT else "terminated"
     click.echo(f"==> Caught signal: {name}")
     click.echo("==> Gracefully shutting down agent...")

@@ -6,7 +6,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import termios
@@ -20,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from rawexec.cli.client import ClientCtx
+from rawexec.cli.logwatch import Waker
 from rawexec.errors import RawExecError, UnavailableError
 
 __all__ = ["run_exec"]
@@ -78,9 +78,21 @@ def _pump_stdin(ws: ClientConnection) -> None:
             return
 
 
+def _ignore_signal(_s: int, _f: FrameType | None) -> None:
+    """A Python handler that does nothing: it makes the C handler write to the wake-up fd."""
+
+
 def _size() -> dict[str, int]:
-    cols, rows = shutil.get_terminal_size((80, 24))
-    return {"height": rows, "width": cols}
+    """The terminal's size now. Asked of the terminal itself, never of ``$COLUMNS``/``$LINES``
+    (``shutil.get_terminal_size`` prefers those: stale after a resize)."""
+    for fd in (0, 1, 2):
+        try:
+            cols, rows = os.get_terminal_size(fd)
+        except OSError:
+            continue
+        if cols > 0 and rows > 0:
+            return {"height": rows, "width": cols}
+    return {"height": 24, "width": 80}
 
 
 def run_exec(ctx: ClientCtx, alloc_id: str, task: str, command: list[str], *, tty: bool, stdin: bool) -> int:
@@ -88,14 +100,23 @@ def run_exec(ctx: ClientCtx, alloc_id: str, task: str, command: list[str], *, tt
     ws = _open(ctx, alloc_id, task, command, tty)
     code = -1
     old_winch: Any = None
+    old_wakeup = -1
     try:
         if tty:
-            _send(ws, {"tty_size": _size()})
+            # A thread sends the new size, woken by the C signal handler through the wake-up
+            # fd. Not the Python handler: it runs in the main thread only once that thread runs
+            # Python code again (it sits in recv() until the task prints), and sending from it
+            # would take the connection's lock, maybe while the main thread holds it.
+            waker = Waker()
 
-            def on_winch(_s: int, _f: FrameType | None) -> None:
-                _send(ws, {"tty_size": _size()})
+            def resize() -> None:
+                while waker.wait(None) and _send(ws, {"tty_size": _size()}):
+                    pass
 
-            old_winch = signal.signal(signal.SIGWINCH, on_winch)
+            threading.Thread(target=resize, daemon=True, name="exec-resize").start()
+            old_winch = signal.signal(signal.SIGWINCH, _ignore_signal)
+            old_wakeup = waker.wake_on_signals()
+            _send(ws, {"tty_size": _size()})  # after the handler: no resize from now on is missed
         if stdin:
             threading.Thread(target=_pump_stdin, args=(ws,), daemon=True, name="exec-stdin").start()
         else:
@@ -120,6 +141,7 @@ def run_exec(ctx: ClientCtx, alloc_id: str, task: str, command: list[str], *, tt
                     code = int((msg.get("result") or {}).get("exit_code", 0))
     finally:
         if old_winch is not None:
+            signal.set_wakeup_fd(old_wakeup)
             signal.signal(signal.SIGWINCH, old_winch)
         with contextlib.suppress(Exception):
             ws.close()

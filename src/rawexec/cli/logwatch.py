@@ -11,6 +11,7 @@ import ctypes
 import errno
 import os
 import select
+import signal
 import struct
 
 __all__ = ["LogDirWatch", "Waker"]
@@ -94,6 +95,13 @@ class Waker:
             os.write(self._w, b"\0")
         except OSError:  # full pipe: a wake-up is pending anyway
             pass
+
+    def wake_on_signals(self) -> int:
+        """Also wake for every signal that has a Python handler, from the C handler in whichever
+        thread the kernel delivers it to (``signal.set_wakeup_fd``): a Python handler runs only
+        in the main thread, once it runs Python code again. Main thread only; returns the old
+        wake-up fd, for ``signal.set_wakeup_fd`` to restore."""
+        return signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
 
     def wait(self, timeout: float | None, *fds: int) -> bool:
         """Sleep until woken, one of ``fds`` is readable, or ``timeout``. True when woken."""

@@ -369,6 +369,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
 
     old_int = signal.signal(signal.SIGINT, on_sigint)
     old_term = signal.signal(signal.SIGTERM, on_sigint)
+    old_wakeup = waker.wake_on_signals()  # also when the kernel hands the signal to another thread
     stopping = False
     forced = False
     try:
@@ -502,6 +503,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+        signal.set_wakeup_fd(old_wakeup)
         waker.close()
 
 
