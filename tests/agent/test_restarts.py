@@ -203,3 +203,16 @@ def test_state_survives_an_agent_restart() -> None:
         t3.restore({"count": "many", "window_start": 1})
     with pytest.raises(ValidationError, match="count -1 is negative"):
         t3.restore({"count": -1, "window_start": 1})
+
+
+def test_coerce_shares_one_copy_per_model_policy() -> None:
+    """Every task runner of a job's allocations coerces the same model object: one shared copy."""
+    from rawexec.jobspec.model import RestartPolicy as ModelPolicy
+
+    a = ModelPolicy(attempts=4, interval=60.0, delay=1.0, mode="delay")
+    b = ModelPolicy(attempts=5, interval=60.0, delay=1.0, mode="fail")
+    pa = RestartPolicy.coerce(a)
+    assert RestartPolicy.coerce(a) is pa and (pa.attempts, pa.mode) == (4, "delay")
+    pb = RestartPolicy.coerce(b)
+    assert pb is not pa and (pb.attempts, pb.mode) == (5, "fail")
+    assert RestartPolicy.coerce(a) == pa  # another object: a fresh, equal copy

@@ -59,6 +59,10 @@ JITTER = 0.25
 _MIN, _HOUR = 60.0, 3600.0
 
 
+_last_coerced: tuple[Any, RestartPolicy] | None = None
+"""The latest (model policy, :meth:`RestartPolicy.coerce` of it): one shared copy, not one per task runner."""
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     """A task group's ``restart {}`` block; durations in seconds."""
@@ -81,13 +85,19 @@ class RestartPolicy:
     @classmethod
     def coerce(cls, policy: Any) -> RestartPolicy:
         """This class from any object with the same fields (e.g. the job model's ``RestartPolicy``)."""
+        global _last_coerced
         if isinstance(policy, RestartPolicy):
             return policy
+        last = _last_coerced  # every task runner of a job's allocations asks for the same policy object
+        if last is not None and last[0] is policy and type(last[1]) is cls:
+            return last[1]
         try:
-            return cls(attempts=policy.attempts, interval=float(policy.interval), delay=float(policy.delay),
-                       mode=str(policy.mode), render_templates=bool(getattr(policy, "render_templates", False)))
+            out = cls(attempts=policy.attempts, interval=float(policy.interval), delay=float(policy.delay),
+                      mode=str(policy.mode), render_templates=bool(getattr(policy, "render_templates", False)))
         except AttributeError as e:
             raise ValidationError(f"restart policy is missing a field: {e}") from None
+        _last_coerced = (policy, out)
+        return out
 
     def merged(self, overrides: Mapping[str, Any]) -> RestartPolicy:
         """This policy with the fields set in ``overrides`` (a partially-specified block) replaced."""
