@@ -220,3 +220,23 @@ def test_survives_the_agent_dying_with_its_pipes(tmp_path: Path, sock_dir: Path)
         p.controller.Shutdown(plugin_pb2.Empty(), timeout=5)
         assert p.proc.wait(timeout=5) == 0
         p.channel.close()
+
+
+def test_handlers_send_bytes_responses_as_they_are() -> None:
+    """A handler may answer with bytes it serialized itself (TaskStats does, on the pool thread):
+    they go out unchanged; messages still go through the method's serializer."""
+    from rawexec.plugin.gen import driver_pb2
+    from rawexec.plugin.server import _with_request_check
+
+    async def behavior(request: object, context: object) -> None:
+        return None
+
+    made = _with_request_check(grpc.unary_stream_rpc_method_handler(
+        behavior, request_deserializer=driver_pb2.TaskStatsRequest.FromString,
+        response_serializer=driver_pb2.TaskStatsResponse.SerializeToString))
+    msg = driver_pb2.TaskStatsResponse()
+    msg.stats.id = "a/t/1"
+    assert made.response_serializer(msg) == msg.SerializeToString()
+    assert made.response_serializer(b"\x0a\x00") == b"\x0a\x00"
+    raw = _with_request_check(grpc.unary_unary_rpc_method_handler(behavior))
+    assert raw.response_serializer is None  # bytes-only services (the controller) stay as they are

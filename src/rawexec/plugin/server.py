@@ -169,16 +169,28 @@ def _guarded(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     return handle
 
 
+def _bytes_or(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """``serializer``, except that a response already serialized (``bytes``) goes out as it is:
+    TaskStats samples are encoded on the pool thread (:func:`rawexec.plugin.convert.task_stats_to_wire`)."""
+    if serializer is None:
+        return None
+
+    def serialize(message: Any) -> bytes:
+        return message if message.__class__ is bytes else serializer(message)
+    return serialize
+
+
 def _with_request_check(handler: Any) -> Any:
     """``handler`` answering a request that does not parse with INTERNAL "Exception deserializing
-    request!" (grpc's sync server did so; aio would say UNKNOWN). Streamed requests are read by
-    the method itself and are left as they are."""
+    request!" (grpc's sync server did so; aio would say UNKNOWN), and sending ``bytes`` responses
+    as they are (:func:`_bytes_or`). Streamed requests are read by the method itself and are left
+    as they are."""
     if handler.request_streaming:
         return handler
     make = grpc.unary_stream_rpc_method_handler if handler.response_streaming else grpc.unary_unary_rpc_method_handler
     behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
     return make(_guarded(behavior), request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer)
+                response_serializer=_bytes_or(handler.response_serializer))
 
 
 class _Collector:
