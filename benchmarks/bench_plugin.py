@@ -18,7 +18,7 @@ Measures, in one run:
   message writes); the other threads are the blocking pool (``Driver.task_stats`` for every
   streamed task once per tick, message build) and grpc's own threads. Next to it, the same
   ``Driver.task_stats`` calls in this process (the collection the plugin cannot avoid) and the
-  encoding of their messages.
+  building of their messages.
 
     .venv/bin/python benchmarks/bench_plugin.py [--launches 10] [--starts 50] [--tasks 200] [--window 10]
 """
@@ -304,8 +304,8 @@ def bench_idle_cpu(sock_dir: str, alloc_root: str, tasks: int, window: float) ->
         return
     print(f"  Driver.task_stats x {tasks}/s, in this process          {local:6.2f} % of a core   "
           "(the collection alone, no gRPC)")
-    print(f"  their {tasks} TaskStatsResponse encodings/s, in this process {build:6.2f} % of a core   "
-          "(convert.task_stats_to_wire; the rest above is gRPC)")
+    print(f"  their {tasks} TaskStatsResponse builds/s, in this process {build:6.2f} % of a core   "
+          "(convert.task_stats_to_proto + serialization; the rest above is gRPC)")
 
 
 def _thread_ticks(pid: int) -> tuple[int, int]:
@@ -333,9 +333,6 @@ def _local_stats_share(alloc_root: str, tasks: int, window: float) -> tuple[floa
     building their TaskStatsResponse messages (in % of a core)."""
     from rawexec.driver import Driver, DriverConfig, TaskConfig
 
-    # What the plugin does per sample: the wire bytes (older trees built the message instead).
-    encode = getattr(convert, "task_stats_to_wire", None) or (
-        lambda tid, usage, now_ns: convert.task_stats_to_proto(tid, usage, now_ns).SerializeToString())
     with Driver(DriverConfig(enabled=True)) as drv:
         tids = []
         try:
@@ -359,7 +356,7 @@ def _local_stats_share(alloc_root: str, tasks: int, window: float) -> tuple[floa
                 c1 = time.thread_time()
                 now_ns = time.time_ns()
                 for tid, usage in zip(tids, samples, strict=True):
-                    encode(tid, usage, now_ns)
+                    convert.task_stats_to_proto(tid, usage, now_ns).SerializeToString()
                 built += time.thread_time() - c1
                 used += c1 - c0
                 time.sleep(1.0)

@@ -278,40 +278,6 @@ def test_task_stats_message_field_for_field(agg: ResourceUsage, pids: dict[str, 
         assert pb.HasField("cpu") and pb.HasField("memory")
 
 
-@settings(max_examples=300, deadline=None)
-@given(agg=_usages, pids=st.dictionaries(st.integers(1, 2**22).map(str), _usages, max_size=3),
-       ts=st.integers(min_value=-(2**62), max_value=2**62), now=st.integers(min_value=1, max_value=2**62),
-       task_id=st.text(max_size=200))
-def test_task_stats_wire_is_the_serialized_message(agg: ResourceUsage, pids: dict[str, ResourceUsage], ts: int,
-                                                   now: int, task_id: str) -> None:
-    """What the plugin streams (written directly as bytes) parses to the message the in-place build
-    makes, and is its serialization byte for byte (map entries aside, whose order upb does not fix)."""
-    usage = TaskResourceUsage(resource_usage=agg, timestamp=ts, pids=pids)
-    want = convert.task_stats_to_proto(task_id, usage, now)
-    wire = convert.task_stats_to_wire(task_id, usage, now)
-    assert driver_pb2.TaskStatsResponse.FromString(wire) == want
-    if len(pids) <= 1:
-        assert wire == want.SerializeToString()
-
-
-def test_task_stats_wire_edges() -> None:
-    """No sample: zeros with the timestamp and the aggregate present; -0.0 kept, NaN and negatives
-    dropped, counters beyond uint64 clamped (as no real counter gets there)."""
-    empty = driver_pb2.TaskStatsResponse.FromString(convert.task_stats_to_wire("t", None, 5_000_000_001))
-    assert empty == convert.task_stats_to_proto("t", None, 5_000_000_001)
-    assert empty.stats.HasField("timestamp") and empty.stats.HasField("agg_resource_usage")
-    assert empty.stats.agg_resource_usage.HasField("cpu") and empty.stats.agg_resource_usage.HasField("memory")
-    odd = TaskResourceUsage(resource_usage=ResourceUsage(
-        MemoryStats(rss=-1, cache=2**70, usage=127, swap=128),
-        CpuStats(system_mode=-0.0, user_mode=math.nan, total_ticks=math.inf, percent=1e-300)), timestamp=0)
-    got = driver_pb2.TaskStatsResponse.FromString(convert.task_stats_to_wire("", odd, 1)).stats
-    assert got.timestamp.ToNanoseconds() == 1 and got.id == ""
-    mem, cpu = got.agg_resource_usage.memory, got.agg_resource_usage.cpu
-    assert (mem.rss, mem.cache, mem.usage, mem.swap) == (0, 2**64 - 1, 127, 128)
-    assert math.copysign(1.0, cpu.system_mode) < 0 and cpu.user_mode == 0.0 and cpu.total_ticks == 0.0
-    assert cpu.percent == 1e-300
-
-
 def test_durations() -> None:
     assert convert.duration_seconds(None, 5.0) == 5.0
     assert convert.duration_seconds(convert.duration_from_seconds(2.25), 0) == 2.25

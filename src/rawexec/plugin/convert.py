@@ -7,7 +7,6 @@ or table test. Field facts: plugin-protocol-facts §2.2, §3.4-3.6.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,6 @@ __all__ = [
     "task_config_from_proto",
     "task_event_to_proto",
     "task_stats_to_proto",
-    "task_stats_to_wire",
     "task_status_to_proto",
     "timestamp_from_datetime",
     "timestamp_from_nanos",
@@ -277,109 +275,6 @@ def task_stats_to_proto(task_id: str, usage: TaskResourceUsage | None, now_ns: i
     for pid, pid_usage in usage.pids.items():
         _fill_usage(stats.resource_usage_by_pid[str(pid)], pid_usage)
     return resp
-
-
-# --- TaskStatsResponse straight to wire bytes -------------------------------------------------------
-# Each streamed task's sample is encoded once a second; building the upb message field by field
-# and serializing it costs about a third more than writing the same bytes here, and the bytes go
-# to grpc as they are (no serialization on the event loop). Same bytes as
-# ``task_stats_to_proto(...).SerializeToString()`` (field order, zero fields left out, packed
-# enums), which the tests check value for value.
-
-_pack_double = struct.Struct("<d").pack
-_ONE_BYTE = [bytes((i,)) for i in range(128)]
-_U64 = (1 << 64) - 1
-_PACKED: dict[tuple[bytes, tuple[str, ...]], bytes] = {}
-
-
-def _varint(n: int) -> bytes:
-    """An unsigned varint; ``n`` is 0 .. 2**64-1 (larger values are clamped, as no counter gets there)."""
-    if n < 128:
-        return _ONE_BYTE[n]
-    n = min(n, _U64)
-    out = bytearray()
-    while n > 127:
-        out.append((n & 127) | 128)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _packed_enums(tag: bytes, table: Mapping[str, int], names: tuple[str, ...]) -> bytes:
-    """The packed ``measured_fields`` (one byte per value: the enums are < 128), memoised."""
-    key = (tag, names)
-    got = _PACKED.get(key)
-    if got is None:
-        values = bytes(table[m] for m in names if m in table)
-        got = tag + _varint(len(values)) + values if values else b""
-        if len(_PACKED) < 256:
-            _PACKED[key] = got
-    return got
-
-
-def _double(tag: bytes, x: float) -> bytes:
-    """A double field: left out when 0.0 (as proto3 does; -0.0 is kept, as upb does) or not finite."""
-    if x:
-        return tag + _pack_double(x) if math.isfinite(x) else b""
-    return tag + _pack_double(x) if math.copysign(1.0, x) < 0.0 else b""
-
-
-def _usage_wire(usage: ResourceUsage) -> bytes:
-    """The body of a TaskResourceUsage: ``cpu`` (1) and ``memory`` (2), both always present."""
-    c: CpuStats = usage.cpu_stats
-    b = _double(b"\x09", c.system_mode) + _double(b"\x11", c.user_mode) + _double(b"\x19", c.total_ticks)
-    x = c.throttled_periods
-    if x > 0:
-        b += b"\x20" + _varint(x)
-    x = c.throttled_time
-    if x > 0:
-        b += b"\x28" + _varint(x)
-    b += _double(b"\x31", c.percent) + _packed_enums(b"\x3a", _CPU_FIELDS, c.measured)
-    out = b"\x0a" + _varint(len(b)) + b
-    m: MemoryStats = usage.memory_stats
-    b = b""
-    x = m.rss
-    if x > 0:
-        b += b"\x08" + _varint(x)
-    x = m.cache
-    if x > 0:
-        b += b"\x10" + _varint(x)
-    x = m.max_usage
-    if x > 0:
-        b += b"\x18" + _varint(x)
-    x = m.kernel_usage
-    if x > 0:
-        b += b"\x20" + _varint(x)
-    x = m.kernel_max_usage
-    if x > 0:
-        b += b"\x28" + _varint(x)
-    b += _packed_enums(b"\x32", _MEM_FIELDS, m.measured)
-    x = m.usage
-    if x > 0:
-        b += b"\x38" + _varint(x)
-    x = m.swap
-    if x > 0:
-        b += b"\x40" + _varint(x)
-    return out + b"\x12" + _varint(len(b)) + b
-
-
-def task_stats_to_wire(task_id: str, usage: TaskResourceUsage | None, now_ns: int) -> bytes:
-    """The serialized TaskStatsResponse of :func:`task_stats_to_proto`, written directly."""
-    if usage is None:
-        usage = TaskResourceUsage(resource_usage=ResourceUsage(), timestamp=now_ns)
-    seconds, nanos = divmod(int(usage.timestamp or now_ns), 1_000_000_000)
-    ts = (b"\x08" + _varint(seconds & _U64) if seconds else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
-    tid = task_id.encode()
-    body = b"\x0a" + _varint(len(tid)) + tid if tid else b""
-    body += b"\x12" + _varint(len(ts)) + ts
-    agg = _usage_wire(usage.resource_usage)
-    body += b"\x1a" + _varint(len(agg)) + agg
-    for pid, pid_usage in usage.pids.items():
-        key = str(pid).encode()
-        value = _usage_wire(pid_usage)
-        entry = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
-        body += b"\x22" + _varint(len(entry)) + entry
-    return b"\x0a" + _varint(len(body)) + body
 
 
 def task_event_to_proto(ev: TaskEvent) -> Any:

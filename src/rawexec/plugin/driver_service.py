@@ -73,11 +73,11 @@ _ENDED = object()  # the task exited: its streams end cleanly
 
 
 def _sample(drv: Any, task_id: str, now_ns: int) -> Any:
-    """One TaskStatsResponse for ``task_id``, already serialized (``bytes``: encoded here, on the
-    pool thread, and written as they are); ``_ENDED`` when the task exited; a TaskNotFoundError
-    instance when the task is unknown. A sample that cannot be read is sent as zeros (timestamp
-    and aggregate always set: the client dereferences both), so a stream never ends just because
-    /proc was racy."""
+    """One TaskStatsResponse for ``task_id``, already serialized (``bytes``: serialized here, on
+    the pool thread, not on the event loop, and written as they are); ``_ENDED`` when the task
+    exited; a TaskNotFoundError instance when the task is unknown. A sample that cannot be read
+    is sent as zeros (timestamp and aggregate always set: the client dereferences both), so a
+    stream never ends just because /proc was racy."""
     usage = None
     try:
         usage = drv.task_stats(task_id)
@@ -87,7 +87,7 @@ def _sample(drv: Any, task_id: str, now_ns: int) -> Any:
         return _ENDED
     except Exception as exc:
         log.debug("stats sample failed", extra={"kv": {"task_id": task_id, "error": str(exc)}})
-    return convert.task_stats_to_wire(task_id, usage, now_ns)
+    return convert.task_stats_to_proto(task_id, usage, now_ns).SerializeToString()
 
 
 def _log_started(task_id: str, task_name: str) -> None:

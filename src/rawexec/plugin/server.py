@@ -171,7 +171,7 @@ def _guarded(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 def _bytes_or(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
     """``serializer``, except that a response already serialized (``bytes``) goes out as it is:
-    TaskStats samples are encoded on the pool thread (:func:`rawexec.plugin.convert.task_stats_to_wire`)."""
+    TaskStats samples are serialized on the pool thread, off the event loop."""
     if serializer is None:
         return None
 
