@@ -230,3 +230,46 @@ def test_detach_leaves_tasks_for_the_next_agent(make_agent: Any, tag: str, state
     agent.stop_job("bg")
     assert agent.allocation_runner(a["ID"]).wait(30)
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "stopped")
+
+
+def _spawners(tag: str, parent: int) -> list[int]:
+    """The spawner processes ``parent`` started (its shims are forks of one: same command line)."""
+    out = []
+    for pid in pids_with_tag(tag):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if b"rawexec.executor.spawner" in cmdline and ppid == parent:
+            out.append(pid)
+    return out
+
+
+def test_one_spawner_booted_first_and_taken_over(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """``rawexec run`` boots the driver's spawner before it imports the agent; the agent's driver
+    takes that one over (no second spawner), and it goes away with the run."""
+    jf = tmp_path / "sleep.nomad.hcl"
+    jf.write_text('job "s" {\n  group "g" {\n    count = 2\n    task "t" {\n      driver = "raw_exec"\n'
+                  '      kill_timeout = "1s"\n      config {\n        command = "/bin/sleep"\n'
+                  '        args = ["60"]\n      }\n    }\n  }\n}\n')
+    p = subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                         env=_env(tag, state_dir))
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if "All 2 main task(s) started" in line:
+                break
+        else:
+            pytest.fail("rawexec run never started its tasks")
+        assert len(_spawners(tag, p.pid)) == 1
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=60)
+        assert p.returncode == 130
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    wait_until(lambda: pids_with_tag(tag) == [], 10, msg="processes left after the run")

@@ -278,6 +278,11 @@ def run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir:
 def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir: str | None,
          detach: bool) -> int:
     limit_malloc_arenas()
+    # the driver's spawner boots (its own interpreter and imports) while the agent's modules
+    # import here; the agent's driver takes it over
+    from rawexec.executor.spawnboot import prestart
+
+    prestart()
     _mark("command entered")
     variables = _vars(var)
     tmp = None

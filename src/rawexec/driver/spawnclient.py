@@ -5,49 +5,19 @@ from __future__ import annotations
 import array
 import logging
 import os
-import resource
 import socket
 import subprocess
-import sys
 import threading
 from typing import Any
 
 from rawexec.errors import UnavailableError
 from rawexec.executor import procfs
 from rawexec.executor.protocol import SPAWN_REQUEST, Channel, ProtocolError, recv_spec, send_spec
+from rawexec.executor.spawnboot import launch, raise_nofile_limit, take_prestarted
 
-__all__ = ["SpawnerClient"]
+__all__ = ["SpawnerClient", "raise_nofile_limit"]
 
 log = logging.getLogger("rawexec.driver")
-
-
-# The soft RLIMIT_NOFILE this process started with, before raise_nofile_limit (None: not raised).
-_ORIGINAL_NOFILE: int | None = None
-
-
-def raise_nofile_limit() -> None:
-    """Raise this process's soft open-file limit to the hard limit, as every Go program (Nomad's
-    agent and plugins) does at start: with hundreds of tasks the driver holds a wait connection
-    and a few stats files per task, past the usual soft limit of 1024. The spawner puts the
-    original limit back for itself, so shims and tasks get what the host normally gives."""
-    global _ORIGINAL_NOFILE
-    if _ORIGINAL_NOFILE is not None:
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard
-    if hard == resource.RLIM_INFINITY:
-        try:
-            with open("/proc/sys/fs/nr_open") as f:
-                target = int(f.read())
-        except (OSError, ValueError):
-            return
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (OSError, ValueError):
-        return
-    _ORIGINAL_NOFILE = soft
 
 
 class SpawnerClient:
@@ -64,18 +34,8 @@ class SpawnerClient:
             return self._ctl
         if self._ctl is not None:
             self._ctl.close()
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        if _ORIGINAL_NOFILE is not None:
-            env["RAWEXEC_NOFILE_SOFT"] = str(_ORIGINAL_NOFILE)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "rawexec.executor.spawner", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
-            start_new_session=True)
-        theirs.close()
-        self._ctl = mine
+        booted = take_prestarted()
+        self._proc, self._ctl = booted if booted is not None else launch()
         return self._ctl
 
     def start(self) -> None:
