@@ -85,12 +85,16 @@ def test_exit_while_no_driver_is_reported(driver: Driver, make_task: TaskFactory
 def test_shim_killed_reports_lost(driver: Driver, make_task: TaskFactory, tag: str) -> None:
     cfg = make_task(tt("sleep", "100"))
     h = driver.start_task(cfg)
+    state_dir = driver.config.state_dir
+    # the shim makes its exit record's temp file after the start (off the stop path)
+    wait_until(lambda: any(".tmp." in f for f in os.listdir(state_dir)), 5)
     os.kill(int(h.driver_state["shim_pid"]), signal.SIGKILL)
     res = driver.wait_task(cfg.id, 10)
     assert res.exit_code == -1 and not res.successful and not res.oom_killed
     assert res.err and "shim" in res.err
     driver.destroy_task(cfg.id, force=True)  # the orphaned task is killed by verified identity
     wait_until(lambda: not pids_with_tag(tag), 5)
+    assert [f for f in os.listdir(state_dir) if not f.startswith(".")] == []  # nothing the shim left
 
 
 def test_recover_with_reused_shim_pid(driver: Driver, make_task: TaskFactory) -> None:

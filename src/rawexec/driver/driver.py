@@ -39,7 +39,7 @@ from rawexec.errors import (
     UnavailableError,
 )
 from rawexec.executor import procfs
-from rawexec.executor.protocol import Channel, ProtocolError
+from rawexec.executor.protocol import Channel, ProtocolError, exit_record_tmp
 from rawexec.logs.config import MB
 from rawexec.logs.rotator import open_current
 from rawexec.types import ExitResult, TaskResourceUsage
@@ -424,7 +424,11 @@ class Driver:
         self._watcher.unwatch(rec)
         if rec.exit is None:
             rec.lost()
-        for p in (rec.driver_state.get("state_path"), rec.driver_state.get("socket_path")):
+        state_path = rec.driver_state.get("state_path")
+        leftovers = (state_path, rec.driver_state.get("socket_path"),
+                     # the exit record's temp file, made after the start (left by a killed shim)
+                     exit_record_tmp(state_path, int(rec.driver_state.get("shim_pid") or 0)) if state_path else None)
+        for p in leftovers:
             if p:
                 try:
                     os.unlink(p)

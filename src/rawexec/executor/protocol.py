@@ -17,8 +17,8 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["FD_SPACE", "MAX_MESSAGE", "SPAWN_REQUEST", "Channel", "ProtocolError", "fds_from_ancdata", "recv_spec",
-           "send_spec"]
+__all__ = ["FD_SPACE", "MAX_MESSAGE", "SPAWN_REQUEST", "Channel", "ProtocolError", "exit_record_tmp",
+           "fds_from_ancdata", "recv_spec", "send_spec"]
 
 MAX_MESSAGE = 64 * 1024 * 1024
 # Driver -> spawner, and spawner -> idle shim: this one byte, with the driver's socket for the shim
@@ -196,3 +196,9 @@ class Channel:
                 pass
         self._fds.clear()
         self.sock.close()
+
+
+def exit_record_tmp(path: str, shim_pid: int) -> str:
+    """The temp file a shim writes its exit record ``path`` into before renaming it (the driver
+    removes it when a killed shim left it)."""
+    return f"{path}.tmp.{shim_pid}"

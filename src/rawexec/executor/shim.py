@@ -253,6 +253,7 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
                                             fd=fds[desc["fd"]] if "fd" in desc else -1))
                        for r, desc in pipes]
         sup.adopt_waiter(reply)  # the start connection stays open as the driver's wait connection
+        sup.prepare_exit_record()
         if home is not None:
             try:
                 os.sched_setscheduler(0, *home)

@@ -24,7 +24,7 @@ from typing import Any
 
 from rawexec.containment import descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, reaped, start_process
-from rawexec.executor.protocol import Channel, ProtocolError
+from rawexec.executor.protocol import Channel, ProtocolError, exit_record_tmp
 from rawexec.executor.sinks import Sink
 from rawexec.logs import FifoWriter
 from rawexec.types import ExitResult, exit_result_from_wait_status
@@ -37,14 +37,24 @@ KILL_BOUND_S = 5.0
 FIFO_DRAIN_S = 2.0
 
 
-def write_json_atomic(path: str, data: dict[str, Any]) -> None:
+def open_record_tmp(path: str) -> int:
+    """Create (empty) the temp file of :func:`write_json_atomic` for ``path`` ahead of time."""
+    return os.open(exit_record_tmp(path, os.getpid()), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+
+def write_json_atomic(path: str, data: dict[str, Any], fd: int = -1) -> None:
     """temp file + rename: another process sees the old file or the new one, never half of one.
+
+    ``fd``: the temp file, opened (empty) ahead of time by :func:`open_record_tmp` -- creating a
+    file is the costly part on a file system with many recent deletions (ext4 without a journal
+    skips recently freed inodes one by one), so a shim does it after the start, not at the exit.
 
     No fsync: the record must survive the *driver* dying, not the machine (after a reboot the
     task is gone anyway); a record lost to power failure reads as "shim lost", never as garbage.
     """
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    tmp = exit_record_tmp(path, os.getpid())
+    if fd < 0:
+        fd = open_record_tmp(path)
     try:
         os.write(fd, json.dumps(data).encode())
     finally:
@@ -143,6 +153,14 @@ class Supervisor:
         self._tick = itertools.count()
         self.killing = False
         self.uid = os.geteuid()
+        self.record_fd = -1  # the exit record's temp file, when made ahead (prepare_exit_record)
+
+    def prepare_exit_record(self) -> None:
+        """Create the exit record's temp file now (off the stop path); best effort."""
+        try:
+            self.record_fd = open_record_tmp(self.spec["state_path"])
+        except OSError:
+            self.record_fd = -1
 
     # ------------------------------------------------------------------ timers
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
@@ -268,9 +286,10 @@ class Supervisor:
         self.exit = exit_result_from_wait_status(status, oom_killed=oom)
         self.completed_at = time.time()
         try:
+            fd, self.record_fd = self.record_fd, -1
             write_json_atomic(self.spec["state_path"], {
                 "task_id": self.spec["task_id"], "pid": self.main_pid, "exit": self.exit.to_dict(),
-                "completed_at": self.completed_at, "started_at": self.spec.get("started_at")})
+                "completed_at": self.completed_at, "started_at": self.spec.get("started_at")}, fd)
         except OSError as e:
             self.log(f"writing exit record failed: {e}")
         for c in self.clients.values():
