@@ -63,3 +63,55 @@ def test_commits_then_runs_the_idle_hook_once_per_burst(tmp_path: Path) -> None:
             assert idle.acquire(timeout=10) and len(idle_calls) == 2
         finally:
             p.close()
+
+
+def test_waiters_wake_when_their_generation_commits(tmp_path: Path) -> None:
+    """Each caller returns once its own write is committed; a commit wakes only the callers it
+    covers; a timed-out wait leaves nothing behind; close() wakes everyone."""
+    with StateStore(tmp_path) as store:
+        gate = threading.Event()
+        commits: list[int] = []
+
+        def on_commit(stubs: list[Any], idx: int) -> None:
+            commits.append(idx)
+            gate.wait(10)  # holds the writer: the next submissions wait for the next commit
+
+        p = Persister(store, on_commit)
+        try:
+            g1 = p.submit(_Alloc("a1"))  # type: ignore[arg-type]
+            # the first commit is in on_commit, held: a2..a9 go into the next one
+            deadline = time.monotonic() + 10
+            while not commits and time.monotonic() < deadline:
+                time.sleep(0.01)
+            p.wait(g1)
+            done: list[str] = []
+            threads = []
+            def wait_then(gen: int, name: str, out: list[str], timeout: float | None = 30.0) -> None:
+                p.wait(gen, timeout)
+                out.append(name)
+
+            for i in range(2, 10):
+                g = p.submit(_Alloc(f"a{i}"))  # type: ignore[arg-type]
+                t = threading.Thread(target=wait_then, args=(g, f"a{i}", done))
+                t.start()
+                threads.append(t)
+            time.sleep(0.2)
+            assert done == [] and len(p._waiters) == 8  # not committed yet: all still waiting
+            t0 = time.monotonic()
+            p.wait(p._submitted, timeout=0.05)  # a timed-out wait
+            assert time.monotonic() - t0 >= 0.04 and len(p._waiters) == 8  # and takes its entry out again
+            gate.set()
+            for t in threads:
+                t.join(10)
+            assert sorted(done) == [f"a{i}" for i in range(2, 10)] and p._waiters == []
+            assert all(store.get_alloc(f"a{i}") is not None for i in range(1, 10))
+            gate.clear()
+            late = p.submit(_Alloc("late"))  # type: ignore[arg-type]
+            woke: list[str] = []
+            t = threading.Thread(target=wait_then, args=(late, "late", woke, None))
+            t.start()
+        finally:
+            gate.set()
+            p.close()
+        t.join(10)
+        assert woke == ["late"] and p._waiters == []

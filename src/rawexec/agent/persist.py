@@ -40,8 +40,12 @@ class Persister:
         self._on_idle = on_idle
         self._idle_after = idle_after
         lock = threading.Lock()
-        self._cond = threading.Condition(lock)  # committed generation moved on (waiters)
+        self._cond = threading.Condition(lock)  # guards the state below
         self._work = threading.Condition(lock)  # something was submitted (the writer only)
+        # (generation, lock held until that generation is committed): one per waiting caller, so
+        # a commit wakes exactly the callers it covers -- not every waiter, most of them only to
+        # wait again (200 tasks starting at once: 200 waiters, dozens of commits)
+        self._waiters: list[tuple[int, threading.Lock]] = []
         self._allocs: dict[str, AllocRunner] = {}
         self._tasks: dict[tuple[str, str], TaskRunner] = {}
         self._handles: list[tuple[str, str, bytes | None]] = []
@@ -69,9 +73,35 @@ class Persister:
             return self._submitted
 
     def wait(self, generation: int, timeout: float | None = 30.0) -> None:
-        """Block until ``generation`` is committed."""
+        """Block until ``generation`` is committed (or the persister closed, or ``timeout``)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._committed >= generation or self._closed, timeout)
+            if self._committed >= generation or self._closed:
+                return
+            waiter = threading.Lock()
+            waiter.acquire()
+            entry = (generation, waiter)
+            self._waiters.append(entry)
+        if not waiter.acquire(True, -1 if timeout is None else timeout):
+            with self._cond:
+                try:
+                    self._waiters.remove(entry)
+                except ValueError:  # released just now
+                    pass
+
+    def _release_waiters(self, upto: int | None) -> None:
+        """Wake the waiters of generations up to ``upto`` (None: all). Called with the lock held."""
+        waiters = self._waiters
+        if not waiters:
+            return
+        if upto is None:
+            done, self._waiters = waiters, []
+        else:
+            done = [w for w in waiters if w[0] <= upto]
+            if not done:
+                return
+            self._waiters = [w for w in waiters if w[0] > upto]
+        for _, lock in done:
+            lock.release()
 
     def flush(self) -> None:
         with self._cond:
@@ -83,7 +113,7 @@ class Persister:
         self.flush()
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
+            self._release_waiters(None)
             self._work.notify()
         self._thread.join(10)
 
@@ -124,7 +154,7 @@ class Persister:
                 log.error("writing agent state failed: %s", e)
             with self._cond:
                 self._committed = gen
-                self._cond.notify_all()
+                self._release_waiters(gen)
             if idx:
                 try:
                     self._on_commit(stubs, idx)
