@@ -366,6 +366,7 @@ class Agent:
             out = []
             for (ns, job_id), api in sorted(self._jobs.items()):
                 stub = self._job_stub(api)
+                stub["Status"] = self._job_status(api)  # as of now (see get_job_api)
                 stub["JobSummary"] = self.job_summary(job_id, namespace=ns)
                 out.append(stub)
             return out
@@ -379,7 +380,12 @@ class Agent:
         self._require_started()
         with self._lock:
             api = self._jobs.get((namespace, job_id))
-            return None if api is None else dict(api)
+            if api is None:
+                return None
+            out = dict(api)
+            # as of now, like the summary: the stored status follows a moment later (alloc_finished)
+            out["Status"] = self._job_status(api)
+            return out
 
     def job_summary(self, job_id: str, *, namespace: str = "default") -> dict[str, Any]:
         with self._lock:
