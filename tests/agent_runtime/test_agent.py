@@ -277,6 +277,9 @@ def test_signal_restart_and_stats(make_agent: MakeAgent, tag: str) -> None:
     assert stats["Tasks"]["t"]["ResourceUsage"]["MemoryStats"]["RSS"] > 0
     agent.restart_allocation(aid, "t")
     wait_until(lambda: log_of(d, "t").count("start") == 2, 20)
+    # the new process may print before its start is recorded (the runner records it once
+    # start_task returned): wait for the record too
+    wait_until(lambda: event_types(agent.get_allocation(aid), "t").count("Started") == 2, 10)
     a = agent.get_allocation(aid)
     types = event_types(a, "t")
     assert "Restart Signaled" in types and types.count("Started") == 2
