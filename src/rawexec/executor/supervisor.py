@@ -53,13 +53,19 @@ def write_json_atomic(path: str, data: dict[str, Any], fd: int = -1) -> None:
     task is gone anyway); a record lost to power failure reads as "shim lost", never as garbage.
     """
     tmp = exit_record_tmp(path, os.getpid())
-    if fd < 0:
+    made_ahead = fd >= 0
+    if not made_ahead:
         fd = open_record_tmp(path)
     try:
         os.write(fd, json.dumps(data).encode())
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        if not made_ahead:
+            raise
+        write_json_atomic(path, data)  # the file made ahead was removed meanwhile: make it now
 
 
 EVENT_READ = select.EPOLLIN
