@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
-import shutil
 import signal
+import socket
 import stat
 import sys
 import time
@@ -15,13 +16,17 @@ from pathlib import Path
 import pytest
 
 from rawexec import Driver, DriverConfig, HealthState, TaskState
+from rawexec.driver.handle import connect_shim
+from rawexec.driver.spawnclient import _listen
 from rawexec.errors import (
     DriverDisabledError,
     InvalidConfigError,
     TaskExistsError,
     TaskNotFoundError,
     TaskStateError,
+    UnavailableError,
 )
+from rawexec.executor.protocol import remove_socket, send_spec
 from tests.conftest import IS_ROOT, TaskFactory
 from tests.helpers.util import alive, pids_with_tag, tt, wait_until
 
@@ -448,12 +453,91 @@ def test_handle_round_trip_and_corruption(driver: Driver, make_task: TaskFactory
 
 
 def test_state_dir_permissions(driver: Driver, make_task: TaskFactory) -> None:
+    """The control socket is abstract (no file to create or leave behind); the state dir 0700."""
     cfg = make_task(tt("sleep", "30"))
     h = driver.start_task(cfg)
     sock = h.driver_state["socket_path"]
-    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(driver.config.state_dir).st_mode) == 0o700 or \
-        shutil.disk_usage(driver.config.state_dir)
+    assert sock.startswith("@rawexec/")
+    assert [p for p in os.listdir(driver.config.state_dir) if p.endswith(".sock")] == []
+    assert stat.S_IMODE(os.stat(driver.config.state_dir).st_mode) == 0o700
+    assert driver.inspect_task(cfg.id).state == TaskState.RUNNING  # reached through the socket
+    driver.stop_task(cfg.id, 5)
+    driver.destroy_task(cfg.id)
+    with pytest.raises(UnavailableError, match="task shim unreachable"):
+        connect_shim(sock, 1)  # the name went with the shim
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_control_socket_refuses_other_users(driver: Driver, make_task: TaskFactory) -> None:
+    """An abstract name is reachable by any local user: the shim hangs up on every peer that is
+    neither the agent's user nor root, and the driver trusts no socket another user bound."""
+    cfg = make_task(tt("sleep", "30"))
+    sock = driver.start_task(cfg).driver_state["socket_path"]
+    nobody = pwd.getpwnam("nobody").pw_uid
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # as nobody: connect and try a request; report what came back
+        os.close(r)
+        try:
+            os.setgid(nobody)
+            os.setuid(nobody)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect("\0" + sock[1:])
+        except OSError as e:
+            os.write(w, f"connect failed: {e}".encode())
+            os._exit(0)
+        try:
+            send_spec(s, {"op": "inspect"})
+            got = s.recv(100)
+            os.write(w, b"hung up" if got == b"" else b"answered: " + got)
+        except (BrokenPipeError, ConnectionResetError):
+            os.write(w, b"hung up")
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        assert f.read() == b"hung up"
+    assert driver.inspect_task(cfg.id).state == TaskState.RUNNING
+
+    # a name bound by another user is not taken for a shim
+    name = f"@rawexec/test-squat-{os.getpid()}"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setgid(nobody)
+        os.setuid(nobody)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind("\0" + name[1:])
+        s.listen(1)
+        os.write(w, b"x")
+        time.sleep(10)
+        os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"x"
+        with pytest.raises(UnavailableError, match="belongs to uid"):
+            connect_shim(name, 2)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+
+
+def test_control_socket_file_of_an_older_release(tmp_path: Path) -> None:
+    """Tasks started before the abstract sockets kept a socket file: those paths still work."""
+    path = str(tmp_path / "ctl.sock")
+    listener = _listen(path)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        ch = connect_shim(path, 2)
+        ch.close()
+    finally:
+        listener.close()
+    remove_socket(path)
+    assert not os.path.exists(path)
+    remove_socket("@rawexec/none")  # nothing to remove, and no file named "@..." touched
 
 
 def test_exec_not_held_by_background_child(driver: Driver, make_task: TaskFactory) -> None:

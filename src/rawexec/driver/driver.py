@@ -39,7 +39,7 @@ from rawexec.errors import (
     UnavailableError,
 )
 from rawexec.executor import procfs
-from rawexec.executor.protocol import Channel, ProtocolError, exit_record_tmp
+from rawexec.executor.protocol import Channel, ProtocolError, exit_record_tmp, remove_socket
 from rawexec.logs.config import MB
 from rawexec.logs.rotator import open_current
 from rawexec.types import ExitResult, TaskResourceUsage
@@ -255,10 +255,10 @@ class Driver:
         state_dir = self.config.state_dir
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         key = self._key(cfg.id)
-        socket_path = os.path.join(state_dir, f"{key}.sock")
-        if len(socket_path.encode()) > 107:
-            raise InvalidConfigError(
-                f"state_dir {state_dir!r} is too long for a unix socket path; use a shorter state_dir")
+        # An abstract socket (see protocol.sockaddr): a socket file would cost an inode, which
+        # ext4 finds by scanning past every recently deleted one -- the costliest step of a start
+        # on a busy file system. The random part keeps two starts of one task id apart.
+        socket_path = f"@rawexec/{key}.{os.urandom(4).hex()}"
         state_path = os.path.join(state_dir, f"{key}.json")
         try:
             os.unlink(state_path)
@@ -425,7 +425,8 @@ class Driver:
         if rec.exit is None:
             rec.lost()
         state_path = rec.driver_state.get("state_path")
-        leftovers = (state_path, rec.driver_state.get("socket_path"),
+        remove_socket(str(rec.driver_state.get("socket_path") or ""))
+        leftovers = (state_path,
                      # the exit record's temp file, made after the start (left by a killed shim)
                      exit_record_tmp(state_path, int(rec.driver_state.get("shim_pid") or 0)) if state_path else None)
         for p in leftovers:

@@ -7,6 +7,7 @@ import logging
 import os
 import selectors
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 from rawexec.driver.types import TaskConfig, TaskState, TaskStatus
 from rawexec.errors import UnavailableError
 from rawexec.executor import procfs
-from rawexec.executor.protocol import Channel, ProtocolError
+from rawexec.executor.protocol import Channel, ProtocolError, sockaddr
 from rawexec.types import ExitResult
 
 __all__ = ["TaskRecord", "Watcher", "connect_shim", "read_exit_record"]
@@ -29,13 +30,21 @@ def _ts(t: float | None) -> datetime | None:
 
 
 def connect_shim(socket_path: str, timeout: float = 10.0) -> Channel:
+    """Connect to a task's shim. Only a socket of our own user (or root) is trusted: an abstract
+    name is open to every local user, who could bind it once the shim is gone."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(socket_path)
+        s.connect(sockaddr(socket_path))
+        _pid, uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                           struct.calcsize("3i")))
     except OSError as e:
         s.close()
         raise UnavailableError(f"task shim unreachable at {socket_path}: {e.strerror or e}") from e
+    if uid not in (0, os.geteuid()):
+        s.close()
+        raise UnavailableError(f"task shim unreachable at {socket_path}: the socket belongs to uid {uid}, "
+                               "not to this agent's user")
     return Channel(s)
 
 

@@ -12,7 +12,15 @@ from typing import Any
 
 from rawexec.errors import UnavailableError
 from rawexec.executor import procfs
-from rawexec.executor.protocol import SPAWN_REQUEST, Channel, ProtocolError, recv_spec, send_spec
+from rawexec.executor.protocol import (
+    SPAWN_REQUEST,
+    Channel,
+    ProtocolError,
+    recv_spec,
+    remove_socket,
+    send_spec,
+    sockaddr,
+)
 from rawexec.executor.spawnboot import launch, raise_nofile_limit, take_prestarted
 
 __all__ = ["SpawnerClient", "raise_nofile_limit"]
@@ -97,10 +105,7 @@ class SpawnerClient:
         finally:
             listener.close()
             if not ok:  # a shim that took over the socket removes it itself; make sure either way
-                try:
-                    os.unlink(spec["socket_path"])
-                except OSError:
-                    pass
+                remove_socket(spec["socket_path"])
             reply_theirs.close()
             if reply_mine is not None:
                 reply_mine.close()
@@ -123,18 +128,23 @@ class SpawnerClient:
 
 
 def _listen(path: str) -> socket.socket:
-    """The task's control socket, bound and listening (0600) for its shim to take over: binding
-    here keeps it off the shim's start path. A stale socket of an earlier run is replaced."""
+    """The task's control socket, bound and listening for its shim to take over: binding here
+    keeps it off the shim's start path. The shim checks every peer's uid on accept.
+
+    ``path`` is an abstract name (``@...``, see :func:`sockaddr`), or a file (0600; a stale socket
+    of an earlier run is replaced)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        try:
-            s.bind(path)
-        except OSError:
-            os.unlink(path)
-            s.bind(path)
-        # No umask dance (process-wide, and the driver is threaded): the state dir is 0700, and
-        # the shim checks every peer's uid on accept.
-        os.chmod(path, 0o600)
+        if path.startswith("@"):
+            s.bind(sockaddr(path))
+        else:
+            try:
+                s.bind(path)
+            except OSError:
+                os.unlink(path)
+                s.bind(path)
+            # No umask dance (process-wide, and the driver is threaded): the state dir is 0700.
+            os.chmod(path, 0o600)
         s.listen(64)
         s.setblocking(False)  # for the shim's event loop (the flag travels with the fd)
     except OSError as e:

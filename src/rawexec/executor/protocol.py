@@ -18,7 +18,7 @@ import struct
 from typing import Any
 
 __all__ = ["FD_SPACE", "MAX_MESSAGE", "SPAWN_REQUEST", "Channel", "ProtocolError", "exit_record_tmp",
-           "fds_from_ancdata", "recv_spec", "send_spec"]
+           "fds_from_ancdata", "recv_spec", "remove_socket", "send_spec", "sockaddr"]
 
 MAX_MESSAGE = 64 * 1024 * 1024
 # Driver -> spawner, and spawner -> idle shim: this one byte, with the driver's socket for the shim
@@ -33,6 +33,25 @@ _RECV_FLAGS = int(socket.MSG_WAITALL | socket.MSG_CMSG_CLOEXEC)
 # munmap on every read (~30 µs, measured), and most messages are a few hundred bytes.
 _RECV_CHUNK = 64 * 1024
 FD_SPACE = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)  # ancillary room for recvmsg
+
+
+def sockaddr(name: str) -> str:
+    """The ``bind``/``connect`` address of a shim's control socket as stored in a task's state.
+
+    ``@name`` is a Linux abstract socket (the leading NUL form): no file system inode to create,
+    scan for and remove, and nothing left behind when the shim dies. Anything else is a path (a
+    task started by an older release). Either way the shim accepts only its own user and root
+    (``SO_PEERCRED``), the same people a 0600 socket in a 0700 directory lets in."""
+    return "\0" + name[1:] if name.startswith("@") else name
+
+
+def remove_socket(name: str) -> None:
+    """Remove a control socket's file, if it has one (an abstract socket has none)."""
+    if name and not name.startswith("@"):
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
 
 
 def fds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

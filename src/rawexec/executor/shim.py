@@ -19,7 +19,15 @@ from typing import Any, NoReturn
 
 from rawexec.containment import TaskCgroup, descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, start_process
-from rawexec.executor.protocol import FD_SPACE, Channel, ProtocolError, fds_from_ancdata, recv_spec, send_spec
+from rawexec.executor.protocol import (
+    FD_SPACE,
+    Channel,
+    ProtocolError,
+    fds_from_ancdata,
+    recv_spec,
+    remove_socket,
+    send_spec,
+)
 from rawexec.executor.sinks import open_sink
 from rawexec.executor.supervisor import KILL_BOUND_S, Supervisor, _Stream
 
@@ -184,7 +192,7 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
         try:
             cgroup = TaskCgroup.from_state(cg["state"])
         except Exception as e:
-            os.unlink(sock_path)
+            remove_socket(sock_path)
             fail("containment", f"unable to configure cgroups: {e}")
             return
     for note in spec.get("notes") or ():
@@ -217,7 +225,7 @@ def _main(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> None:
     except LaunchFailure as e:
         if cgroup is not None:
             cgroup.destroy()
-        os.unlink(sock_path)
+        remove_socket(sock_path)
         msg = {
             "work_dir": f'failed to launch command with executor: chdir "{spec["cwd"]}": {e.detail}',
             "credentials": f"failed to launch command with executor: cannot switch user: {e.detail}",

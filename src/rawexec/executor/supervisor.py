@@ -24,7 +24,7 @@ from typing import Any
 
 from rawexec.containment import descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, reaped, start_process
-from rawexec.executor.protocol import Channel, ProtocolError, exit_record_tmp
+from rawexec.executor.protocol import Channel, ProtocolError, exit_record_tmp, remove_socket
 from rawexec.executor.sinks import Sink
 from rawexec.logs import FifoWriter
 from rawexec.types import ExitResult, exit_result_from_wait_status
@@ -231,10 +231,7 @@ class Supervisor:
                 self.log(f"removing cgroup failed: {e}")
         for c in list(self.clients.values()):
             c.channel.close()
-        try:
-            os.unlink(self.spec["socket_path"])
-        except OSError:
-            pass
+        remove_socket(self.spec["socket_path"])
         if self._listener is not None:
             self._listener.close()
         else:
