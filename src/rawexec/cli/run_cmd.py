@@ -8,6 +8,7 @@ exits 0 when every task succeeded, 1 otherwise, 130 when interrupted, after a su
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -377,6 +378,10 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
     old_wakeup = waker.wake_on_signals()  # also when the kernel hands the signal to another thread
     stopping = False
     forced = False
+    # Everything so far (modules, the agent, the parsed job) lives on: out of the collector's way
+    # for the start burst, whose full collections would walk it again and again (until
+    # _release_memory, which collects everything once the tasks run).
+    gc.freeze()
     try:
         try:
             res = agent.register_job(job)
@@ -520,8 +525,6 @@ def _signature(allocs: list[AllocRunner]) -> tuple[Any, ...]:
 
 def _release_memory() -> None:
     """Give back what parsing and starting left behind (the run then idles for a long time)."""
-    import gc
-
     # the job file's HCL parsers (the fast one's tables ~1.7 MB; Lark's ~7 MB, built only for a
     # file with errors) are not needed again in this process
     structure = sys.modules.get("rawexec.jobspec.hcl.structure")
@@ -529,6 +532,7 @@ def _release_memory() -> None:
         cached = getattr(structure, name, None)
         if cached is not None and hasattr(cached, "cache_clear"):
             cached.cache_clear()
+    gc.unfreeze()
     gc.collect()
     trim_malloc()
 
