@@ -1,28 +1,44 @@
 """Engine benchmark (issue "Engine"): run by hand on a quiet machine.
 
-    .venv/bin/python benchmarks/bench_engine.py [--tasks 200] [--cgroups]
+    .venv/bin/python benchmarks/bench_engine.py [--tasks 200] [--cgroups] [--repeat N]
+                                                [--baseline-src DIR] [--rest SECONDS]
 
 Baseline: subprocess.Popen of the same command from this (warm) Python process. Prints, side by
-side in one run: start latency p50, 200 concurrent starts until all running, USS of one idle
-shim, stop of 200 tasks, CPU used by 200 idle shims over 3 s.
+side in one run: start latency p50, 200 concurrent starts until all running (and the driver
+process's CPU for them), USS of one idle shim, stop of 200 tasks, CPU used by 200 idle shims
+over 3 s.
+
+``--repeat N``: N rounds; each figure is shown per round, then the median.
+``--baseline-src DIR``: also measure another tree (a copy of ``src/`` from before a change, e.g.
+``git archive <rev> src | tar -x -C /tmp/base``), alternating with this one round by round, and
+print both with their ratio. The machine's speed drifts over minutes (on this VM largely because
+its ext4 root has no journal: making an inode skips every inode deleted in the last minutes, and
+each round deletes thousands), so only figures taken in alternation compare. ``--rest SECONDS``
+waits that long before each round, for the file system to forget the previous round's deletions
+(ext4 skips an inode deleted 1-60 s ago, up to 360 s while its inode table block is dirty).
+
+Each tree is measured in a fresh worker process (``--worker``), with ``PYTHONPATH`` set to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import psutil
 
-from rawexec import Driver, DriverConfig, TaskConfig
-from rawexec.driver.prepare import build_task_dirs
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def popen_start(n: int) -> tuple[list[float], float, float]:
@@ -56,22 +72,28 @@ def popen_start(n: int) -> tuple[list[float], float, float]:
     return lat, conc, stop
 
 
-def cfg(root: str, i: int, prefix: str) -> TaskConfig:
+def cfg(root: str, i: int, prefix: str) -> Any:
+    from rawexec import TaskConfig
+
     # One alloc per task, as a job with ``count = 200`` gets from Nomad (each alloc its own dir).
     return TaskConfig(id=f"{prefix}{i}", name="sleep", alloc_id=f"{prefix}{i}",
                       alloc_dir=os.path.join(root, f"{prefix}{i}"),
                       driver_config={"command": "/bin/sleep", "args": ["100"]}, env={"PATH": "/usr/bin:/bin"})
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tasks", type=int, default=200)
-    ap.add_argument("--cgroups", action="store_true", help="place tasks in cgroups (root only)")
-    args = ap.parse_args()
-    n = args.tasks
+def _cpu_self() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def measure(n: int, cgroups: bool) -> dict[str, Any]:
+    """The rawexec side, in this process (a ``--worker``): every figure as a dict."""
+    from rawexec import Driver, DriverConfig
+    from rawexec.driver.prepare import build_task_dirs
+
     state = tempfile.mkdtemp(prefix="rxb-", dir="/tmp")
     alloc = tempfile.mkdtemp(prefix="rxb-alloc-")
-    d = Driver(DriverConfig(enabled=True, no_cgroups=not args.cgroups, state_dir=state,
+    d = Driver(DriverConfig(enabled=True, no_cgroups=not cgroups, state_dir=state,
                             cgroup_parent=f"rawexec-bench-{uuid.uuid4().hex[:6]}"))
     try:
         # Nomad's client builds the task dirs before StartTask (task_dir hook): do it up front.
@@ -89,10 +111,12 @@ def main() -> None:
             d.start_task(cfg(alloc, i, "s"))
             lat.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.002)  # sequential starts, each on a quiet engine
+        c0 = _cpu_self()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(16) as ex:
             list(ex.map(lambda i: d.start_task(cfg(alloc, i, "c")), range(n)))
         conc = time.perf_counter() - t0
+        conc_cpu = _cpu_self() - c0
 
         time.sleep(1.0)
         shims = [psutil.Process(int(d.task_record(f"c{i}").driver_state["shim_pid"])) for i in range(n)]
@@ -111,23 +135,80 @@ def main() -> None:
             d.destroy_task(tid, force=True)
     finally:
         d.close()
-        if args.cgroups:
+        if cgroups:
             from rawexec.containment import detect, remove_parent
 
             remove_parent(detect(), str(d.config.cgroup_parent))
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(alloc, ignore_errors=True)
+    return {"p50": statistics.median(lat), "p90": sorted(lat)[int(n * .9)], "conc": conc, "conc_cpu": conc_cpu,
+            "stop": stop, "uss": uss, "idle_cpu": cpu1 - cpu0}
 
+
+def run_worker(src: str, n: int, cgroups: bool) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=src)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--tasks", str(n)]
+    if cgroups:
+        cmd.append("--cgroups")
+    out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+ROWS = [  # key, label, format, target (the issue's, or None)
+    ("p50", "start latency p50 (ms)", "{:.2f}", 5.0),
+    ("p90", "start latency p90 (ms)", "{:.2f}", None),
+    ("conc", "{n} concurrent starts, all running (s)", "{:.3f}", 0.5),
+    ("conc_cpu", "  driver process CPU for them (s)", "{:.3f}", None),
+    ("stop", "stop of {n} tasks (s)", "{:.3f}", 0.3),
+    ("uss", "USS of one idle shim (MB)", "{:.2f}", 1.5),
+    ("idle_cpu", "CPU of {n} idle shims over 3 s (s)", "{:.3f}", None),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--cgroups", action="store_true", help="place tasks in cgroups (root only)")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--baseline-src", help="another src/ tree, measured in alternation with this one")
+    ap.add_argument("--rest", type=float, default=0.0, help="seconds to wait before each round")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    n = args.tasks
+    if args.worker:
+        print(json.dumps(measure(n, args.cgroups)))
+        return
+
+    trees = {"rawexec": str(ROOT / "src")}
+    if args.baseline_src:
+        trees["baseline"] = os.path.abspath(args.baseline_src)
+    load = os.getloadavg()[0]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
+    for r in range(args.repeat):
+        for name, src in (trees.items() if r % 2 == 0 else reversed(trees.items())):
+            time.sleep(args.rest)
+            runs[name].append(run_worker(src, n, args.cgroups))
     plat, pconc, pstop = popen_start(n)
-    p50, pp50 = statistics.median(lat), statistics.median(plat)
-    print(f"load average before: {os.getloadavg()[0]:.2f}   cgroups: {args.cgroups}   tasks: {n}")
-    print(f"{'metric':44} {'rawexec':>12} {'Popen':>12} {'ratio':>8}")
-    print(f"{'start latency p50 (ms)':44} {p50:12.2f} {pp50:12.2f} {p50 / pp50:8.2f}")
-    print(f"{'start latency p90 (ms)':44} {sorted(lat)[int(n * .9)]:12.2f} {sorted(plat)[int(n * .9)]:12.2f}")
-    print(f"{f'{n} concurrent starts, all running (s)':44} {conc:12.3f} {pconc:12.3f} {conc / pconc:8.2f}")
-    print(f"{f'stop of {n} tasks (s)':44} {stop:12.3f} {pstop:12.3f} {stop / pstop:8.2f}")
-    print(f"{'USS of one idle shim (MB)':44} {uss:12.2f}")
-    print(f"{f'CPU of {n} idle shims over 3 s (s)':44} {cpu1 - cpu0:12.3f}")
+    popen = {"p50": statistics.median(plat), "p90": sorted(plat)[int(n * .9)], "conc": pconc, "stop": pstop}
+
+    print(f"load average before: {load:.2f}   cgroups: {args.cgroups}   tasks: {n}   rounds: {args.repeat}"
+          + (f"   rest: {args.rest:g} s" if args.rest else "")
+          + (f"   baseline tree: {args.baseline_src} (alternating)" if args.baseline_src else ""))
+    cols = ["rawexec", *(["baseline", "ratio"] if args.baseline_src else []), "Popen", "vs Popen", "target"]
+    print(f"{'metric (median of the rounds)':44} " + " ".join(f"{c:>10}" for c in cols))
+    for key, label, fmt, target in ROWS:
+        mine = statistics.median(x[key] for x in runs["rawexec"])
+        cells = [fmt.format(mine)]
+        if args.baseline_src:
+            base = statistics.median(x[key] for x in runs["baseline"])
+            cells += [fmt.format(base), f"{mine / base:.2f}" if base else "n/a"]
+        cells += [fmt.format(popen[key]) if key in popen else "", f"{mine / popen[key]:.2f}" if key in popen else "",
+                  f"<= {target:g}" if target is not None else ""]
+        print(f"{label.format(n=n):44} " + " ".join(f"{c:>10}" for c in cells))
+        if args.repeat > 1:
+            for name in trees:
+                print(f"{'':46}{name}: " + " ".join(fmt.format(x[key]) for x in runs[name]))
 
 
 if __name__ == "__main__":
