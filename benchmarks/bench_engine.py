@@ -1,7 +1,8 @@
 """Engine benchmark (issue "Engine"): run by hand on a quiet machine.
 
     .venv/bin/python benchmarks/bench_engine.py [--tasks 200] [--cgroups] [--repeat N]
-                                                [--baseline-src DIR] [--rest SECONDS]
+                                                [--baseline-src DIR] [--rest SECONDS] [--dir DIR]
+                                                [--state-dir DIR]
 
 Baseline: subprocess.Popen of the same command from this (warm) Python process. Prints, side by
 side in one run: start latency p50, 200 concurrent starts until all running (and the driver
@@ -16,6 +17,11 @@ its ext4 root has no journal: making an inode skips every inode deleted in the l
 each round deletes thousands), so only figures taken in alternation compare. ``--rest SECONDS``
 waits that long before each round, for the file system to forget the previous round's deletions
 (ext4 skips an inode deleted 1-60 s ago, up to 360 s while its inode table block is dirty).
+``--dir DIR`` puts the alloc dirs and the driver's state dir there (default: the temp dir): a
+tmpfs such as ``/dev/shm`` takes the file system out of an A/B comparison of code (not for the
+issue's figures, which are on the disk a node uses). ``--state-dir DIR``: where the driver's
+state dir goes (default: ``--dir``); its default in production is ``/run/rawexec``, a tmpfs on
+a usual host (not on this VM, where ``/run`` is on the root file system).
 
 Each tree is measured in a fresh worker process (``--worker``), with ``PYTHONPATH`` set to it.
 """
@@ -86,13 +92,13 @@ def _cpu_self() -> float:
     return t.user + t.system
 
 
-def measure(n: int, cgroups: bool) -> dict[str, Any]:
+def measure(n: int, cgroups: bool, where: str | None, state_where: str | None) -> dict[str, Any]:
     """The rawexec side, in this process (a ``--worker``): every figure as a dict."""
     from rawexec import Driver, DriverConfig
     from rawexec.driver.prepare import build_task_dirs
 
-    state = tempfile.mkdtemp(prefix="rxb-", dir="/tmp")
-    alloc = tempfile.mkdtemp(prefix="rxb-alloc-")
+    state = tempfile.mkdtemp(prefix="rxb-", dir=state_where or where or "/tmp")
+    alloc = tempfile.mkdtemp(prefix="rxb-alloc-", dir=where)
     d = Driver(DriverConfig(enabled=True, no_cgroups=not cgroups, state_dir=state,
                             cgroup_parent=f"rawexec-bench-{uuid.uuid4().hex[:6]}"))
     try:
@@ -145,11 +151,15 @@ def measure(n: int, cgroups: bool) -> dict[str, Any]:
             "stop": stop, "uss": uss, "idle_cpu": cpu1 - cpu0}
 
 
-def run_worker(src: str, n: int, cgroups: bool) -> dict[str, Any]:
+def run_worker(src: str, n: int, cgroups: bool, where: str | None, state_where: str | None) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=src)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--tasks", str(n)]
     if cgroups:
         cmd.append("--cgroups")
+    if where:
+        cmd += ["--dir", where]
+    if state_where:
+        cmd += ["--state-dir", state_where]
     out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
@@ -173,11 +183,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--baseline-src", help="another src/ tree, measured in alternation with this one")
     ap.add_argument("--rest", type=float, default=0.0, help="seconds to wait before each round")
+    ap.add_argument("--dir", help="where the alloc dirs and the state dir go (default: the temp dir)")
+    ap.add_argument("--state-dir", help="where the driver's state dir goes (default: --dir)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.tasks
     if args.worker:
-        print(json.dumps(measure(n, args.cgroups)))
+        print(json.dumps(measure(n, args.cgroups, args.dir, args.state_dir)))
         return
 
     trees = {"rawexec": str(ROOT / "src")}
@@ -188,12 +200,13 @@ def main() -> None:
     for r in range(args.repeat):
         for name, src in (trees.items() if r % 2 == 0 else reversed(trees.items())):
             time.sleep(args.rest)
-            runs[name].append(run_worker(src, n, args.cgroups))
+            runs[name].append(run_worker(src, n, args.cgroups, args.dir, args.state_dir))
     plat, pconc, pstop = popen_start(n)
     popen = {"p50": statistics.median(plat), "p90": sorted(plat)[int(n * .9)], "conc": pconc, "stop": pstop}
 
     print(f"load average before: {load:.2f}   cgroups: {args.cgroups}   tasks: {n}   rounds: {args.repeat}"
-          + (f"   rest: {args.rest:g} s" if args.rest else "")
+          + (f"   rest: {args.rest:g} s" if args.rest else "") + (f"   dir: {args.dir}" if args.dir else "")
+          + (f"   state dir: {args.state_dir}" if args.state_dir else "")
           + (f"   baseline tree: {args.baseline_src} (alternating)" if args.baseline_src else ""))
     cols = ["rawexec", *(["baseline", "ratio"] if args.baseline_src else []), "Popen", "vs Popen", "target"]
     print(f"{'metric (median of the rounds)':44} " + " ".join(f"{c:>10}" for c in cols))
