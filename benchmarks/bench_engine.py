@@ -14,7 +14,9 @@ over 3 s.
 ``git archive <rev> src | tar -x -C /tmp/base``), alternating with this one round by round, and
 print both with their ratio. The machine's speed drifts over minutes (on this VM largely because
 its ext4 root has no journal: making an inode skips every inode deleted in the last minutes, and
-each round deletes thousands), so only figures taken in alternation compare. ``--rest SECONDS``
+each round makes thousands of files and dirs), so only figures taken in alternation compare.
+The rounds' dirs are removed only after the last round, so no round pays for the previous one's
+cleanup; the engine's own deletions (a destroyed task's state files) still count. ``--rest SECONDS``
 waits that long before each round, for the file system to forget the previous round's deletions
 (ext4 skips an inode deleted 1-60 s ago, up to 360 s while its inode table block is dirty).
 ``--dir DIR`` puts the alloc dirs and the driver's state dir there (default: the temp dir): a
@@ -145,10 +147,10 @@ def measure(n: int, cgroups: bool, where: str | None, state_where: str | None) -
             from rawexec.containment import detect, remove_parent
 
             remove_parent(detect(), str(d.config.cgroup_parent))
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(alloc, ignore_errors=True)
+    # The dirs are removed by the parent once every round ran: thousands of deletions right before
+    # the next round would slow its file creations (see the module docs).
     return {"p50": statistics.median(lat), "p90": sorted(lat)[int(n * .9)], "conc": conc, "conc_cpu": conc_cpu,
-            "stop": stop, "uss": uss, "idle_cpu": cpu1 - cpu0}
+            "stop": stop, "uss": uss, "idle_cpu": cpu1 - cpu0, "dirs": [state, alloc]}
 
 
 def run_worker(src: str, n: int, cgroups: bool, where: str | None, state_where: str | None) -> dict[str, Any]:
@@ -197,10 +199,15 @@ def main() -> None:
         trees["baseline"] = os.path.abspath(args.baseline_src)
     load = os.getloadavg()[0]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
-    for r in range(args.repeat):
-        for name, src in (trees.items() if r % 2 == 0 else reversed(trees.items())):
-            time.sleep(args.rest)
-            runs[name].append(run_worker(src, n, args.cgroups, args.dir, args.state_dir))
+    try:
+        for r in range(args.repeat):
+            for name, src in (trees.items() if r % 2 == 0 else reversed(trees.items())):
+                time.sleep(args.rest)
+                runs[name].append(run_worker(src, n, args.cgroups, args.dir, args.state_dir))
+    finally:
+        for result in (x for rs in runs.values() for x in rs):
+            for d in result.pop("dirs"):
+                shutil.rmtree(d, ignore_errors=True)
     plat, pconc, pstop = popen_start(n)
     popen = {"p50": statistics.median(plat), "p90": sorted(plat)[int(n * .9)], "conc": pconc, "stop": pstop}
 
