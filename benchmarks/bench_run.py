@@ -65,6 +65,11 @@ def _cpu(p: psutil.Process) -> float:
 PYC_ENV: dict[str, str] = {}
 """With --pyc: PYTHONPYCACHEPREFIX for the measured processes."""
 
+LEFT: list[str] = []
+"""The runs' temp dirs, removed after the last run: removing 200 alloc dirs (thousands of inodes)
+right before the next run would slow that run's file creations (on this VM's ext4 without a
+journal, making an inode skips every inode deleted in the last minutes)."""
+
 
 def run_once(n: int, src: str | None = None) -> tuple[float, float, float, float, float, float, float]:
     env = dict(os.environ)
@@ -73,41 +78,42 @@ def run_once(n: int, src: str | None = None) -> tuple[float, float, float, float
         env.update(PYC_ENV)
     if src:
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
-        jf = Path(tmp, "bench.nomad.hcl")
-        jf.write_text(job_text(n))
-        t0 = time.monotonic()
-        proc = subprocess.Popen([str(RAWEXEC), "run", "-data-dir", str(Path(tmp, "data")), str(jf)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        assert proc.stdout is not None
-        all_running = reported = -1.0
-        agent_cpu = spawner_cpu = 0.0
-        for line in proc.stdout:
-            m = re.search(r"All (\d+) main task\(s\) started \(([\d.]+)s", line)
-            if m:
-                all_running = time.monotonic() - t0
-                reported = float(m.group(2))
-                ps = psutil.Process(proc.pid)
-                agent_cpu = _cpu(ps)
-                spawner_cpu = sum(_cpu(c) for c in ps.children())
-                break
-        if all_running < 0:
-            proc.kill()
-            raise SystemExit("rawexec run never reported all tasks running:\n" + (proc.stdout.read() or ""))
-        time.sleep(2.0)  # let the starts settle, then measure the idle agent (10 s window)
-        ps = psutil.Process(proc.pid)
-        c0 = sum(ps.cpu_times()[:2])
-        time.sleep(10.0)
-        idle_cpu = (sum(ps.cpu_times()[:2]) - c0) / 10.0 * 100
-        rss = ps.memory_info().rss / 1e6
-        t1 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        proc.stdout.read()
-        rc = proc.wait(120)
-        stopped = time.monotonic() - t1
-        if rc != 130:
-            raise SystemExit(f"rawexec run exited {rc}, expected 130 after Ctrl-C")
-        return all_running, reported, stopped, idle_cpu, rss, agent_cpu, spawner_cpu
+    tmp = tempfile.mkdtemp(prefix="bench-run-")
+    LEFT.append(tmp)
+    jf = Path(tmp, "bench.nomad.hcl")
+    jf.write_text(job_text(n))
+    t0 = time.monotonic()
+    proc = subprocess.Popen([str(RAWEXEC), "run", "-data-dir", str(Path(tmp, "data")), str(jf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    all_running = reported = -1.0
+    agent_cpu = spawner_cpu = 0.0
+    for line in proc.stdout:
+        m = re.search(r"All (\d+) main task\(s\) started \(([\d.]+)s", line)
+        if m:
+            all_running = time.monotonic() - t0
+            reported = float(m.group(2))
+            ps = psutil.Process(proc.pid)
+            agent_cpu = _cpu(ps)
+            spawner_cpu = sum(_cpu(c) for c in ps.children())
+            break
+    if all_running < 0:
+        proc.kill()
+        raise SystemExit("rawexec run never reported all tasks running:\n" + (proc.stdout.read() or ""))
+    time.sleep(2.0)  # let the starts settle, then measure the idle agent (10 s window)
+    ps = psutil.Process(proc.pid)
+    c0 = sum(ps.cpu_times()[:2])
+    time.sleep(10.0)
+    idle_cpu = (sum(ps.cpu_times()[:2]) - c0) / 10.0 * 100
+    rss = ps.memory_info().rss / 1e6
+    t1 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.stdout.read()
+    rc = proc.wait(120)
+    stopped = time.monotonic() - t1
+    if rc != 130:
+        raise SystemExit(f"rawexec run exited {rc}, expected 130 after Ctrl-C")
+    return all_running, reported, stopped, idle_cpu, rss, agent_cpu, spawner_cpu
 
 
 def _line(r: tuple[float, ...]) -> str:
@@ -144,14 +150,18 @@ def main() -> None:
              + (" (PYTHONDONTWRITEBYTECODE=1: none for src/)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "")))
     results: list[tuple[float, ...]] = []
     base: list[tuple[float, ...]] = []
-    for i in range(repeats):
-        r = run_once(n)
-        results.append(r)
-        print(f"  run {i + 1}: {_line(r)}")
-        if base_src:
-            b = run_once(n, base_src)
-            base.append(b)
-            print(f"  baseline run {i + 1}: {_line(b)}")
+    try:
+        for i in range(repeats):
+            r = run_once(n)
+            results.append(r)
+            print(f"  run {i + 1}: {_line(r)}")
+            if base_src:
+                b = run_once(n, base_src)
+                base.append(b)
+                print(f"  baseline run {i + 1}: {_line(b)}")
+    finally:
+        for tmp in LEFT:
+            shutil.rmtree(tmp, ignore_errors=True)
     rows: tuple[tuple[str, int, str, float | None], ...] = (
         ("all running", 0, "s", 1.5), ("CPU of rawexec run until all running", 5, "s", None),
         ("idle agent CPU", 3, "% of a core", 1.0), ("RSS", 4, " MB", 60.0))
