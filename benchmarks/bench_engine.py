@@ -141,6 +141,10 @@ def measure(n: int, cgroups: bool, where: str | None, state_where: str | None) -
             d.stop_task(f"s{i}", 0, "SIGKILL")
         for tid in d.task_ids():
             d.destroy_task(tid, force=True)
+    except BaseException:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(alloc, ignore_errors=True)
+        raise
     finally:
         d.close()
         if cgroups:
