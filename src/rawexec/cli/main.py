@@ -10,6 +10,10 @@ import importlib
 
 import click
 
+from rawexec import _dccache
+
+_dccache.install()  # before any subcommand's modules make their dataclasses
+
 __all__ = ["cli", "main"]
 
 _COMMANDS: dict[str, tuple[str, str]] = {

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from rawexec import _dccache
 from rawexec.agent.memory import limit_malloc_arenas, trim_malloc
 from rawexec.cli.logwatch import LogDirWatch, Waker
 from rawexec.errors import RawExecError, ValidationError
@@ -532,6 +533,7 @@ def _release_memory() -> None:
         cached = getattr(structure, name, None)
         if cached is not None and hasattr(cached, "cache_clear"):
             cached.cache_clear()
+    _dccache.release()  # every dataclass is made: write the compiled methods for the next start
     gc.unfreeze()
     gc.collect()
     trim_malloc()

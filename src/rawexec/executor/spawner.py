@@ -27,13 +27,17 @@ import signal
 import socket
 import sys
 
-# What shims use later, imported now so each fork shares it.
-import rawexec.executor.supervisor
-from rawexec.executor import launch
-from rawexec.executor.protocol import FD_SPACE, SPAWN_REQUEST, fds_from_ancdata
-from rawexec.executor.shim import idle_shim, prime_sched
+from rawexec import _dccache
 
-import rawexec.logs  # noqa: F401  isort: skip
+_dccache.install()  # before the modules below make their dataclasses
+
+# What shims use later, imported now so each fork shares it.
+import rawexec.executor.supervisor  # noqa: E402
+from rawexec.executor import launch  # noqa: E402
+from rawexec.executor.protocol import FD_SPACE, SPAWN_REQUEST, fds_from_ancdata  # noqa: E402
+from rawexec.executor.shim import idle_shim, prime_sched  # noqa: E402
+
+import rawexec.logs  # noqa: F401, E402  isort: skip
 
 __all__ = ["POOL_SIZE", "serve"]
 
@@ -161,6 +165,7 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims are reaped by the kernel, never zombies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _prepare()
+    _dccache.release()  # every class is made: write new entries, drop the table before forking
     ctl = socket.socket(fileno=fd)
     gc.collect()
     gc.freeze()

@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     states: list[PluginState] = []  # the services' shared state, made by the first call that needs it
 
     def shared_state() -> PluginState:
+        from rawexec import _dccache
+
+        _dccache.install()  # the driver's dataclasses are made below
         from rawexec.plugin.base_service import PluginState
 
         if not states:
