@@ -135,7 +135,8 @@ def test_hybrid_limits_go_to_v1(tmp_path: Path) -> None:
     s, fs = system(tmp_path, "hybrid")
     cg = create(s, resources={"cpu": 7, "memory": 32, "memory_max": 0, "cores": 0, "cpuset": []})
     assert fs.read(cg.v1["memory"] + "/memory.limit_in_bytes") == str(32 * MB)
-    assert fs.read(cg.v1["memory"] + "/memory.soft_limit_in_bytes") == "-1"
+    # no reservation: a fresh cgroup's soft limit stays the kernel's "unlimited" (not written again)
+    assert fs.read(cg.v1["memory"] + "/memory.soft_limit_in_bytes") == "9223372036854771712"
     assert fs.read(cg.v1["cpu"] + "/cpu.shares") == "7"
     assert not fs.exists(str(cg.unified) + "/memory.max")
 
@@ -356,6 +357,26 @@ def test_oom_count_v1_and_baseline_on_reuse(tmp_path: Path) -> None:
     assert again.oom_kill_count() == 0
     fs.write(cg.v1["memory"] + "/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n")
     assert again.oom_kill_count() == 1
+
+
+def test_a_reused_leftover_gets_every_limit_written_again(tmp_path: Path) -> None:
+    s, fs = system(tmp_path, "hybrid")
+    old = create(s, resources=Resources(memory=64, memory_max=128))  # reservation 64 MB, hard 128 MB
+    assert fs.read(old.v1["memory"] + "/memory.soft_limit_in_bytes") == str(64 * MB)
+    again = create(s, resources=Resources(memory=0, memory_max=-1))  # the leftover, now unlimited
+    assert again.v1["memory"] == old.v1["memory"]
+    assert fs.read(again.v1["memory"] + "/memory.limit_in_bytes") == "-1"
+    assert fs.read(again.v1["memory"] + "/memory.soft_limit_in_bytes") == "-1"
+
+
+def test_a_parent_removed_behind_our_back_is_made_again(tmp_path: Path) -> None:
+    s, fs = system(tmp_path, "hybrid")
+    first = create(s, task_name="one")
+    first.destroy()
+    for d in ("/sys/fs/cgroup/unified/nomad.slice", "/sys/fs/cgroup/memory/nomad", "/sys/fs/cgroup/cpu/nomad"):
+        fs.rmdir(d)  # e.g. an operator's cleanup while the agent runs
+    second = create(s, task_name="two")
+    assert all(fs.isdir(d) for d in second.dirs)
 
 
 def test_oom_count_v1_old_kernel_uses_failcnt(tmp_path: Path) -> None:

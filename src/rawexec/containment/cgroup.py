@@ -33,8 +33,8 @@ from rawexec.containment.fs import CgroupFS
 from rawexec.containment.setup import (
     apply_limits,
     check_name,
-    ensure_parent,
     init_cpuset,
+    make_task_dir,
     override_dir,
     rel_parts,
     resources_from_mapping,
@@ -155,10 +155,9 @@ class TaskCgroup:
                 if v2_override:
                     unified = override_dir(fs, system.unified_mount, v2_override, "cgroup_v2_override")
                 else:
-                    base = ensure_parent(system, system.unified_mount, parent_parts or [DEFAULT_V2_PARENT],
-                                              created, None)
-                    unified = f"{base}/{alloc_id}.{task_name}.scope"
-                    if fs.mkdir(unified):
+                    unified, made = make_task_dir(system, system.unified_mount, parent_parts or [DEFAULT_V2_PARENT],
+                                                  f"{alloc_id}.{task_name}.scope", created, None)
+                    if made:
                         created.append(unified)
                     owned.append(unified)
             v1: dict[str, str] = {}
@@ -170,10 +169,9 @@ class TaskCgroup:
                 elif ctrl in wanted or mount in by_mount:
                     if mount not in by_mount:
                         cpuset = ctrl == "cpuset" or system.v1_mounts.get("cpuset") == mount
-                        base = ensure_parent(system, mount, parent_parts or [DEFAULT_V1_PARENT], created,
-                                                  "cpuset" if cpuset else None)
-                        d = f"{base}/{alloc_id}.{task_name}"
-                        if fs.mkdir(d):
+                        d, made = make_task_dir(system, mount, parent_parts or [DEFAULT_V1_PARENT],
+                                                f"{alloc_id}.{task_name}", created, "cpuset" if cpuset else None)
+                        if made:
                             created.append(d)
                             if cpuset:
                                 init_cpuset(fs, d)
@@ -186,8 +184,10 @@ class TaskCgroup:
             if leftovers:
                 cg._reuse_leftovers(leftovers)
             if resources is not None:
-                apply_limits(fs, system.mode, unified, v1, owned, resources)
-            cg.oom_baseline = cg._raw_oom_count()
+                apply_limits(fs, system.mode, unified, v1, owned, resources, fresh=created)
+            # a memory cgroup made just now has had no OOM kill: no need to read its count
+            counted = v1.get("memory") or unified
+            cg.oom_baseline = 0 if counted is not None and counted in created else cg._raw_oom_count()
             return cg
         except BaseException as exc:
             for d in reversed(created):

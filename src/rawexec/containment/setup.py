@@ -22,6 +22,7 @@ __all__ = [
     "check_name",
     "ensure_parent",
     "init_cpuset",
+    "make_task_dir",
     "override_dir",
     "rel_parts",
     "resources_from_mapping",
@@ -80,11 +81,51 @@ def v1_wanted(fs: CgroupFS, unified: str | None, resources: Resources | None) ->
     wanted = {"memory", "cpu"}
     if resources is not None and (resources.cores > 0 or resources.cpuset):
         wanted.add("cpuset")
-    if unified is None or not fs.exists(unified + "/cgroup.kill"):
+    if unified is None or not knob_exists(fs, unified, "cgroup.kill"):
         wanted.add("freezer")
-    if unified is None or not fs.exists(unified + "/cpu.stat"):
+    if unified is None or not knob_exists(fs, unified, "cpu.stat"):
         wanted.add("cpuacct")
     return wanted
+
+
+_KNOBS: dict[tuple[str, str, str], bool] = {}
+_PARENTS: set[tuple[str, str, tuple[str, ...], str | None]] = set()
+
+
+def knob_exists(fs: CgroupFS, d: str, name: str) -> bool:
+    """Whether cgroup ``d`` has control file ``name``. Which files a (non-root) cgroup has depends
+    on the kernel and the hierarchy, not on the cgroup: the answer for one child of a parent is
+    the answer for all its children, so it is looked up once per parent (one ``stat`` less per
+    file and task start)."""
+    key = (fs.root, d.rsplit("/", 1)[0], name)
+    have = _KNOBS.get(key)
+    if have is None:
+        have = _KNOBS[key] = fs.exists(f"{d}/{name}")
+    return have
+
+
+def make_task_dir(system: CgroupSystem, mount: str, parts: list[str], name: str, created: list[str],
+                  kind: str | None) -> tuple[str, bool]:
+    """``mount/parts.../name`` and whether it was made now (False: a leftover, reused). Its parents
+    are made (see :func:`ensure_parent`) by the first start of this process that needs them; later
+    starts only make their own dir, unless the parent has gone meanwhile."""
+    key = (system.fs.root, mount, tuple(parts), kind)
+    for _ in range(2):
+        if key in _PARENTS:
+            base = mount + "".join("/" + p for p in parts)
+        else:
+            base = ensure_parent(system, mount, parts, created, kind)
+        d = f"{base}/{name}"
+        try:
+            made = system.fs.mkdir(d)
+        except FileNotFoundError:
+            if key not in _PARENTS:
+                raise
+            _PARENTS.discard(key)  # removed behind our back (an operator, a test): make it again
+            continue
+        _PARENTS.add(key)
+        return d, made
+    raise AssertionError("unreachable")
 
 
 def resources_from_mapping(m: Mapping[str, Any]) -> Resources:
@@ -158,18 +199,22 @@ def write_knob(fs: CgroupFS, path: str, value: str, field: str) -> None:
 
 
 def apply_limits(fs: CgroupFS, mode: str, unified: str | None, v1: Mapping[str, str], owned_dirs: Iterable[str],
-                 r: Resources) -> None:
-    """Write ``r``'s limits into the dirs we own (an override cgroup is the operator's: untouched)."""
+                 r: Resources, fresh: Iterable[str] = ()) -> None:
+    """Write ``r``'s limits into the dirs we own (an override cgroup is the operator's: untouched).
+    In the ``fresh`` ones (made just now) a v1 memory limit the kernel's default already says
+    ("-1", none) is not written again."""
     hard, reservation = r.memory_limits()
     shares = cpu_shares(r.cpu)
     owned = set(owned_dirs)
     mem = v1.get("memory")
     if mem in owned and mem is not None:
-        write_knob(fs, f"{mem}/memory.limit_in_bytes", str(hard) if hard else "-1", "resources.memory")
-        if fs.exists(f"{mem}/memory.soft_limit_in_bytes"):
+        new = mem in fresh
+        if hard or not new:
+            write_knob(fs, f"{mem}/memory.limit_in_bytes", str(hard) if hard else "-1", "resources.memory")
+        if (reservation or not new) and knob_exists(fs, mem, "memory.soft_limit_in_bytes"):
             write_knob(fs, f"{mem}/memory.soft_limit_in_bytes", str(reservation) if reservation else "-1",
                         "resources.memory")
-        if fs.exists(f"{mem}/memory.swappiness"):
+        if knob_exists(fs, mem, "memory.swappiness"):
             try:
                 fs.write(f"{mem}/memory.swappiness", "0")
             except OSError as e:
