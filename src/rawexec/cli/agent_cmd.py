@@ -17,6 +17,7 @@ from types import FrameType
 
 import click
 
+from rawexec import _dccache
 from rawexec.agent.memory import limit_malloc_arenas
 from rawexec.cli.client import dev_data_dir
 from rawexec.cli.logwatch import Waker
@@ -130,6 +131,7 @@ def _run(config: object, *, dev: bool, scratch: bool) -> int:
         click.echo(f"{k:>15}: {v}")
     click.echo("\n==> rawexec agent started! Log data will stream in below:\n", nl=True)
     sys.stdout.flush()
+    _dccache.release()  # up: write the compiled dataclass methods for the next start, free the tables
     while not caught:
         waker.wait(5.0)  # woken at once; the timeout only bounds a handler that has yet to run
     name = "interrupt" if caught and caught[0] == signal.SIGINT else "terminated"
