@@ -117,13 +117,15 @@ def test_a_forked_child_never_writes(tmp_path: Path) -> None:
     assert out["exists"] is False
 
 
-def test_release_writes_at_once_and_stops_caching(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dont_write", [False, True])
+def test_release_writes_at_once_and_stops_caching(tmp_path: Path, dont_write: bool) -> None:
     code = ("import json, os\nfrom rawexec import _dccache\n_dccache._PACKAGE = 'dcprobe'\n_dccache.install()\n"
             "import dcprobe.shapes\n_dccache.release()\nex = os.path.exists(_dccache._path('dcprobe.shapes'))\n"
             "import dataclasses\n@dataclasses.dataclass\nclass B:\n    b: int\n"
             "print(json.dumps([ex, _dccache._added, B(1) == B(1)]))\n"
             "os._exit(0)\n")  # no atexit: what is on disk is what release() wrote
-    assert _run(tmp_path, code) == [True, {}, True]
+    # with PYTHONDONTWRITEBYTECODE nothing is written, and what was compiled is dropped all the same
+    assert _run(tmp_path, code, dont_write=dont_write) == [not dont_write, {}, True]
 
 
 def test_the_project_s_own_modules_are_served_from_the_cache(tmp_path: Path) -> None:

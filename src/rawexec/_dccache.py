@@ -119,6 +119,7 @@ def release() -> None:
     _save()
     _enabled = False
     _tables.clear()
+    _added.clear()  # also when nothing could be written (PYTHONDONTWRITEBYTECODE, a forked child)
 
 
 def _save() -> None:
