@@ -20,6 +20,13 @@ class Point:
     x: int
     y: int = 2
     tags: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Twin:  # the same fields: the same generated texts as Point's, served twice from one entry
+    x: int
+    y: int = 2
+    tags: tuple[str, ...] = ()
 '''
 
 # Imports a module of a stand-in package (the cache only serves one package's modules), uses
@@ -29,7 +36,8 @@ import json, os, sys, dataclasses
 from rawexec import _dccache
 _dccache._PACKAGE = "dcprobe"
 _dccache.install()
-from dcprobe.shapes import Point
+from dcprobe.shapes import Point, Twin
+assert Twin(1) != Point(1) and repr(Twin(1)) == "Twin(x=1, y=2, tags=())"
 
 @dataclasses.dataclass
 class NotOurs:  # __main__ is not the package: compiled, never cached
@@ -134,3 +142,16 @@ def test_the_project_s_own_modules_are_served_from_the_cache(tmp_path: Path) -> 
             "print(json.dumps(sum(len(v) for v in _dccache._added.values())))\n")
     assert isinstance(first := _run(tmp_path, code), int) and first > 20
     assert _run(tmp_path, code) == 0
+
+
+def test_python_m_writes_every_table_even_under_dont_write_bytecode(tmp_path: Path) -> None:
+    """What scripts/bootstrap runs after compileall: like compileall, an explicit request."""
+    env = _env(tmp_path, dont_write=True)
+    res = subprocess.run([sys.executable, "-m", "rawexec._dccache"], check=False, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert len(list((tmp_path / "pyc").rglob("*.dcc"))) >= 20
+    code = ("import json\nfrom rawexec import _dccache\n_dccache.install()\n"
+            "import rawexec.cli.run_cmd, rawexec.agent.agent, rawexec.executor.spawner, rawexec.plugin.hclspec\n"
+            "print(json.dumps(sum(len(v) for v in _dccache._added.values())))\n")
+    assert _run(tmp_path, code, dont_write=True) == 0

@@ -16,7 +16,9 @@ process that installed the hook, when :func:`release` is called (once a command 
 -- never when ``PYTHONDONTWRITEBYTECODE``/``-B`` asks Python not to write bytecode, never from a
 forked child (a task's shim), never for another package's modules. The key is the whole source
 text, so a changed class simply misses; a file from another Python version (other magic number)
-or a damaged one is ignored and rewritten.
+or a damaged one is ignored and rewritten. ``python -m rawexec._dccache`` writes every module's
+table at once, also under ``PYTHONDONTWRITEBYTECODE`` (an explicit request, as ``compileall`` is):
+``scripts/bootstrap`` runs it after byte-compiling ``src/``.
 
 Nothing else changes: the same text gives the same code object, executed the same way.
 """
@@ -42,7 +44,7 @@ time (``make_dataclass`` in a loop) cannot grow a file without bound."""
 _PACKAGE = "rawexec"
 """Only this package's modules are cached (tests point it at a package of their own)."""
 
-_tables: dict[str, dict[str, CodeType]] = {}  # module -> its file's entries not used yet
+_tables: dict[str, dict[str, CodeType]] = {}  # module -> its file's entries
 _added: dict[str, dict[str, CodeType]] = {}  # module -> what this process compiled
 _owner = 0  # the pid that installed the hook: only it writes files
 _enabled = False
@@ -90,7 +92,7 @@ def _exec(source: Any, globals: dict[str, Any] | None = None, locals: Any = None
             table = _tables.get(module)
             if table is None:
                 table = _tables[module] = _load(_path(module))
-            code = table.pop(source, None)  # each text is made once per process: no need to keep it
+            code = table.get(source)  # not pop: two classes of a module may make the same text
             if code is None:
                 code = compile(source, "<string>", "exec", dont_inherit=True)
                 new = _added.setdefault(module, {})
@@ -149,3 +151,35 @@ def _write(path: str, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def main() -> None:
+    """``python -m rawexec._dccache``: write every module's table now, as ``compileall`` writes
+    bytecode (also under ``PYTHONDONTWRITEBYTECODE``, which only stops *implicit* writes). The
+    project's bootstrap runs it after byte-compiling ``src/``."""
+    import importlib
+    import pkgutil
+
+    install()
+    import rawexec
+
+    for info in pkgutil.walk_packages(rawexec.__path__, "rawexec."):
+        if info.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(info.name)
+        except Exception as e:  # an optional dependency missing: that module is simply not cached
+            sys.stderr.write(f"rawexec._dccache: skipped {info.name}: {e}\n")
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+    try:
+        _save()
+    finally:
+        sys.dont_write_bytecode = dont_write
+
+
+if __name__ == "__main__":
+    # run as a script this module is ``__main__``, a second copy: the imported modules call
+    # ``install()`` on ``rawexec._dccache``, so that copy must be the one that does the work
+    from rawexec._dccache import main as _main
+
+    _main()
