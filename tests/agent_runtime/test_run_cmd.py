@@ -232,6 +232,52 @@ def test_detach_leaves_tasks_for_the_next_agent(make_agent: Any, tag: str, state
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "stopped")
 
 
+def test_a_killed_run_takes_its_tasks_along(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """``rawexec run`` with its temp data dir, killed with SIGKILL: no later agent can find these
+    tasks, so their shims stop them (SIGTERM; what ignores it is killed after the grace period)."""
+    jf = tmp_path / "k.nomad.hcl"
+    jf.write_text('job "k" {\n  group "g" {\n'
+                  '    task "plain" {\n      driver = "raw_exec"\n'
+                  '      config {\n        command = "/bin/sleep"\n        args = ["1000"]\n      }\n    }\n'
+                  '    task "stubborn" {\n      driver = "raw_exec"\n'
+                  '      config {\n        command = "/bin/sh"\n'
+                  '        args = ["-c", "trap \'\' TERM; sleep 1000 & wait; wait"]\n      }\n    }\n'
+                  '  }\n}\n')
+    p = subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                         env=_env(tag, state_dir))
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if "All 2 main task(s) started" in line:
+                break
+        def sleepers() -> list[int]:
+            out = []
+            for pid in pids_with_tag(tag):
+                try:
+                    if Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"1000\0"):
+                        out.append(pid)
+                except OSError:
+                    pass
+            return out
+
+        wait_until(lambda: len(sleepers()) == 2, 30, 0.05, "both tasks run")
+        p.kill()
+        p.wait(10)
+        t0 = time.monotonic()
+        # the plain task goes at its SIGTERM; the stubborn one's tree when the grace period ends
+        wait_until(lambda: len(sleepers()) <= 1, 5, 0.05, "the plain task stopped")
+        wait_until(lambda: pids_with_tag(tag) == [], 15, 0.1, "every task process (and shim) gone")
+        assert time.monotonic() - t0 >= 4.0  # the stubborn tree had its grace period
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for pid in pids_with_tag(tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def _spawners(tag: str, parent: int) -> list[int]:
     """The spawner processes ``parent`` started (its shims are forks of one: same command line)."""
     out = []

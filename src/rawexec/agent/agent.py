@@ -44,8 +44,12 @@ START_CONCURRENCY = 16
 class Agent:
     """A single-node Nomad-like agent running raw_exec tasks. Thread-safe."""
 
-    def __init__(self, config: AgentConfig, *, dev: bool = False, driver_config: DriverConfig | None = None) -> None:
+    def __init__(self, config: AgentConfig, *, dev: bool = False, driver_config: DriverConfig | None = None,
+                 stop_tasks_with_driver: bool = False) -> None:
+        """``stop_tasks_with_driver``: this agent's tasks stop when its process dies without stopping
+        them (see :class:`DriverConfig`); for an agent whose data dir no later agent will use."""
         self.config = config.with_dev() if dev else config
+        self._stop_tasks_with_driver = stop_tasks_with_driver
         self.dev = dev
         self.data_dir = self.config.require_data_dir()
         self._driver_config = driver_config
@@ -81,11 +85,13 @@ class Agent:
     # ------------------------------------------------------------------ lifecycle
     def _make_driver_config(self) -> DriverConfig:
         if self._driver_config is not None:
-            return dataclasses.replace(self._driver_config, enabled=self.config.raw_exec_enabled)
+            return dataclasses.replace(self._driver_config, enabled=self.config.raw_exec_enabled,
+                                       stop_tasks_with_driver=self._stop_tasks_with_driver)
         rc = self.config.raw_exec
         return DriverConfig(enabled=rc.enabled, no_cgroups=rc.no_cgroups, denied_host_uids=rc.denied_host_uids,
                             denied_host_gids=rc.denied_host_gids, denied_envvars=rc.denied_envvars,
-                            cgroup_parent=self.config.cgroup_parent)
+                            cgroup_parent=self.config.cgroup_parent,
+                            stop_tasks_with_driver=self._stop_tasks_with_driver)
 
     def prepare(self) -> None:
         """Create the driver and boot its spawner, touching no state (the data dir is not even

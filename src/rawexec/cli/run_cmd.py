@@ -294,7 +294,9 @@ def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir
             # a private temp data dir: start the agent (and the driver's spawner process) first, so
             # the spawner boots while the job file is parsed
             tmp = data_dir = tempfile.mkdtemp(prefix="rawexec-run-")
-            agent = _start_agent(data_dir)
+            # no later agent will know this data dir: should this process die without stopping
+            # the tasks (kill -9, a crash), their shims stop them -- unless asked to leave them
+            agent = _start_agent(data_dir, stop_tasks_with_driver=not detach)
         else:
             # the user's data dir may hold tasks of an earlier run: nothing is recovered before the
             # job file parsed, but the driver's spawner can boot meanwhile
@@ -343,14 +345,15 @@ def _parse(jobfile: str, variables: dict[str, str], var_file: tuple[str, ...]) -
     return parsed.job
 
 
-def _start_agent(data_dir: str, *, prepare_only: bool = False) -> Agent | None:
+def _start_agent(data_dir: str, *, prepare_only: bool = False, stop_tasks_with_driver: bool = False) -> Agent | None:
     """The embedded dev agent, started (``prepare_only``: only its driver, see :meth:`Agent.prepare`)."""
     from rawexec.agent.agent import Agent
     from rawexec.agent.agentconfig import AgentConfig
 
     agent: Agent | None = None
     try:
-        agent = Agent(AgentConfig(data_dir=data_dir, name=os.uname().nodename), dev=True)
+        agent = Agent(AgentConfig(data_dir=data_dir, name=os.uname().nodename), dev=True,
+                      stop_tasks_with_driver=stop_tasks_with_driver)
         if prepare_only:
             agent.prepare()
         else:

@@ -137,6 +137,11 @@ class DriverConfig:
     """The raw_exec plugin options. Disabled unless ``enabled`` (secure by default).
 
     ``state_dir`` (ours, not Nomad's) holds each shim's control socket and exit record.
+    ``stop_tasks_with_driver`` (ours, not a plugin option): when this driver process goes away
+    without stopping its tasks (killed, crashed), each task's shim stops the task (its
+    ``SIGTERM``, then after :data:`~rawexec.executor.supervisor.DRIVER_GONE_GRACE_S` the whole
+    tree killed) instead of keeping it for a later driver to re-attach. For owners that no later
+    driver can follow: ``rawexec run`` with its temporary data dir.
     """
 
     enabled: bool = False
@@ -146,6 +151,7 @@ class DriverConfig:
     denied_envvars: tuple[str, ...] = ()
     state_dir: str = field(default_factory=default_state_dir)
     cgroup_parent: str | None = None
+    stop_tasks_with_driver: bool = False
 
     def __post_init__(self) -> None:
         # Validate eagerly so a bad deny list is reported at SetConfig time, as Nomad does.

@@ -272,6 +272,7 @@ class Driver:
             "stderr": self._sink(cfg, cfg.stderr_path, "stderr"),
             "socket_path": socket_path, "state_path": state_path,
             "oom_score_adj": tcfg.oom_score_adj,
+            "stop_with_driver": self.config.stop_tasks_with_driver,
         }
         log_fds = _open_logs(spec)
         try:

@@ -35,6 +35,9 @@ READ_CHUNK = 1024 * 1024
 RETRY_WRITE_S = 0.2
 KILL_BOUND_S = 5.0
 FIFO_DRAIN_S = 2.0
+DRIVER_GONE_GRACE_S = 5.0
+"""A task whose spec says ``stop_with_driver``: how long it has to exit after its SIGTERM once the
+driver that started it is gone, before its whole tree is killed."""
 
 
 def open_record_tmp(path: str) -> int:
@@ -160,6 +163,8 @@ class Supervisor:
         self.killing = False
         self.uid = os.geteuid()
         self.record_fd = -1  # the exit record's temp file, when made ahead (prepare_exit_record)
+        self.owner: Channel | None = None  # the driver's start connection (see adopt_waiter)
+        self.driver_gone = False
 
     def prepare_exit_record(self) -> None:
         """Create the exit record's temp file now (off the stop path); best effort."""
@@ -182,6 +187,8 @@ class Supervisor:
     def adopt_waiter(self, ch: Channel) -> None:
         """Treat an already-connected channel as a client that asked to ``wait``."""
         ch.sock.setblocking(False)
+        if self.owner is None:
+            self.owner = ch  # it closes when the driver process that started the task is gone
         client = _Client(ch, waiting=True)
         self.clients[ch.fileno()] = client
         self.sel.register(ch.sock, EVENT_READ, lambda: self._on_client(client))
@@ -401,6 +408,23 @@ class Supervisor:
                 if pid in self.execs:  # client vanished mid-exec: kill what it started
                     self._kill_exec(pid)
         ch.close()
+        if ch is self.owner:
+            self.owner = None
+            if self.spec.get("stop_with_driver"):
+                self._stop_without_driver()
+
+    def _stop_without_driver(self) -> None:
+        """The driver that started the task is gone, and no later one can re-attach (the spec's
+        ``stop_with_driver``): stop the task as a driver would -- SIGTERM, then after
+        :data:`DRIVER_GONE_GRACE_S` kill the whole tree -- rather than leave it running for nobody."""
+        if self.driver_gone:
+            return
+        self.driver_gone = True
+        self.log("the driver that started this task is gone and none can take it over: stopping the task "
+                 f"(SIGTERM, then SIGKILL for the whole tree after {DRIVER_GONE_GRACE_S:g}s)")
+        if self.exit is None:
+            self._send_signal(signal.SIGTERM, False)
+        self.call_later(DRIVER_GONE_GRACE_S, self._kill_tree)  # also what the task left behind
 
     def _on_client(self, client: _Client) -> None:
         ch = client.channel
