@@ -420,11 +420,12 @@ class Supervisor:
         if self.driver_gone:
             return
         self.driver_gone = True
-        self.log("the driver that started this task is gone and none can take it over: stopping the task "
-                 f"(SIGTERM, then SIGKILL for the whole tree after {DRIVER_GONE_GRACE_S:g}s)")
         if self.exit is None:
+            self.log("the driver that started this task is gone and none can take it over: stopping the task "
+                     f"(SIGTERM, then SIGKILL for the whole tree after {DRIVER_GONE_GRACE_S:g}s)")
             self._send_signal(signal.SIGTERM, False)
-        self.call_later(DRIVER_GONE_GRACE_S, self._kill_tree)  # also what the task left behind
+        # also what an exited task left behind (a shim with no children left is done before this)
+        self.call_later(DRIVER_GONE_GRACE_S, self._kill_tree)
 
     def _on_client(self, client: _Client) -> None:
         ch = client.channel
