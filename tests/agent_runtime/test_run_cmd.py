@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from rawexec.driver.config import default_state_dir
 from tests.helpers.util import pids_with_tag, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,10 +237,11 @@ def test_a_killed_run_takes_its_tasks_along(tag: str, state_dir: str, tmp_path: 
     """``rawexec run`` with its temp data dir, killed with SIGKILL: no later agent can find these
     tasks, so their shims stop them (SIGTERM; what ignores it is killed after the grace period)."""
     jf = tmp_path / "k.nomad.hcl"
+    mark = tag.rpartition("=")[2][:12]  # task names no other test uses: to find this test's exit records
     jf.write_text('job "k" {\n  group "g" {\n'
-                  '    task "plain" {\n      driver = "raw_exec"\n'
+                  f'    task "plain_{mark}" {{\n      driver = "raw_exec"\n'
                   '      config {\n        command = "/bin/sleep"\n        args = ["1000"]\n      }\n    }\n'
-                  '    task "stubborn" {\n      driver = "raw_exec"\n'
+                  f'    task "stubborn_{mark}" {{\n      driver = "raw_exec"\n'
                   '      config {\n        command = "/bin/sh"\n'
                   '        args = ["-c", "trap \'\' TERM; sleep 1000 & wait; wait"]\n      }\n    }\n'
                   '  }\n}\n')
@@ -268,6 +270,15 @@ def test_a_killed_run_takes_its_tasks_along(tag: str, state_dir: str, tmp_path: 
         wait_until(lambda: len(sleepers()) <= 1, 5, 0.05, "the plain task stopped")
         wait_until(lambda: pids_with_tag(tag) == [], 15, 0.1, "every task process (and shim) gone")
         assert time.monotonic() - t0 >= 4.0  # the stubborn tree had its grace period
+        # no driver will ever read the shims' exit records: none is left behind
+        left = []
+        for f in Path(default_state_dir()).iterdir():
+            try:
+                if mark.encode() in f.read_bytes():
+                    left.append(f.name)
+            except OSError:
+                pass
+        assert left == []
     finally:
         if p.poll() is None:
             p.kill()

@@ -231,6 +231,13 @@ class Supervisor:
         return False
 
     def _shutdown(self) -> None:
+        if self.driver_gone and self.spec.get("stop_with_driver"):
+            # no driver will ever read the exit record (see _stop_without_driver): leave no file
+            for path in (self.spec["state_path"], exit_record_tmp(self.spec["state_path"], os.getpid())):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         if self.cgroup is not None:
             try:
                 self.cgroup.destroy()
