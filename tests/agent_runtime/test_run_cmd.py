@@ -31,6 +31,33 @@ def _env(tag: str, state_dir: str) -> dict[str, str]:
     return dict(os.environ, **{k: v}, TERM="dumb", TMPDIR=state_dir)
 
 
+def _popen(jf: Path, tag: str, state_dir: str) -> subprocess.Popen[str]:
+    """``rawexec run JOBFILE`` in the background, output (stdout and stderr) on ``stdout``."""
+    return subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env=_env(tag, state_dir))
+
+
+def _wait_started(p: subprocess.Popen[str], n: int) -> None:
+    """Read ``p``'s output until it says all ``n`` main tasks started."""
+    assert p.stdout is not None
+    for line in p.stdout:
+        if f"All {n} main task(s) started" in line:
+            return
+    pytest.fail("rawexec run never started its tasks")
+
+
+def _sleepers(tag: str) -> list[int]:
+    """The test's ``sleep 1000`` processes."""
+    out = []
+    for pid in pids_with_tag(tag):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"1000\0"):
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 def test_hello_example_exits_0_and_prints_output(tag: str, state_dir: str) -> None:
     p = run(["examples/hello.nomad.hcl"], tag, state_dir)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -137,8 +164,7 @@ def test_ctrl_c_stops_service_tasks(tag: str, state_dir: str, tmp_path: Path) ->
   }
 }
 ''')
-    proc = subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env=_env(tag, state_dir))
+    proc = _popen(jf, tag, state_dir)
     assert proc.stdout is not None
     lines: list[str] = []
 
@@ -183,8 +209,7 @@ def test_second_ctrl_c_forces(tag: str, state_dir: str, tmp_path: Path) -> None:
   }
 }
 ''')
-    proc = subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env=_env(tag, state_dir))
+    proc = _popen(jf, tag, state_dir)
     lines: list[str] = []
 
     def reader() -> None:
@@ -221,10 +246,7 @@ def test_detach_leaves_tasks_for_the_next_agent(make_agent: Any, tag: str, state
     p = run(["-detach", "-data-dir", str(data), str(jf)], tag, state_dir)
     assert p.returncode == 0, p.stderr
     assert "Job 'bg' started: 1 allocation(s)" in p.stdout
-    def sleepers() -> list[int]:
-        return [p for p in pids_with_tag(tag) if Path(f"/proc/{p}/cmdline").read_bytes().endswith(b"1000\0")]
-
-    wait_until(lambda: len(sleepers()) == 1, 30, 0.05, "the detached task runs")
+    wait_until(lambda: len(_sleepers(tag)) == 1, 30, 0.05, "the detached task runs")
     agent = make_agent(data_dir=data)  # re-attaches, then stops it
     (a,) = agent.list_allocations("bg")
     wait_until(lambda: agent.get_allocation(a["ID"])["TaskStates"]["t"]["State"] == "running", 30)
@@ -245,29 +267,15 @@ def test_a_killed_run_takes_its_tasks_along(tag: str, state_dir: str, tmp_path: 
                   '      config {\n        command = "/bin/sh"\n'
                   '        args = ["-c", "trap \'\' TERM; sleep 1000 & wait; wait"]\n      }\n    }\n'
                   '  }\n}\n')
-    p = subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                         env=_env(tag, state_dir))
+    p = _popen(jf, tag, state_dir)
     try:
-        assert p.stdout is not None
-        for line in p.stdout:
-            if "All 2 main task(s) started" in line:
-                break
-        def sleepers() -> list[int]:
-            out = []
-            for pid in pids_with_tag(tag):
-                try:
-                    if Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"1000\0"):
-                        out.append(pid)
-                except OSError:
-                    pass
-            return out
-
-        wait_until(lambda: len(sleepers()) == 2, 30, 0.05, "both tasks run")
+        _wait_started(p, 2)
+        wait_until(lambda: len(_sleepers(tag)) == 2, 30, 0.05, "both tasks run")
         p.kill()
         p.wait(10)
         t0 = time.monotonic()
         # the plain task goes at its SIGTERM; the stubborn one's tree when the grace period ends
-        wait_until(lambda: len(sleepers()) <= 1, 5, 0.05, "the plain task stopped")
+        wait_until(lambda: len(_sleepers(tag)) <= 1, 5, 0.05, "the plain task stopped")
         wait_until(lambda: pids_with_tag(tag) == [], 15, 0.1, "every task process (and shim) gone")
         assert time.monotonic() - t0 >= 4.0  # the stubborn tree had its grace period
         # no driver will ever read the shims' exit records: none is left behind
@@ -312,15 +320,9 @@ def test_one_spawner_booted_first_and_taken_over(tag: str, state_dir: str, tmp_p
     jf.write_text('job "s" {\n  group "g" {\n    count = 2\n    task "t" {\n      driver = "raw_exec"\n'
                   '      kill_timeout = "1s"\n      config {\n        command = "/bin/sleep"\n'
                   '        args = ["60"]\n      }\n    }\n  }\n}\n')
-    p = subprocess.Popen([*CMD, str(jf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                         env=_env(tag, state_dir))
+    p = _popen(jf, tag, state_dir)
     try:
-        assert p.stdout is not None
-        for line in p.stdout:
-            if "All 2 main task(s) started" in line:
-                break
-        else:
-            pytest.fail("rawexec run never started its tasks")
+        _wait_started(p, 2)
         assert len(_spawners(tag, p.pid)) == 1
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=60)
