@@ -21,7 +21,9 @@ waits that long before each round, for the file system to forget the previous ro
 (ext4 skips an inode deleted 1-60 s ago, up to 360 s while its inode table block is dirty).
 ``--dir DIR`` puts the alloc dirs and the driver's state dir there (default: the temp dir): a
 tmpfs such as ``/dev/shm`` takes the file system out of an A/B comparison of code (not for the
-issue's figures, which are on the disk a node uses). ``--state-dir DIR``: where the driver's
+issue's figures, which are on the disk a node uses: ``benchmarks/node-disk.sh DIR`` mounts an ext4
+with its journal, mkfs's default, on a loop device over this same disk; the VM's own root file
+system has no journal, see that script). ``--state-dir DIR``: where the driver's
 state dir goes (default: ``--dir``); its default in production is ``/run/rawexec``, a tmpfs on
 a usual host (not on this VM, where ``/run`` is on the root file system).
 

@@ -17,8 +17,10 @@ Measures, in one run:
   (target < 2 % of a core), split by thread: the main thread runs the gRPC event loop (calls,
   message writes); the other threads are the blocking pool (``Driver.task_stats`` for every
   streamed task once per tick, message build) and grpc's own threads. Next to it, the same
-  ``Driver.task_stats`` calls in this process (the collection the plugin cannot avoid) and the
-  building of their messages.
+  ``Driver.task_stats`` calls in this process (the collection the plugin cannot avoid), the
+  building of their messages, and the transport's floor: a bare ``grpc.aio`` server (same
+  grpcio, unix socket) streaming a 300-byte message per second to as many streams from one
+  ticker, with no protobuf and no work per message (``--floor-server``, a separate process).
 
     .venv/bin/python benchmarks/bench_plugin.py [--launches 10] [--starts 50] [--tasks 200] [--window 10]
 """
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from typing import Any
@@ -306,6 +309,84 @@ def bench_idle_cpu(sock_dir: str, alloc_root: str, tasks: int, window: float) ->
           "(the collection alone, no gRPC)")
     print(f"  their {tasks} TaskStatsResponse builds/s, in this process {build:6.2f} % of a core   "
           "(convert.task_stats_to_proto + serialization; the rest above is gRPC)")
+    floor = _grpc_floor(sock_dir, tasks, window)
+    print(f"  bare grpc.aio server, {tasks} streams x 1 msg/s       {floor:6.2f} % of a core   "
+          "(300-byte messages, no protobuf, no work: the transport's floor)")
+    print(f"  floors added up (transport + collection + builds)     {floor + local + build:6.2f} % of a core")
+
+
+_FLOOR_MSG = b"x" * 300
+
+
+def _ident(b: bytes) -> bytes:
+    return b
+
+
+async def _floor_server(path: str) -> None:
+    """A bare grpc.aio server: every call of /floor.F/Stream gets ``_FLOOR_MSG`` once a second,
+    all streams fed by one ticker (as the plugin's StatsHub does)."""
+    import asyncio
+
+    queues: list[asyncio.Queue[bytes]] = []
+
+    async def stream(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        queues.append(q)
+        while True:
+            await context.write(await q.get())
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for q in queues:
+                q.put_nowait(_FLOOR_MSG)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.F", {
+        "Stream": grpc.unary_stream_rpc_method_handler(stream, request_deserializer=_ident,
+                                                       response_serializer=_ident)}),))
+    server.add_insecure_port("unix:" + path)
+    await server.start()
+    tick = asyncio.get_running_loop().create_task(ticker())
+    print("ready", flush=True)
+    try:
+        await server.wait_for_termination()
+    finally:
+        tick.cancel()
+
+
+def _grpc_floor(sock_dir: str, streams: int, window: float) -> float:
+    """CPU (% of a core) of :func:`_floor_server` serving ``streams`` streams, over ``window`` s."""
+    path = os.path.join(sock_dir, "floor.sock")
+    proc = subprocess.Popen([sys.executable, __file__, "--floor-server", path], stdout=subprocess.PIPE, text=True)
+    channel = None
+    calls: list[Any] = []
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the floor server did not start")
+        channel = grpc.insecure_channel("unix:" + path)
+        method = channel.unary_stream("/floor.F/Stream", request_serializer=_ident, response_deserializer=_ident)
+        calls = [method(b"") for _ in range(streams)]
+
+        def drain(call: Any) -> None:
+            try:
+                for _ in call:
+                    pass
+            except grpc.RpcError:
+                pass
+
+        for call in calls:
+            threading.Thread(target=drain, args=(call,), daemon=True).start()
+        busy, _ = _cpu_share(psutil.Process(proc.pid), window)
+        return busy
+    finally:
+        for call in calls:
+            call.cancel()
+        if channel is not None:
+            channel.close()
+        proc.kill()
+        proc.wait()
 
 
 def _thread_ticks(pid: int) -> tuple[int, int]:
@@ -374,7 +455,13 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=50)
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--window", type=float, default=10.0)
+    ap.add_argument("--floor-server", metavar="SOCKET", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.floor_server:
+        import asyncio
+
+        asyncio.run(_floor_server(args.floor_server))
+        return
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
     sock_dir = tempfile.mkdtemp(prefix="rxb")
     alloc_root = tempfile.mkdtemp(prefix="rawexec-bench-")

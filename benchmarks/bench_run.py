@@ -9,6 +9,9 @@ before a change, e.g. ``git archive <rev> src | tar -x -C /tmp/base``), interlea
 runs, and print both side by side with the ratio. Besides wall time (noisy on a shared machine) it
 prints the CPU time the ``rawexec run`` process used until every task ran, and its spawner's.
 
+The runs' files go under ``TMPDIR``: ``TMPDIR=DIR`` with ``benchmarks/node-disk.sh DIR`` puts them
+on an ext4 with its journal, as a node's disk usually is (this VM's root file system has none).
+
 ``--pyc``: give ``src/`` (and the baseline) a bytecode cache, as an installed package has (pip
 compiles it; a source checkout writes ``__pycache__``), and the compiled dataclass methods a first
 start writes next to it (``rawexec/_dccache.py``). Without it, an environment with
