@@ -1,0 +1,346 @@
+"""Stop of N adversarial tasks (issue "Containment and stats": <= 0.5 s for 200, 0 survivors).
+
+    .venv/bin/python benchmarks/bench_stop.py [--tasks 200] [--shapes plain,fork-storm,...]
+                                              [--grace 0.1] [--supervisor-path DIR]
+
+For each of the issue's six shapes (the same as ``tests/driver/test_containment.py``), in one run:
+
+* **rawexec**: a :class:`~rawexec.Driver` starts N ``sh -c SHAPE`` tasks, with cgroups (root, when
+  the host has them) and without; once every process of every tree is up, N threads call
+  ``stop_task(id, GRACE, "SIGTERM")`` at once (as an agent stopping a job does). Reported: the time
+  until every call returned, and the survivors: live processes carrying the run's tag in their
+  environment (every descendant inherits it), counted after the stop.
+* **floor**: the same trees, not supervised: each in a cgroup2 dir of its own (or, without one,
+  in its own process group under this process as their subreaper); stop = ``cgroup.kill`` (or
+  SIGKILL) of all of them and wait until every one is empty and reaped. No SIGTERM, no grace,
+  no bookkeeping: what the kernel alone needs to end that many processes here. Our figure minus
+  this one is the supervision's own cost.
+* **supervisord** (with ``--supervisor-path DIR``, a ``pip install --target DIR supervisor==4.3.0``):
+  one program per task, ``stopasgroup`` and ``killasgroup`` on, ``stopwaitsecs`` = GRACE rounded up
+  to whole seconds (its unit); ``supervisorctl stop all``, timed, then survivors counted. What it
+  leaks is killed afterwards.
+
+``--grace`` is the SIGTERM grace before the tree is killed (default 0.1 s, as the containment
+test uses; only the SIGTERM-ignoring shapes wait for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from rawexec import Driver, DriverConfig, TaskConfig
+
+SHAPES = {
+    "plain": "exec sleep 100",
+    "setsid-child": "setsid sleep 100 & exec sleep 100",
+    "double-fork": "(setsid sh -c 'sleep 100 & exit 0' &) ; exec sleep 100",
+    "sigterm-ignoring": "trap '' TERM INT; sh -c \"trap '' TERM INT; sleep 100\" & sleep 100; sleep 100",
+    "new-session-forks-again": "setsid sh -c '(sleep 100 &) ; (setsid sleep 100 &) ; sleep 100' & exec sleep 100",
+    "fork-storm": "for i in 1 2 3 4 5 6 7 8 9 10; do (sleep 100 &) ; done; exec sleep 100",
+}
+#: Live processes per tree once a shape is fully up.
+PROCS = {"plain": 1, "setsid-child": 2, "double-fork": 2, "sigterm-ignoring": 3, "new-session-forks-again": 4,
+         "fork-storm": 11}
+TARGET_S = 0.5
+UNIFIED = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
+
+
+def tagged(tag: str) -> list[int]:
+    """Live (not zombie) processes with ``tag`` (KEY=value) in their environment."""
+    needle = tag.encode()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if needle in env and stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] not in b"ZX":
+            out.append(int(name))
+    return out
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def kill_tagged(tag: str) -> None:
+    for _ in range(50):
+        pids = tagged(tag)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+def reap_orphans() -> None:
+    """Reap what was reparented to us (the subreaper) and died: no zombies pile up between shapes."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _new_tag() -> tuple[str, str]:
+    return "RAWEXEC_BENCH_TAG", uuid.uuid4().hex
+
+
+# ---------------------------------------------------------------------------------------- rawexec
+def bench_rawexec(shape: str, n: int, grace: float, cgroups: bool) -> tuple[float, int]:
+    key, value = _new_tag()
+    tag = f"{key}={value}"
+    state = tempfile.mkdtemp(prefix="rxs-", dir="/tmp")
+    alloc = tempfile.mkdtemp(prefix="rxs-alloc-")
+    parent = f"rawexec-bench-stop-{uuid.uuid4().hex[:6]}"
+    d = Driver(DriverConfig(enabled=True, no_cgroups=not cgroups, state_dir=state, cgroup_parent=parent))
+    ids = []
+    try:
+        for i in range(n):
+            cfg = TaskConfig(id=f"s{i}-{uuid.uuid4().hex[:6]}", name="t", alloc_id=f"a{i}",
+                             alloc_dir=os.path.join(alloc, f"a{i}"),
+                             driver_config={"command": "/bin/sh", "args": ["-c", SHAPES[shape]]},
+                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), key: value})
+            d.start_task(cfg)
+            ids.append(cfg.id)
+        wait_for(lambda: len(tagged(tag)) >= PROCS[shape] * n, 60, f"{n} {shape} trees")
+        time.sleep(0.5)
+        threads = [threading.Thread(target=d.stop_task, args=(tid, grace, "SIGTERM")) for tid in ids]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        survivors = len(tagged(tag))
+        return elapsed, survivors
+    finally:
+        for tid in ids:
+            try:
+                d.destroy_task(tid, force=True)
+            except Exception:
+                pass
+        d.close()
+        kill_tagged(tag)
+        if cgroups:
+            from rawexec.containment import detect, remove_parent
+
+            remove_parent(detect(), parent)
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(alloc, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ floor
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of the trees come back to us
+
+
+def bench_floor(shape: str, n: int) -> float:
+    """The trees in cgroup2 dirs of their own (root), else process groups: kill all, wait until gone."""
+    key, value = _new_tag()
+    tag = f"{key}={value}"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), key: value}
+    base = os.path.join(UNIFIED, f"rawexec-bench-floor-{value[:6]}")
+    use_cg = os.geteuid() == 0 and os.path.exists(os.path.join(UNIFIED, "cgroup.kill"))
+    dirs: list[str] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if use_cg:
+            os.mkdir(base)
+        for i in range(n):
+            if use_cg:
+                cg = os.path.join(base, f"t{i}")
+                os.mkdir(cg)
+                dirs.append(cg)
+                procs.append(subprocess.Popen(["/bin/sh", "-c", SHAPES[shape]], env=env, stdin=subprocess.DEVNULL,
+                                              process_group=0, preexec_fn=_joiner(cg)))  # noqa: PLW1509
+            else:
+                procs.append(subprocess.Popen(["/bin/sh", "-c", SHAPES[shape]], env=env, stdin=subprocess.DEVNULL,
+                                              process_group=0))
+        wait_for(lambda: len(tagged(tag)) >= PROCS[shape] * n, 60, f"{n} unsupervised {shape} trees")
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        if use_cg:
+            for cg in dirs:
+                with open(os.path.join(cg, "cgroup.kill"), "w") as f:
+                    f.write("1")
+            for cg in dirs:
+                while True:
+                    with open(os.path.join(cg, "cgroup.events")) as f:
+                        if "populated 0" in f.read():
+                            break
+                    time.sleep(0.001)
+        else:
+            for p in procs:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            while tagged(tag):  # what left the group (setsid) is found by its tag
+                for pid in tagged(tag):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        while True:  # reap all: our children and the orphans we are the subreaper of
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        return time.perf_counter() - t0
+    finally:
+        kill_tagged(tag)
+        for cg in reversed(dirs):
+            try:
+                os.rmdir(cg)
+            except OSError:
+                pass
+        if use_cg:
+            try:
+                os.rmdir(base)
+            except OSError:
+                pass
+
+
+def _joiner(cg: str) -> Callable[[], None]:
+    def join() -> None:
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write("0")
+    return join
+
+
+# ------------------------------------------------------------------------------------ supervisord
+def bench_supervisord(path: str, shape: str, n: int, grace: float) -> tuple[float, int] | None:
+    key, value = _new_tag()
+    tag = f"{key}={value}"
+    work = tempfile.mkdtemp(prefix="rxs-supd-")
+    conf = os.path.join(work, "supervisord.conf")
+    sock = os.path.join(work, "supervisor.sock")
+    stopwait = max(1, math.ceil(grace))
+    # supervisord splits the command as a shell would (shlex), expands %(name)s (escape %) and ends
+    # the line at " ;" (an INI comment): no space before a shell ";" (same script for sh)
+    command = "/bin/sh -c " + shlex.quote(SHAPES[shape].replace(" ;", ";")).replace("%", "%%")
+    progs = "".join(textwrap.dedent(f"""
+        [program:t{i}]
+        command={command}
+        environment={key}="{value}"
+        autostart=true
+        autorestart=false
+        startsecs=0
+        stopsignal=TERM
+        stopwaitsecs={stopwait}
+        stopasgroup=true
+        killasgroup=true
+        stdout_logfile=NONE
+        stderr_logfile=NONE
+        """) for i in range(n))
+    with open(conf, "w") as f:
+        f.write(textwrap.dedent(f"""
+            [unix_http_server]
+            file={sock}
+            [supervisord]
+            logfile={work}/supervisord.log
+            pidfile={work}/supervisord.pid
+            nodaemon=true
+            minfds=4096
+            [rpcinterface:supervisor]
+            supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+            [supervisorctl]
+            serverurl=unix://{sock}
+            """) + progs)
+    env = dict(os.environ, PYTHONPATH=path)
+    supd = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", conf], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: len(tagged(tag)) >= PROCS[shape] * n, 120, f"supervisord's {n} {shape} trees")
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", conf, "stop", "all"], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        elapsed = time.perf_counter() - t0
+        return elapsed, len(tagged(tag))
+    finally:
+        supd.terminate()
+        try:
+            supd.wait(30)
+        except subprocess.TimeoutExpired:
+            supd.kill()
+            supd.wait()
+        kill_tagged(tag)
+        reap_orphans()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, from: " + ", ".join(SHAPES))
+    ap.add_argument("--grace", type=float, default=0.1, help="SIGTERM grace before the kill (s)")
+    ap.add_argument("--supervisor-path", help="a dir with supervisor 4.3 installed (pip install --target DIR)")
+    args = ap.parse_args()
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    for s in shapes:
+        if s not in SHAPES:
+            raise SystemExit(f"--shapes: unknown shape {s!r}; choose from {', '.join(SHAPES)}")
+    from rawexec.containment import detect
+
+    cg_ok = os.geteuid() == 0 and detect().enabled
+    _become_subreaper()
+    n = args.tasks
+    print(f"stop of {n} tasks per shape; SIGTERM grace {args.grace:g} s; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}; cgroups {'yes' if cg_ok else 'no (not root or none here)'}")
+    cols = ["rawexec" + (" (cgroups)" if cg_ok else ""), "rawexec (none)", "floor"]
+    if args.supervisor_path:
+        cols.append("supervisord 4.3")
+    print(f"{'shape':26s}" + "".join(f"{c:>22s}" for c in cols) + "   target")
+    for shape in shapes:
+        cells = []
+        figures: list[float] = []
+        if cg_ok:
+            t, left = bench_rawexec(shape, n, args.grace, cgroups=True)
+            cells.append(f"{t:.3f} s, {left} left")
+            figures.append(t)
+        t, left = bench_rawexec(shape, n, args.grace, cgroups=False)
+        cells.append(f"{t:.3f} s, {left} left")
+        figures.append(t)
+        floor = bench_floor(shape, n)
+        cells.append(f"{floor:.3f} s")
+        if args.supervisor_path:
+            r = bench_supervisord(args.supervisor_path, shape, n, args.grace)
+            cells.append("failed" if r is None else f"{r[0]:.3f} s, {r[1]} left")
+        worst = max(figures)
+        print(f"{shape:26s}" + "".join(f"{c:>22s}" for c in cells)
+              + f"   <= {TARGET_S} s: {'met' if worst <= TARGET_S else 'NOT met'} ({worst / TARGET_S:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
