@@ -12,6 +12,12 @@ prints the CPU time the ``rawexec run`` process used until every task ran, and i
 The runs' files go under ``TMPDIR``: ``TMPDIR=DIR`` with ``benchmarks/node-disk.sh DIR`` puts them
 on an ext4 with its journal, as a node's disk usually is (this VM's root file system has none).
 
+``--supervisor-path DIR`` (a ``pip install --target DIR supervisor==4.3.0``): also start supervisord
+4.3 with the same N programs (``/bin/sleep 1000``, ``startsecs = 0``, output to log files, as ours),
+interleaved with this tree's runs: the issue's reference ("~0.6 s for 200 programs, including its
+boot"). "All running" is then when N sleeps exist: as root counted in a cgroup2 dir of its own
+(one small read per 5 ms), else by a /proc scan every 50 ms (coarser, and it costs CPU).
+
 ``--pyc``: give ``src/`` (and the baseline) a bytecode cache, as an installed package has (pip
 compiles it; a source checkout writes ``__pycache__``), and the compiled dataclass methods a first
 start writes next to it (``rawexec/_dccache.py``). Without it, an environment with
@@ -123,6 +129,109 @@ def run_once(n: int, src: str | None = None) -> tuple[float, float, float, float
     return all_running, reported, stopped, idle_cpu, rss, agent_cpu, spawner_cpu
 
 
+_UNIFIED = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
+
+
+def _count_tagged(needle: bytes) -> int:
+    n = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        n += 1
+            except OSError:
+                pass
+    return n
+
+
+def supervisord_once(n: int, path: str) -> tuple[float, float, float]:
+    """supervisord 4.3 with ``n`` sleep programs: (seconds from exec until all run, its CPU until
+    then, seconds from SIGTERM until it exited with every program stopped)."""
+    tmp = tempfile.mkdtemp(prefix="bench-run-supd-")
+    LEFT.append(tmp)
+    tag = f"BENCH_RUN_SUPD={os.getpid()}{time.monotonic_ns()}"
+    key, value = tag.split("=")
+    conf = Path(tmp, "supervisord.conf")
+    progs = "".join(f"""
+[program:sleep{i}]
+command=/bin/sleep 1000
+environment={key}="{value}"
+startsecs=0
+autorestart=false
+stdout_logfile={tmp}/sleep{i}.stdout
+stderr_logfile={tmp}/sleep{i}.stderr
+stdout_logfile_maxbytes=1MB
+stdout_logfile_backups=1
+stderr_logfile_maxbytes=1MB
+stderr_logfile_backups=1
+""" for i in range(n))
+    conf.write_text(f"""
+[unix_http_server]
+file={tmp}/supervisor.sock
+[supervisord]
+logfile={tmp}/supervisord.log
+pidfile={tmp}/supervisord.pid
+nodaemon=true
+minfds=4096
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+""" + progs)
+    cg = os.path.join(_UNIFIED, f"bench-run-supd-{os.getpid()}") if os.geteuid() == 0 else None
+    if cg is not None:
+        os.mkdir(cg)
+
+    def join() -> None:
+        if cg is not None:
+            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                f.write("0")
+
+    env = dict(os.environ, PYTHONPATH=path)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=join)  # noqa: PLW1509
+    try:
+        needle = tag.encode()
+        while True:
+            if cg is not None:
+                with open(os.path.join(cg, "cgroup.procs"), "rb") as f:
+                    running = f.read().count(b"\n") - 1  # supervisord itself is one of them
+                time.sleep(0.005)
+            else:
+                running = _count_tagged(needle)
+                time.sleep(0.05)
+            if running >= n:
+                break
+            if proc.poll() is not None or time.monotonic() - t0 > 120:
+                raise SystemExit("supervisord did not start every program")
+        all_running = time.monotonic() - t0
+        cpu = _cpu(psutil.Process(proc.pid))
+        time.sleep(2.0)
+        t1 = time.monotonic()
+        proc.terminate()
+        proc.wait(120)
+        stopped = time.monotonic() - t1
+        return all_running, cpu, stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if cg is not None:
+            with open(os.path.join(cg, "cgroup.procs"), "rb") as left:
+                for pid in left.read().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            for _ in range(100):
+                try:
+                    os.rmdir(cg)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
 def _line(r: tuple[float, ...]) -> str:
     return (f"all running after {r[0]:.3f}s from exec (agent's own figure {r[1]:.3f}s from process start; "
             f"CPU until then: rawexec run {r[5]:.2f}s, spawner {r[6]:.2f}s); Ctrl-C -> all stopped in "
@@ -140,6 +249,11 @@ def main() -> None:
     if "--baseline-src" in args:
         i = args.index("--baseline-src")
         base_src = args[i + 1]
+        del args[i:i + 2]
+    supd = None
+    if "--supervisor-path" in args:
+        i = args.index("--supervisor-path")
+        supd = args[i + 1]
         del args[i:i + 2]
     pyc = "--pyc" in args
     if pyc:
@@ -160,6 +274,7 @@ def main() -> None:
              + (" (PYTHONDONTWRITEBYTECODE=1: none for src/)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "")))
     results: list[tuple[float, ...]] = []
     base: list[tuple[float, ...]] = []
+    sups: list[tuple[float, float, float]] = []
     try:
         for i in range(repeats):
             r = run_once(n)
@@ -169,6 +284,11 @@ def main() -> None:
                 b = run_once(n, base_src)
                 base.append(b)
                 print(f"  baseline run {i + 1}: {_line(b)}")
+            if supd:
+                sv = supervisord_once(n, supd)
+                sups.append(sv)
+                print(f"  supervisord run {i + 1}: all running after {sv[0]:.3f}s from exec (its CPU until then "
+                      f"{sv[1]:.2f}s); SIGTERM -> all stopped in {sv[2]:.3f}s")
     finally:
         for tmp in LEFT:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -185,6 +305,11 @@ def main() -> None:
         if target is not None:
             line += f" (target {'<' if idx == 3 else '<='} {target}{unit}: median {med / target:.2f}x of it)"
         print(line)
+    if sups:
+        sv_best, sv_med = min(x[0] for x in sups), sorted(x[0] for x in sups)[len(sups) // 2]
+        _, med = _stats(results, 0)
+        print(f"supervisord 4.3, all running: best {sv_best:.3f}s, median {sv_med:.3f}s (rawexec run's median "
+              f"is {med / sv_med:.2f}x of it)")
     if PYC_ENV:
         shutil.rmtree(PYC_ENV["PYTHONPYCACHEPREFIX"], ignore_errors=True)
 
