@@ -12,7 +12,8 @@ For each of the issue's six shapes (the same as ``tests/driver/test_containment.
   environment (every descendant inherits it), counted after the stop.
 * **floor**: the same trees, not supervised: each in a cgroup2 dir of its own (or, without one,
   in its own process group under this process as their subreaper); stop = ``cgroup.kill`` (or
-  SIGKILL) of all of them and wait until every one is empty and reaped. No SIGTERM, no grace,
+  SIGKILL to each group, then to what a /proc scan still finds by the tag, the scans counted in)
+  of all of them and wait until every one is empty and reaped. No SIGTERM, no grace,
   no bookkeeping: what the kernel alone needs to end that many processes here. Our figure minus
   this one is the supervision's own cost.
 * **supervisord** (with ``--supervisor-path DIR``, a ``pip install --target DIR supervisor==4.3.0``):
