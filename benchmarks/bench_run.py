@@ -39,6 +39,10 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout: its test helpers
+from benchmarks import supervisord  # noqa: E402
+from tests.helpers.util import pids_with_tag  # noqa: E402
+
 RAWEXEC = ROOT / ".venv" / "bin" / "rawexec"
 
 
@@ -132,19 +136,6 @@ def run_once(n: int, src: str | None = None) -> tuple[float, float, float, float
 _UNIFIED = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
 
 
-def _count_tagged(needle: bytes) -> int:
-    n = 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/environ", "rb") as f:
-                    if needle in f.read().split(b"\0"):
-                        n += 1
-            except OSError:
-                pass
-    return n
-
-
 def supervisord_once(n: int, path: str) -> tuple[float, float, float]:
     """supervisord 4.3 with ``n`` sleep programs: (seconds from exec until all run, its CPU until
     then, seconds from SIGTERM until it exited with every program stopped)."""
@@ -152,7 +143,6 @@ def supervisord_once(n: int, path: str) -> tuple[float, float, float]:
     LEFT.append(tmp)
     tag = f"BENCH_RUN_SUPD={os.getpid()}{time.monotonic_ns()}"
     key, value = tag.split("=")
-    conf = Path(tmp, "supervisord.conf")
     progs = "".join(f"""
 [program:sleep{i}]
 command=/bin/sleep 1000
@@ -166,17 +156,7 @@ stdout_logfile_backups=1
 stderr_logfile_maxbytes=1MB
 stderr_logfile_backups=1
 """ for i in range(n))
-    conf.write_text(f"""
-[unix_http_server]
-file={tmp}/supervisor.sock
-[supervisord]
-logfile={tmp}/supervisord.log
-pidfile={tmp}/supervisord.pid
-nodaemon=true
-minfds=4096
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-""" + progs)
+    conf = supervisord.write_conf(tmp, progs)
     cg = os.path.join(_UNIFIED, f"bench-run-supd-{os.getpid()}") if os.geteuid() == 0 else None
     if cg is not None:
         os.mkdir(cg)
@@ -186,20 +166,16 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
             with open(os.path.join(cg, "cgroup.procs"), "w") as f:
                 f.write("0")
 
-    env = dict(os.environ, PYTHONPATH=path)
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=join)  # noqa: PLW1509
+    proc = supervisord.popen(path, conf, preexec_fn=join)
     try:
-        needle = tag.encode()
         while True:
             if cg is not None:
                 with open(os.path.join(cg, "cgroup.procs"), "rb") as f:
                     running = f.read().count(b"\n") - 1  # supervisord itself is one of them
                 time.sleep(0.005)
             else:
-                running = _count_tagged(needle)
+                running = len(pids_with_tag(tag))
                 time.sleep(0.05)
             if running >= n:
                 break

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_stop.py [--tasks 200] [--shapes plain,fork-storm,...]
                                               [--grace 0.1] [--supervisor-path DIR]
 
-For each of the issue's six shapes (the same as ``tests/driver/test_containment.py``), in one run:
+For each of the issue's six shapes (``tests/helpers/shapes.py``, as the containment tests), in one run:
 
 * **rawexec**: a :class:`~rawexec.Driver` starts N ``sh -c SHAPE`` tasks, with cgroups (root, when
   the host has them) and without; once every process of every tree is up, N threads call
@@ -42,49 +42,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from rawexec import Driver, DriverConfig, TaskConfig
 
-SHAPES = {
-    "plain": "exec sleep 100",
-    "setsid-child": "setsid sleep 100 & exec sleep 100",
-    "double-fork": "(setsid sh -c 'sleep 100 & exit 0' &) ; exec sleep 100",
-    "sigterm-ignoring": "trap '' TERM INT; sh -c \"trap '' TERM INT; sleep 100\" & sleep 100; sleep 100",
-    "new-session-forks-again": "setsid sh -c '(sleep 100 &) ; (setsid sleep 100 &) ; sleep 100' & exec sleep 100",
-    "fork-storm": "for i in 1 2 3 4 5 6 7 8 9 10; do (sleep 100 &) ; done; exec sleep 100",
-}
-#: Live processes per tree once a shape is fully up.
-PROCS = {"plain": 1, "setsid-child": 2, "double-fork": 2, "sigterm-ignoring": 3, "new-session-forks-again": 4,
-         "fork-storm": 11}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its test helpers
+from benchmarks import supervisord
+from tests.helpers.shapes import PROCS, SHAPES
+from tests.helpers.util import pids_with_tag as tagged
+from tests.helpers.util import wait_until
+
 TARGET_S = 0.5
 UNIFIED = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") else "/sys/fs/cgroup"
 
 
-def tagged(tag: str) -> list[int]:
-    """Live (not zombie) processes with ``tag`` (KEY=value) in their environment."""
-    needle = tag.encode()
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if needle in env and stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] not in b"ZX":
-            out.append(int(name))
-    return out
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.1)
+def wait_up(tag: str, shape: str, n: int, timeout: float, what: str) -> None:
+    """Until all ``n`` trees of ``shape`` carrying ``tag`` have every process up."""
+    wait_until(lambda: len(tagged(tag)) >= PROCS[shape] * n, timeout, interval=0.1, msg=what)
 
 
 def kill_tagged(tag: str) -> None:
@@ -132,7 +106,7 @@ def bench_rawexec(shape: str, n: int, grace: float, cgroups: bool) -> tuple[floa
                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), key: value})
             d.start_task(cfg)
             ids.append(cfg.id)
-        wait_for(lambda: len(tagged(tag)) >= PROCS[shape] * n, 60, f"{n} {shape} trees")
+        wait_up(tag, shape, n, 60, f"{n} {shape} trees")
         time.sleep(0.5)
         threads = [threading.Thread(target=d.stop_task, args=(tid, grace, "SIGTERM")) for tid in ids]
         t0 = time.perf_counter()
@@ -187,7 +161,7 @@ def bench_floor(shape: str, n: int) -> float:
             else:
                 procs.append(subprocess.Popen(["/bin/sh", "-c", SHAPES[shape]], env=env, stdin=subprocess.DEVNULL,
                                               process_group=0))
-        wait_for(lambda: len(tagged(tag)) >= PROCS[shape] * n, 60, f"{n} unsupervised {shape} trees")
+        wait_up(tag, shape, n, 60, f"{n} unsupervised {shape} trees")
         time.sleep(0.5)
         t0 = time.perf_counter()
         if use_cg:
@@ -206,8 +180,8 @@ def bench_floor(shape: str, n: int) -> float:
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            while tagged(tag):  # what left the group (setsid) is found by its tag
-                for pid in tagged(tag):
+            while left := tagged(tag):  # what left the group (setsid) is found by its tag
+                for pid in left:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
@@ -244,8 +218,6 @@ def bench_supervisord(path: str, shape: str, n: int, grace: float) -> tuple[floa
     key, value = _new_tag()
     tag = f"{key}={value}"
     work = tempfile.mkdtemp(prefix="rxs-supd-")
-    conf = os.path.join(work, "supervisord.conf")
-    sock = os.path.join(work, "supervisor.sock")
     stopwait = max(1, math.ceil(grace))
     # supervisord splits the command as a shell would (shlex), expands %(name)s (escape %) and ends
     # the line at " ;" (an INI comment): no space before a shell ";" (same script for sh)
@@ -264,29 +236,13 @@ def bench_supervisord(path: str, shape: str, n: int, grace: float) -> tuple[floa
         stdout_logfile=NONE
         stderr_logfile=NONE
         """) for i in range(n))
-    with open(conf, "w") as f:
-        f.write(textwrap.dedent(f"""
-            [unix_http_server]
-            file={sock}
-            [supervisord]
-            logfile={work}/supervisord.log
-            pidfile={work}/supervisord.pid
-            nodaemon=true
-            minfds=4096
-            [rpcinterface:supervisor]
-            supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-            [supervisorctl]
-            serverurl=unix://{sock}
-            """) + progs)
-    env = dict(os.environ, PYTHONPATH=path)
-    supd = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", conf], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    conf = supervisord.write_conf(work, progs)
+    supd = supervisord.popen(path, conf, start_new_session=True)
     try:
-        wait_for(lambda: len(tagged(tag)) >= PROCS[shape] * n, 120, f"supervisord's {n} {shape} trees")
+        wait_up(tag, shape, n, 120, f"supervisord's {n} {shape} trees")
         time.sleep(0.5)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", conf, "stop", "all"], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        supervisord.ctl(path, conf, "stop", "all")
         elapsed = time.perf_counter() - t0
         return elapsed, len(tagged(tag))
     finally:

@@ -15,16 +15,9 @@ import pytest
 from rawexec import Driver, Resources, TaskEvent, TaskState
 from tests.conftest import CGROUPS_SKIP, TaskFactory
 from tests.driver.test_lifecycle import read
+from tests.helpers.shapes import PROCS, SHAPES
 from tests.helpers.util import pids_with_tag, tt, wait_until
 
-SHAPES = {
-    "plain": "exec sleep 100",
-    "setsid-child": "setsid sleep 100 & exec sleep 100",
-    "double-fork": "(setsid sh -c 'sleep 100 & exit 0' &) ; exec sleep 100",
-    "sigterm-ignoring": "trap '' TERM INT; sh -c \"trap '' TERM INT; sleep 100\" & sleep 100; sleep 100",
-    "new-session-forks-again": "setsid sh -c '(sleep 100 &) ; (setsid sleep 100 &) ; sleep 100' & exec sleep 100",
-    "fork-storm": "for i in 1 2 3 4 5 6 7 8 9 10; do (sleep 100 &) ; done; exec sleep 100",
-}
 N_TASKS = int(os.environ.get("RAWEXEC_ADVERSARIAL_TASKS", "200"))
 
 
@@ -35,8 +28,7 @@ def test_no_survivors(driver: Driver, make_task: TaskFactory, tag: str, shape: s
     for c in cfgs:
         driver.start_task(c)
     # every task is up with its whole shape before the stop
-    expected = {"plain": 1, "setsid-child": 2, "double-fork": 2, "sigterm-ignoring": 3,
-                "new-session-forks-again": 4, "fork-storm": 11}[shape]
+    expected = PROCS[shape]
     wait_until(lambda: len(pids_with_tag(tag)) >= expected * N_TASKS, 60, interval=0.2,
                msg=f"{shape}: all {N_TASKS} tasks running")
     t0 = time.monotonic()
