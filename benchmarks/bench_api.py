@@ -16,12 +16,12 @@ print both side by side with the ratio.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -157,14 +157,12 @@ ROWS = (("GET /v1/allocations unix", "unix", 20.0), ("GET /v1/allocations tcp", 
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    base_src = None
-    if "--baseline-src" in args:
-        i = args.index("--baseline-src")
-        base_src = args[i + 1]
-        del args[i:i + 2]
-    n = int(args[0]) if len(args) > 0 else 1000
-    requests = int(args[1]) if len(args) > 1 else 200
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("n", nargs="?", type=int, default=1000, help="allocations (count of the job), default 1000")
+    ap.add_argument("requests", nargs="?", type=int, default=200, help="timed requests per row, default 200")
+    ap.add_argument("--baseline-src", metavar="DIR", help="also measure this copy of src/, in the same run")
+    opts = ap.parse_args()
+    base_src, n, requests = opts.baseline_src, opts.n, opts.requests
     runs = {"this tree": measure(n, requests, None)}
     if base_src:
         runs["baseline"] = measure(n, requests, base_src)

@@ -26,6 +26,7 @@ start writes next to it (``rawexec/_dccache.py``). Without it, an environment wi
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -220,20 +221,15 @@ def _stats(results: list[tuple[float, ...]], i: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    base_src = None
-    if "--baseline-src" in args:
-        i = args.index("--baseline-src")
-        base_src = args[i + 1]
-        del args[i:i + 2]
-    supd = None
-    if "--supervisor-path" in args:
-        i = args.index("--supervisor-path")
-        supd = args[i + 1]
-        del args[i:i + 2]
-    pyc = "--pyc" in args
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("n", nargs="?", type=int, default=200, help="tasks in the job (count), default 200")
+    ap.add_argument("repeats", nargs="?", type=int, default=3, help="runs, default 3")
+    ap.add_argument("--baseline-src", metavar="DIR", help="also run this copy of src/, interleaved")
+    ap.add_argument("--supervisor-path", metavar="DIR", help="also run supervisord 4.3 from this --target dir")
+    ap.add_argument("--pyc", action="store_true", help="give src/ a bytecode cache, as an installed package has")
+    opts = ap.parse_args()
+    base_src, supd, pyc, n, repeats = opts.baseline_src, opts.supervisor_path, opts.pyc, opts.n, opts.repeats
     if pyc:
-        args.remove("--pyc")
         PYC_ENV["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="bench-run-pyc-")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | PYC_ENV
         for tree in filter(None, (str(ROOT / "src"), base_src)):
@@ -242,8 +238,6 @@ def main() -> None:
             # and what a first start leaves next to the .pyc files (rawexec/_dccache.py: the
             # compiled dataclass methods), so every measured run is a later one
             subprocess.run([sys.executable, "-c", _WARM], env=env | {"PYTHONPATH": tree}, check=True)
-    n = int(args[0]) if len(args) > 0 else 200
-    repeats = int(args[1]) if len(args) > 1 else 3
     print(f"rawexec run, count = {n} sleep tasks; {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; bytecode cache: "
           + ("yes (--pyc)" if pyc else "as the environment has it"
