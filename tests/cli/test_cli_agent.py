@@ -96,6 +96,14 @@ def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
     assert r.code == 3 and r.out == "in-task\n"
     r = agent.cli("alloc", "exec", alloc_id, "/bin/cat", input="piped\n")
     assert r.code == 0 and r.out == "piped\n"
+    # Go's flag syntax, as `nomad alloc exec -i -t <alloc> cmd`: a bare boolean flag never takes the
+    # next argument (the allocation id) as its value
+    r = agent.cli("alloc", "exec", "-i", "-task", "web", "-t=false", alloc_id, "/bin/cat", input="bare\n")
+    assert r.code == 0 and r.out == "bare\n", r.err
+    r = agent.cli("alloc", "exec", "-t", "-i=false", alloc_id, "/bin/sh", "-c", "test -t 1 && echo tty")
+    assert r.code == 0 and r.out.replace("\r", "") == "tty\n", r.err
+    r = agent.cli("alloc", "exec", "-i=maybe", alloc_id, "/bin/true")
+    assert r.code == 1 and "-i: 'maybe' is not a boolean" in r.err
     _wait_log(agent, alloc_id, "ready")
     r = agent.cli("alloc", "signal", "-s", "SIGUSR1", alloc_id)
     assert r.code == 0, r.err

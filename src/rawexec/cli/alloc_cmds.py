@@ -218,11 +218,39 @@ def _go_bool(flag: str, raw: str) -> bool:
     raise RawExecError(f"{flag}: {raw!r} is not a boolean; use {flag}=true or {flag}=false")
 
 
-@alloc.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+class _GoBoolFlags(click.Command):
+    """``nomad alloc exec``'s flags as Go's flag package reads them: a boolean flag is ``-i``,
+    ``-i=true`` or ``-i=false`` and never takes the next argument (which is the allocation id).
+    Rewritten, before click parses them, into the value-taking options declared below."""
+
+    bools = frozenset({"i", "t"})
+    with_value = frozenset({"task"})
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--" or not arg.startswith("-") or arg == "-":
+                break  # the allocation id: from here on everything is the command's
+            name, eq, value = arg.lstrip("-").partition("=")
+            if name in self.bools:
+                out += ["-" + name, value if eq else "true"]
+            else:
+                out.append(arg)
+                if name in self.with_value and not eq and i + 1 < len(args):
+                    i += 1
+                    out.append(args[i])
+            i += 1
+        return super().parse_args(ctx, out + args[i:])
+
+
+@alloc.command("exec", cls=_GoBoolFlags,
+               context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-task", "--task", "task_opt", default=None, help="The task to run the command in.")
-@click.option("-i", "interactive", type=str, default="true", is_flag=False, flag_value="true", metavar="BOOL",
+@click.option("-i", "interactive", type=str, default="true", metavar="[=BOOL]",
               help="Pass stdin to the command (default true; -i=false to disable).")
-@click.option("-t", "tty", type=str, default=None, is_flag=False, flag_value="true", metavar="BOOL",
+@click.option("-t", "tty", type=str, default=None, metavar="[=BOOL]",
               help="Allocate a pseudo-TTY (default: when stdin is a terminal; -t=false to disable).")
 @click.argument("alloc_id")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
