@@ -255,6 +255,52 @@ def test_detach_leaves_tasks_for_the_next_agent(make_agent: Any, tag: str, state
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "stopped")
 
 
+def test_a_run_on_a_data_dir_stops_only_its_own_job(make_agent: Any, tag: str, state_dir: str,
+                                                    tmp_path: Path) -> None:
+    """Tasks of another job on the same data dir (here: started with -detach) are recovered by the run's
+    agent and left running when the run ends: only the run's own job is stopped."""
+    bg = tmp_path / "bg.nomad.hcl"
+    bg.write_text('job "bg" {\n group "g" {\n task "t" {\n driver = "raw_exec"\n'
+                  ' config {\n command = "sleep"\n args = ["1000"]\n }\n }\n }\n}\n')
+    short = tmp_path / "short.nomad.hcl"
+    short.write_text('job "short" {\n type = "batch"\n group "g" {\n task "t" {\n driver = "raw_exec"\n'
+                     ' config {\n command = "echo"\n args = ["done"]\n }\n }\n }\n}\n')
+    data = tmp_path / "data"
+    assert run(["-detach", "-data-dir", str(data), str(bg)], tag, state_dir).returncode == 0
+    wait_until(lambda: len(_sleepers(tag)) == 1, 30, 0.05, "the detached task runs")
+    (pid,) = _sleepers(tag)
+    p = run(["-data-dir", str(data), str(short)], tag, state_dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "/t | done" in p.stdout
+    assert _sleepers(tag) == [pid]  # the other job's task still runs, the same process
+    agent = make_agent(data_dir=data)
+    (a,) = agent.list_allocations("bg")
+    assert a["ClientStatus"] == "running" and a["DesiredStatus"] == "run"
+    agent.stop_job("bg")
+    assert agent.allocation_runner(a["ID"]).wait(30)
+    wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "stopped")
+
+
+def test_an_unchanged_finished_batch_job_shows_its_last_result(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """Run again on the same data dir, an unchanged batch job is not run again (as in Nomad): the run
+    says so and shows, and exits with, the earlier run's result -- not an empty success."""
+    jf = tmp_path / "fail.nomad.hcl"
+    jf.write_text('job "fail" {\n type = "batch"\n group "g" {\n restart {\n attempts = 0\n mode = "fail"\n }\n'
+                  ' task "bad" {\n driver = "raw_exec"\n config {\n command = "/bin/sh"\n'
+                  ' args = ["-c", "echo ran; exit 4"]\n }\n }\n }\n}\n')
+    data = tmp_path / "data"
+    first = run(["-data-dir", str(data), str(jf)], tag, state_dir)
+    assert first.returncode == 1 and "/bad | ran" in first.stdout, first.stdout + first.stderr
+    again = run(["-data-dir", str(data), str(jf)], tag, state_dir)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "is unchanged and its last run" in again.stderr
+    summary = again.stdout.split("==> Summary", 1)[1]
+    assert "dead (failed)" in summary and "4" in summary
+    # not run again: the same allocation, its output shown once more
+    alloc = first.stdout.split("==> Summary", 1)[1].split("\n")[2].split("/")[0]
+    assert summary.split("\n")[2].split("/")[0] == alloc
+
+
 def test_a_killed_run_takes_its_tasks_along(tag: str, state_dir: str, tmp_path: Path) -> None:
     """``rawexec run`` with its temp data dir, killed with SIGKILL: no later agent can find these
     tasks, so their shims stop them (SIGTERM; what ignores it is killed after the grace period)."""

@@ -183,9 +183,11 @@ class Agent:
             if body.get("RawExecPurge"):
                 self._schedule_purge(ns, job_id)
 
-    def shutdown(self, *, stop_tasks: bool, timeout: float | None = None) -> None:
-        """``stop_tasks``: stop every task gracefully first (``rawexec run``). Otherwise the tasks keep
-        running and the next agent on this data dir re-attaches to them."""
+    def shutdown(self, *, stop_tasks: bool, timeout: float | None = None,
+                 job: tuple[str, str] | None = None) -> None:
+        """``stop_tasks``: stop tasks gracefully first (``rawexec run``): every task, or with ``job``
+        (namespace, job id) only that job's. The others keep running and the next agent on this data
+        dir re-attaches to them."""
         if not self._started:
             if self._prepared and not self._closed:  # prepared (or failed to start): release the driver
                 self._closed = True
@@ -194,10 +196,10 @@ class Agent:
         if self._closed:
             return
         if stop_tasks:
-            self.stop_all()
+            self.stop_all(job=job)
             limit = timeout if timeout is not None else self.config.client.max_kill_timeout + 30.0
             deadline = time.monotonic() + limit
-            for ar in list(self._allocs.values()):
+            for ar in self._allocs_of(job):
                 ar.wait(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._closed = True
@@ -208,11 +210,20 @@ class Agent:
         self.driver.close()
         self.store.close()
 
-    def stop_all(self, *, force: bool = False) -> None:
-        """Stop every allocation (``force``: SIGKILL at once, skip shutdown delays and poststop tasks)."""
-        for ar in list(self._allocs.values()):
+    def stop_all(self, *, force: bool = False, job: tuple[str, str] | None = None) -> None:
+        """Stop every allocation, or with ``job`` (namespace, job id) that job's (``force``: SIGKILL at
+        once, skip shutdown delays and poststop tasks)."""
+        for ar in self._allocs_of(job):
             if not ar.terminal:
                 ar.stop("agent shutting down", force=force)
+
+    def _allocs_of(self, job: tuple[str, str] | None) -> list[AllocRunner]:
+        """Every allocation, or those of ``job`` (namespace, job id)."""
+        with self._lock:
+            allocs = list(self._allocs.values())
+        if job is None:
+            return allocs
+        return [a for a in allocs if (a.job.namespace, a.job.id) == job]
 
     def __enter__(self) -> Agent:
         self.start()

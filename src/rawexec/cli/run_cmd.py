@@ -307,13 +307,13 @@ def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir
         job = _parse(jobfile, variables, var_file)
         _mark("job parsed")
         if job is None:
-            agent.shutdown(stop_tasks=True)
+            agent.shutdown(stop_tasks=False)  # nothing of ours runs; another job's tasks (-data-dir) live on
             return EXIT_FAILED
         if tmp is None:
             try:
                 agent.start()
             except RawExecError as exc:
-                agent.shutdown(stop_tasks=True)
+                agent.shutdown(stop_tasks=False)
                 sys.stderr.write(f"Error starting the agent: {exc}\n")
                 return EXIT_FAILED
             _mark("agent started")
@@ -392,13 +392,27 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
             _mark("job registered")
         except RawExecError as exc:
             sys.stderr.write(f"Error registering job: {exc}\n")
-            agent.shutdown(stop_tasks=True)
+            agent.shutdown(stop_tasks=False)  # a failed register changed nothing: nothing to stop
             return EXIT_FAILED
         for w in filter(None, str(res.get("Warnings", "")).split("\n")):
             sys.stderr.write(f"Warning: {w}\n")
+        # only this job's tasks are stopped at the end (Ctrl-C): with -data-dir, other jobs' tasks
+        # recovered from an earlier run (-detach) keep running for the next agent
+        mine = (job.namespace, job.id)
         allocs = [a for a in agent._allocs.values() if a.job.id == job.id and a.eval_id == res["EvalID"]]
         if not res["EvalID"]:  # unchanged job already running in this data dir: follow its allocations
-            allocs = [a for a in agent._allocs.values() if a.job.id == job.id and not a.terminal]
+            allocs = [a for a in agent._allocs.values() if (a.job.namespace, a.job.id) == mine and not a.terminal]
+            if not allocs:
+                # an unchanged batch job whose last run here has finished is not run again (Nomad's
+                # rule): show that run's result, and exit as it did
+                prior = [a for a in agent._allocs.values() if (a.job.namespace, a.job.id) == mine]
+                if prior:
+                    last = max(prior, key=lambda a: (a.create_index, a.alloc_id)).eval_id
+                    allocs = [a for a in prior if a.eval_id == last]
+                    sys.stderr.write(
+                        f"==> Job {job.id!r} is unchanged and its last run in {agent.data_dir} has finished: "
+                        "showing that run's result. To run it again, change the job, or purge it with an "
+                        f"agent on that data dir (rawexec job stop -purge {job.id}).\n")
         allocs.sort(key=lambda a: (a.group.name, a.index))
         if detach:
             # wait for every task to be started (or to have failed), then leave them running: the
@@ -469,11 +483,12 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                         stopping = True
                         msg = "==> Stopping every task (Ctrl-C again to force)\n"
                         _say(out, lock, live, msg)
-                        threading.Thread(target=agent.stop_all, daemon=True).start()
+                        threading.Thread(target=agent.stop_all, kwargs={"job": mine}, daemon=True).start()
                     elif not forced:
                         forced = True
                         _say(out, lock, live, "==> Forcing: killing every task now\n")
-                        threading.Thread(target=agent.stop_all, kwargs={"force": True}, daemon=True).start()
+                        threading.Thread(target=agent.stop_all, kwargs={"force": True, "job": mine},
+                                         daemon=True).start()
                 changes = agent.changes
                 if live is None and changes != seen_changes:
                     seen_changes = changes
@@ -510,7 +525,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         text, ok = _summary(allocs)
         out.write("\n==> Summary\n" + text + "\n")
         out.flush()
-        agent.shutdown(stop_tasks=True, timeout=0.0 if forced else None)
+        agent.shutdown(stop_tasks=True, timeout=0.0 if forced else None, job=mine)
         if stopping:
             return EXIT_INTERRUPTED
         return EXIT_OK if ok else EXIT_FAILED
