@@ -318,3 +318,27 @@ def test_agent_refuses_unusable_data_dir_and_bad_config(data_dir: str) -> None:
     assert 'did you mean "datacenter"' in p.stderr and "ports.http" in p.stderr
     p = _run_agent_expecting_failure()
     assert p.returncode == 1 and "Must specify data directory" in p.stderr
+
+
+def test_namespace_flag_and_env(agent: AgentProc, data_dir: str) -> None:
+    """A job file's namespace is where `job run` registers it; reads default to "default" and take
+    -namespace (or RAWEXEC_NAMESPACE) as nomad's do."""
+    jf = os.path.join(data_dir, "ns.nomad.hcl")
+    with open(jf, "w") as f:
+        f.write('job "nsjob" {\n  namespace = "prod"\n  group "g" {\n    task "web" {\n      driver = "raw_exec"\n'
+                '      kill_timeout = "1s"\n      config {\n        command = "/bin/sleep"\n        args = ["120"]\n'
+                "      }\n    }\n  }\n}\n")
+    r = agent.cli("job", "run", jf)
+    assert r.code == 0 and "placed" in r.out, r.out + r.err
+    assert "nsjob" not in agent.cli("job", "status").out
+    r = agent.cli("job", "status", "-namespace", "prod")
+    assert r.code == 0 and "nsjob" in r.out, r.err
+    r = agent.cli("job", "status", "-namespace", "*", "-json", "nsjob")
+    assert r.code == 0 and json.loads(r.out)["Job"]["Namespace"] == "prod", r.err
+    os.environ["RAWEXEC_NAMESPACE"] = "prod"
+    try:
+        r = agent.cli("job", "stop", "-purge", "nsjob")
+    finally:
+        del os.environ["RAWEXEC_NAMESPACE"]
+    assert r.code == 0 and "purged" in r.out, r.err
+    assert "nsjob" not in agent.cli("job", "status", "-namespace", "*").out

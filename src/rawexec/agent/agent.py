@@ -38,6 +38,9 @@ log = logging.getLogger("rawexec.agent")
 
 
 START_CONCURRENCY = 16
+#: The start of the error of a register whose ``EnforceIndex`` does not hold (Nomad's text: clients
+#: such as ``nomad job run -check-index`` look for it).
+ENFORCE_INDEX_ERR = "Enforcing job modify index"
 """Task starts in flight at once (directory setup, env, artifacts, driver start)."""
 
 
@@ -69,7 +72,8 @@ class Agent:
         self._commit_listeners: list[Callable[[], None]] = []
         self._list_lock = threading.Lock()
         self._alloc_index = 0  # state index of the latest commit that changed an allocation
-        self._alloc_list: tuple[int, bytes] | None = None  # GET /v1/allocations body, until the next change
+        # GET /v1/allocations body per namespace (None: all), until the next change
+        self._alloc_list: dict[str | None, tuple[int, bytes]] = {}
         self.store: StateStore
         self.persister: Persister
         self.driver: Driver
@@ -260,7 +264,7 @@ class Agent:
         """Drop the cached allocation list (after the allocations' stubs were updated)."""
         with self._list_lock:
             self._alloc_index = max(self._alloc_index, idx)
-            self._alloc_list = None
+            self._alloc_list = {}
 
     def _driver_event(self, event: Any) -> None:
         """A driver task event (OOM kill, lost shim, log write trouble) -> a ``Driver`` task event
@@ -338,6 +342,22 @@ class Agent:
         return {"EvalID": eval_id, "EvalCreateIndex": idx, "JobModifyIndex": idx, "Warnings": "\n".join(warnings),
                 "Index": idx}
 
+    def register_job_checked(self, job: Job, enforce_index: int | None = None) -> dict[str, Any]:
+        """:meth:`register_job`; with ``enforce_index`` (Nomad's ``EnforceIndex`` + ``JobModifyIndex``)
+        only if the job's current modify index is that one -- 0: only if the job does not exist yet."""
+        if enforce_index is None:
+            return self.register_job(job)
+        with self._lock:  # re-entered by register_job: the check and the register are one step
+            prev = self._jobs.get(self._job_key(job.id, job.namespace))
+            if prev is not None and enforce_index == 0:
+                raise InvalidConfigError(f"{ENFORCE_INDEX_ERR} 0: job already exists")
+            if prev is not None and enforce_index != int(prev.get("JobModifyIndex", 0)):
+                raise InvalidConfigError(f"{ENFORCE_INDEX_ERR} {enforce_index}: job exists with conflicting job "
+                                         f"modify index: {prev.get('JobModifyIndex', 0)}")
+            if prev is None and enforce_index != 0:
+                raise InvalidConfigError(f"{ENFORCE_INDEX_ERR} {enforce_index}: job does not exist")
+            return self.register_job(job)
+
     def _job_allocs(self, job_id: str, namespace: str = "default") -> list[AllocRunner]:
         return [a for a in self._allocs.values() if a.job.id == job_id and a.job.namespace == namespace]
 
@@ -377,19 +397,22 @@ class Agent:
             "Version": api.get("Version", 0),
         }
 
-    def list_jobs(self) -> list[dict[str, Any]]:
+    def list_jobs(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The job list stubs, of one namespace or (None) of all."""
         self._require_started()
         with self._lock:
             out = []
             for (ns, job_id), api in sorted(self._jobs.items()):
+                if namespace is not None and ns != namespace:
+                    continue
                 stub = self._job_stub(api)
                 stub["Status"] = self._job_status(api)  # as of now (see get_job_api)
                 stub["JobSummary"] = self.job_summary(job_id, namespace=ns)
                 out.append(stub)
             return out
 
-    def get_job(self, job_id: str) -> Job | None:
-        api = self.get_job_api(job_id)
+    def get_job(self, job_id: str, namespace: str = "default") -> Job | None:
+        api = self.get_job_api(job_id, namespace)
         return None if api is None else job_from_api(api)
 
     def get_job_api(self, job_id: str, namespace: str = "default") -> dict[str, Any] | None:
@@ -496,34 +519,43 @@ class Agent:
                                      + ", ".join(sorted(a.alloc_id for a in matches)[:10]))
         return matches[0]
 
-    def _committed_allocs(self, job_id: str | None = None, prefix: str = "") -> list[AllocRunner]:
-        """Allocations that were committed at least once, in creation order (the store's order)."""
+    def _committed_allocs(self, job_id: str | None = None, prefix: str = "",
+                          namespace: str | None = None) -> list[AllocRunner]:
+        """Allocations that were committed at least once, in creation order (the store's order), of
+        one namespace or (None) of all."""
         allocs = [a for a in list(self._allocs.values())
-                  if a.committed_stub and (job_id is None or a.job.id == job_id) and a.alloc_id.startswith(prefix)]
+                  if a.committed_stub and (job_id is None or a.job.id == job_id) and a.alloc_id.startswith(prefix)
+                  and (namespace is None or a.job.namespace == namespace)]
         allocs.sort(key=lambda a: (a.create_index, a.alloc_id))
         return allocs
 
-    def list_allocations(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        """Nomad's allocation list stubs (with TaskStates) as of the latest commit."""
+    def list_allocations(self, job_id: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Nomad's allocation list stubs (with TaskStates) as of the latest commit; with ``job_id``, of
+        that job in ``namespace`` ("default" when not given)."""
         self._require_started()
-        return [json.loads(a.committed_stub) for a in self._committed_allocs(job_id)]
+        if job_id is not None and namespace is None:
+            namespace = "default"
+        return [json.loads(a.committed_stub) for a in self._committed_allocs(job_id, namespace=namespace)]
 
     def list_allocations_json(self, job_id: str | None = None) -> str:
         """Same as :meth:`list_allocations`, as JSON text (fast path)."""
         return self.allocations_json(job_id=job_id)[1].decode()
 
-    def allocations_json(self, *, job_id: str | None = None, prefix: str = "", task_states: bool = True
-                         ) -> tuple[int, bytes]:
+    def allocations_json(self, *, job_id: str | None = None, prefix: str = "", task_states: bool = True,
+                         namespace: str | None = None) -> tuple[int, bytes]:
         """``GET /v1/allocations`` (and ``/v1/job/:id/allocations``): (state index, JSON body), joined
-        from each allocation's stub as encoded once per commit of that allocation. The unfiltered list
-        is reused until the next change."""
+        from each allocation's stub as encoded once per commit of that allocation; of one namespace
+        or (None) of all -- with ``job_id``, of that job in ``namespace`` ("default" when not given).
+        The unfiltered list of a namespace is reused until the next change."""
         self._require_started()
+        if job_id is not None and namespace is None:
+            namespace = "default"
         plain = job_id is None and not prefix and task_states
         with self._list_lock:
-            if plain and self._alloc_list is not None:
-                return self._alloc_list
+            if plain and namespace in self._alloc_list:
+                return self._alloc_list[namespace]
             idx = self._alloc_index
-            allocs = self._committed_allocs(job_id, prefix)
+            allocs = self._committed_allocs(job_id, prefix, namespace)
             # one join into the final buffer: each extra copy of a multi-MB body costs more than the join
             parts = [b"["]
             for a in allocs:
@@ -538,7 +570,7 @@ class Agent:
             parts.append(b"]")
             out = (idx, b"".join(parts))
             if plain:
-                self._alloc_list = out
+                self._alloc_list[namespace] = out
             return out
 
     def allocation_runner(self, alloc_id_or_prefix: str) -> AllocRunner:

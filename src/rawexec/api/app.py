@@ -30,6 +30,8 @@ from rawexec.api.common import (
     prefix_filter,
     query_bool,
     query_int,
+    query_namespace,
+    query_namespaces,
     read_json_body,
     to_thread,
 )
@@ -125,8 +127,8 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
                         headers={"X-Nomad-Index": str(max(index, 1)), "X-Nomad-KnownLeader": "true",
                                  "X-Nomad-LastContact": "0"})
 
-    async def _job_or_404(job_id: str) -> Any:
-        job = await to_thread(agent.get_job, job_id)
+    async def _job_or_404(job_id: str, namespace: str) -> Any:
+        job = await to_thread(agent.get_job, job_id, namespace)
         if job is None:
             raise ApiError(404, "job not found")
         return job
@@ -134,7 +136,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     # -- jobs ---------------------------------------------------------------------------------
     async def jobs(request: Request) -> Response:
         if request.method == "GET":
-            items = await to_thread(agent.list_jobs)
+            items = await to_thread(agent.list_jobs, query_namespaces(request))
             return json_response(prefix_filter(items, request.query_params.get("prefix")))
         return await _register(request, None)
 
@@ -144,6 +146,9 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
             raise ApiError(400, 'Job must be specified: send {"Job": {...}}')
         if path_id is not None and body["Job"].get("ID") != path_id:
             raise ApiError(400, "Job ID does not match name")
+        if request.query_params.get("namespace"):
+            # the request's namespace wins over the job's own (Nomad): `job run -namespace=x`
+            body = dict(body, Job=dict(body["Job"], Namespace=query_namespace(request)))
         try:
             parsed = load_json(body, filename="request")
         except ValidationError as e:
@@ -152,7 +157,17 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         if drivers:
             raise ApiError(400, f'driver "{drivers[0]}" not available on this node: rawexec runs raw_exec '
                                 "tasks only")
-        resp = dict(await to_thread(agent.register_job, parsed.job))
+        enforce = body.get("EnforceIndex")
+        if enforce is not None and not isinstance(enforce, bool):
+            raise ApiError(400, f"EnforceIndex must be true or false; got {enforce!r}")
+        jmi = body.get("JobModifyIndex") or 0
+        if isinstance(jmi, bool) or not isinstance(jmi, int) or jmi < 0:
+            raise ApiError(400, f"JobModifyIndex must be a non-negative integer; got {jmi!r}")
+        checked = getattr(agent, "register_job_checked", None)
+        if enforce and checked is None:
+            raise ApiError(400, "EnforceIndex is not supported by this agent")
+        job_ = parsed.job
+        resp = dict(await to_thread(lambda: checked(job_, jmi) if enforce and checked else agent.register_job(job_)))
         warns = [w for w in (resp.get("Warnings") or "").split("\n") if w] + list(parsed.warnings)
         out = {"EvalID": resp.get("EvalID", ""), "EvalCreateIndex": resp.get("EvalCreateIndex", 0),
                "JobModifyIndex": resp.get("JobModifyIndex", 0), "Warnings": "\n".join(warns),
@@ -192,16 +207,19 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
 
     async def job(request: Request) -> Response:
         job_id = request.path_params["job_id"]
+        if request.method in ("POST", "PUT"):
+            return await _register(request, job_id)
+        ns = query_namespace(request)
         if request.method == "GET":
             api_fn = getattr(agent, "get_job_api", None)
             if api_fn is not None:
-                found = await to_thread(api_fn, job_id)
+                found = await to_thread(api_fn, job_id, ns)
                 if found is None:
                     raise ApiError(404, "job not found")
                 return json_response(found)
-            j = await _job_or_404(job_id)
+            j = await _job_or_404(job_id, ns)
             out = to_api_json(j)["Job"]
-            for stub in await to_thread(agent.list_jobs):
+            for stub in await to_thread(agent.list_jobs, ns):
                 if stub.get("ID") == job_id:
                     for k in ("Status", "StatusDescription", "Stop", "Version", "CreateIndex", "ModifyIndex",
                               "JobModifyIndex", "SubmitTime", "Stable"):
@@ -209,38 +227,42 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
                             out[k] = stub[k]
             return json_response(out)
         if request.method == "DELETE":
-            await _job_or_404(job_id)
+            await _job_or_404(job_id, ns)
             purge = query_bool(request, "purge")
-            resp = await to_thread(agent.stop_job, job_id, purge=purge)
+            resp = await to_thread(lambda: agent.stop_job(job_id, purge=purge, namespace=ns))
             out = {"EvalID": resp.get("EvalID", ""), "EvalCreateIndex": resp.get("EvalCreateIndex", 0),
                    "JobModifyIndex": resp.get("JobModifyIndex", 0), "Index": resp.get("JobModifyIndex", 0),
                    "LastContact": 0, "KnownLeader": True}
             return json_response(out)
-        return await _register(request, job_id)
+        raise ApiError(405, f"method {request.method} not allowed")
 
     async def job_allocations(request: Request) -> Response:
         job_id = request.path_params["job_id"]
+        ns = query_namespace(request)
         if fast_allocs is not None:
-            index, body = fast_allocs(job_id=job_id)
+            index, body = fast_allocs(job_id=job_id, namespace=ns)
             if body == b"[]":
-                await _job_or_404(job_id)
+                await _job_or_404(job_id, ns)
             return raw_json(index, body)
-        allocs = await to_thread(agent.list_allocations, job_id)
+        allocs = await to_thread(agent.list_allocations, job_id, ns)
         if not allocs:
-            await _job_or_404(job_id)
+            await _job_or_404(job_id, ns)
         return json_response(allocs)
 
     async def job_summary(request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        await _job_or_404(job_id)
-        return json_response(await to_thread(agent.job_summary, job_id))
+        ns = query_namespace(request)
+        await _job_or_404(job_id, ns)
+        return json_response(await to_thread(lambda: agent.job_summary(job_id, namespace=ns)))
 
     # -- allocations --------------------------------------------------------------------------
     async def allocations(request: Request) -> Response:
         prefix = request.query_params.get("prefix")
+        ns = query_namespaces(request)
         if fast_allocs is not None:
-            return raw_json(*fast_allocs(prefix=prefix or "", task_states=query_bool(request, "task_states", True)))
-        items = await to_thread(agent.list_allocations)
+            return raw_json(*fast_allocs(prefix=prefix or "", task_states=query_bool(request, "task_states", True),
+                                         namespace=ns))
+        items = await to_thread(agent.list_allocations, None, ns)
         items = prefix_filter(items, prefix)
         if not query_bool(request, "task_states", True):
             items = [{k: v for k, v in a.items() if k != "TaskStates"} for a in items]

@@ -56,15 +56,19 @@ def parse_address(address: str) -> tuple[str, str | None]:
 class ApiClient:
     """Thin wrapper over httpx with Nomad's error bodies turned into :class:`ApiResponseError`."""
 
-    def __init__(self, address: str, token: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(self, address: str, token: str | None = None, *, timeout: float = 60.0,
+                 namespace: str | None = None) -> None:
         self.address = address
         self.base_url, self.unix_path = parse_address(address)
         self.token = token or ""
+        #: sent as ``?namespace=`` with every request when set (else the agent's default, "default")
+        self.namespace = namespace or None
         headers = {"X-Nomad-Token": self.token} if self.token else {}
         import httpx  # here, not at module level: importing the CLI or `rawexec agent` must not load it
 
         transport = httpx.HTTPTransport(uds=self.unix_path) if self.unix_path else None
         self._http = httpx.Client(base_url=self.base_url, transport=transport, headers=headers,
+                                  params={"namespace": self.namespace} if self.namespace else None,
                                   timeout=httpx.Timeout(timeout, connect=5.0))
 
     def close(self) -> None:
@@ -126,6 +130,8 @@ class ApiClient:
             raise self._unreachable(e) from None
 
     def websocket_url(self, endpoint: str, /, **params: Any) -> str:
+        if self.namespace:
+            params = {"namespace": self.namespace, **params}
         query = urlencode(_params(params) or {})
         base = "ws://rawexec" if self.unix_path else self.base_url.replace("http", "ws", 1)
         return f"{base}{endpoint}" + (f"?{query}" if query else "")

@@ -138,6 +138,20 @@ async def to_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
+def query_namespaces(request: Request) -> str | None:
+    """A list endpoint's ``?namespace=`` (Nomad's default: "default"); ``*``: every namespace (None)."""
+    ns = request.query_params.get("namespace") or "default"
+    return None if ns == "*" else ns
+
+
+def query_namespace(request: Request) -> str:
+    """The one namespace a request names with ``?namespace=`` (Nomad's default: "default")."""
+    ns = query_namespaces(request)
+    if ns is None:
+        raise ApiError(400, 'namespace "*" only works when listing; name the namespace, e.g. ?namespace=default')
+    return ns
+
+
 def prefix_filter(items: Iterable[dict[str, Any]], prefix: str | None, key: str = "ID") -> list[dict[str, Any]]:
     if not prefix:
         return list(items)

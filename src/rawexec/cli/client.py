@@ -2,7 +2,8 @@
 
 The address comes from ``-address``, else ``RAWEXEC_ADDR``, else the first agent socket found
 at the well-known places (the ``-dev`` agent's, then ``/var/lib/rawexec/api.sock``), else
-``http://127.0.0.1:4646``. The token comes from ``-token`` or ``RAWEXEC_TOKEN``.
+``http://127.0.0.1:4646``. The token comes from ``-token`` or ``RAWEXEC_TOKEN``, the namespace from ``-namespace`` or
+``RAWEXEC_NAMESPACE`` (the agent's default: "default").
 """
 
 from __future__ import annotations
@@ -57,16 +58,17 @@ def default_address() -> str:
 class ClientCtx:
     """What a command needs: the client and the output mode."""
 
-    def __init__(self, address: str | None, token: str | None, as_json: bool) -> None:
+    def __init__(self, address: str | None, token: str | None, as_json: bool, namespace: str | None = None) -> None:
         self.address = address or default_address()
         self.token = token if token is not None else os.environ.get("RAWEXEC_TOKEN", "")
+        self.namespace = namespace if namespace is not None else os.environ.get("RAWEXEC_NAMESPACE") or None
         self.as_json = as_json
         self._client: ApiClient | None = None
 
     @property
     def api(self) -> ApiClient:
         if self._client is None:
-            self._client = ApiClient(self.address, self.token)
+            self._client = ApiClient(self.address, self.token, namespace=self.namespace)
         return self._client
 
     def close(self) -> None:
@@ -84,8 +86,9 @@ def api_command(doing: str, *, json_flag: bool = True) -> Callable[[F], F]:
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
-        def wrapper(*args: Any, address: str | None, token: str | None, as_json: bool = False, **kw: Any) -> Any:
-            ctx = ClientCtx(address, token, as_json)
+        def wrapper(*args: Any, address: str | None, token: str | None, namespace: str | None, as_json: bool = False,
+                    **kw: Any) -> Any:
+            ctx = ClientCtx(address, token, as_json, namespace)
             try:
                 return fn(ctx, *args, **kw)
             except ApiResponseError as e:
@@ -102,6 +105,9 @@ def api_command(doing: str, *, json_flag: bool = True) -> Callable[[F], F]:
                          help="The agent's API: unix:///path/api.sock or http://host:port (env RAWEXEC_ADDR)."),
             click.option("-token", "--token", "token", default=None, metavar="SECRET",
                          help="ACL token secret (env RAWEXEC_TOKEN)."),
+            click.option("-namespace", "--namespace", "namespace", default=None, metavar="NAME",
+                         help='The namespace of the jobs and allocations (env RAWEXEC_NAMESPACE; default "default"; '
+                              '"*" lists every namespace).'),
         ]
         if json_flag:
             opts.append(click.option("-json", "--json", "as_json", is_flag=True, help="Print JSON."))

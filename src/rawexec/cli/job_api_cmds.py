@@ -54,9 +54,10 @@ def status_job(ctx: ClientCtx, job_id: str | None) -> None:
         return
     stub = _find_job(ctx, job_id)
     jid = stub["ID"]
-    full = ctx.api.get(f"/v1/job/{jid}")
-    summary = ctx.api.get(f"/v1/job/{jid}/summary")
-    allocs = ctx.api.get(f"/v1/job/{jid}/allocations") or []
+    ns = stub.get("Namespace") or None  # the job's own (-namespace "*" finds it in any)
+    full = ctx.api.get(f"/v1/job/{jid}", namespace=ns)
+    summary = ctx.api.get(f"/v1/job/{jid}/summary", namespace=ns)
+    allocs = ctx.api.get(f"/v1/job/{jid}/allocations", namespace=ns) or []
     if ctx.as_json:
         print_json({"Job": full, "Summary": summary, "Allocations": allocs})
         return
@@ -132,13 +133,17 @@ def register_job(ctx: ClientCtx, api_job: dict[str, Any], *, detach: bool) -> No
                        f"{a.get('ClientStatus', '')}")
 
 
-def run_on_agent(api_job: dict[str, Any], *, address: str | None, token: str | None, detach: bool) -> None:
-    """``job run FILE`` (no ``-output``): register the parsed job with the agent at ``address``."""
+def run_on_agent(api_job: dict[str, Any], *, address: str | None, token: str | None, detach: bool,
+                 namespace: str | None = None) -> None:
+    """``job run FILE`` (no ``-output``): register the parsed job with the agent at ``address``, in
+    ``namespace`` (else ``RAWEXEC_NAMESPACE``, else the job's own)."""
+    import os
     import sys
 
     from rawexec.api.client import ApiResponseError
 
-    ctx = ClientCtx(address, token, False)
+    ns = namespace or os.environ.get("RAWEXEC_NAMESPACE") or api_job.get("Job", api_job).get("Namespace") or None
+    ctx = ClientCtx(address, token, False, ns)
     try:
         register_job(ctx, api_job, detach=detach)
     except ApiResponseError as e:

@@ -80,8 +80,10 @@ def validate_cmd(file: str, var: tuple[str, ...], var_file: tuple[str, ...]) -> 
               help="The agent's API: unix:///path/api.sock or http://host:port (env RAWEXEC_ADDR).")
 @click.option("-token", "--token", "token", default=None, metavar="SECRET",
               help="ACL token secret (env RAWEXEC_TOKEN).")
+@click.option("-namespace", "--namespace", "namespace", default=None, metavar="NAME",
+              help="Register the job in this namespace (env RAWEXEC_NAMESPACE; default: the job's own).")
 def run_cmd(file: str, output: bool, var: tuple[str, ...], var_file: tuple[str, ...], detach: bool,
-            address: str | None, token: str | None) -> None:
+            address: str | None, token: str | None, namespace: str | None) -> None:
     """Run a job on the agent (with -output: print its API JSON)."""
     parsed = _load(file, var, var_file)
     if parsed is None:
@@ -92,4 +94,4 @@ def run_cmd(file: str, output: bool, var: tuple[str, ...], var_file: tuple[str, 
         return
     from rawexec.cli.job_api_cmds import run_on_agent
 
-    run_on_agent(to_api_json(parsed.job), address=address, token=token, detach=detach)
+    run_on_agent(to_api_json(parsed.job), address=address, token=token, detach=detach, namespace=namespace)

@@ -28,7 +28,8 @@ __all__ = ["MAX_JOB_FILE_BYTES", "ParsedJob", "load_file", "load_hcl", "load_jso
 #: runs at roughly 150-250 KB/s on a slow machine, so this bounds the time a file can take).
 MAX_JOB_FILE_BYTES = 2 * 1024 * 1024
 _TOP = ("job", "variable", "locals")
-#: Fields of Nomad's job-register request besides "Job" (meaningless to rawexec, accepted silently).
+#: Fields of Nomad's job-register request besides "Job": EnforceIndex and JobModifyIndex are checked by the
+#: API (rawexec.api.app), the others mean nothing to a single node and are accepted silently.
 _SUBMIT_FIELDS = ("EnforceIndex", "JobModifyIndex", "PolicyOverride", "PreserveCounts", "EvalPriority", "Submission")
 
 
