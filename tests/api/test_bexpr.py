@@ -64,6 +64,8 @@ def ok(expr: str, obj: Any = JOB) -> bool:
         ('"dc1" in Datacenters', True),
         ('"dc3" in Datacenters', False),
         ('"dc3" not in Datacenters', True),
+        ("dc1 in Datacenters", True),  # a bare word before in is a value
+        ("dc1 not in Datacenters", False),
         ("Datacenters contains dc2", True),
         ('Datacenters not contains "dc2"', False),
         ("8080 in Ports", True),
@@ -112,6 +114,7 @@ def test_match_operators(expr: str, want: bool) -> None:
         ('not (ID == "web-1" or Name == "x")', False),
         ('not not ID == "web-1"', True),
         ('((ID == "web-1"))', True),
+
         ('  ID == "web-1"  ', True),
         ('ID == "web-1"\nand\tPriority == 50', True),
     ],
@@ -125,6 +128,8 @@ def test_ast_shape() -> None:
         Match(("a",), "==", "1"), And(Match(("b",), "==", "2"), Not(Match(("c",), "is empty"))))
     assert parse('"x" not in A.b["c d"]') == Match(("A", "b", "c d"), "not in", "x")
     assert parse("not not a == 1") == Match(("a",), "==", "1")
+    assert parse('notes == "x"') == Match(("notes",), "==", "x")  # a selector, not "not es"
+    assert parse("android in Tags") == Match(("Tags",), "in", "android")
 
 
 @pytest.mark.parametrize(
@@ -238,3 +243,11 @@ def test_select_keeps_order_and_filters_a_list() -> None:
     assert [a["ID"] for a in Filter('ClientStatus == "dead"').select(allocs)] == []
     assert [a["ID"] for a in Filter('TaskStates is empty').select(allocs)] == ["a2"]
     assert [a["ID"] for a in Filter('"web" in TaskStates').select(allocs)] == ["a1", "a3"]
+
+
+def test_unknown_field_error_names_the_fields_there_are() -> None:
+    with pytest.raises(FilterEvalError) as e:
+        ok('Stauts == "running"')
+    assert e.value.message.startswith('error finding value in datum: /Stauts at part 0: '
+                                      'couldn\'t find struct field with name "Stauts" (the listed objects have: ')
+    assert "Status, Stop" in e.value.message

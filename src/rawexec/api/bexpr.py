@@ -446,7 +446,8 @@ def _lookup(obj: Any, m: Match) -> Any:
                 continue
             if i == 0:
                 raise FilterEvalError(f"error finding value in datum: {ptr} at part 0: "
-                                      f"couldn't find struct field with name {_q(part)}")
+                                      f"couldn't find struct field with name {_q(part)} "
+                                      f"(the listed objects have: {', '.join(sorted(cur))})")
             raise _NotPresent
         if isinstance(cur, list):
             if not part.isdigit():
