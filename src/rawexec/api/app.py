@@ -26,6 +26,8 @@ from rawexec.api.common import (
     ApiError,
     LiveStreamingResponse,
     error_response,
+    filter_list,
+    filtered_json_response,
     json_response,
     prefix_filter,
     query_bool,
@@ -137,7 +139,8 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     async def jobs(request: Request) -> Response:
         if request.method == "GET":
             items = await to_thread(agent.list_jobs, query_namespaces(request))
-            return json_response(prefix_filter(items, request.query_params.get("prefix")))
+            return filtered_json_response(prefix_filter(items, request.query_params.get("prefix")),
+                                          request.query_params.get("filter"))
         return await _register(request, None)
 
     async def _register(request: Request, path_id: str | None) -> Response:
@@ -243,11 +246,13 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
             index, body = fast_allocs(job_id=job_id, namespace=ns)
             if body == b"[]":
                 await _job_or_404(job_id, ns)
+            if request.query_params.get("filter"):
+                return filtered_json_response(body, request.query_params.get("filter"), index=index)
             return raw_json(index, body)
         allocs = await to_thread(agent.list_allocations, job_id, ns)
         if not allocs:
             await _job_or_404(job_id, ns)
-        return json_response(allocs)
+        return filtered_json_response(allocs, request.query_params.get("filter"))
 
     async def job_summary(request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -259,14 +264,19 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     async def allocations(request: Request) -> Response:
         prefix = request.query_params.get("prefix")
         ns = query_namespaces(request)
-        if fast_allocs is not None:
-            return raw_json(*fast_allocs(prefix=prefix or "", task_states=query_bool(request, "task_states", True),
-                                         namespace=ns))
-        items = await to_thread(agent.list_allocations, None, ns)
-        items = prefix_filter(items, prefix)
-        if not query_bool(request, "task_states", True):
+        expression = request.query_params.get("filter")
+        task_states = query_bool(request, "task_states", True)
+        if fast_allocs is not None and not expression:
+            return raw_json(*fast_allocs(prefix=prefix or "", task_states=task_states, namespace=ns))
+        if fast_allocs is not None:  # filter after prefix, on the JSON stubs (TaskStates included, as Nomad)
+            index, body = fast_allocs(prefix=prefix or "", task_states=True, namespace=ns)
+            items = filter_list(body, expression)
+        else:
+            index = None
+            items = filter_list(prefix_filter(await to_thread(agent.list_allocations, None, ns), prefix), expression)
+        if not task_states:
             items = [{k: v for k, v in a.items() if k != "TaskStates"} for a in items]
-        return json_response(items)
+        return json_response(items, index=index)
 
     async def allocation(request: Request) -> Response:
         return json_response(await to_thread(agent.get_allocation, request.path_params["alloc_id"]))
@@ -335,7 +345,8 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         if query_bool(request, "os"):
             items[0]["Attributes"] = {k: v for k, v in (agent.node.get("Attributes") or {}).items()
                                       if k.startswith("os.")}
-        return json_response(prefix_filter(items, request.query_params.get("prefix")))
+        return filtered_json_response(prefix_filter(items, request.query_params.get("prefix")),
+                                      request.query_params.get("filter"))
 
     async def node(request: Request) -> Response:
         node_id = request.path_params["node_id"]

@@ -12,12 +12,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from rawexec.api.bexpr import Filter, FilterError
 from rawexec.errors import RawExecError
 
 __all__ = [
     "ApiError",
     "LiveStreamingResponse",
     "error_response",
+    "filter_list",
+    "filtered_json_response",
     "json_response",
     "query_bool",
     "query_int",
@@ -150,6 +153,40 @@ def query_namespace(request: Request) -> str:
     if ns is None:
         raise ApiError(400, 'namespace "*" only works when listing; name the namespace, e.g. ?namespace=default')
     return ns
+
+
+def filter_list(items: Any, expression: str | None) -> Any:
+    """``items`` (a list as the endpoint would send it) narrowed by a ``?filter=`` expression.
+
+    Evaluated against the JSON the client would receive (decoded again, so field names and value
+    types are exactly the response's). No expression (or an empty one) returns ``items`` unchanged.
+    Errors are 400 with Nomad's texts: "failed to create result paginator: failed to read filter
+    expression: ..." for a malformed expression, "failed to read result page: ..." when it cannot be
+    applied (an unknown field, a value of the wrong type).
+    """
+    if not expression:
+        return items
+    try:
+        flt = Filter(expression)
+    except FilterError as e:
+        raise ApiError(400, "failed to create result paginator: failed to read filter expression: "
+                       + e.message) from None
+    decoded = json.loads(items) if isinstance(items, bytes) else json.loads(json.dumps(items, default=str))
+    try:
+        return flt.select(decoded)
+    except FilterError as e:
+        raise ApiError(400, f"failed to read result page: {e.message}") from None
+
+
+def filtered_json_response(items: Any, expression: str | None, *, index: int | None = None) -> Response:
+    """:func:`json_response` of ``filter_list(items, expression)``; ``items`` may be a JSON body (bytes).
+
+    The ``X-Nomad-Index`` stays that of the whole list (as Nomad's is the table's), not of what passed.
+    """
+    if isinstance(items, bytes):
+        items = json.loads(items)
+    idx = _index_of(items) if index is None else index
+    return json_response(filter_list(items, expression), index=idx)
 
 
 def prefix_filter(items: Iterable[dict[str, Any]], prefix: str | None, key: str = "ID") -> list[dict[str, Any]]:
