@@ -85,6 +85,8 @@ def _fn_setproduct(a: list[Any], c: FuncContext) -> Any:
 def _fn_chunklist(a: list[Any], c: FuncContext) -> Any:
     arity("chunklist", a, 2)
     lst = as_list("chunklist", a[0])
+    if not lst:
+        return []
     if a[1] is None:
         raise arg_error("chunklist", "size", "must not be null")
     size = as_int("chunklist", a[1], "size")
@@ -102,7 +104,8 @@ def _fn_coalescelist(a: list[Any], c: FuncContext) -> Any:
         if v is None:
             continue
         if not isinstance(v, list):
-            raise arg_error("coalescelist", "vals", f"argument {i + 1} must be a list, got {type_name(v)}")
+            raise arg_error("coalescelist", "vals", f"coalescelist arguments must be lists or tuples; argument "
+                            f"{i + 1} is a {type_name(v)}")
         if v:
             return v
     raise FuncError("coalescelist(): no non-null arguments")
