@@ -74,6 +74,8 @@ class Diagnostics:
     warnings: list[Diagnostic] = field(default_factory=list)
     #: Where each field path was written (filled by the HCL reader, used by the validator).
     locations: dict[str, Pos] = field(default_factory=dict)
+    #: Field paths whose expression failed (already reported): checks on them stay silent.
+    failed: set[str] = field(default_factory=set)
 
     def error(self, message: str, path: str = "", pos: Pos | None = None, hint: str = "") -> None:
         if len(self.errors) < MAX_ERRORS:

@@ -17,7 +17,7 @@ from rawexec.jobspec.durations import HINT as DURATION_HINT
 from rawexec.jobspec.durations import ns_to_seconds, parse_duration_ns
 from rawexec.jobspec.hcl.evaluator import Evaluator
 from rawexec.jobspec.hcl.structure import Block, Body
-from rawexec.jobspec.hcl.values import EvalError, type_name
+from rawexec.jobspec.hcl.values import ErrorReported, EvalError, type_name
 
 __all__ = ["SCHEDULER_ONLY", "HclReader", "JsonReader", "Reader"]
 
@@ -213,7 +213,9 @@ class HclReader(Reader):
             try:
                 value = self.ev.evaluate(attr.expr)
             except EvalError as exc:
-                self.err(hcl, exc.message, exc.pos or attr.pos, exc.hint)
+                if not isinstance(exc, ErrorReported):  # else: reported where the value failed
+                    self.err(hcl, exc.message, exc.pos or attr.pos, exc.hint)
+                self.diags.failed.add(path_join(self.path, hcl))
                 value = _MISSING
             cache[hcl] = value
         return value, attr.pos

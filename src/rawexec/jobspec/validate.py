@@ -42,6 +42,8 @@ class _Ctx:
         return None
 
     def err(self, path: str, msg: str, hint: str = "") -> None:
+        if path in self.diags.failed:  # its expression failed and that error is reported
+            return
         self.diags.error(msg, path, self.pos(path), hint)
 
     def warn(self, path: str, msg: str, hint: str = "") -> None:
@@ -151,7 +153,7 @@ def _raw_exec_config(c: _Ctx, path: str, cfg: Mapping[str, Any]) -> None:
             c.err(path + SEP + key, f'Unsupported argument: an argument named "{key}" is not expected here',
                   did_you_mean(key, RAW_EXEC_OPTIONS) or "raw_exec options: " + ", ".join(RAW_EXEC_OPTIONS))
     cmd = cfg.get("command")
-    if cmd is None:
+    if cmd is None and path + SEP + "command" not in c.diags.failed:
         c.err(path, 'Missing required argument: the argument "command" is required', 'e.g. command = "/bin/sleep"')
     elif not isinstance(cmd, str) or not cmd:
         c.err(path + SEP + "command", "command must be a non-empty string")

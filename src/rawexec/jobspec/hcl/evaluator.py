@@ -16,10 +16,11 @@ import math
 from typing import Any
 
 from rawexec.jobspec.diagnostics import Pos, did_you_mean
-from rawexec.jobspec.hcl.functions import FUNCTIONS, FuncContext, FuncError, to_number, to_string
+from rawexec.jobspec.hcl.functions import FuncContext, FuncError, normalize_number, to_number, to_string
+from rawexec.jobspec.hcl.library import ALL_NAMES, EXPRESSION_FUNCTIONS, FUNCTIONS, NOT_SUPPORTED
 from rawexec.jobspec.hcl.templates import MAX_LEN, TemplateMixin, decode_string_chars, parse_heredoc
 from rawexec.jobspec.hcl.tree import Token, Tree, kids, node_pos, node_source
-from rawexec.jobspec.hcl.values import Context, EvalError, NeedsRuntime, Runtime, type_name
+from rawexec.jobspec.hcl.values import Context, ErrorReported, EvalError, NeedsRuntime, Runtime, type_name
 
 __all__ = ["Context", "Evaluator", "decode_string_chars", "kids", "node_pos", "parse_heredoc", "render_runtime"]
 
@@ -29,6 +30,8 @@ MAX_DEPTH = 150
 MAX_ITERATIONS = 200_000
 
 _VAR, _LOCAL = object(), object()
+#: Where the error hint for an unknown function points.
+FUNCTIONS_DOC = "docs/functions.md"
 #: Per evaluator class: rule name → its ``e_<rule>`` function (``eval`` dispatches through it).
 _METHODS: dict[type, dict[str, Any]] = {}
 
@@ -138,6 +141,8 @@ class Evaluator(TemplateMixin):
         if base is _VAR:
             if name in self.ctx.variables:
                 return self.ctx.variables[name]
+            if name in self.ctx.declared:  # declared, but its value failed: that error is reported
+                raise ErrorReported(f'variable "{name}" has no valid value', pos)
             hint = did_you_mean(name, self.ctx.declared) or f'declare it: variable "{name}" {{ type = string }}'
             raise EvalError(f'Reference to undeclared input variable: an input variable with the name '
                             f'"{name}" has not been declared', pos, hint)
@@ -261,12 +266,18 @@ class Evaluator(TemplateMixin):
         idents = [p for p in parts if p.data == "identifier"]
         name = "::".join(str(i.children[0]) for i in idents)
         fn = FUNCTIONS.get(name)
+        arg_nodes = [p for p in parts if p.data == "arguments"]
         if fn is None:
+            if name in EXPRESSION_FUNCTIONS:
+                return self._expression_function(name, node, kids(arg_nodes[0]) if arg_nodes else [])
+            if name in NOT_SUPPORTED:
+                raise EvalError(f'Call to unsupported function: "{name}" is not supported by this job file '
+                                f"parser: {NOT_SUPPORTED[name]}", self.pos(node))
             raise EvalError(f'Call to unknown function: there is no function named "{name}"', self.pos(node),
-                            did_you_mean(name, FUNCTIONS) or "see the list of supported functions in the docs")
+                            did_you_mean(name, ALL_NAMES)
+                            or f"see the list of supported functions in {FUNCTIONS_DOC}")
         args: list[Any] = []
         expand = False
-        arg_nodes = [p for p in parts if p.data == "arguments"]
         if arg_nodes:
             an = arg_nodes[0]
             expand = any(isinstance(t, Token) and t.type == "ELLIPSIS" for t in an.children)
@@ -294,7 +305,54 @@ class Evaluator(TemplateMixin):
             raise EvalError(f"Error in function call: {name}(): {exc}", self.pos(node)) from None
         if isinstance(result, (str, list)) and len(result) > MAX_LEN:
             raise EvalError(f"Error in function call: {name}() result is too large", self.pos(node))
-        return result
+        return normalize_number(result) if type(result) is float else result
+
+    def _expression_function(self, name: str, node: Tree, arg_nodes: list[Tree]) -> Any:
+        """``try``, ``can`` and ``convert``: they look at their arguments as expressions."""
+        pos = self.pos(node)
+        if name == "can":
+            if len(arg_nodes) != 1:
+                raise EvalError(f"Error in function call: can() takes 1 argument(s), got {len(arg_nodes)}", pos)
+            try:
+                v = self.eval(arg_nodes[0])
+            except ErrorReported:
+                raise
+            except EvalError:
+                return False
+            if _has_runtime(v):  # only the client can tell: the call stays verbatim
+                raise NeedsRuntime
+            return True
+        if name == "try":
+            if not arg_nodes:
+                raise EvalError("Error in function call: try(): at least one argument is required", pos)
+            failures: list[str] = []
+            for a in arg_nodes:
+                try:
+                    v = self.eval(a)
+                    if _has_runtime(v):
+                        raise NeedsRuntime
+                    return v
+                except ErrorReported:
+                    raise
+                except EvalError as exc:
+                    where = f" (at {exc.pos.line}:{exc.pos.column})" if exc.pos else ""
+                    failures.append(f"{exc.message}{where}")
+            raise EvalError("Error in function call: try(): no expression succeeded:\n- " + "\n- ".join(failures),
+                            pos, "every argument of try() failed; add a fallback value as the last argument")
+        # convert(value, type)
+        from rawexec.jobspec.hcl.variables import convert, parse_type, type_str  # variables imports this module
+
+        if len(arg_nodes) != 2:
+            raise EvalError(f"Error in function call: convert() takes 2 argument(s), got {len(arg_nodes)}", pos)
+        value = self.eval(arg_nodes[0])
+        if _has_runtime(value):
+            raise NeedsRuntime
+        t = parse_type(arg_nodes[1], self)
+        try:
+            return convert(value, t)
+        except ValueError as exc:
+            raise EvalError(f'Error in function call: convert(): invalid value for "value" parameter: {exc} '
+                            f"(converting to {type_str(t)})", pos) from None
 
     def e_conditional(self, node: Tree) -> Any:
         cond_n, t_n, f_n = kids(node)
@@ -352,18 +410,18 @@ class Evaluator(TemplateMixin):
         except FuncError as exc:
             raise EvalError(f"Invalid operand: unsuitable value for {op}: {exc}", pos) from None
         if op == "+":
-            return x + y
+            return normalize_number(x + y)
         if op == "-":
-            return x - y
+            return normalize_number(x - y)
         if op == "*":
-            return x * y
+            return normalize_number(x * y)
         if op in ("/", "%"):
             if y == 0:
                 raise EvalError("Division by zero", pos)
             if op == "%":
-                return x % y
+                return normalize_number(x % y)
             q = x / y
-            return int(q) if isinstance(x, int) and isinstance(y, int) and x % y == 0 else q
+            return int(q) if isinstance(x, int) and isinstance(y, int) and x % y == 0 else normalize_number(q)
         cmp = {"<": x < y, ">": x > y, "<=": x <= y, ">=": x >= y}
         if op in cmp:
             return cmp[op]
@@ -512,11 +570,13 @@ def _root_names(expr: Tree) -> set[str]:
 
 
 def render_runtime(value: Any) -> Any:
-    """Replace :class:`Runtime` values by their ``${...}`` text, recursively."""
+    """Replace :class:`Runtime` values by their ``${...}`` text, and normalise floats, recursively."""
     if isinstance(value, Runtime):
         return value.render()
     if isinstance(value, list):
         return [render_runtime(v) for v in value]
     if isinstance(value, dict):
         return {k: render_runtime(v) for k, v in value.items()}
+    if type(value) is float:
+        return normalize_number(value)
     return value

@@ -7,6 +7,7 @@ raises :class:`FuncError` with a message that the evaluator places at the call.
 from __future__ import annotations
 
 import base64
+import decimal
 import json
 import math
 import os
@@ -17,7 +18,8 @@ from typing import Any
 
 from rawexec.jobspec.hcl.values import type_name
 
-__all__ = ["FUNCTIONS", "FuncContext", "FuncError", "to_number", "to_string"]
+__all__ = ["FUNCTIONS", "Func", "FuncContext", "FuncError", "arg_error", "arity", "as_int", "as_list", "as_str",
+           "format_number", "normalize_number", "to_number", "to_string"]
 
 #: ``file()`` refuses files larger than this (a job file is not a transport for big blobs).
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -37,6 +39,32 @@ class FuncContext:
 Func = Callable[[list[Any], FuncContext], Any]
 
 
+#: Significant digits a computed float keeps: binary noise beyond them is dropped, so that
+#: ``0.1 + 0.2`` is ``0.3`` as in cty's decimal arithmetic (not ``0.30000000000000004``).
+SIGNIFICANT_DIGITS = 15
+
+
+def normalize_number(v: int | float) -> int | float:
+    """A whole float becomes an int (``384.0`` → ``384``); others lose float noise (``0.1 + 0.2`` → ``0.3``)."""
+    if type(v) is not float or not math.isfinite(v):
+        return v
+    if v.is_integer():
+        return int(v)
+    r = float(f"{v:.{SIGNIFICANT_DIGITS}g}")
+    return int(r) if r.is_integer() else r
+
+
+def format_number(v: int | float) -> str:
+    """cty's number-to-string: no fractional part for whole numbers, never an exponent."""
+    n = normalize_number(v)
+    if isinstance(n, int):
+        return str(n)
+    if not math.isfinite(n):
+        return "-Inf" if n < 0 else "+Inf"
+    text = format(decimal.Decimal(repr(n)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def to_string(v: Any) -> str:
     """HCL's conversion of a primitive to string (``true``, ``1``, ``1.5``)."""
     if isinstance(v, bool):
@@ -44,9 +72,7 @@ def to_string(v: Any) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        if math.isfinite(v) and v == int(v) and abs(v) < 1e21:
-            return str(int(v))
-        return repr(v)
+        return format_number(v)
     if isinstance(v, str):
         return v
     raise FuncError(f"cannot convert {type_name(v)} to string; a string is required")
@@ -90,6 +116,49 @@ def _arity(name: str, args: list[Any], lo: int, hi: int | None = None) -> None:
     if len(args) < lo or (hi >= 0 and len(args) > hi):
         want = str(lo) if lo == hi else (f"at least {lo}" if hi < 0 else f"{lo} to {hi}")
         raise FuncError(f"{name}() takes {want} argument(s), got {len(args)}")
+
+
+def arg_error(name: str, param: str, message: str) -> FuncError:
+    """An error about one parameter, worded as cty words it (``Invalid value for "size" parameter``)."""
+    return FuncError(f'{name}(): invalid value for "{param}" parameter: {message}')
+
+
+def arity(name: str, args: list[Any], lo: int, hi: int | None = None) -> None:
+    """Refuse a call with fewer than ``lo`` or more than ``hi`` (-1: any number) arguments."""
+    _arity(name, args, lo, hi)
+
+
+def as_str(name: str, v: Any, param: str = "str") -> str:
+    """A string parameter (numbers and bools convert, as in cty); null and collections are refused."""
+    if v is None:
+        raise arg_error(name, param, "argument must not be null")
+    if isinstance(v, (list, dict)):
+        raise arg_error(name, param, f"string required, got {type_name(v)}")
+    return _str(name, v, param)
+
+
+def as_list(name: str, v: Any, param: str = "list") -> list[Any]:
+    """A list, set or tuple parameter."""
+    if v is None:
+        raise arg_error(name, param, "argument must not be null")
+    if not isinstance(v, list):
+        raise arg_error(name, param, f"list required, got {type_name(v)}")
+    return v
+
+
+def as_int(name: str, v: Any, param: str) -> int:
+    """A whole-number parameter (a numeric string converts)."""
+    if v is None:
+        raise arg_error(name, param, "argument must not be null")
+    try:
+        n = to_number(v)
+    except FuncError as exc:
+        raise arg_error(name, param, str(exc)) from None
+    if isinstance(n, float):
+        if not n.is_integer():
+            raise arg_error(name, param, f"a whole number is required, got {to_string(n)}")
+        n = int(n)
+    return n
 
 
 def _str(name: str, v: Any, what: str = "argument") -> str:
@@ -240,9 +309,41 @@ def _fn_length(a: list[Any], c: FuncContext) -> Any:
     raise FuncError(f"length(): a string, list or map is required, got {type_name(v)}")
 
 
+def _json_ready(v: Any) -> Any:
+    if isinstance(v, float):
+        return normalize_number(v)
+    if isinstance(v, list):
+        return [_json_ready(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_ready(x) for k, x in v.items()}
+    return v
+
+
+#: Characters cty's jsonencode writes as \u escapes (Go's encoding/json HTML-safe set).
+_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                               "\u2029": "\\u2029"})
+
+
 def _fn_jsonencode(a: list[Any], c: FuncContext) -> Any:
     _arity("jsonencode", a, 1)
-    return json.dumps(a[0], separators=(",", ":"), ensure_ascii=False)
+    # cty writes object keys sorted; <, >, & only occur inside strings, so escaping the text is safe.
+    text = json.dumps(_json_ready(a[0]), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return text.translate(_JSON_ESCAPES)
+
+
+def _fn_formatlist(a: list[Any], c: FuncContext) -> Any:
+    _arity("formatlist", a, 1, -1)
+    fmt = _str("formatlist", a[0], "format string")
+    length = -1
+    for i, v in enumerate(a[1:], start=1):
+        if isinstance(v, list):
+            if length >= 0 and len(v) != length:
+                raise FuncError(f"formatlist(): argument {i + 1} has length {len(v)}, which is inconsistent "
+                                f"with the previous list arguments of length {length}")
+            length = len(v)
+    if length < 0:
+        length = 1
+    return [_format(fmt, [v[n] if isinstance(v, list) else v for v in a[1:]]) for n in range(length)]
 
 
 def _fn_jsondecode(a: list[Any], c: FuncContext) -> Any:
@@ -423,11 +524,9 @@ def _fn_abs(a: list[Any], c: FuncContext) -> Any:
 FUNCTIONS: dict[str, Func] = {
     "upper": _s1("upper", str.upper),
     "lower": _s1("lower", str.lower),
-    "title": _s1("title", str.title),
     "trimspace": _s1("trimspace", str.strip),
     "chomp": _s1("chomp", lambda s: s.rstrip("\r\n")),
     "strlen": _s1("strlen", len),
-    "reverse": lambda a, c: (list(reversed(_list("reverse", a[0]))) if len(a) == 1 else _arity("reverse", a, 1)),
     "base64encode": _s1("base64encode", lambda s: base64.b64encode(s.encode()).decode()),
     "base64decode": _s1("base64decode", _b64decode),
     "trim": _s2("trim", lambda s, cut: s.strip(cut)),
@@ -436,6 +535,7 @@ FUNCTIONS: dict[str, Func] = {
     "startswith": _s2("startswith", str.startswith),
     "endswith": _s2("endswith", str.endswith),
     "format": _fn_format,
+    "formatlist": _fn_formatlist,
     "join": _fn_join,
     "split": _fn_split,
     "concat": _fn_concat,

@@ -8,7 +8,7 @@ from typing import Any
 
 from rawexec.jobspec.diagnostics import Pos
 
-__all__ = ["Context", "EvalError", "NeedsRuntime", "Runtime", "type_name"]
+__all__ = ["Context", "ErrorReported", "EvalError", "NeedsRuntime", "Runtime", "type_name"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class EvalError(Exception):
         self.message = message
         self.pos = pos
         self.hint = hint
+
+
+class ErrorReported(EvalError):
+    """The expression uses a value whose error was already reported (a missing variable, a failed
+    local): like HCL's error values, it fails silently so no misleading follow-on errors appear."""
 
 
 class NeedsRuntime(Exception):

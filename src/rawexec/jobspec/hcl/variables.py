@@ -17,7 +17,7 @@ from rawexec.jobspec.hcl.evaluator import Context, Evaluator, kids
 from rawexec.jobspec.hcl.functions import FuncError, to_number, to_string
 from rawexec.jobspec.hcl.structure import Body, build_body, parse_text, tree_body
 from rawexec.jobspec.hcl.tree import Tree
-from rawexec.jobspec.hcl.values import EvalError, type_name
+from rawexec.jobspec.hcl.values import ErrorReported, EvalError, type_name
 
 __all__ = ["VarType", "convert", "locals_resolver", "parse_type", "resolve_variables", "type_str"]
 
@@ -310,6 +310,8 @@ def resolve_variables(body: Body, src: str, ctx: Context, diags: Diagnostics, *,
                 diags.error(f"Invalid value for variable: {msg}", f'variable "{name}"', pos,
                             f"this was checked by the validation rule of variable \"{name}\" "
                             f"(value from {origin.get(name, 'default')})")
+            except ErrorReported:
+                pass
             except EvalError as exc:
                 diags.error(exc.message, f'variable "{name}"{SEP}validation', exc.pos or pos, exc.hint)
     return values
@@ -333,10 +335,13 @@ def locals_resolver(body: Body, src: str, ctx: Context, diags: Diagnostics) -> N
             exprs[name] = (attr.expr, attr.pos)
     cache: dict[str, Any] = {}
     active: list[str] = []
+    failed: set[str] = set()
 
     def lookup(name: str, pos: Pos) -> Any:
         if name in cache:
             return cache[name]
+        if name in failed:
+            raise ErrorReported(f'local value "{name}" failed', pos)
         if name not in exprs:
             raise EvalError(f'Unsupported attribute: no local value named "{name}" has been declared', pos,
                             did_you_mean(name, exprs) or f"define it in a locals block: locals {{ {name} = ... }}")
@@ -348,6 +353,14 @@ def locals_resolver(body: Body, src: str, ctx: Context, diags: Diagnostics) -> N
         try:
             # Locals keep runtime references as ${...} text, like any other value.
             value = Evaluator(src, ctx).evaluate(exprs[name][0])
+        except ErrorReported:
+            failed.add(name)
+            raise
+        except EvalError as exc:
+            # Reported once, here; whatever uses this local fails silently (HCL's error value).
+            diags.error(exc.message, f"locals{SEP}{name}", exc.pos or exprs[name][1], exc.hint)
+            failed.add(name)
+            raise ErrorReported(exc.message, exc.pos) from None
         finally:
             active.pop()
         cache[name] = value
@@ -359,7 +372,6 @@ def locals_resolver(body: Body, src: str, ctx: Context, diags: Diagnostics) -> N
     for name, (_, pos) in exprs.items():
         try:
             lookup(name, pos)
-        except EvalError as exc:
-            diags.error(exc.message, f"locals{SEP}{name}", exc.pos or pos, exc.hint)
-            cache[name] = None
+        except ErrorReported:
+            pass
 
