@@ -8,16 +8,19 @@ UTF-8 bytes, ``urlencode`` is Go's ``url.QueryEscape``, ``regex_replace`` takes 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import unicodedata
-import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rawexec.jobspec.durations import parse_duration_ns
 from rawexec.jobspec.hcl.functions import Func, FuncContext, FuncError, arg_error, arity, as_int, as_str
+
+if TYPE_CHECKING:
+    import ipaddress
+
+    Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = ["ENCODING_FUNCTIONS", "go_title", "graphemes"]
 
@@ -54,6 +57,8 @@ def _fn_uuidv5(a: list[Any], c: FuncContext) -> Any:
 
 def _fn_urlencode(a: list[Any], c: FuncContext) -> Any:
     arity("urlencode", a, 1)
+    import urllib.parse  # (it imports ipaddress: only when a job file calls urlencode)
+
     return urllib.parse.quote_plus(as_str("urlencode", a[0]), safe="")
 
 
@@ -149,10 +154,12 @@ def _fn_regex_replace(a: list[Any], c: FuncContext) -> Any:
 
 
 # -- networks -------------------------------------------------------------------------------------
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+# (ipaddress, ~8 ms to import, is imported by the cidr functions when a job file calls one)
 
 
 def _network(name: str, v: Any) -> Net:
+    import ipaddress
+
     text = as_str(name, v, "prefix")
     try:
         return ipaddress.ip_network(text, strict=False)
@@ -169,6 +176,8 @@ def _fn_cidrhost(a: list[Any], c: FuncContext) -> Any:
         raise arg_error("cidrhost", "hostnum", f"prefix of /{net.prefixlen} does not accommodate a host "
                         f"numbered {num}")
     base = int(net.network_address)
+    import ipaddress
+
     return str(ipaddress.ip_address(base + (num if num >= 0 else size + num)))
 
 
@@ -191,6 +200,8 @@ def _subnet(name: str, net: Net, newbits: int, netnum: int) -> Net:
         raise arg_error(name, "netnum", f"prefix extension of {newbits} does not accommodate a subnet "
                         f"numbered {netnum}")
     base = int(net.network_address) + (netnum << (net.max_prefixlen - newlen))
+    import ipaddress
+
     return ipaddress.ip_network((base, newlen))
 
 
@@ -203,6 +214,8 @@ def _fn_cidrsubnet(a: list[Any], c: FuncContext) -> Any:
 
 def _fn_cidrsubnets(a: list[Any], c: FuncContext) -> Any:
     arity("cidrsubnets", a, 1, -1)
+    import ipaddress
+
     net = _network("cidrsubnets", a[0])
     out: list[str] = []
     nxt = int(net.network_address)
