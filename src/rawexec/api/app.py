@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 
 from rawexec import __version__ as _pkg_version
 from rawexec.api.acl import PermissionDeniedError, TokenStore
+from rawexec.api.blocking import IndexWatch, blocking
 from rawexec.api.common import (
     ApiError,
     LiveStreamingResponse,
@@ -119,6 +120,9 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     # unfiltered list cached until the next change): no I/O and no JSON work here. Index and body come
     # from one snapshot, so a body is never older than the index it is sent with.
     fast_allocs: Callable[..., tuple[int, bytes]] | None = getattr(agent, "allocations_json", None)
+    jobs_index: Callable[[], int] | None = getattr(agent, "jobs_index", None)
+    # blocking queries (?index=&wait=) of the read endpoints wait on this, woken by every commit
+    watch = IndexWatch(agent)
 
     def raw_json(index: int, body: bytes) -> Response:
         return Response(body, media_type="application/json",
@@ -134,8 +138,12 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     # -- jobs ---------------------------------------------------------------------------------
     async def jobs(request: Request) -> Response:
         if request.method == "GET":
-            items = await to_thread(agent.list_jobs)
-            return json_response(prefix_filter(items, request.query_params.get("prefix")))
+            async def fetch() -> Response:
+                index = jobs_index() if jobs_index is not None else None  # before the data: never newer
+                items = await to_thread(agent.list_jobs)
+                return json_response(prefix_filter(items, request.query_params.get("prefix")), index=index)
+
+            return await blocking(watch, request, fetch)
         return await _register(request, None)
 
     async def _register(request: Request, path_id: str | None) -> Response:
@@ -193,21 +201,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     async def job(request: Request) -> Response:
         job_id = request.path_params["job_id"]
         if request.method == "GET":
-            api_fn = getattr(agent, "get_job_api", None)
-            if api_fn is not None:
-                found = await to_thread(api_fn, job_id)
-                if found is None:
-                    raise ApiError(404, "job not found")
-                return json_response(found)
-            j = await _job_or_404(job_id)
-            out = to_api_json(j)["Job"]
-            for stub in await to_thread(agent.list_jobs):
-                if stub.get("ID") == job_id:
-                    for k in ("Status", "StatusDescription", "Stop", "Version", "CreateIndex", "ModifyIndex",
-                              "JobModifyIndex", "SubmitTime", "Stable"):
-                        if k in stub:
-                            out[k] = stub[k]
-            return json_response(out)
+            return await blocking(watch, request, lambda: job_get(job_id))
         if request.method == "DELETE":
             await _job_or_404(job_id)
             purge = query_bool(request, "purge")
@@ -218,8 +212,27 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
             return json_response(out)
         return await _register(request, job_id)
 
+    async def job_get(job_id: str) -> Response:
+        api_fn = getattr(agent, "get_job_api", None)
+        if api_fn is not None:
+            found = await to_thread(api_fn, job_id)
+            if found is None:
+                raise ApiError(404, "job not found")
+            return json_response(found)
+        j = await _job_or_404(job_id)
+        out = to_api_json(j)["Job"]
+        for stub in await to_thread(agent.list_jobs):
+            if stub.get("ID") == job_id:
+                for k in ("Status", "StatusDescription", "Stop", "Version", "CreateIndex", "ModifyIndex",
+                          "JobModifyIndex", "SubmitTime", "Stable"):
+                    if k in stub:
+                        out[k] = stub[k]
+        return json_response(out)
+
     async def job_allocations(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
+        return await blocking(watch, request, lambda: job_allocations_get(request.path_params["job_id"]))
+
+    async def job_allocations_get(job_id: str) -> Response:
         if fast_allocs is not None:
             index, body = fast_allocs(job_id=job_id)
             if body == b"[]":
@@ -232,22 +245,36 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
 
     async def job_summary(request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        await _job_or_404(job_id)
-        return json_response(await to_thread(agent.job_summary, job_id))
+
+        async def fetch() -> Response:
+            await _job_or_404(job_id)
+            return json_response(await to_thread(agent.job_summary, job_id))
+
+        return await blocking(watch, request, fetch)
 
     # -- allocations --------------------------------------------------------------------------
     async def allocations(request: Request) -> Response:
         prefix = request.query_params.get("prefix")
-        if fast_allocs is not None:
-            return raw_json(*fast_allocs(prefix=prefix or "", task_states=query_bool(request, "task_states", True)))
-        items = await to_thread(agent.list_allocations)
-        items = prefix_filter(items, prefix)
-        if not query_bool(request, "task_states", True):
-            items = [{k: v for k, v in a.items() if k != "TaskStates"} for a in items]
-        return json_response(items)
+        task_states = query_bool(request, "task_states", True)
+
+        async def fetch() -> Response:
+            if fast_allocs is not None:
+                return raw_json(*fast_allocs(prefix=prefix or "", task_states=task_states))
+            items = await to_thread(agent.list_allocations)
+            items = prefix_filter(items, prefix)
+            if not task_states:
+                items = [{k: v for k, v in a.items() if k != "TaskStates"} for a in items]
+            return json_response(items)
+
+        return await blocking(watch, request, fetch)
 
     async def allocation(request: Request) -> Response:
-        return json_response(await to_thread(agent.get_allocation, request.path_params["alloc_id"]))
+        alloc_id = request.path_params["alloc_id"]
+
+        async def fetch() -> Response:
+            return json_response(await to_thread(agent.get_allocation, alloc_id))
+
+        return await blocking(watch, request, fetch)
 
     async def allocation_stop(request: Request) -> Response:
         resp = await to_thread(agent.stop_allocation, request.path_params["alloc_id"])
@@ -309,18 +336,27 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         return stub
 
     async def nodes(request: Request) -> Response:
-        items = [node_stub()]
-        if query_bool(request, "os"):
-            items[0]["Attributes"] = {k: v for k, v in (agent.node.get("Attributes") or {}).items()
-                                      if k.startswith("os.")}
-        return json_response(prefix_filter(items, request.query_params.get("prefix")))
+        with_os = query_bool(request, "os")
+
+        async def fetch() -> Response:
+            items = [node_stub()]
+            if with_os:
+                items[0]["Attributes"] = {k: v for k, v in (agent.node.get("Attributes") or {}).items()
+                                          if k.startswith("os.")}
+            return json_response(prefix_filter(items, request.query_params.get("prefix")))
+
+        return await blocking(watch, request, fetch)
 
     async def node(request: Request) -> Response:
         node_id = request.path_params["node_id"]
-        n = agent.node
-        if node_id in ("self",) or (node_id and str(n.get("ID", "")).startswith(node_id)):
-            return json_response(n)
-        raise ApiError(404, "node not found")
+
+        async def fetch() -> Response:
+            n = agent.node
+            if node_id in ("self",) or (node_id and str(n.get("ID", "")).startswith(node_id)):
+                return json_response(n)
+            raise ApiError(404, "node not found")
+
+        return await blocking(watch, request, fetch)
 
     async def agent_self(request: Request) -> Response:
         c = agent.config
