@@ -233,9 +233,10 @@ class Agent:
         """``namespace``: the object's (jobs, allocations); "" for objects outside namespaces (nodes)."""
         self._broker.publish(Event.of(topic, type_, key, index, payload, namespace))
 
-    def publish_json(self, topic: str, type_: str, key: str, index: int, payload_json: str) -> None:
+    def publish_json(self, topic: str, type_: str, key: str, index: int, payload_json: str, *,
+                     namespace: str = "", filter_keys: tuple[str, ...] = ()) -> None:
         """:meth:`publish` with the payload already encoded as a JSON object."""
-        self._broker.publish(Event(topic, type_, key, index, payload_json))
+        self._broker.publish(Event(topic, type_, key, index, payload_json, namespace, filter_keys))
 
     def _committed(self, stubs: list[tuple[AllocRunner, str]], idx: int) -> None:
         """Called by the persister after each commit, in commit order."""

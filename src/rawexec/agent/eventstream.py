@@ -23,13 +23,17 @@ class Event:
     key: str
     index: int
     payload_json: str = "{}"
-    namespace: str = "default"
+    namespace: str = ""
+    """The object's namespace; "" for objects outside namespaces (nodes): those pass every filter."""
+    filter_keys: tuple[str, ...] = ()
+    """More keys a ``Topic:Key`` subscription matches (an allocation's JobID and DeploymentID)."""
 
     @classmethod
     def of(cls, topic: str, type_: str, key: str, index: int, payload: dict[str, Any],
-           namespace: str = "default") -> Event:
+           namespace: str = "", filter_keys: tuple[str, ...] = ()) -> Event:
         """An event with ``payload`` encoded now."""
-        return cls(topic, type_, key, index, json.dumps(payload, separators=(",", ":"), default=str), namespace)
+        return cls(topic, type_, key, index, json.dumps(payload, separators=(",", ":"), default=str), namespace,
+                   filter_keys)
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -37,14 +41,19 @@ class Event:
         out: dict[str, Any] = json.loads(self.payload_json)
         return out
 
+    def matches(self, key: str) -> bool:
+        """Whether a subscription key selects this event: ``*``, its Key, or one of its FilterKeys."""
+        return key in ("*", self.key) or key in self.filter_keys
+
     def to_api(self) -> dict[str, Any]:
         return {"Topic": self.topic, "Type": self.type, "Key": self.key, "Namespace": self.namespace,
-                "Index": self.index, "Payload": self.payload}
+                "FilterKeys": list(self.filter_keys) or None, "Index": self.index, "Payload": self.payload}
 
     def to_api_json(self) -> str:
         """:meth:`to_api` as JSON text, with the payload copied in without decoding it."""
         head = json.dumps({"Topic": self.topic, "Type": self.type, "Key": self.key, "Namespace": self.namespace,
-                           "Index": self.index}, separators=(",", ":"))
+                           "FilterKeys": list(self.filter_keys) or None, "Index": self.index},
+                          separators=(",", ":"))
         return head[:-1] + ',"Payload":' + self.payload_json + "}"
 
 
@@ -79,8 +88,9 @@ class EventBroker:
         return self._closed
 
     def subscribe(self, index: int = 0) -> EventSubscription:
-        """Events with Index > ``index`` (those still in the ring), then new ones as they come."""
-        return EventSubscription(self, index)
+        """Events with Index >= ``index`` (those still in the ring; Nomad starts at the closest index at
+        or after the one asked for), then new ones as they come."""
+        return EventSubscription(self, index - 1)  # the last index seen: -1 for all (a fresh node's is 0)
 
     def _after(self, index: int, timeout: float | None) -> list[Event]:
         with self._cond:

@@ -6,6 +6,7 @@ plain-text bodies: 400 for malformed requests, 403 without a valid token, 404 fo
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from rawexec import __version__ as _pkg_version
+from rawexec.agent.eventstream import Event
 from rawexec.api.acl import PermissionDeniedError, TokenStore
 from rawexec.api.blocking import IndexWatch, blocking
 from rawexec.api.common import (
@@ -393,25 +395,28 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
                 raise ApiError(400, f'Invalid topic "{t}": use Topic:Key, e.g. Job:* or Allocation:<id>')
             topics.setdefault(name, set()).add(key or "*")
 
-        def wanted(ev_topic: str, ev_key: str) -> bool:
+        # as Nomad: only the namespace asked for ("default" unless given; "*" for all), and events of
+        # objects outside namespaces (nodes)
+        namespace = request.query_params.get("namespace") or "default"
+
+        def wanted(ev: Event) -> bool:
+            if namespace != "*" and ev.namespace and ev.namespace != namespace:
+                return False
             if not topics:
                 return True
-            for name in (ev_topic, "*"):
-                keys = topics.get(name)
-                if keys is not None and ("*" in keys or ev_key in keys):
-                    return True
-            return False
+            keys = topics.get(ev.topic, set()) | topics.get("*", set())
+            return any(ev.matches(k) for k in keys)
 
         sub = await to_thread(agent.events, index)
 
         async def lines() -> AsyncIterator[bytes]:
             while True:
                 batch = await anyio.to_thread.run_sync(sub.next_batch, _EVENT_HEARTBEAT_S, abandon_on_cancel=True)
-                events = [e for e in batch if wanted(e.topic, e.key)]
-                if events:
-                    yield (f'{{"Index":{events[-1].index},"Events":['
-                           + ",".join(e.to_api_json() for e in events) + "]}\n").encode()
-                elif not batch:
+                events = [e for e in batch if wanted(e)]
+                for idx, group in itertools.groupby(events, key=lambda e: e.index):  # a frame per index, as Nomad
+                    yield (f'{{"Index":{idx},"Events":[' + ",".join(e.to_api_json() for e in group)
+                           + "]}\n").encode()
+                if not batch:
                     yield b"{}\n"  # heartbeat
 
         return LiveStreamingResponse(lines(), media_type="application/json")
