@@ -48,3 +48,14 @@ def test_ring_bounded_by_count_and_bytes() -> None:
     b.publish(huge)  # one event larger than the budget is still kept (the newest always is)
     assert [e.index for e in b.subscribe(0).next_batch(0)] == [13]
     assert [e.index for e in b.subscribe(13).next_batch(0)] == [13]
+
+
+def test_an_event_published_late_with_a_lower_index_is_not_lost() -> None:
+    b = EventBroker()
+    sub = b.subscribe(0)
+    b.publish(Event("Allocation", "AllocationUpdated", "a", 5))
+    assert [e.index for e in sub.next_batch(0)] == [5]
+    b.publish(Event("Job", "JobRegistered", "j", 4))  # committed before 5, published after it
+    b.publish(Event("Allocation", "AllocationUpdated", "a", 6))
+    assert [e.index for e in sub.next_batch(0)] == [4, 6]
+    assert sub.next_batch(0) == []

@@ -173,7 +173,13 @@ class Agent:
             self._allocs[ar.alloc_id] = ar
             runners.append(ar)
         self._alloc_index = self._jobs_index = self.store.index()
-        self._summary_status.update((ar.alloc_id, ar.client_status) for ar in runners)
+        # summaries' indexes never go back across a restart: at least their allocations' latest commits
+        for (ns, job_id), body in self._jobs.items():
+            self._summary_index[(ns, job_id)] = int(body.get("JobModifyIndex", 0))
+        for ar in runners:
+            self._summary_status[ar.alloc_id] = ar.client_status
+            jkey = (ar.job.namespace, ar.job.id)
+            self._summary_index[jkey] = max(self._summary_index.get(jkey, 0), ar.modify_index)
         # tasks whose first start may have begun without being recorded (the agent died in between):
         # kill what they left running before anything starts them (one look at /proc for all)
         unrecorded = [(ar.alloc_id, r.name) for ar in runners if ar.client_status not in TERMINAL
