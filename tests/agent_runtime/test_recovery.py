@@ -148,10 +148,15 @@ def test_graceful_restart_keeps_tasks(make_agent: MakeAgent, tmp_path: Path, tag
     wait_until(lambda: [x["ClientStatus"] for x in a.list_allocations("keep")] == ["running"] * 3, 60)
     before = _sleepers(tag)
     assert len(before) == 3
+    summary_index = a.job_summary("keep")["ModifyIndex"]
+    job = a.get_job_api("keep")
+    assert job is not None and summary_index > job["JobModifyIndex"]  # the counts moved since registration
     a.shutdown(stop_tasks=False)
     assert _sleepers(tag) == before  # the tasks outlive the agent
     b = make_agent(data_dir=data)
     assert [x["ClientStatus"] for x in b.list_allocations("keep")] == ["running"] * 3
+    # indexes never go back across a restart (a blocking query's index would otherwise never pass)
+    assert b.job_summary("keep")["ModifyIndex"] >= summary_index and b.jobs_index() >= summary_index
     assert _sleepers(tag) == before
     for x in b.list_allocations("keep"):
         assert event_types(b.get_allocation(x["ID"]), "s").count("Started") == 1

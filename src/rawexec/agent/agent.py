@@ -74,6 +74,11 @@ class Agent:
         self._alloc_index = 0  # state index of the latest commit that changed an allocation
         # GET /v1/allocations body per namespace (None: all), until the next change
         self._alloc_list: dict[str | None, tuple[int, bytes]] = {}
+        # Nomad's table indexes for blocking queries: the latest commit that changed a job (or a job's
+        # summary), each job summary's ModifyIndex, and the client status each summary last counted
+        self._jobs_index = 0
+        self._summary_index: dict[tuple[str, str], int] = {}
+        self._summary_status: dict[str, str] = {}
         self.store: StateStore
         self.persister: Persister
         self.driver: Driver
@@ -171,7 +176,14 @@ class Agent:
                 continue
             self._allocs[ar.alloc_id] = ar
             runners.append(ar)
-        self._alloc_index = self.store.index()
+        self._alloc_index = self._jobs_index = self.store.index()
+        # summaries' indexes never go back across a restart: at least their allocations' latest commits
+        for (ns, job_id), body in self._jobs.items():
+            self._summary_index[(ns, job_id)] = int(body.get("JobModifyIndex", 0))
+        for ar in runners:
+            self._summary_status[ar.alloc_id] = ar.client_status
+            jkey = (ar.job.namespace, ar.job.id)
+            self._summary_index[jkey] = max(self._summary_index.get(jkey, 0), ar.modify_index)
         # tasks whose first start may have begun without being recorded (the agent died in between):
         # kill what they left running before anything starts them (one look at /proc for all)
         unrecorded = [(ar.alloc_id, r.name) for ar in runners if ar.client_status not in TERMINAL
@@ -237,17 +249,24 @@ class Agent:
         self.shutdown(stop_tasks=True)
 
     # ------------------------------------------------------------------ events
-    def publish(self, topic: str, type_: str, key: str, index: int, payload: dict[str, Any]) -> None:
-        self._broker.publish(Event.of(topic, type_, key, index, payload))
+    def publish(self, topic: str, type_: str, key: str, index: int, payload: dict[str, Any], *,
+                namespace: str = "") -> None:
+        """``namespace``: the object's (jobs, allocations); "" for objects outside namespaces (nodes)."""
+        self._broker.publish(Event.of(topic, type_, key, index, payload, namespace))
 
-    def publish_json(self, topic: str, type_: str, key: str, index: int, payload_json: str) -> None:
+    def publish_json(self, topic: str, type_: str, key: str, index: int, payload_json: str, *,
+                     namespace: str = "", filter_keys: tuple[str, ...] = ()) -> None:
         """:meth:`publish` with the payload already encoded as a JSON object."""
-        self._broker.publish(Event(topic, type_, key, index, payload_json))
+        self._broker.publish(Event(topic, type_, key, index, payload_json, namespace, filter_keys))
 
     def _committed(self, stubs: list[tuple[AllocRunner, str]], idx: int) -> None:
         """Called by the persister after each commit, in commit order."""
         for ar, stub in stubs:
             ar.set_committed_stub(stub)
+            if self._summary_status.get(ar.alloc_id) != ar.client_status:  # the job summary's counts moved
+                self._summary_status[ar.alloc_id] = ar.client_status
+                self._summary_index[(ar.job.namespace, ar.job.id)] = idx
+                self._jobs_index = max(self._jobs_index, idx)
         self._allocs_changed(idx)
         self.changes += 1
         for ar, stub in stubs:
@@ -259,6 +278,16 @@ class Agent:
         """Call ``fn`` (on the writer thread; keep it short) after every state commit: lets a viewer
         sleep until something changed instead of polling :attr:`changes`."""
         self._commit_listeners.append(fn)
+
+    def _jobs_changed(self, idx: int) -> None:
+        """After a commit that wrote or deleted a job: move the jobs index, tell the listeners."""
+        self._jobs_index = max(self._jobs_index, idx)
+        for fn in self._commit_listeners:
+            fn()
+
+    def jobs_index(self) -> int:
+        """The index of the latest change to any job or job summary (``X-Nomad-Index`` of ``/v1/jobs``)."""
+        return max(self._jobs_index, 1)
 
     def _allocs_changed(self, idx: int) -> None:
         """Drop the cached allocation list (after the allocations' stubs were updated)."""
@@ -324,6 +353,8 @@ class Agent:
                 tx.put_job(job.namespace, job.id, api, summary=self._job_stub(api))
                 tx.put_meta(job_meta_key(api), json.dumps(api, separators=(",", ":")))
             self._jobs[key] = api
+            self._summary_index[key] = idx
+            self._jobs_changed(idx)
             for a in live:
                 a.stop("alloc not needed due to job update")
             new: list[AllocRunner] = []
@@ -332,13 +363,13 @@ class Agent:
                     ar = AllocRunner(self, str(uuid.uuid4()), job, api, g, i, eval_id=eval_id)
                     self._allocs[ar.alloc_id] = ar
                     new.append(ar)
-        self.publish("Job", "JobRegistered", job.id, idx, {"Job": api})
+        self.publish("Job", "JobRegistered", job.id, idx, {"Job": api}, namespace=job.namespace)
         for ar in new:
             ar.start()
         self.persister.flush()  # every new allocation committed at once, then their tasks start
         for ar in new:
             ar.advance()
-        self._refresh_job_status(job.namespace, job.id)
+        self._refresh_job_status(job.namespace, job.id, cause="PlanResult")
         return {"EvalID": eval_id, "EvalCreateIndex": idx, "JobModifyIndex": idx, "Warnings": "\n".join(warnings),
                 "Index": idx}
 
@@ -369,7 +400,11 @@ class Agent:
             return "dead"
         return "pending"
 
-    def _refresh_job_status(self, namespace: str, job_id: str) -> None:
+    def _refresh_job_status(self, namespace: str, job_id: str, *, cause: str = "AllocationUpdated") -> None:
+        """Store the job's status when its allocations changed it. As in Nomad, the change moves the
+        job's ModifyIndex (not its JobModifyIndex) and is published on topic Job with the type of the
+        state change that caused it: ``AllocationUpdated`` (a client update), ``PlanResult`` (the
+        allocations placed for a registration)."""
         with self._lock:
             api = self._jobs.get((namespace, job_id))
             if api is None or self._closed:
@@ -379,11 +414,15 @@ class Agent:
                 return
             api["Status"] = status
             try:
-                idx = self.store.put_job(namespace, job_id, api, summary=self._job_stub(api))
+                with self.store.transaction() as tx:
+                    idx = tx.index() + 1
+                    api["ModifyIndex"] = idx
+                    tx.put_job(namespace, job_id, api, summary=self._job_stub(api))
             except Exception as e:  # store closed during shutdown
                 log.debug("job status not persisted: %s", e)
                 return
-        self.publish("Job", "JobUpdated" if status != "dead" else "JobDeregistered", job_id, idx, {"Job": api})
+            self._jobs_changed(idx)
+        self.publish("Job", cause, job_id, idx, {"Job": api}, namespace=namespace)
 
     def _job_stub(self, api: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -442,7 +481,8 @@ class Agent:
                 s[key] += 1
             return {"JobID": job_id, "Namespace": namespace, "Summary": groups,
                     "Children": {"Pending": 0, "Running": 0, "Dead": 0},
-                    "CreateIndex": api.get("CreateIndex", 0), "ModifyIndex": api.get("ModifyIndex", 0)}
+                    "CreateIndex": api.get("CreateIndex", 0),
+                    "ModifyIndex": self._summary_index.get((namespace, job_id), api.get("JobModifyIndex", 0))}
 
     def stop_job(self, job_id: str, *, purge: bool = False, namespace: str = "default") -> dict[str, Any]:
         """Stop every allocation of the job; ``purge`` also forgets the job once they are gone."""
@@ -461,7 +501,9 @@ class Agent:
                 idx = tx.index() + 1
                 api["ModifyIndex"] = api["JobModifyIndex"] = idx
                 tx.put_job(namespace, job_id, api, summary=self._job_stub(api))
+            self._jobs_changed(idx)
             allocs = [a for a in self._job_allocs(job_id, namespace) if not a.terminal]
+        self.publish("Job", "JobDeregistered", job_id, idx, {"Job": api}, namespace=namespace)
         for a in allocs:
             a.stop("alloc not needed as job is stopped")
         if purge:
@@ -490,9 +532,12 @@ class Agent:
                     idx = tx.index()
                 for aid in ids:
                     self._allocs.pop(aid, None)
+                    self._summary_status.pop(aid, None)
                 self._jobs.pop((namespace, job_id), None)
+                self._summary_index.pop((namespace, job_id), None)
             self._allocs_changed(idx)
-            self.publish("Job", "JobDeregistered", job_id, idx, {"Job": api})
+            # Nomad publishes no Job event for the deletion: the stop already said JobDeregistered
+            self._jobs_changed(idx)
 
         t = threading.Thread(target=purge, name=f"purge-{job_id}", daemon=True)
         t.start()

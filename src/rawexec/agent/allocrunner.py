@@ -288,8 +288,10 @@ class AllocRunner:
         self.advance()
 
     def publish(self, idx: int, stub_json: str) -> None:
+        # Nomad's allocation events carry the JobID and DeploymentID (none here) as filter keys
         self.agent.publish_json("Allocation", "AllocationUpdated", self.alloc_id, idx,
-                                '{"Allocation":' + stub_json + "}")
+                                '{"Allocation":' + stub_json + "}", namespace=self.job.namespace,
+                                filter_keys=(self.job.id, ""))
 
     def task_done(self, runner: TaskRunner) -> None:
         self.advance()

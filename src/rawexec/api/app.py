@@ -6,6 +6,7 @@ plain-text bodies: 400 for malformed requests, 403 without a valid token, 404 fo
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
@@ -21,7 +22,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from rawexec import __version__ as _pkg_version
+from rawexec.agent.eventstream import Event
 from rawexec.api.acl import PermissionDeniedError, TokenStore
+from rawexec.api.blocking import IndexWatch, blocking
 from rawexec.api.common import (
     ApiError,
     LiveStreamingResponse,
@@ -123,6 +126,9 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     # unfiltered list cached until the next change): no I/O and no JSON work here. Index and body come
     # from one snapshot, so a body is never older than the index it is sent with.
     fast_allocs: Callable[..., tuple[int, bytes]] | None = getattr(agent, "allocations_json", None)
+    jobs_index: Callable[[], int] | None = getattr(agent, "jobs_index", None)
+    # blocking queries (?index=&wait=) of the read endpoints wait on this, woken by every commit
+    watch = IndexWatch(agent)
 
     def raw_json(index: int, body: bytes) -> Response:
         return Response(body, media_type="application/json",
@@ -138,9 +144,13 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     # -- jobs ---------------------------------------------------------------------------------
     async def jobs(request: Request) -> Response:
         if request.method == "GET":
-            items = await to_thread(agent.list_jobs, query_namespaces(request))
-            return filtered_json_response(prefix_filter(items, request.query_params.get("prefix")),
-                                          request.query_params.get("filter"))
+            async def fetch() -> Response:
+                index = jobs_index() if jobs_index is not None else None  # before the data: never newer
+                items = await to_thread(agent.list_jobs, query_namespaces(request))
+                return filtered_json_response(prefix_filter(items, request.query_params.get("prefix")),
+                                              request.query_params.get("filter"), index=index)
+
+            return await blocking(watch, request, fetch)
         return await _register(request, None)
 
     async def _register(request: Request, path_id: str | None) -> Response:
@@ -214,21 +224,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
             return await _register(request, job_id)
         ns = query_namespace(request)
         if request.method == "GET":
-            api_fn = getattr(agent, "get_job_api", None)
-            if api_fn is not None:
-                found = await to_thread(api_fn, job_id, ns)
-                if found is None:
-                    raise ApiError(404, "job not found")
-                return json_response(found)
-            j = await _job_or_404(job_id, ns)
-            out = to_api_json(j)["Job"]
-            for stub in await to_thread(agent.list_jobs, ns):
-                if stub.get("ID") == job_id:
-                    for k in ("Status", "StatusDescription", "Stop", "Version", "CreateIndex", "ModifyIndex",
-                              "JobModifyIndex", "SubmitTime", "Stable"):
-                        if k in stub:
-                            out[k] = stub[k]
-            return json_response(out)
+            return await blocking(watch, request, lambda: job_get(job_id, ns))
         if request.method == "DELETE":
             await _job_or_404(job_id, ns)
             purge = query_bool(request, "purge")
@@ -239,9 +235,29 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
             return json_response(out)
         raise ApiError(405, f"method {request.method} not allowed")
 
+    async def job_get(job_id: str, ns: str) -> Response:
+        api_fn = getattr(agent, "get_job_api", None)
+        if api_fn is not None:
+            found = await to_thread(api_fn, job_id, ns)
+            if found is None:
+                raise ApiError(404, "job not found")
+            return json_response(found)
+        j = await _job_or_404(job_id, ns)
+        out = to_api_json(j)["Job"]
+        for stub in await to_thread(agent.list_jobs, ns):
+            if stub.get("ID") == job_id:
+                for k in ("Status", "StatusDescription", "Stop", "Version", "CreateIndex", "ModifyIndex",
+                          "JobModifyIndex", "SubmitTime", "Stable"):
+                    if k in stub:
+                        out[k] = stub[k]
+        return json_response(out)
+
     async def job_allocations(request: Request) -> Response:
         job_id = request.path_params["job_id"]
         ns = query_namespace(request)
+        return await blocking(watch, request, lambda: job_allocations_get(request, job_id, ns))
+
+    async def job_allocations_get(request: Request, job_id: str, ns: str) -> Response:
         if fast_allocs is not None:
             index, body = fast_allocs(job_id=job_id, namespace=ns)
             if body == b"[]":
@@ -257,8 +273,12 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     async def job_summary(request: Request) -> Response:
         job_id = request.path_params["job_id"]
         ns = query_namespace(request)
-        await _job_or_404(job_id, ns)
-        return json_response(await to_thread(lambda: agent.job_summary(job_id, namespace=ns)))
+
+        async def fetch() -> Response:
+            await _job_or_404(job_id, ns)
+            return json_response(await to_thread(lambda: agent.job_summary(job_id, namespace=ns)))
+
+        return await blocking(watch, request, fetch)
 
     # -- allocations --------------------------------------------------------------------------
     async def allocations(request: Request) -> Response:
@@ -266,20 +286,31 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         ns = query_namespaces(request)
         expression = request.query_params.get("filter")
         task_states = query_bool(request, "task_states", True)
-        if fast_allocs is not None and not expression:
-            return raw_json(*fast_allocs(prefix=prefix or "", task_states=task_states, namespace=ns))
-        if fast_allocs is not None:  # filter after prefix, on the JSON stubs (TaskStates included, as Nomad)
-            index, body = fast_allocs(prefix=prefix or "", task_states=True, namespace=ns)
-            items = filter_list(body, expression)
-        else:
-            index = None
-            items = filter_list(prefix_filter(await to_thread(agent.list_allocations, None, ns), prefix), expression)
-        if not task_states:
-            items = [{k: v for k, v in a.items() if k != "TaskStates"} for a in items]
-        return json_response(items, index=index)
+
+        async def fetch() -> Response:
+            if fast_allocs is not None and not expression:
+                return raw_json(*fast_allocs(prefix=prefix or "", task_states=task_states, namespace=ns))
+            index: int | None
+            if fast_allocs is not None:  # filter after prefix, on the JSON stubs (TaskStates included, as Nomad)
+                index, body = fast_allocs(prefix=prefix or "", task_states=True, namespace=ns)
+                items = filter_list(body, expression)
+            else:
+                index = None
+                items = filter_list(prefix_filter(await to_thread(agent.list_allocations, None, ns), prefix),
+                                    expression)
+            if not task_states:
+                items = [{k: v for k, v in a.items() if k != "TaskStates"} for a in items]
+            return json_response(items, index=index)
+
+        return await blocking(watch, request, fetch)
 
     async def allocation(request: Request) -> Response:
-        return json_response(await to_thread(agent.get_allocation, request.path_params["alloc_id"]))
+        alloc_id = request.path_params["alloc_id"]
+
+        async def fetch() -> Response:
+            return json_response(await to_thread(agent.get_allocation, alloc_id))
+
+        return await blocking(watch, request, fetch)
 
     async def allocation_stop(request: Request) -> Response:
         resp = await to_thread(agent.stop_allocation, request.path_params["alloc_id"])
@@ -341,19 +372,28 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         return stub
 
     async def nodes(request: Request) -> Response:
-        items = [node_stub()]
-        if query_bool(request, "os"):
-            items[0]["Attributes"] = {k: v for k, v in (agent.node.get("Attributes") or {}).items()
-                                      if k.startswith("os.")}
-        return filtered_json_response(prefix_filter(items, request.query_params.get("prefix")),
-                                      request.query_params.get("filter"))
+        with_os = query_bool(request, "os")
+
+        async def fetch() -> Response:
+            items = [node_stub()]
+            if with_os:
+                items[0]["Attributes"] = {k: v for k, v in (agent.node.get("Attributes") or {}).items()
+                                          if k.startswith("os.")}
+            return filtered_json_response(prefix_filter(items, request.query_params.get("prefix")),
+                                          request.query_params.get("filter"))
+
+        return await blocking(watch, request, fetch)
 
     async def node(request: Request) -> Response:
         node_id = request.path_params["node_id"]
-        n = agent.node
-        if node_id in ("self",) or (node_id and str(n.get("ID", "")).startswith(node_id)):
-            return json_response(n)
-        raise ApiError(404, "node not found")
+
+        async def fetch() -> Response:
+            n = agent.node
+            if node_id in ("self",) or (node_id and str(n.get("ID", "")).startswith(node_id)):
+                return json_response(n)
+            raise ApiError(404, "node not found")
+
+        return await blocking(watch, request, fetch)
 
     async def agent_self(request: Request) -> Response:
         c = agent.config
@@ -390,25 +430,28 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
                 raise ApiError(400, f'Invalid topic "{t}": use Topic:Key, e.g. Job:* or Allocation:<id>')
             topics.setdefault(name, set()).add(key or "*")
 
-        def wanted(ev_topic: str, ev_key: str) -> bool:
+        # as Nomad: only the namespace asked for ("default" unless given; "*" for all), and events of
+        # objects outside namespaces (nodes)
+        namespace = request.query_params.get("namespace") or "default"
+
+        def wanted(ev: Event) -> bool:
+            if namespace != "*" and ev.namespace and ev.namespace != namespace:
+                return False
             if not topics:
                 return True
-            for name in (ev_topic, "*"):
-                keys = topics.get(name)
-                if keys is not None and ("*" in keys or ev_key in keys):
-                    return True
-            return False
+            keys = topics.get(ev.topic, set()) | topics.get("*", set())
+            return any(ev.matches(k) for k in keys)
 
         sub = await to_thread(agent.events, index)
 
         async def lines() -> AsyncIterator[bytes]:
             while True:
                 batch = await anyio.to_thread.run_sync(sub.next_batch, _EVENT_HEARTBEAT_S, abandon_on_cancel=True)
-                events = [e for e in batch if wanted(e.topic, e.key)]
-                if events:
-                    yield (f'{{"Index":{events[-1].index},"Events":['
-                           + ",".join(e.to_api_json() for e in events) + "]}\n").encode()
-                elif not batch:
+                events = [e for e in batch if wanted(e)]
+                for idx, group in itertools.groupby(events, key=lambda e: e.index):  # a frame per index, as Nomad
+                    yield (f'{{"Index":{idx},"Events":[' + ",".join(e.to_api_json() for e in group)
+                           + "]}\n").encode()
+                if not batch:
                     yield b"{}\n"  # heartbeat
 
         return LiveStreamingResponse(lines(), media_type="application/json")
