@@ -249,6 +249,26 @@ def test_bad_config_fails_validation(make_agent: MakeAgent, tag: str) -> None:
     assert a["ClientStatus"] == "failed"
 
 
+def test_missing_command_is_a_driver_failure(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    job = job_hcl('group "g" {\n restart {\n attempts = 2\n delay = "1s"\n mode = "fail"\n }\n'
+                  ' task "t" {\n driver = "raw_exec"\n config {\n command = "definitely-not-a-binary"\n }\n }\n}',
+                  tag, job_id="nobin")
+    agent.register_job(job)
+    (a,) = wait_terminal(agent, "nobin")
+    evs = a["TaskStates"]["t"]["Events"]
+    types = [e["Type"] for e in evs]
+    assert "Failed Validation" not in types
+    df = next(e for e in evs if e["Type"] == "Driver Failure")
+    assert df["DisplayMessage"] == ('failed to launch command with executor: '
+                                    'binary "definitely-not-a-binary" could not be found')
+    assert df["DriverError"] == df["DisplayMessage"]
+    # not recoverable: Nomad's restart tracker does not retry it
+    assert types.count("Driver Failure") == 1 and types[-1] == "Not Restarting"
+    assert evs[-1]["DisplayMessage"] == "Error was unrecoverable"
+    assert a["ClientStatus"] == "failed"
+
+
 def test_node_fingerprint_and_persistent_id(make_agent: MakeAgent, tmp_path: Path) -> None:
     a = make_agent()
     node = a.node
