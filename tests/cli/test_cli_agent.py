@@ -310,3 +310,30 @@ def test_agent_refuses_unusable_data_dir_and_bad_config(data_dir: str) -> None:
     assert 'did you mean "datacenter"' in p.stderr and "ports.http" in p.stderr
     p = _run_agent_expecting_failure()
     assert p.returncode == 1 and "Must specify data directory" in p.stderr
+
+
+def test_job_inspect_output_runs_again(agent: AgentProc, data_dir: str) -> None:
+    job = job_json("sc", "exec sleep 120")
+    _register(agent, job)
+    job["Job"]["Meta"] = {"v": "2"}  # a second version: Version 1, Stable, indexes all set
+    with agent.http() as c:
+        assert c.put("/v1/jobs", json=job).status_code == 200
+    r = agent.cli("job", "inspect", "-json", "sc")
+    assert r.code == 0, r.err
+    inspected = json.loads(r.out)
+    assert inspected["Job"]["Version"] == 1 and inspected["Job"]["JobModifyIndex"] > 0
+    path = os.path.join(data_dir, "sc.json")
+    with open(path, "w") as f:
+        f.write(r.out)
+    r = agent.cli("job", "validate", path)
+    assert r.code == 0 and "Job validation successful" in r.out, r.err
+    assert r.err == ""  # the read-only fields are ignored silently, as Nomad does
+    r = agent.cli("job", "run", "-detach", path)
+    assert r.code == 0, r.err
+    bare = os.path.join(data_dir, "sc.job")  # -json: JSON whatever the name; the bare job works too
+    with open(bare, "w") as f:
+        json.dump({**inspected["Job"], "Meta": {"v": "3"}}, f)
+    r = agent.cli("job", "run", "-json", "-detach", bare)
+    assert r.code == 0, r.err
+    with agent.http() as c:
+        assert c.get("/v1/job/sc").json()["Meta"] == {"v": "3"}

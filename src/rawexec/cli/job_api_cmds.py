@@ -84,9 +84,9 @@ def job_status_cmd(ctx: ClientCtx, job_id: str | None) -> None:
 
 @job.command("inspect")
 @click.argument("job_id")
-@api_command("inspecting job", json_flag=False)
+@api_command("inspecting job")
 def job_inspect_cmd(ctx: ClientCtx, job_id: str) -> None:
-    """Print a job's API JSON ({"Job": ...})."""
+    """Print a job's API JSON ({"Job": ...}); -json is accepted (the output is JSON anyway)."""
     stub = _find_job(ctx, job_id)
     print_json({"Job": ctx.api.get(f"/v1/job/{stub['ID']}")})
 
