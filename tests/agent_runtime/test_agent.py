@@ -197,8 +197,10 @@ def test_reregister_changed_job_replaces_allocs(make_agent: MakeAgent, tag: str)
     agent.register_job(job_hcl(group("g", task("t", "exec sleep 60")), tag, job_id="rr", job_type="service"))
     wait_until(lambda: [a["ClientStatus"] for a in agent.list_allocations("rr")] == ["running"], 20)
     same = agent.register_job(job_hcl(group("g", task("t", "exec sleep 60")), tag, job_id="rr", job_type="service"))
-    assert same["EvalID"] == ""  # unchanged: nothing to do
+    # unchanged: an evaluation that places nothing (Nomad's reply names one too)
+    assert same["EvalID"] and same["JobModifyIndex"] == agent.get_job_api("rr")["JobModifyIndex"]  # type: ignore[index]
     assert len(agent.list_allocations("rr")) == 1
+    assert all(a["EvalID"] != same["EvalID"] for a in agent.list_allocations("rr"))
     old = agent.list_allocations("rr")[0]["ID"]
     agent.register_job(job_hcl(group("g", task("t", "exec sleep 61")), tag, job_id="rr", job_type="service"))
     wait_until(lambda: len(agent.list_allocations("rr")) == 2, 10)

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -337,3 +338,32 @@ def test_job_inspect_output_runs_again(agent: AgentProc, data_dir: str) -> None:
     assert r.code == 0, r.err
     with agent.http() as c:
         assert c.get("/v1/job/sc").json()["Meta"] == {"v": "3"}
+
+
+def test_status_displays_like_nomad(agent: AgentProc, data_dir: str) -> None:
+    jf = os.path.join(data_dir, "sc.nomad.hcl")
+    with open(jf, "w") as f:
+        f.write('job "sc" {\n  group "g" {\n    task "web" {\n      driver = "raw_exec"\n      kill_timeout = "1s"\n'
+                '      config {\n        command = "/bin/sleep"\n        args = ["120"]\n      }\n    }\n  }\n}\n')
+    r = agent.cli("job", "run", jf)
+    assert r.code == 0 and r.out.count("placed") == 1, r.err
+    r = agent.cli("job", "run", jf)  # unchanged: an evaluation that places nothing
+    assert r.code == 0, r.err
+    assert 'evaluation ""' not in r.out and re.search(r'evaluation "[0-9a-f]{8}"', r.out) and "placed" not in r.out
+    with agent.http() as c:
+        wait_until(lambda: c.get("/v1/job/sc/allocations").json()[0]["ClientStatus"] == "running", 30)
+        alloc_id = c.get("/v1/job/sc/allocations").json()[0]["ID"]
+    r = agent.cli("alloc", "status", alloc_id)
+    assert r.code == 0, r.err
+    assert re.search(r"^Started At\s+= \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", r.out, re.M), r.out
+    assert re.search(r"^Finished At\s+= N/A$", r.out, re.M), r.out
+    assert "0001-01-01" not in r.out
+    assert agent.cli("job", "stop", "sc").code == 0
+    with agent.http() as c:
+        wait_until(lambda: c.get("/v1/job/sc").json()["Status"] == "dead", 30, interval=0.1)
+    r = agent.cli("job", "status", "sc")
+    assert re.search(r"^Status\s+= dead \(stopped\)$", r.out, re.M), r.out
+    r = agent.cli("status")
+    assert "dead (stopped)" in r.out, r.out
+    r = agent.cli("alloc", "status", alloc_id)
+    assert not re.search(r"^Finished At\s+= N/A$", r.out, re.M) and "0001-01-01" not in r.out, r.out

@@ -296,7 +296,8 @@ class Agent:
             unchanged = prev is not None and not prev.get("Stop") and _spec(prev) == _spec(api) and (
                 live or job.type in ("batch", "sysbatch"))
             if unchanged and prev is not None:
-                return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": prev["JobModifyIndex"],
+                # Nomad evaluates an unchanged job too: the reply names an evaluation that places nothing
+                return {"EvalID": eval_id, "EvalCreateIndex": 0, "JobModifyIndex": prev["JobModifyIndex"],
                         "Warnings": "\n".join(warnings), "Index": prev["ModifyIndex"]}
             version = 0 if prev is None else int(prev.get("Version", 0)) + 1
             now = time.time_ns()
