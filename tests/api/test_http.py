@@ -288,11 +288,34 @@ def test_acl_tokens(served_acl: Served) -> None:
     assert s.tcp.get("/v1/jobs", headers={"X-Nomad-Token": secret}).status_code == 200
     assert s.unix.get("/v1/jobs", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     me = s.unix.get("/v1/acl/token/self", headers={"X-Nomad-Token": secret}).json()
-    assert me["AccessorID"] == tok["AccessorID"] and me["SecretID"] == ""
+    assert me["AccessorID"] == tok["AccessorID"] and me["SecretID"] == secret  # the caller's own token, as Nomad
     with open(os.path.join(s.data_dir, TOKENS_FILE)) as f:
         stored = f.read()
     assert secret not in stored  # only a hash is kept
     assert stat.S_IMODE(os.stat(os.path.join(s.data_dir, TOKENS_FILE)).st_mode) == 0o600
+
+
+def test_acl_bootstrap_with_a_supplied_secret(served_acl: Served) -> None:
+    s = served_acl
+    r = s.unix.put("/v1/acl/bootstrap", json={"BootstrapSecret": "not-a-uuid"})
+    assert r.status_code == 400 and r.text == "invalid acl token"
+    secret = "2b778dd9-f5f1-6f29-b4b4-9a5fa948757a"
+    r = s.unix.post("/v1/acl/bootstrap", json={"BootstrapSecret": secret})
+    assert r.status_code == 200, r.text
+    assert r.json()["SecretID"] == secret and r.json()["Type"] == "management"
+    assert s.unix.get("/v1/jobs", headers={"X-Nomad-Token": secret}).status_code == 200
+    me = s.unix.get("/v1/acl/token/self", headers={"X-Nomad-Token": secret}).json()
+    assert me["SecretID"] == secret and me["AccessorID"] == r.json()["AccessorID"]
+    again = s.unix.put("/v1/acl/bootstrap", json={"BootstrapSecret": "not-a-uuid"})
+    assert again.status_code == 400 and "already done" in again.text  # checked first, as Nomad
+
+
+def test_status_endpoints_need_no_token(served_acl: Served) -> None:
+    s = served_acl
+    for path in ("/v1/status/leader", "/v1/status/peers"):
+        r = s.tcp.get(path)
+        assert r.status_code == 200, (path, r.text)
+    assert s.tcp.get("/v1/agent/self").status_code == 403  # everything else still needs one
 
 
 def test_acl_bootstrap_refused_when_acl_disabled(served: Served) -> None:
