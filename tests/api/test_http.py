@@ -95,6 +95,34 @@ def test_job_lifecycle_and_nomad_shapes(served: Served) -> None:
     wait_until(lambda: served.unix.get(f"/v1/allocation/{alloc_id}").status_code == 404, 20, interval=0.05)
 
 
+def test_allocation_stats_sum_every_field_of_the_tasks(served: Served) -> None:
+    job = job_json("stats2", "echo", "spun", "busy", "15", "sleep", "60")
+    job["Job"]["TaskGroups"][0]["Tasks"].append(
+        {"Name": "other", "Driver": "raw_exec",
+         "Config": {"command": sys.executable, "args": [TESTTASK, "echo", "spun", "sleep", "60"]}})
+    alloc_id = register(served, job)
+    stats: dict[str, Any] = {}
+
+    def busy_seen() -> bool:
+        nonlocal stats
+        stats = served.unix.get(f"/v1/client/allocation/{alloc_id}/stats").json()
+        return len(stats["Tasks"]) == 2 and stats["Tasks"]["web"]["ResourceUsage"]["CpuStats"]["UserMode"] > 0
+
+    try:
+        wait_until(busy_seen, 10, interval=0.2, msg="no user-mode CPU measured")
+    finally:
+        served.unix.delete("/v1/job/stats2", params={"purge": "true"})
+    tasks = [stats["Tasks"][t]["ResourceUsage"] for t in ("web", "other")]
+    total = stats["ResourceUsage"]
+    for part in ("MemoryStats", "CpuStats"):
+        for k, v in total[part].items():
+            if k == "Measured":
+                assert v == list(dict.fromkeys(m for t in tasks for m in t[part]["Measured"])), (part, v)
+            else:
+                assert v == pytest.approx(sum(t[part][k] for t in tasks)), (part, k)
+    assert total["CpuStats"]["UserMode"] > 0 and "User Mode" in total["CpuStats"]["Measured"]
+
+
 def test_bad_requests_are_400_with_clear_text(served: Served) -> None:
     r = served.unix.put("/v1/jobs", content=b'{"Job": {')
     assert r.status_code == 400 and r.text.startswith("Failed to decode request body")
