@@ -58,6 +58,8 @@ def test_unix_socket_mode_and_tcp_serve_the_same(served: Served) -> None:
     assert served.tcp.get("/v1/status/leader").json()
     nodes = served.unix.get("/v1/nodes").json()
     assert [n["ID"] for n in nodes] == [served.agent.node["ID"]]
+    assert nodes[0]["Version"] == served.agent.node["Attributes"]["nomad.version"]  # NodeListStub's fields
+    assert nodes[0]["CreateIndex"] >= 1 and nodes[0]["ModifyIndex"] >= nodes[0]["CreateIndex"]
     node = served.unix.get(f"/v1/node/{served.agent.node['ID'][:8]}").json()
     assert node["Drivers"]["raw_exec"]["Healthy"] is True
     assert served.unix.get("/v1/node/ffffffff").status_code == 404
@@ -179,11 +181,12 @@ def test_logs_plain_framed_offsets_and_bad_params(served: Served) -> None:
     assert r.text == "one\n"
     bad = [({"type": "stdout"}, "task name"), ({"task": "web", "type": "x"}, "log type"),
            ({"task": "web", "type": "stdout", "origin": "middle"}, "Origin"),
-           ({"task": "web", "type": "stdout", "offset": "-1"}, "offset"),
-           ({"task": "nope", "type": "stdout"}, "unknown task name")]
+           ({"task": "web", "type": "stdout", "offset": "-1"}, "offset")]
     for params, needle in bad:
         r = served.unix.get(f"/v1/client/fs/logs/{alloc_id}", params=params)
         assert r.status_code in (400, 404) and needle in r.text, (params, r.status_code, r.text)
+    r = served.unix.get(f"/v1/client/fs/logs/{alloc_id}", params={"task": "nope", "type": "stdout"})
+    assert (r.status_code, r.text) == (400, 'unknown task name "nope"')  # Nomad's status and text
 
 
 def _fds_on(path: str) -> int:

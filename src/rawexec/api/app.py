@@ -306,6 +306,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
                 "Status", "StatusDescription", "Drivers", "CreateIndex", "ModifyIndex", "Address", "HTTPAddr")
         stub = {k: n[k] for k in keys if k in n}
         stub.setdefault("Address", "127.0.0.1")
+        stub.setdefault("Version", (n.get("Attributes") or {}).get("nomad.version", ""))
         return stub
 
     async def nodes(request: Request) -> Response:
