@@ -197,8 +197,10 @@ def test_reregister_changed_job_replaces_allocs(make_agent: MakeAgent, tag: str)
     agent.register_job(job_hcl(group("g", task("t", "exec sleep 60")), tag, job_id="rr", job_type="service"))
     wait_until(lambda: [a["ClientStatus"] for a in agent.list_allocations("rr")] == ["running"], 20)
     same = agent.register_job(job_hcl(group("g", task("t", "exec sleep 60")), tag, job_id="rr", job_type="service"))
-    assert same["EvalID"] == ""  # unchanged: nothing to do
+    # unchanged: an evaluation that places nothing (Nomad's reply names one too)
+    assert same["EvalID"] and same["JobModifyIndex"] == agent.get_job_api("rr")["JobModifyIndex"]  # type: ignore[index]
     assert len(agent.list_allocations("rr")) == 1
+    assert all(a["EvalID"] != same["EvalID"] for a in agent.list_allocations("rr"))
     old = agent.list_allocations("rr")[0]["ID"]
     agent.register_job(job_hcl(group("g", task("t", "exec sleep 61")), tag, job_id="rr", job_type="service"))
     wait_until(lambda: len(agent.list_allocations("rr")) == 2, 10)
@@ -246,6 +248,26 @@ def test_bad_config_fails_validation(make_agent: MakeAgent, tag: str) -> None:
     evs = a["TaskStates"]["t"]["Events"]
     fv = next(e for e in evs if e["Type"] == "Failed Validation")
     assert fv["DisplayMessage"].startswith("failed to parse config")
+    assert a["ClientStatus"] == "failed"
+
+
+def test_missing_command_is_a_driver_failure(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    job = job_hcl('group "g" {\n restart {\n attempts = 2\n delay = "1s"\n mode = "fail"\n }\n'
+                  ' task "t" {\n driver = "raw_exec"\n config {\n command = "definitely-not-a-binary"\n }\n }\n}',
+                  tag, job_id="nobin")
+    agent.register_job(job)
+    (a,) = wait_terminal(agent, "nobin")
+    evs = a["TaskStates"]["t"]["Events"]
+    types = [e["Type"] for e in evs]
+    assert "Failed Validation" not in types
+    df = next(e for e in evs if e["Type"] == "Driver Failure")
+    assert df["DisplayMessage"] == ('failed to launch command with executor: '
+                                    'binary "definitely-not-a-binary" could not be found')
+    assert df["DriverError"] == df["DisplayMessage"]
+    # not recoverable: Nomad's restart tracker does not retry it
+    assert types.count("Driver Failure") == 1 and types[-1] == "Not Restarting"
+    assert evs[-1]["DisplayMessage"] == "Error was unrecoverable"
     assert a["ClientStatus"] == "failed"
 
 

@@ -58,6 +58,8 @@ def test_unix_socket_mode_and_tcp_serve_the_same(served: Served) -> None:
     assert served.tcp.get("/v1/status/leader").json()
     nodes = served.unix.get("/v1/nodes").json()
     assert [n["ID"] for n in nodes] == [served.agent.node["ID"]]
+    assert nodes[0]["Version"] == served.agent.node["Attributes"]["nomad.version"]  # NodeListStub's fields
+    assert nodes[0]["CreateIndex"] >= 1 and nodes[0]["ModifyIndex"] >= nodes[0]["CreateIndex"]
     node = served.unix.get(f"/v1/node/{served.agent.node['ID'][:8]}").json()
     assert node["Drivers"]["raw_exec"]["Healthy"] is True
     assert served.unix.get("/v1/node/ffffffff").status_code == 404
@@ -93,6 +95,34 @@ def test_job_lifecycle_and_nomad_shapes(served: Served) -> None:
     assert r.status_code == 200 and "EvalID" in r.json()
     wait_until(lambda: served.unix.get("/v1/job/api-job").status_code == 404, 20, interval=0.05)
     wait_until(lambda: served.unix.get(f"/v1/allocation/{alloc_id}").status_code == 404, 20, interval=0.05)
+
+
+def test_allocation_stats_sum_every_field_of_the_tasks(served: Served) -> None:
+    job = job_json("stats2", "echo", "spun", "busy", "15", "sleep", "60")
+    job["Job"]["TaskGroups"][0]["Tasks"].append(
+        {"Name": "other", "Driver": "raw_exec",
+         "Config": {"command": sys.executable, "args": [TESTTASK, "echo", "spun", "sleep", "60"]}})
+    alloc_id = register(served, job)
+    stats: dict[str, Any] = {}
+
+    def busy_seen() -> bool:
+        nonlocal stats
+        stats = served.unix.get(f"/v1/client/allocation/{alloc_id}/stats").json()
+        return len(stats["Tasks"]) == 2 and stats["Tasks"]["web"]["ResourceUsage"]["CpuStats"]["UserMode"] > 0
+
+    try:
+        wait_until(busy_seen, 10, interval=0.2, msg="no user-mode CPU measured")
+    finally:
+        served.unix.delete("/v1/job/stats2", params={"purge": "true"})
+    tasks = [stats["Tasks"][t]["ResourceUsage"] for t in ("web", "other")]
+    total = stats["ResourceUsage"]
+    for part in ("MemoryStats", "CpuStats"):
+        for k, v in total[part].items():
+            if k == "Measured":
+                assert v == list(dict.fromkeys(m for t in tasks for m in t[part]["Measured"])), (part, v)
+            else:
+                assert v == pytest.approx(sum(t[part][k] for t in tasks)), (part, k)
+    assert total["CpuStats"]["UserMode"] > 0 and "User Mode" in total["CpuStats"]["Measured"]
 
 
 def test_bad_requests_are_400_with_clear_text(served: Served) -> None:
@@ -151,11 +181,12 @@ def test_logs_plain_framed_offsets_and_bad_params(served: Served) -> None:
     assert r.text == "one\n"
     bad = [({"type": "stdout"}, "task name"), ({"task": "web", "type": "x"}, "log type"),
            ({"task": "web", "type": "stdout", "origin": "middle"}, "Origin"),
-           ({"task": "web", "type": "stdout", "offset": "-1"}, "offset"),
-           ({"task": "nope", "type": "stdout"}, "unknown task name")]
+           ({"task": "web", "type": "stdout", "offset": "-1"}, "offset")]
     for params, needle in bad:
         r = served.unix.get(f"/v1/client/fs/logs/{alloc_id}", params=params)
         assert r.status_code in (400, 404) and needle in r.text, (params, r.status_code, r.text)
+    r = served.unix.get(f"/v1/client/fs/logs/{alloc_id}", params={"task": "nope", "type": "stdout"})
+    assert (r.status_code, r.text) == (400, 'unknown task name "nope"')  # Nomad's status and text
 
 
 def _fds_on(path: str) -> int:
@@ -288,11 +319,34 @@ def test_acl_tokens(served_acl: Served) -> None:
     assert s.tcp.get("/v1/jobs", headers={"X-Nomad-Token": secret}).status_code == 200
     assert s.unix.get("/v1/jobs", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     me = s.unix.get("/v1/acl/token/self", headers={"X-Nomad-Token": secret}).json()
-    assert me["AccessorID"] == tok["AccessorID"] and me["SecretID"] == ""
+    assert me["AccessorID"] == tok["AccessorID"] and me["SecretID"] == secret  # the caller's own token, as Nomad
     with open(os.path.join(s.data_dir, TOKENS_FILE)) as f:
         stored = f.read()
     assert secret not in stored  # only a hash is kept
     assert stat.S_IMODE(os.stat(os.path.join(s.data_dir, TOKENS_FILE)).st_mode) == 0o600
+
+
+def test_acl_bootstrap_with_a_supplied_secret(served_acl: Served) -> None:
+    s = served_acl
+    r = s.unix.put("/v1/acl/bootstrap", json={"BootstrapSecret": "not-a-uuid"})
+    assert r.status_code == 400 and r.text == "invalid acl token"
+    secret = "2b778dd9-f5f1-6f29-b4b4-9a5fa948757a"
+    r = s.unix.post("/v1/acl/bootstrap", json={"BootstrapSecret": secret})
+    assert r.status_code == 200, r.text
+    assert r.json()["SecretID"] == secret and r.json()["Type"] == "management"
+    assert s.unix.get("/v1/jobs", headers={"X-Nomad-Token": secret}).status_code == 200
+    me = s.unix.get("/v1/acl/token/self", headers={"X-Nomad-Token": secret}).json()
+    assert me["SecretID"] == secret and me["AccessorID"] == r.json()["AccessorID"]
+    again = s.unix.put("/v1/acl/bootstrap", json={"BootstrapSecret": "not-a-uuid"})
+    assert again.status_code == 400 and "already done" in again.text  # checked first, as Nomad
+
+
+def test_status_endpoints_need_no_token(served_acl: Served) -> None:
+    s = served_acl
+    for path in ("/v1/status/leader", "/v1/status/peers"):
+        r = s.tcp.get(path)
+        assert r.status_code == 200, (path, r.text)
+    assert s.tcp.get("/v1/agent/self").status_code == 403  # everything else still needs one
 
 
 def test_acl_bootstrap_refused_when_acl_disabled(served: Served) -> None:

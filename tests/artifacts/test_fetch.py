@@ -282,12 +282,33 @@ def test_unsupported_sources(alloc: Alloc, source: str) -> None:
     expect_failure(ArtifactSpec(source), alloc, "", recoverable=False)
 
 
-@pytest.mark.parametrize("dest", ["../../x", "/etc", "../other-task/local", "local/../../../../tmp"])
+@pytest.mark.parametrize("dest", ["../../x", "../other-task/local", "local/../../../../tmp", "/../../x",
+                                  "/local/../../../x"])
 def test_destination_escaping_alloc_dir(server: TestServer, alloc: Alloc, dest: str) -> None:
     route = server.add("/t", body=b"x")
     expect_failure(ArtifactSpec(server.url("/t"), destination=dest), alloc,
                    "artifact destination path escapes alloc directory", recoverable=False)
     assert route.requests == []
+
+
+@pytest.mark.parametrize(("dest", "where"), [
+    ("${NOMAD_TASK_DIR}/x", "web/local/x/plain.txt"),  # absolute, inside the task dir: kept
+    ("${NOMAD_ALLOC_DIR}/data", "alloc/data/plain.txt"),  # absolute, inside the shared dir: kept
+    ("/local/x", "web/local/x/plain.txt"),  # absolute elsewhere: taken below the task dir (Nomad's ClientPath)
+    ("/etc/", "web/etc/plain.txt"),
+])
+def test_absolute_destination_like_nomad(server: TestServer, alloc: Alloc, dest: str, where: str) -> None:
+    server.add("/plain.txt", body=b"plain\n")
+    env = {"${NOMAD_TASK_DIR}": str(alloc.task / "local"), "${NOMAD_ALLOC_DIR}": str(alloc.shared)}
+
+    def interpolate(s: str) -> str:
+        for k, v in env.items():
+            s = s.replace(k, v)
+        return s
+
+    res = fetch(ArtifactSpec(server.url("/plain.txt"), destination=dest), alloc, interpolate=interpolate)
+    assert (alloc.root / where).read_bytes() == b"plain\n"
+    assert res.destination in (str(alloc.root / where), str((alloc.root / where).parent))
 
 
 def test_destination_through_symlink_out_of_task_dir(server: TestServer, alloc: Alloc, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def test_defaults_are_nomads() -> None:
     (ArtifactSpec("http://x/y", mode="folder"),
      ['invalid artifact mode "folder"; must be one of: any, file, dir']),
     (ArtifactSpec("http://x/y", destination="../../x"), ["destination escapes allocation directory"]),
-    (ArtifactSpec("http://x/y", destination="/etc"), ["destination escapes allocation directory"]),
+    (ArtifactSpec("http://x/y", destination="/../../etc"), ["destination escapes allocation directory"]),
     (ArtifactSpec("http://x/y", options={"checksum": "md5:00"}), ["invalid md5 checksum: 00"]),
     (ArtifactSpec("http://x/y", options={"archive": "rar"}),
      ['unsupported archive type "rar": use one of bz2, gz, tar, tar.bz2, tar.gz, tar.xz, tar.zst, tbz2, '
@@ -44,6 +44,7 @@ def test_validation_messages(spec: ArtifactSpec, errors: list[str]) -> None:
 @pytest.mark.parametrize("spec", [
     ArtifactSpec("http://x/y", destination="../alloc/data"),
     ArtifactSpec("http://x/y", destination="local/sub/"),
+    ArtifactSpec("http://x/y", destination="/local/x"),  # absolute: below the task dir, as Nomad
     ArtifactSpec("http://x/y", destination="${NOMAD_TASK_DIR}/x"),  # checked after interpolation
     ArtifactSpec("http://x/y", options={"checksum": "sha256:${SUM}"}),
     ArtifactSpec("http://x/y", options={"checksum": "file:https://x/SHA256SUMS"}),  # Nomad #9764

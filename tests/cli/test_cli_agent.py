@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -342,3 +343,59 @@ def test_namespace_flag_and_env(agent: AgentProc, data_dir: str) -> None:
         del os.environ["RAWEXEC_NAMESPACE"]
     assert r.code == 0 and "purged" in r.out, r.err
     assert "nsjob" not in agent.cli("job", "status", "-namespace", "*").out
+
+
+def test_job_inspect_output_runs_again(agent: AgentProc, data_dir: str) -> None:
+    job = job_json("sc", "exec sleep 120")
+    _register(agent, job)
+    job["Job"]["Meta"] = {"v": "2"}  # a second version: Version 1, Stable, indexes all set
+    with agent.http() as c:
+        assert c.put("/v1/jobs", json=job).status_code == 200
+    r = agent.cli("job", "inspect", "-json", "sc")
+    assert r.code == 0, r.err
+    inspected = json.loads(r.out)
+    assert inspected["Job"]["Version"] == 1 and inspected["Job"]["JobModifyIndex"] > 0
+    path = os.path.join(data_dir, "sc.json")
+    with open(path, "w") as f:
+        f.write(r.out)
+    r = agent.cli("job", "validate", path)
+    assert r.code == 0 and "Job validation successful" in r.out, r.err
+    assert r.err == ""  # the read-only fields are ignored silently, as Nomad does
+    r = agent.cli("job", "run", "-detach", path)
+    assert r.code == 0, r.err
+    bare = os.path.join(data_dir, "sc.job")  # -json: JSON whatever the name; the bare job works too
+    with open(bare, "w") as f:
+        json.dump({**inspected["Job"], "Meta": {"v": "3"}}, f)
+    r = agent.cli("job", "run", "-json", "-detach", bare)
+    assert r.code == 0, r.err
+    with agent.http() as c:
+        assert c.get("/v1/job/sc").json()["Meta"] == {"v": "3"}
+
+
+def test_status_displays_like_nomad(agent: AgentProc, data_dir: str) -> None:
+    jf = os.path.join(data_dir, "sc.nomad.hcl")
+    with open(jf, "w") as f:
+        f.write('job "sc" {\n  group "g" {\n    task "web" {\n      driver = "raw_exec"\n      kill_timeout = "1s"\n'
+                '      config {\n        command = "/bin/sleep"\n        args = ["120"]\n      }\n    }\n  }\n}\n')
+    r = agent.cli("job", "run", jf)
+    assert r.code == 0 and r.out.count("placed") == 1, r.err
+    r = agent.cli("job", "run", jf)  # unchanged: an evaluation that places nothing
+    assert r.code == 0, r.err
+    assert 'evaluation ""' not in r.out and re.search(r'evaluation "[0-9a-f]{8}"', r.out) and "placed" not in r.out
+    with agent.http() as c:
+        wait_until(lambda: c.get("/v1/job/sc/allocations").json()[0]["ClientStatus"] == "running", 30)
+        alloc_id = c.get("/v1/job/sc/allocations").json()[0]["ID"]
+    r = agent.cli("alloc", "status", alloc_id)
+    assert r.code == 0, r.err
+    assert re.search(r"^Started At\s+= \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", r.out, re.M), r.out
+    assert re.search(r"^Finished At\s+= N/A$", r.out, re.M), r.out
+    assert "0001-01-01" not in r.out
+    assert agent.cli("job", "stop", "sc").code == 0
+    with agent.http() as c:
+        wait_until(lambda: c.get("/v1/job/sc").json()["Status"] == "dead", 30, interval=0.1)
+    r = agent.cli("job", "status", "sc")
+    assert re.search(r"^Status\s+= dead \(stopped\)$", r.out, re.M), r.out
+    r = agent.cli("status")
+    assert "dead (stopped)" in r.out, r.out
+    r = agent.cli("alloc", "status", alloc_id)
+    assert not re.search(r"^Finished At\s+= N/A$", r.out, re.M) and "0001-01-01" not in r.out, r.out

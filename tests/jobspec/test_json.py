@@ -101,3 +101,15 @@ def test_top_level_submit_fields_are_tolerated() -> None:
     assert load_json(obj).warnings == ()
     obj["Weird"] = 1
     assert any("ignored top-level fields: Weird" in w for w in load_json(obj).warnings)
+
+
+def test_server_set_job_fields_are_ignored_silently() -> None:
+    """``job inspect`` output (Status, Version, indexes, ...) registers again, as in Nomad."""
+    obj = minimal()
+    base = load_json(obj).job
+    obj["Job"].update(Status="running", StatusDescription="", Stable=True, Version=3, SubmitTime=1795890076881086617,
+                      CreateIndex=7, ModifyIndex=9, JobModifyIndex=9, NomadTokenID="x", Stop=False)
+    parsed = load_json(obj)
+    assert parsed.job == base and parsed.warnings == ()
+    obj["Job"]["Stop"] = True
+    assert any('"Stop" is ignored' in w for w in load_json(obj).warnings)

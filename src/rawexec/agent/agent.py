@@ -340,7 +340,8 @@ class Agent:
             unchanged = prev is not None and not prev.get("Stop") and _spec(prev) == _spec(api) and (
                 live or job.type in ("batch", "sysbatch"))
             if unchanged and prev is not None:
-                return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": prev["JobModifyIndex"],
+                # Nomad evaluates an unchanged job too: the reply names an evaluation that places nothing
+                return {"EvalID": eval_id, "EvalCreateIndex": 0, "JobModifyIndex": prev["JobModifyIndex"],
                         "Warnings": "\n".join(warnings), "Index": prev["ModifyIndex"]}
             version = 0 if prev is None else int(prev.get("Version", 0)) + 1
             now = time.time_ns()
@@ -659,7 +660,6 @@ class Agent:
     def allocation_stats(self, alloc_id: str) -> dict[str, Any]:
         ar = self._alloc(alloc_id)
         tasks: dict[str, Any] = {}
-        tot_rss = tot_cpu = tot_ticks = 0.0
         ts = time.time_ns()
         for name, r in ar.runners.items():
             if not r.running or not r.task_id:
@@ -670,17 +670,8 @@ class Agent:
                 continue
             api = _usage_api(u)
             tasks[name] = api
-            tot_rss += api["ResourceUsage"]["MemoryStats"]["RSS"]
-            tot_cpu += api["ResourceUsage"]["CpuStats"]["Percent"]
-            tot_ticks += api["ResourceUsage"]["CpuStats"]["TotalTicks"]
             ts = max(ts, api["Timestamp"])
-        return {"ResourceUsage": {"MemoryStats": {"RSS": int(tot_rss), "Cache": 0, "Swap": 0, "Usage": 0,
-                                                  "MaxUsage": 0, "KernelUsage": 0, "KernelMaxUsage": 0,
-                                                  "Measured": ["RSS"]},
-                                  "CpuStats": {"Percent": tot_cpu, "SystemMode": 0.0, "UserMode": 0.0,
-                                               "TotalTicks": tot_ticks, "ThrottledPeriods": 0,
-                                               "ThrottledTime": 0, "Measured": ["Percent", "Total Ticks"]},
-                                  "DeviceStats": None},
+        return {"ResourceUsage": _sum_usage([t["ResourceUsage"] for t in tasks.values()]),
                 "Tasks": tasks, "Timestamp": ts}
 
     def alloc_dir(self, alloc_id: str) -> str:
@@ -724,6 +715,26 @@ def job_from_api(api: dict[str, Any]) -> Job:
 def _spec(api: dict[str, Any]) -> dict[str, Any]:
     """The user-visible part of a job (what decides whether a re-register changes anything)."""
     return {k: v for k, v in api.items() if k not in _SERVER_FIELDS}
+
+
+_MEMORY_FIELDS = ("RSS", "Cache", "Swap", "Usage", "MaxUsage", "KernelUsage", "KernelMaxUsage")
+_CPU_FIELDS = ("SystemMode", "UserMode", "TotalTicks", "ThrottledPeriods", "ThrottledTime", "Percent")
+
+
+def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """An allocation's ResourceUsage as Nomad adds its tasks' (MemoryStats.Add, CpuStats.Add): every
+    field summed, the Measured lists joined in order without repeats (null when no task reported)."""
+    out: dict[str, Any] = {"MemoryStats": dict.fromkeys(_MEMORY_FIELDS, 0) | {"Measured": None},
+                           "CpuStats": dict.fromkeys(_CPU_FIELDS, 0) | {"Measured": None}, "DeviceStats": None}
+    for u in usages:
+        for part, fields in (("MemoryStats", _MEMORY_FIELDS), ("CpuStats", _CPU_FIELDS)):
+            acc, add = out[part], u.get(part) or {}
+            for f in fields:
+                acc[f] += add.get(f) or 0
+            measured = list(acc["Measured"] or [])
+            measured += [m for m in add.get("Measured") or [] if m not in measured]
+            acc["Measured"] = measured
+    return out
 
 
 def _usage_api(u: Any) -> dict[str, Any]:

@@ -85,6 +85,7 @@ class Node:
             node_id = str(uuid.uuid4())
             store.put_meta(NODE_ID_META, node_id)
         self.id = node_id
+        self.index = max(store.index(), 1)  # registered (again) now: its Create/ModifyIndex
         self.config = config
         self.enabled = config.raw_exec_enabled
         self.attributes = fingerprint_attributes(raw_exec_enabled=self.enabled)
@@ -107,11 +108,13 @@ class Node:
                                      "HealthDescription": self.health_description if detected else "disabled",
                                      "Attributes": {"driver.raw_exec": "true"} if detected else {}}},
             "Status": "ready", "StatusDescription": "", "SchedulingEligibility": "eligible", "Drain": False,
+            "CreateIndex": self.index, "ModifyIndex": self.index,
         }
 
     def stub(self) -> dict[str, Any]:
         """Nomad's ``/v1/nodes`` list entry."""
         full = self.to_api()
         return {k: full[k] for k in ("ID", "Name", "Datacenter", "NodePool", "NodeClass", "Drivers", "Status",
-                                     "StatusDescription", "SchedulingEligibility", "Drain")} | {
+                                     "StatusDescription", "SchedulingEligibility", "Drain", "CreateIndex",
+                                     "ModifyIndex")} | {
             "Address": "127.0.0.1", "Version": full["Attributes"].get("nomad.version", "")}

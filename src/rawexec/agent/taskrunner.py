@@ -487,11 +487,7 @@ class TaskRunner:
             self._emit(TaskEvent.driver_failure(str(e)))
             self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
             return None
-        except InvalidConfigError as e:
-            self._emit(TaskEvent.failed_validation(str(e)))
-            self._emit(TaskEvent.not_restarting("Error was unrecoverable"), ev.TASK_DEAD)
-            return None
-        except RawExecError as e:
+        except RawExecError as e:  # as Nomad: any StartTask error (bad command too) is a Driver Failure
             self._emit(TaskEvent.driver_failure(str(e)))
             return self._decide_after_failure(e)
         return handle

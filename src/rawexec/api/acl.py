@@ -1,8 +1,9 @@
 """ACL tokens for the HTTP API: bootstrap once, store only hashes, check each request.
 
 Tokens live in ``<data_dir>/acl-tokens.json`` (mode 0600), written atomically. A token's secret
-is shown exactly once (in the bootstrap response); the file keeps its SHA-256, which is enough
-for a 122-bit random secret (no slow hash needed: there is nothing to brute-force).
+is shown in the bootstrap response (and, as in Nomad, to its holder by ``/v1/acl/token/self``);
+the file keeps its SHA-256, which is enough for a 122-bit random secret (no slow hash needed:
+there is nothing to brute-force). ``BootstrapSecret`` lets the operator choose the secret (a UUID).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -19,10 +21,12 @@ from typing import Any
 
 from rawexec.errors import InvalidConfigError, RawExecError
 
-__all__ = ["ACLBootstrapDoneError", "ACLDisabledError", "ACLToken", "PermissionDeniedError", "TokenStore"]
+__all__ = ["ACLBootstrapDoneError", "ACLDisabledError", "ACLToken", "InvalidBootstrapSecretError",
+           "PermissionDeniedError", "TokenStore"]
 
 TOKENS_FILE = "acl-tokens.json"
 _VERSION = 1
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class ACLDisabledError(RawExecError):
@@ -41,6 +45,15 @@ class ACLBootstrapDoneError(RawExecError):
 
     def __init__(self, reset_index: int) -> None:
         super().__init__(f"ACL bootstrap already done (reset index: {reset_index})")
+
+
+class InvalidBootstrapSecretError(RawExecError):
+    """``BootstrapSecret`` is not a UUID (Nomad's text: ``invalid acl token``, HTTP 400)."""
+
+    grpc_code = "INVALID_ARGUMENT"
+
+    def __init__(self) -> None:
+        super().__init__("invalid acl token")
 
 
 class PermissionDeniedError(RawExecError):
@@ -123,14 +136,20 @@ class TokenStore:
     def bootstrapped(self) -> bool:
         return self._bootstrap_index > 0
 
-    def bootstrap(self) -> ACLToken:
-        """Create the management token, once. Raises :class:`ACLBootstrapDoneError` after that."""
+    def bootstrap(self, secret: str | None = None) -> ACLToken:
+        """Create the management token, once. Raises :class:`ACLBootstrapDoneError` after that.
+
+        ``secret`` (the API's ``BootstrapSecret``, Nomad 1.4+) becomes the token's SecretID; it must
+        be a UUID (:class:`InvalidBootstrapSecretError` otherwise). Without it one is generated.
+        """
         if not self.enabled:
             raise ACLDisabledError()
         with self._lock:
             if self._bootstrap_index:
                 raise ACLBootstrapDoneError(self._bootstrap_index)
-            secret = str(uuid.uuid4())
+            if secret and not _UUID_RE.fullmatch(secret):
+                raise InvalidBootstrapSecretError()
+            secret = secret or str(uuid.uuid4())
             tok = ACLToken(accessor_id=str(uuid.uuid4()), name="Bootstrap Token", type="management",
                            create_time_ns=time.time_ns(), create_index=len(self._tokens) + 1, secret_id=secret)
             self._tokens.append({"AccessorID": tok.accessor_id, "Name": tok.name, "Type": tok.type,

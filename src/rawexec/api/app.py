@@ -49,7 +49,7 @@ from rawexec.jobspec import load_hcl, load_json, to_api_json
 __all__ = ["ApiInfo", "create_app"]
 
 _EVENT_HEARTBEAT_S = 10.0
-_ACL_EXEMPT = {"/v1/acl/bootstrap"}
+_ACL_EXEMPT = {"/v1/acl/bootstrap", "/v1/status/leader", "/v1/status/peers"}  # as Nomad: no token needed
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -369,6 +369,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
                 "Status", "StatusDescription", "Drivers", "CreateIndex", "ModifyIndex", "Address", "HTTPAddr")
         stub = {k: n[k] for k in keys if k in n}
         stub.setdefault("Address", "127.0.0.1")
+        stub.setdefault("Version", (n.get("Attributes") or {}).get("nomad.version", ""))
         return stub
 
     async def nodes(request: Request) -> Response:
@@ -458,14 +459,19 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
 
     # -- ACL ----------------------------------------------------------------------------------
     async def acl_bootstrap(request: Request) -> Response:
-        tok = await to_thread(tokens.bootstrap)
+        body = await read_json_body(request, required=False)
+        secret = body.get("BootstrapSecret") if isinstance(body, dict) else None
+        if secret is not None and not isinstance(secret, str):
+            raise ApiError(400, "BootstrapSecret must be a string (a UUID)")
+        tok = await to_thread(tokens.bootstrap, secret or None)
         return json_response(tok.to_api(), index=tok.create_index)
 
     async def acl_token_self(request: Request) -> Response:
         if not tokens.enabled:
             raise ApiError(400, "ACL support disabled")
-        tok = tokens.resolve(_token_of(request.headers))
-        return json_response(tok.to_api(), index=tok.create_index)
+        secret = _token_of(request.headers)
+        tok = tokens.resolve(secret)
+        return json_response({**tok.to_api(), "SecretID": secret}, index=tok.create_index)  # the caller's own
 
     routes = [
         Route("/v1/jobs", _wrap(jobs), methods=["GET", "PUT", "POST"]),

@@ -169,7 +169,7 @@ async def fs_logs(agent: AgentAPI, request: Request, task_names: Callable[[str],
     alloc_dir = await to_thread(agent.alloc_dir, alloc_id)
     known = await to_thread(task_names, alloc_id)
     if known and task not in known:
-        raise ApiError(404, f'unknown task name "{task}" (tasks: {", ".join(sorted(known))})')
+        raise ApiError(400, f'unknown task name "{task}"')  # Nomad's status and text
     log_dir = os.path.join(alloc_dir, "alloc", "logs")
     stop = threading.Event()
     stream: Any = log_type

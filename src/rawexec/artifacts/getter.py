@@ -85,15 +85,23 @@ def _inside(path: str, root: str) -> bool:
 
 def _resolve_destination(spec: ArtifactSpec, destination: str, name: str, task_dir: str,
                          alloc_dir: str) -> tuple[str, bool]:
-    """Absolute destination and whether it names a directory (trailing slash / mode)."""
+    """Absolute destination and whether it names a directory (trailing slash / mode).
+
+    Nomad's client-path rule: a relative path is joined onto the task dir; an absolute one (e.g.
+    built from ``${NOMAD_TASK_DIR}`` or ``${NOMAD_ALLOC_DIR}``) is kept when it lies inside the task
+    dir or the shared alloc dir, any other absolute path is joined onto the task dir (``/local/x``
+    means ``<task>/local/x``). The cleaned result must still stay inside one of the two dirs.
+    """
+    shared_dir = os.path.normpath(os.path.join(alloc_dir, "alloc"))
     if os.path.isabs(destination):
-        raise ArtifactError("artifact destination path escapes alloc directory", recoverable=False)
+        cleaned = os.path.normpath(destination)
+        if not (_inside(cleaned, os.path.normpath(task_dir)) or _inside(cleaned, shared_dir)):
+            destination = destination.lstrip("/")
     full = os.path.normpath(os.path.join(task_dir, destination))
     real_task = os.path.realpath(task_dir)
-    shared = os.path.realpath(os.path.join(alloc_dir, "alloc"))
+    shared = os.path.realpath(shared_dir)
     real = os.path.realpath(full)  # follows any symlink already on the path (CVE-2020-27195)
-    lexical_ok = _inside(full, os.path.normpath(task_dir)) or \
-        _inside(full, os.path.normpath(os.path.join(alloc_dir, "alloc")))
+    lexical_ok = _inside(full, os.path.normpath(task_dir)) or _inside(full, shared_dir)
     if not lexical_ok or not (_inside(real, real_task) or _inside(real, shared)):
         raise ArtifactError("artifact destination path escapes alloc directory", recoverable=False)
     as_dir = spec.mode != "file" or destination.endswith("/") or os.path.isdir(real)

@@ -91,14 +91,13 @@ def parse_checksum(value: str) -> tuple[str, bytes | str]:
 def destination_escapes(destination: str) -> bool:
     """True if ``destination`` leaves the allocation dir when resolved relative to ``<alloc>/task/``.
 
-    Nomad's job-submit rule: ``../alloc/data`` is fine, ``../../x`` and absolute paths are not.
+    Nomad's job-submit rule: ``../alloc/data`` is fine, ``../../x`` is not; an absolute path is
+    taken below the task dir (``/local/x`` is ``<task>/local/x``), as the client does.
     (The client checks the interpolated path again against the real directories.)
     """
     if "${" in destination:
         return False  # checked after interpolation, on the client
-    if posixpath.isabs(destination):
-        return True
-    joined = posixpath.normpath(posixpath.join("/alloc/task", destination))
+    joined = posixpath.normpath("/alloc/task/" + destination.lstrip("/"))
     return not (joined == "/alloc" or joined.startswith("/alloc/"))
 
 

@@ -32,6 +32,14 @@ def _pick_task(a: dict[str, Any], task: str | None) -> str:
 
 
 # -- status -------------------------------------------------------------------------------------
+def _task_time(value: Any) -> str:
+    """A task state's RFC 3339 time to the second, as nomad prints it; ``N/A`` for Go's zero time."""
+    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
+        return "N/A"
+    head, dot, _ = value.partition(".")
+    return head + "Z" if dot else value
+
+
 def _status_text(a: dict[str, Any], verbose: bool) -> str:
     aid = str(a.get("ID", ""))
     short = aid if verbose else aid[:8]
@@ -47,8 +55,8 @@ def _status_text(a: dict[str, Any], verbose: bool) -> str:
     for name, ts in sorted((a.get("TaskStates") or {}).items()):
         out.append(f'\nTask "{name}" is "{ts.get("State", "")}"')
         out.append(kv_table([("Restarts", ts.get("Restarts", 0)), ("Failed", str(bool(ts.get("Failed"))).lower()),
-                             ("Started At", ts.get("StartedAt") or "N/A"),
-                             ("Finished At", ts.get("FinishedAt") or "N/A")]))
+                             ("Started At", _task_time(ts.get("StartedAt"))),
+                             ("Finished At", _task_time(ts.get("FinishedAt")))]))
         events = list(reversed(ts.get("Events") or []))
         if not verbose:
             events = events[:10]

@@ -14,10 +14,16 @@ from rawexec.errors import RawExecError, UnavailableError
 __all__ = ["jobs_table", "register_job", "status_job"]
 
 
+def status_string(job: dict[str, Any]) -> str:
+    """A job's status as nomad prints it: ``dead (stopped)`` for a stopped job."""
+    status = str(job.get("Status", ""))
+    return f"{status} (stopped)" if job.get("Stop") else status
+
+
 def jobs_table(jobs: list[dict[str, Any]]) -> str:
     if not jobs:
         return "No running jobs"
-    rows = [(j.get("ID", ""), j.get("Type", ""), j.get("Priority", ""), j.get("Status", ""),
+    rows = [(j.get("ID", ""), j.get("Type", ""), j.get("Priority", ""), status_string(j),
              format_time_ns(j.get("SubmitTime"))) for j in jobs]
     return table(["ID", "Type", "Priority", "Status", "Submit Date"], rows)
 
@@ -64,7 +70,7 @@ def status_job(ctx: ClientCtx, job_id: str | None) -> None:
     click.echo(kv_table([("ID", jid), ("Name", full.get("Name", jid)), ("Submit Date", format_time_ns(
         full.get("SubmitTime"))), ("Type", full.get("Type", "")), ("Priority", full.get("Priority", "")),
         ("Datacenters", ",".join(full.get("Datacenters") or [])), ("Namespace", full.get("Namespace", "default")),
-        ("Node Pool", full.get("NodePool", "default")), ("Status", full.get("Status", "")),
+        ("Node Pool", full.get("NodePool", "default")), ("Status", status_string(full)),
         ("Periodic", "false"), ("Parameterized", "false")]))
     click.echo("\nSummary")
     groups = (summary or {}).get("Summary") or {}
@@ -85,9 +91,9 @@ def job_status_cmd(ctx: ClientCtx, job_id: str | None) -> None:
 
 @job.command("inspect")
 @click.argument("job_id")
-@api_command("inspecting job", json_flag=False)
+@api_command("inspecting job")
 def job_inspect_cmd(ctx: ClientCtx, job_id: str) -> None:
-    """Print a job's API JSON ({"Job": ...})."""
+    """Print a job's API JSON ({"Job": ...}); -json is accepted (the output is JSON anyway)."""
     stub = _find_job(ctx, job_id)
     print_json({"Job": ctx.api.get(f"/v1/job/{stub['ID']}")})
 
@@ -127,8 +133,8 @@ def register_job(ctx: ClientCtx, api_job: dict[str, Any], *, detach: bool) -> No
     click.echo(f'==> Job "{job_id}" registered (evaluation "{eval_id[:8]}", '
                f"job modify index {resp.get('JobModifyIndex', 0)})")
     allocs = ctx.api.get(f"/v1/job/{job_id}/allocations") or []
-    for a in allocs:
-        if a.get("DesiredStatus") == "run":
+    for a in allocs:  # the allocations this evaluation created (none for an unchanged job)
+        if a.get("DesiredStatus") == "run" and a.get("EvalID") == eval_id:
             click.echo(f'    Allocation "{str(a.get("ID", ""))[:8]}" placed ({a.get("Name", "")}): '
                        f"{a.get('ClientStatus', '')}")
 

@@ -2,7 +2,8 @@
 
 ``job validate FILE [-var k=v]... [-var-file F]...`` prints ``Job validation successful`` (plus
 any warnings) or every error at once (exit 1). ``job run -output FILE`` prints the API JSON a
-Nomad server would accept; ``job run FILE`` registers the job with the running agent.
+Nomad server would accept; ``job run FILE`` registers the job with the running agent. ``-json``
+reads FILE as API JSON (``job inspect`` output too: the server-set fields are ignored, as Nomad does).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ def _vars(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _load(file: str, var: tuple[str, ...], var_file: tuple[str, ...]) -> ParsedJob | None:
+def _load(file: str, var: tuple[str, ...], var_file: tuple[str, ...], as_json: bool = False) -> ParsedJob | None:
     try:
-        return load_file(file, variables=_vars(var) or None, var_files=list(var_file) or None)
+        return load_file(file, variables=_vars(var) or None, var_files=list(var_file) or None, as_json=as_json)
     except ValidationError as exc:
         click.echo("Job validation errors:", err=True)
         for e in exc.errors:
@@ -49,6 +50,8 @@ _var_opt = click.option("-var", "--var", "var", multiple=True, metavar="KEY=VALU
                         help="Set an HCL2 input variable (repeatable).")
 _var_file_opt = click.option("-var-file", "--var-file", "var_file", multiple=True, metavar="FILE",
                              help="Read HCL2 input variables from a file (repeatable).")
+_json_opt = click.option("-json", "--json", "as_json", is_flag=True,
+                         help="The file is API JSON (as `job inspect` or `job run -output` print it).")
 
 
 @click.group("job")
@@ -60,9 +63,10 @@ def job() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @_var_opt
 @_var_file_opt
-def validate_cmd(file: str, var: tuple[str, ...], var_file: tuple[str, ...]) -> None:
+@_json_opt
+def validate_cmd(file: str, var: tuple[str, ...], var_file: tuple[str, ...], as_json: bool) -> None:
     """Check a job file (HCL2 or API JSON) and report every problem at once."""
-    parsed = _load(file, var, var_file)
+    parsed = _load(file, var, var_file, as_json)
     if parsed is None:
         sys.exit(1)
     _print_warnings(parsed)
@@ -75,6 +79,7 @@ def validate_cmd(file: str, var: tuple[str, ...], var_file: tuple[str, ...]) -> 
               help="Print the job as Nomad API JSON instead of running it.")
 @_var_opt
 @_var_file_opt
+@_json_opt
 @click.option("-detach", "--detach", "detach", is_flag=True, help="Print the evaluation ID only.")
 @click.option("-address", "--address", "address", default=None, metavar="ADDR",
               help="The agent's API: unix:///path/api.sock or http://host:port (env RAWEXEC_ADDR).")
@@ -82,10 +87,10 @@ def validate_cmd(file: str, var: tuple[str, ...], var_file: tuple[str, ...]) -> 
               help="ACL token secret (env RAWEXEC_TOKEN).")
 @click.option("-namespace", "--namespace", "namespace", default=None, metavar="NAME",
               help="Register the job in this namespace (env RAWEXEC_NAMESPACE; default: the job's own).")
-def run_cmd(file: str, output: bool, var: tuple[str, ...], var_file: tuple[str, ...], detach: bool,
-            address: str | None, token: str | None, namespace: str | None) -> None:
+def run_cmd(file: str, output: bool, var: tuple[str, ...], var_file: tuple[str, ...], as_json: bool,
+            detach: bool, address: str | None, token: str | None, namespace: str | None) -> None:
     """Run a job on the agent (with -output: print its API JSON)."""
-    parsed = _load(file, var, var_file)
+    parsed = _load(file, var, var_file, as_json)
     if parsed is None:
         sys.exit(1)
     if output:

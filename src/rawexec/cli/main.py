@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from rawexec import _dccache
+from rawexec import __version__, _dccache
 
 _dccache.install()  # before any subcommand's modules make their dataclasses
 
@@ -46,8 +46,9 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=_LazyGroup)
-@click.version_option(package_name="nomad-rawexec")
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "-help", "--help"]})
+@click.version_option(__version__, "-version", "--version", "-v", message="rawexec v%(version)s",
+                      help="Print the rawexec version (as `rawexec version`).")
 def cli() -> None:
     """rawexec: Nomad's raw_exec task driver, standalone."""
 

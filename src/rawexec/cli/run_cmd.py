@@ -400,7 +400,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         # recovered from an earlier run (-detach) keep running for the next agent
         mine = (job.namespace, job.id)
         allocs = [a for a in agent._allocs.values() if a.job.id == job.id and a.eval_id == res["EvalID"]]
-        if not res["EvalID"]:  # unchanged job already running in this data dir: follow its allocations
+        if not res.get("EvalCreateIndex"):  # unchanged job already running in this data dir: follow its allocations
             allocs = [a for a in agent._allocs.values() if (a.job.namespace, a.job.id) == mine and not a.terminal]
             if not allocs:
                 # an unchanged batch job whose last run here has finished is not run again (Nomad's

@@ -31,6 +31,12 @@ _TOP = ("job", "variable", "locals")
 #: Fields of Nomad's job-register request besides "Job": EnforceIndex and JobModifyIndex are checked by the
 #: API (rawexec.api.app), the others mean nothing to a single node and are accepted silently.
 _SUBMIT_FIELDS = ("EnforceIndex", "JobModifyIndex", "PolicyOverride", "PreserveCounts", "EvalPriority", "Submission")
+#: Job fields the server sets (``job inspect`` prints them); Nomad ignores them on register, so
+#: the output of ``job inspect`` / ``GET /v1/job/:id`` can be submitted again as it is.
+_READ_ONLY_JOB_FIELDS = frozenset({
+    "Status", "StatusDescription", "Stable", "Version", "SubmitTime", "CreateIndex", "ModifyIndex",
+    "JobModifyIndex", "NomadTokenID", "VersionTag",
+})
 
 
 @dataclass(frozen=True)
@@ -196,8 +202,11 @@ def load_json(text_or_dict: str | bytes | Mapping[str, Any], *, filename: str = 
         d.error(f'"Job" must be an object, got {type(obj).__name__}', pos=Pos(filename))
         d.raise_if_any()
     job_id = obj.get("ID") if isinstance(obj.get("ID"), str) else ""
+    if obj.get("Stop") is True:
+        d.warn('"Stop" is ignored: registering the job runs it', pos=Pos(filename))
+    body = {k: v for k, v in obj.items() if k not in _READ_ONLY_JOB_FIELDS and k != "Stop"}
     try:
-        job = decode_job(JsonReader(dict(obj), f'job "{job_id}"', d), str(job_id))
+        job = decode_job(JsonReader(body, f'job "{job_id}"', d), str(job_id))
     except RecursionError:
         d.error("the job is nested too deeply", pos=Pos(filename))
         d.raise_if_any()
@@ -212,8 +221,12 @@ def _looks_like_json(data: bytes) -> bool:
 
 
 def load_file(path: str | os.PathLike[str], variables: Mapping[str, str] | None = None,
-              var_files: list[str] | None = None, env: Mapping[str, str] | None = None) -> ParsedJob:
-    """Read a job file (HCL2, or API JSON by ``.json`` extension or a leading ``{``) and validate it."""
+              var_files: list[str] | None = None, env: Mapping[str, str] | None = None, *,
+              as_json: bool = False) -> ParsedJob:
+    """Read a job file (HCL2, or API JSON by ``.json`` extension or a leading ``{``) and validate it.
+
+    ``as_json`` (the CLI's ``-json``) reads the file as API JSON whatever its name.
+    """
     p = os.fspath(path)
     d = Diagnostics()
     try:
@@ -226,7 +239,7 @@ def load_file(path: str | os.PathLike[str], variables: Mapping[str, str] | None 
         d.error(f"cannot read job file: {exc.strerror}", pos=Pos(p), hint="check the path")
         d.raise_if_any()
         raise  # unreachable
-    if p.endswith(".json") or _looks_like_json(data):
+    if as_json or p.endswith(".json") or _looks_like_json(data):
         if variables or var_files:
             d.error("-var and -var-file apply to HCL job files only; this is API JSON", pos=Pos(p))
             d.raise_if_any()
