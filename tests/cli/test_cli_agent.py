@@ -102,6 +102,8 @@ def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
     _wait_log(agent, alloc_id, "got-usr1")
     r = agent.cli("alloc", "stop", alloc_id)
     assert r.code == 0 and "stopped" in r.out
+    # stop and reschedule: a replacement of the same name is placed
+    assert f'replacing "{alloc_id[:8]}"' in r.out and "created (ctl.g[0])" in r.out, r.out
     r = agent.cli("job", "stop", "-purge", "ctl")
     assert r.code == 0 and "purged" in r.out
     r = agent.cli("job", "status", "ctl")

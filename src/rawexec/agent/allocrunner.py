@@ -63,6 +63,9 @@ class AllocRunner:
         self.group = group
         self.index = index
         self.eval_id = eval_id
+        self.previous_allocation = ""
+        """The allocation this one replaces (``alloc stop``, a destructive update), as Nomad's field."""
+        self.next_allocation = ""
         self.name = f"{job.id}.{group.name}[{index}]"
         self.alloc_dir = os.path.join(agent.data_dir, "alloc", alloc_id)
         self.desired_status = "run"
@@ -144,6 +147,7 @@ class AllocRunner:
             "TaskGroup": self.group.name, "DesiredStatus": self.desired_status,
             "DesiredDescription": self.desired_description, "ClientStatus": self.client_status,
             "ClientDescription": self.client_description, "FollowupEvalID": "",
+            "PreviousAllocation": self.previous_allocation, "NextAllocation": self.next_allocation,
             "CreateIndex": self.create_index, "ModifyIndex": self.modify_index,
             "AllocModifyIndex": self.create_index, "CreateTime": self.create_time, "ModifyTime": self.modify_time,
         }
@@ -216,6 +220,8 @@ class AllocRunner:
                  create_time=int(body.get("CreateTime", 0)) or None)
         ar.desired_status = body.get("DesiredStatus", "run")
         ar.desired_description = body.get("DesiredDescription", "")
+        ar.previous_allocation = str(body.get("PreviousAllocation") or "")
+        ar.next_allocation = str(body.get("NextAllocation") or "")
         ar.client_status = body.get("ClientStatus", CLIENT_PENDING)
         ar.client_description = body.get("ClientDescription", "")
         ar.create_index = int(body.get("CreateIndex", 0))
@@ -391,6 +397,21 @@ class AllocRunner:
         if force:
             self._kill_all(list(self.runners.values()), None, force=True)
         self.advance()
+
+    def update_in_place(self, job: Job, job_api: dict[str, Any], group: TaskGroup, eval_id: str) -> None:
+        """A non-destructive job update (count, restart policy, kill timeout, ...): this allocation
+        keeps running, now of the new job version (as Nomad's in-place update). Queued for the next
+        commit."""
+        with self._lock:
+            self.job = job
+            self.job_api = job_api
+            self.group = group
+            self.eval_id = eval_id
+            for t in group.tasks:
+                r = self.runners.get(t.name)
+                if r is not None:
+                    r.task = t
+        self.persist(wait=False)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
