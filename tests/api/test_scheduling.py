@@ -164,3 +164,40 @@ def test_evaluations_survive_an_agent_restart(served: Served) -> None:
     finally:
         again.shutdown(stop_tasks=True, timeout=20)
     assert os.path.isdir(served.data_dir)
+
+
+def _free_port() -> int:
+    import random
+    import socket
+
+    for _ in range(50):
+        port = random.randint(30000, 39000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free TCP port found")
+
+
+def test_replacement_waits_for_the_previous_allocation(served: Served) -> None:
+    """As Nomad's client: the replacement's tasks start once the stopped allocation is done, so a
+    static port it held is free again (no port collision)."""
+    port = _free_port()
+    job = job_json("static", "sleep", "60")
+    job["Job"]["TaskGroups"][0]["Networks"] = [{"ReservedPorts": [{"Label": "http", "Value": port}]}]
+    job["Job"]["TaskGroups"][0]["Tasks"][0]["KillTimeout"] = 1_000_000_000
+    old_id = register(served, job)
+    r = served.unix.post(f"/v1/allocation/{old_id}/stop")
+    assert r.status_code == 200, r.text
+    wait_until(lambda: any(a["ID"] != old_id and a["ClientStatus"] in ("running", "failed")
+                           for a in _allocs(served, "static")), 20, interval=0.05)
+    new = next(a for a in _allocs(served, "static") if a["ID"] != old_id)
+    assert new["ClientStatus"] == "running", served.unix.get(f"/v1/allocation/{new['ID']}").json()["TaskStates"]
+    full = served.unix.get(f"/v1/allocation/{new['ID']}").json()
+    assert full["AllocatedResources"]["Shared"]["Ports"][0]["Value"] == port
+    old = served.unix.get(f"/v1/allocation/{old_id}").json()
+    assert old["ClientStatus"] == "complete"
+    finished = max(s["FinishedAt"] for s in old["TaskStates"].values())
+    assert full["TaskStates"]["web"]["StartedAt"] >= finished

@@ -187,6 +187,11 @@ class Agent:
             if n:
                 log.warning("killed %d unrecorded process(es) of %d task(s) that had not been recorded as "
                             "started", n, len(unrecorded))
+        for ar in runners:  # a replacement not started yet waits for its previous allocation again
+            prev = self._allocs.get(ar.previous_allocation) if ar.previous_allocation else None
+            if prev is not None and ar.client_status not in TERMINAL and prev.client_status not in TERMINAL \
+                    and not any(r.started_once or r.task_id for r in ar.runners.values()):
+                ar.wait_for = prev
         for ar in runners:
             ar.resume()
         for (ns, job_id), body in list(self._jobs.items()):
@@ -276,6 +281,10 @@ class Agent:
 
     def alloc_finished(self, ar: AllocRunner) -> None:
         self._refresh_job_status(ar.job.namespace, ar.job.id)
+        nxt = self._allocs.get(ar.next_allocation) if ar.next_allocation else None
+        # the replacement waited for this one; before its first commit, its creator advances it
+        if nxt is not None and nxt.wait_for is ar and nxt.committed_stub:
+            nxt.advance()
 
     # ------------------------------------------------------------------ jobs
     def _job_key(self, job_id: str, namespace: str = "default") -> tuple[str, str]:
@@ -333,6 +342,7 @@ class Agent:
                 ar = AllocRunner(self, str(uuid.uuid4()), job, api, g, i, eval_id=eval_id)
                 if prev_alloc is not None:
                     ar.previous_allocation = prev_alloc.alloc_id
+                    ar.wait_for = prev_alloc
                     prev_alloc.next_allocation = ar.alloc_id
                 self._allocs[ar.alloc_id] = ar
                 new.append(ar)
@@ -575,6 +585,7 @@ class Agent:
                 if group is not None:
                     new = AllocRunner(self, str(uuid.uuid4()), job, api, group, ar.index, eval_id=eval_id)
                     new.previous_allocation = ar.alloc_id
+                    new.wait_for = ar
                     ar.next_allocation = new.alloc_id
                     self._allocs[new.alloc_id] = new
             with self.store.transaction() as tx:

@@ -66,6 +66,10 @@ class AllocRunner:
         self.previous_allocation = ""
         """The allocation this one replaces (``alloc stop``, a destructive update), as Nomad's field."""
         self.next_allocation = ""
+        self.wait_for: AllocRunner | None = None
+        """The allocation this one replaces on this node: its tasks start once that one is done (as
+        Nomad's client waits for a local previous allocation; its ports are free by then)."""
+        self._ports_deferred = False
         self.name = f"{job.id}.{group.name}[{index}]"
         self.alloc_dir = os.path.join(agent.data_dir, "alloc", alloc_id)
         self.desired_status = "run"
@@ -119,8 +123,11 @@ class AllocRunner:
 
     # ------------------------------------------------------------------ persistence
     def _private(self) -> dict[str, Any]:
-        return {"Index": self.index, "Ports": [p.to_dict() for p in self.ports], "Group": self.group.name,
-                "JobKey": job_meta_key(self.job_api)}
+        out = {"Index": self.index, "Ports": [p.to_dict() for p in self.ports], "Group": self.group.name,
+               "JobKey": job_meta_key(self.job_api)}
+        if self._ports_deferred:
+            out["PortsDeferred"] = True
+        return out
 
     def body(self, stub: dict[str, Any] | None = None) -> dict[str, Any]:
         """The stored allocation (Nomad's Allocation JSON without TaskStates and Job, plus our private
@@ -227,6 +234,7 @@ class AllocRunner:
         ar.create_index = int(body.get("CreateIndex", 0))
         ar.modify_index = int(body.get("ModifyIndex", 0))
         ar.ports = [AllocatedPort.from_dict(p) for p in priv.get("Ports", [])]
+        ar._ports_deferred = bool(priv.get("PortsDeferred"))
         for name, rec in states.items():
             if name in ar.runners:
                 ar.runners[name].load_record(rec)
@@ -241,23 +249,35 @@ class AllocRunner:
         """A new allocation: allocate ports, record Received for every task (not yet committed);
         the agent commits a batch of new allocations at once, then calls :meth:`advance` (never
         before that commit: it records the ids the first starts use)."""
-        requests = [p for n in self.group.networks for p in n.ports]
-        if requests:
-            try:
-                self.ports = self.agent.ports.allocate(self.alloc_id, requests)
-            except Exception as e:
-                for r in self.runners.values():
-                    r.state.set_state(ev.TASK_DEAD, TaskEvent.setup_failure(f"failed to allocate ports: {e}"))
-                self.client_status = CLIENT_FAILED
-                self.client_description = f"Failed to allocate ports: {e}"
-                self.persist(all_tasks=True)
-                self._done.set()
-                return
+        if self.wait_for is not None and not self.wait_for.terminal:
+            self._ports_deferred = bool(self._port_requests())  # the previous allocation may hold them
+        elif not self._allocate_ports():
+            return
         os.makedirs(self.alloc_dir, mode=0o755, exist_ok=True)
         for r in self.runners.values():
             r.state.append_event(TaskEvent.received())
             r.reserve_first_id()  # committed with this: the first start needs no commit of its own
         self.persist(all_tasks=True, wait=False)
+
+    def _port_requests(self) -> list[Any]:
+        return [p for n in self.group.networks for p in n.ports]
+
+    def _allocate_ports(self) -> bool:
+        """Allocate the group's ports; on failure the allocation fails (recorded) and False is returned."""
+        requests = self._port_requests()
+        if not requests:
+            return True
+        try:
+            self.ports = self.agent.ports.allocate(self.alloc_id, requests)
+        except Exception as e:
+            for r in self.runners.values():
+                r.state.set_state(ev.TASK_DEAD, TaskEvent.setup_failure(f"failed to allocate ports: {e}"))
+            self.client_status = CLIENT_FAILED
+            self.client_description = f"Failed to allocate ports: {e}"
+            self.persist(all_tasks=True)
+            self._done.set()
+            return False
+        return True
 
     def resume(self) -> None:
         """After an agent restart: re-attach running tasks, then continue the lifecycle."""
@@ -337,6 +357,16 @@ class AllocRunner:
     def _advance_once(self) -> None:
         if self.detached or self._done.is_set():
             return
+        if self.desired_status == "run" and self.wait_for is not None:
+            if not self.wait_for.terminal:
+                return  # started again when the previous allocation is done (Agent.alloc_finished)
+            self.wait_for = None
+            if self._ports_deferred:
+                self._ports_deferred = False
+                if not self._allocate_ports():
+                    self.agent.alloc_finished(self)
+                    return
+                self.persist(wait=False)
         rs = list(self.runners.values())
         pre = [r for r in rs if r.lifecycle == "prestart"]
         main = [r for r in rs if r.lifecycle == ""]
