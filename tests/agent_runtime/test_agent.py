@@ -230,6 +230,7 @@ def test_update_in_place_vs_destructive(make_agent: MakeAgent, tag: str) -> None
     for aid in before:
         ar = agent.allocation_runner(aid)
         assert ar.desired_status == "run" and ar.runners["t"].task.kill_timeout == 3.0
+        assert ar.runners["t"].tracker.policy.attempts == 2
         assert agent.get_allocation(aid)["JobVersion"] == 1
     assert len(pids_with_tag(tag)) == 2
     agent.register_job(job_hcl(spec("3s", 2, "b"), tag, job_id="ip", job_type="service"))

@@ -20,6 +20,7 @@ from rawexec.agent import events as ev
 from rawexec.agent.events import TaskEvent
 from rawexec.agent.flag import DoneFlag
 from rawexec.agent.ports import AllocatedPort
+from rawexec.agent.restarts import RestartPolicy
 from rawexec.agent.taskrunner import TaskRunner
 from rawexec.driver import TaskHandle
 from rawexec.jobspec import Job, TaskGroup
@@ -441,6 +442,13 @@ class AllocRunner:
                 r = self.runners.get(t.name)
                 if r is not None:
                     r.task = t
+                    try:  # the new restart policy applies from now on (the count so far is kept)
+                        policy = RestartPolicy.coerce(t.restart)
+                        policy.validate()
+                    except Exception as e:
+                        log.warning("restart policy of %s/%s not updated: %s", self.alloc_id, t.name, e)
+                    else:
+                        r.tracker.policy = policy
         self.persist(wait=False)
 
     def wait(self, timeout: float | None = None) -> bool:
