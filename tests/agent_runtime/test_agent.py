@@ -232,7 +232,8 @@ def test_update_in_place_vs_destructive(make_agent: MakeAgent, tag: str) -> None
         assert ar.desired_status == "run" and ar.runners["t"].task.kill_timeout == 3.0
         assert ar.runners["t"].tracker.policy.attempts == 2
         assert agent.get_allocation(aid)["JobVersion"] == 1
-    assert len(pids_with_tag(tag)) == 2
+        assert agent.get_allocation(aid)["TaskStates"]["t"]["Restarts"] == 0
+    wait_until(lambda: len(pids_with_tag(tag)) == 2, 10)  # /proc may miss one mid-exec for a moment
     agent.register_job(job_hcl(spec("3s", 2, "b"), tag, job_id="ip", job_type="service"))
     for aid in before:
         assert agent.allocation_runner(aid).desired_description == "alloc not needed due to job update"
