@@ -259,8 +259,8 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
 
     def job_unsupported(op: str) -> Handler:
         async def handler(request: Request) -> Response:
-            raise ApiError(501, f"job {op} is not supported by rawexec (a single-node agent without a "
-                                "scheduler's plan, dispatch, scaling or periodic machinery)")
+            raise ApiError(501, f"job {op} is not supported by rawexec (a single-node agent: "
+                                f"{request.method} {request.url.path} has no equivalent here)")
 
         return handler
 
