@@ -214,6 +214,36 @@ def test_reregister_changed_job_replaces_allocs(make_agent: MakeAgent, tag: str)
     assert len(pids_with_tag(tag)) == 1
 
 
+def test_update_in_place_vs_destructive(make_agent: MakeAgent, tag: str) -> None:
+    """Nomad's tasksUpdated rules: kill_timeout and restart policy change in place (the task keeps
+    running, now of the new version); job meta reaches the task's env, so changing it replaces."""
+    agent = make_agent()
+
+    def spec(kill: str, attempts: int, meta: str) -> str:
+        return (f'meta {{ m = "{meta}" }}\n'
+                + group("g", task("t", "exec sleep 60", f'kill_timeout = "{kill}"'),
+                        extra=f"count = 2\nrestart {{\n attempts = {attempts}\n mode = \"fail\"\n}}"))
+
+    agent.register_job(job_hcl(spec("2s", 1, "a"), tag, job_id="ip", job_type="service"))
+    wait_until(lambda: [a["ClientStatus"] for a in agent.list_allocations("ip")] == ["running"] * 2, 20)
+    before = {a["ID"] for a in agent.list_allocations("ip")}
+    agent.register_job(job_hcl(spec("3s", 2, "a"), tag, job_id="ip", job_type="service"))
+    assert {a["ID"] for a in agent.list_allocations("ip")} == before
+    for aid in before:
+        ar = agent.allocation_runner(aid)
+        assert ar.desired_status == "run" and ar.runners["t"].task.kill_timeout == 3.0
+        assert ar.runners["t"].tracker.policy.attempts == 2
+        assert agent.get_allocation(aid)["JobVersion"] == 1
+        assert agent.get_allocation(aid)["TaskStates"]["t"]["Restarts"] == 0
+    wait_until(lambda: len(pids_with_tag(tag)) == 2, 10)  # /proc may miss one mid-exec for a moment
+    agent.register_job(job_hcl(spec("3s", 2, "b"), tag, job_id="ip", job_type="service"))
+    for aid in before:
+        assert agent.allocation_runner(aid).desired_description == "alloc not needed due to job update"
+    wait_until(lambda: len([a for a in agent.list_allocations("ip") if a["ClientStatus"] == "running"
+                            and a["ID"] not in before]) == 2, 20)
+    assert agent.get_job_api("ip")["Version"] == 2  # type: ignore[index]
+
+
 def test_disabled_driver_fails_visibly(make_agent: MakeAgent, tag: str) -> None:
     agent = make_agent(enabled=False)
     assert agent.node["Drivers"]["raw_exec"]["Detected"] is False
@@ -308,6 +338,11 @@ def test_signal_restart_and_stats(make_agent: MakeAgent, tag: str) -> None:
     assert a["TaskStates"]["t"]["Restarts"] == 1
     agent.stop_allocation(aid)
     assert agent.allocation_runner(aid).wait(15)
+    # alloc stop reschedules (Nomad's "stop and reschedule"); stopping the job ends the replacement
+    assert len(agent.list_allocations("sig")) == 2
+    agent.stop_job("sig")
+    for stub in agent.list_allocations("sig"):
+        assert agent.allocation_runner(stub["ID"]).wait(15)
     assert pids_with_tag(tag) == []
 
 

@@ -111,6 +111,8 @@ def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
     _wait_log(agent, alloc_id, "got-usr1")
     r = agent.cli("alloc", "stop", alloc_id)
     assert r.code == 0 and "stopped" in r.out
+    # stop and reschedule: a replacement of the same name is placed
+    assert f'replacing "{alloc_id[:8]}"' in r.out and "created (ctl.g[0])" in r.out, r.out
     r = agent.cli("job", "stop", "-purge", "ctl")
     assert r.code == 0 and "purged" in r.out
     r = agent.cli("job", "status", "ctl")
@@ -294,6 +296,16 @@ def test_job_run_registers_with_the_agent(agent: AgentProc, data_dir: str) -> No
         allocs = c.get("/v1/job/hello/allocations").json()
     assert len(allocs) == 2
     _wait_log(agent, allocs[0]["ID"], "from-cli")
+    with open(jf) as f:
+        text = f.read()
+    with open(jf, "w") as f:  # count only: the two keep running, one is added
+        f.write(text.replace("count = 2", "count = 3"))
+    r = agent.cli("job", "run", "-var", "msg=from-cli", jf)
+    assert r.code == 0, r.err
+    assert r.out.count("updated in place") == 2 and r.out.count(" placed ") == 1, r.out
+    with agent.http() as c:
+        now = c.get("/v1/job/hello/allocations").json()
+    assert len(now) == 3 and {a["ID"] for a in allocs} <= {a["ID"] for a in now if a["DesiredStatus"] == "run"}
     r = agent.cli("job", "run", "-output", jf)  # -output still prints the API JSON, agent untouched
     assert r.code == 0 and json.loads(r.out)["Job"]["ID"] == "hello"
     bad = os.path.join(data_dir, "docker.nomad.hcl")

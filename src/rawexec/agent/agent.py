@@ -9,12 +9,14 @@ Shapes returned here are Nomad's API JSON (PascalCase) so the HTTP API passes th
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +32,7 @@ from rawexec.agent.state import StateStore
 from rawexec.agent.taskrunner import kill_strays_of
 from rawexec.driver import Driver, DriverConfig, ExecSession
 from rawexec.errors import InvalidConfigError, NotFoundError, TaskStateError
-from rawexec.jobspec import Job, parse_json, to_api_json
+from rawexec.jobspec import Job, TaskGroup, parse_json, to_api_json
 
 __all__ = ["Agent"]
 
@@ -42,6 +44,11 @@ START_CONCURRENCY = 16
 #: such as ``nomad job run -check-index`` look for it).
 ENFORCE_INDEX_ERR = "Enforcing job modify index"
 """Task starts in flight at once (directory setup, env, artifacts, driver start)."""
+
+EVALS_PER_JOB = 100
+"""Evaluations kept (in memory and in the state store) per job: the newest."""
+EVALS_MAX = 5000
+"""Evaluations kept in memory in all: the oldest are forgotten first."""
 
 
 class Agent:
@@ -61,6 +68,8 @@ class Agent:
         self._lock = threading.RLock()
         self._allocs: dict[str, AllocRunner] = {}
         self._jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._evals: OrderedDict[str, dict[str, Any]] = OrderedDict()  # by ID, oldest first
+        self._job_evals: dict[tuple[str, str], list[str]] = {}
         self._broker = EventBroker()
         self._started = False
         self._prepared = False
@@ -153,6 +162,7 @@ class Agent:
     def _recover(self) -> None:
         for body in self.store.list_jobs():
             self._jobs[(body.get("Namespace", "default"), body["ID"])] = body
+        self._recover_evals()
         handles = self.store.driver_handles()
         by_alloc: dict[str, dict[str, bytes]] = {}
         for (alloc_id, task), blob in handles.items():
@@ -193,6 +203,11 @@ class Agent:
             if n:
                 log.warning("killed %d unrecorded process(es) of %d task(s) that had not been recorded as "
                             "started", n, len(unrecorded))
+        for ar in runners:  # a replacement not started yet waits for its previous allocation again
+            prev = self._allocs.get(ar.previous_allocation) if ar.previous_allocation else None
+            if prev is not None and ar.client_status not in TERMINAL and prev.client_status not in TERMINAL \
+                    and not any(r.started_once or r.task_id for r in ar.runners.values()):
+                ar.wait_for = prev
         for ar in runners:
             ar.resume()
         for (ns, job_id), body in list(self._jobs.items()):
@@ -310,6 +325,10 @@ class Agent:
 
     def alloc_finished(self, ar: AllocRunner) -> None:
         self._refresh_job_status(ar.job.namespace, ar.job.id)
+        nxt = self._allocs.get(ar.next_allocation) if ar.next_allocation else None
+        # the replacement waited for this one; before its first commit, its creator advances it
+        if nxt is not None and nxt.wait_for is ar and nxt.committed_stub:
+            nxt.advance()
 
     # ------------------------------------------------------------------ jobs
     def _job_key(self, job_id: str, namespace: str = "default") -> tuple[str, str]:
@@ -327,7 +346,10 @@ class Agent:
         return out
 
     def register_job(self, job: Job) -> dict[str, Any]:
-        """Register (or update) a job: a changed job replaces its allocations; an unchanged one is a no-op."""
+        """Register (or update) a job, as Nomad's scheduler: allocations whose tasks are unchanged are
+        kept (updated in place to the new version), missing ones placed, excess ones (highest index
+        first) stopped; a destructive change (see :func:`_tasks_updated`) replaces the allocations.
+        An unchanged job is a no-op."""
         self._require_started()
         api = to_api_json(job)["Job"]
         key = self._job_key(job.id, job.namespace)
@@ -340,7 +362,10 @@ class Agent:
             unchanged = prev is not None and not prev.get("Stop") and _spec(prev) == _spec(api) and (
                 live or job.type in ("batch", "sysbatch"))
             if unchanged and prev is not None:
-                # Nomad evaluates an unchanged job too: the reply names an evaluation that places nothing
+                # Nomad evaluates an unchanged job too: the reply names an evaluation (recorded, so
+                # /v1/evaluation/:id finds it) that places nothing; EvalCreateIndex 0 says so
+                with self.store.transaction() as tx:
+                    self._record_eval(tx, self._new_eval(eval_id, prev, "job-register", tx.bump()))
                 return {"EvalID": eval_id, "EvalCreateIndex": 0, "JobModifyIndex": prev["JobModifyIndex"],
                         "Warnings": "\n".join(warnings), "Index": prev["ModifyIndex"]}
             version = 0 if prev is None else int(prev.get("Version", 0)) + 1
@@ -353,17 +378,24 @@ class Agent:
                 api["ModifyIndex"] = api["JobModifyIndex"] = idx
                 tx.put_job(job.namespace, job.id, api, summary=self._job_stub(api))
                 tx.put_meta(job_meta_key(api), json.dumps(api, separators=(",", ":")))
+                self._record_eval(tx, self._new_eval(eval_id, api, "job-register", idx))
             self._jobs[key] = api
             self._summary_index[key] = idx
             self._jobs_changed(idx)
-            for a in live:
+            keep, stop, place = _reconcile(live, job, api)
+            for a in stop:
                 a.stop("alloc not needed due to job update")
+            for a, g in keep:
+                a.update_in_place(job, api, g, eval_id)
             new: list[AllocRunner] = []
-            for g in job.groups:
-                for i in range(g.count):
-                    ar = AllocRunner(self, str(uuid.uuid4()), job, api, g, i, eval_id=eval_id)
-                    self._allocs[ar.alloc_id] = ar
-                    new.append(ar)
+            for g, i, prev_alloc in place:
+                ar = AllocRunner(self, str(uuid.uuid4()), job, api, g, i, eval_id=eval_id)
+                if prev_alloc is not None:
+                    ar.previous_allocation = prev_alloc.alloc_id
+                    ar.wait_for = prev_alloc
+                    prev_alloc.next_allocation = ar.alloc_id
+                self._allocs[ar.alloc_id] = ar
+                new.append(ar)
         self.publish("Job", "JobRegistered", job.id, idx, {"Job": api}, namespace=job.namespace)
         for ar in new:
             ar.start()
@@ -502,6 +534,7 @@ class Agent:
                 idx = tx.index() + 1
                 api["ModifyIndex"] = api["JobModifyIndex"] = idx
                 tx.put_job(namespace, job_id, api, summary=self._job_stub(api))
+                self._record_eval(tx, self._new_eval(eval_id, api, "job-deregister", idx))
             self._jobs_changed(idx)
             allocs = [a for a in self._job_allocs(job_id, namespace) if not a.terminal]
         self.publish("Job", "JobDeregistered", job_id, idx, {"Job": api}, namespace=namespace)
@@ -530,6 +563,7 @@ class Agent:
                     tx.delete_job(namespace, job_id)
                     for v in range(int(api.get("Version", 0)) + 1):
                         tx.put_meta(job_meta_key({**api, "Version": v}), "{}")
+                    tx.put_meta(_evals_meta_key(namespace, job_id), "[]")
                     idx = tx.index()
                 for aid in ids:
                     self._allocs.pop(aid, None)
@@ -626,9 +660,126 @@ class Agent:
         return self._alloc(alloc_id_or_prefix).full()
 
     def stop_allocation(self, alloc_id: str) -> dict[str, Any]:
+        """``alloc stop``: stop the allocation and, as Nomad's migration, place a replacement (same
+        name and index, ``PreviousAllocation`` set) unless the job is stopped, the allocation is
+        already done or stopping, or the job is not a service/batch job."""
         ar = self._alloc(alloc_id)
-        ar.stop("alloc was stopped by user")
-        return {"EvalID": str(uuid.uuid4()), "Index": ar.modify_index}
+        key = (ar.job.namespace, ar.job.id)
+        eval_id = str(uuid.uuid4())
+        new: AllocRunner | None = None
+        with self._lock:
+            api = self._jobs.get(key)
+            job_api = api if api is not None else ar.job_api
+            if (api is not None and not api.get("Stop") and not ar.terminal and ar.desired_status == "run"
+                    and ar.job.type in ("service", "batch")):
+                job = ar.job if ar.job_api.get("Version") == api.get("Version") else job_from_api(api)
+                group = next((g for g in job.groups if g.name == ar.group.name), None)
+                if group is not None:
+                    new = AllocRunner(self, str(uuid.uuid4()), job, api, group, ar.index, eval_id=eval_id)
+                    new.previous_allocation = ar.alloc_id
+                    new.wait_for = ar
+                    ar.next_allocation = new.alloc_id
+                    self._allocs[new.alloc_id] = new
+            with self.store.transaction() as tx:
+                idx = tx.bump()
+                self._record_eval(tx, self._new_eval(eval_id, job_api, "alloc-stop", idx))
+        ar.stop("alloc is being migrated" if new is not None else "alloc was stopped by user")
+        if new is not None:
+            new.start()
+            self.persister.flush()
+            new.advance()
+        self._refresh_job_status(*key)
+        return {"EvalID": eval_id, "Index": idx}
+
+    # ------------------------------------------------------------------ evaluations
+    def _new_eval(self, eval_id: str, api: dict[str, Any], triggered_by: str, idx: int) -> dict[str, Any]:
+        """Nomad's Evaluation JSON for a scheduling pass done on the spot (so it is complete)."""
+        now = time.time_ns()
+        return {
+            "ID": eval_id, "Namespace": api.get("Namespace", "default"), "Priority": api.get("Priority", 50),
+            "Type": api.get("Type", "service"), "TriggeredBy": triggered_by, "JobID": api["ID"],
+            "JobModifyIndex": api.get("JobModifyIndex", 0), "NodeID": "", "NodeModifyIndex": 0,
+            "DeploymentID": "", "Status": "complete", "StatusDescription": "", "Wait": 0, "WaitUntil": None,
+            "NextEval": "", "PreviousEval": "", "BlockedEval": "", "RelatedEvals": None, "FailedTGAllocs": None,
+            "ClassEligibility": None, "EscapedComputedClass": False, "QuotaLimitReached": "",
+            "AnnotatePlan": False, "QueuedAllocations": {g["Name"]: 0 for g in api.get("TaskGroups") or []},
+            "LeaderACL": "", "SnapshotIndex": idx, "CreateIndex": idx, "ModifyIndex": idx,
+            "CreateTime": now, "ModifyTime": now,
+        }
+
+    def _remember_eval(self, ev: dict[str, Any]) -> list[str]:
+        """Keep ``ev`` in memory (the newest EVALS_PER_JOB per job, EVALS_MAX in all); the job's eval IDs."""
+        key = (str(ev["Namespace"]), str(ev["JobID"]))
+        ids = self._job_evals.setdefault(key, [])
+        ids.append(ev["ID"])
+        self._evals[ev["ID"]] = ev
+        while len(ids) > EVALS_PER_JOB:
+            self._evals.pop(ids.pop(0), None)
+        while len(self._evals) > EVALS_MAX:
+            old_id, old = self._evals.popitem(last=False)
+            old_key = (str(old["Namespace"]), str(old["JobID"]))
+            old_ids = self._job_evals.get(old_key, [])
+            if old_id in old_ids:
+                old_ids.remove(old_id)
+            if not old_ids:
+                self._job_evals.pop(old_key, None)
+        return ids
+
+    def _record_eval(self, tx: Any, ev: dict[str, Any]) -> None:
+        """Remember ``ev`` and store its job's evaluations in ``tx`` (under the agent lock)."""
+        ids = self._remember_eval(ev)
+        tx.put_meta(_evals_meta_key(ev["Namespace"], ev["JobID"]),
+                    json.dumps([self._evals[i] for i in ids if i in self._evals], separators=(",", ":")))
+
+    def _recover_evals(self) -> None:
+        found: list[dict[str, Any]] = []
+        for ns, job_id in self._jobs:
+            text = self.store.get_meta(_evals_meta_key(ns, job_id))
+            try:
+                items = json.loads(text) if text else []
+            except ValueError as e:
+                log.warning("evaluations of job %s not restored: %s", job_id, e)
+                continue
+            found.extend(ev for ev in items if isinstance(ev, dict) and "ID" in ev)
+        for ev in sorted(found, key=lambda e: int(e.get("CreateIndex", 0))):
+            self._remember_eval(ev)
+
+    def get_evaluation(self, eval_id: str) -> dict[str, Any]:
+        """One evaluation (``GET /v1/evaluation/:id``)."""
+        self._require_started()
+        with self._lock:
+            ev = self._evals.get(eval_id)
+        if ev is None:
+            raise NotFoundError("eval not found")
+        return dict(ev)
+
+    def list_evaluations(self, job_id: str | None = None, namespace: str = "default") -> list[dict[str, Any]]:
+        """Evaluations, oldest first: all of them, or one job's (``GET /v1/evaluations``,
+        ``GET /v1/job/:id/evaluations``)."""
+        self._require_started()
+        with self._lock:
+            if job_id is None:
+                return [dict(e) for e in self._evals.values()]
+            return [dict(self._evals[i]) for i in self._job_evals.get((namespace, job_id), []) if i in self._evals]
+
+    def evaluation_allocations(self, eval_id: str) -> list[dict[str, Any]]:
+        """The allocations an evaluation placed or updated (``GET /v1/evaluation/:id/allocations``)."""
+        ev = self.get_evaluation(eval_id)
+        return [json.loads(a.committed_stub) for a in self._committed_allocs(str(ev["JobID"]))
+                if a.eval_id == eval_id and a.job.namespace == ev["Namespace"]]
+
+    def job_versions(self, job_id: str, namespace: str = "default") -> list[dict[str, Any]]:
+        """Every stored version of the job, newest first (the current one as :meth:`get_job_api`)."""
+        cur = self.get_job_api(job_id, namespace)
+        if cur is None:
+            raise NotFoundError(f"job versions not found: {job_id}")
+        out = [cur]
+        for v in range(int(cur.get("Version", 0)) - 1, -1, -1):
+            text = self.store.get_meta(job_meta_key({**cur, "Version": v}))
+            old = json.loads(text) if text else None
+            if old:
+                out.append(old)
+        return out
 
     def _runner(self, ar: AllocRunner, task: str) -> Any:
         r = ar.runners.get(task)
@@ -710,6 +861,106 @@ _SERVER_FIELDS = frozenset({"Version", "Stop", "Status", "StatusDescription", "S
 def job_from_api(api: dict[str, Any]) -> Job:
     """The job model from its stored API JSON (the server-set fields dropped)."""
     return parse_json({"Job": {k: v for k, v in api.items() if k not in _SERVER_FIELDS}})
+
+
+def _evals_meta_key(namespace: str, job_id: str) -> str:
+    """The state-store meta key holding a job's evaluations (a JSON list, oldest first)."""
+    return f"evals:{namespace}:{job_id}"
+
+
+def _combined_meta(api: dict[str, Any], group: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    return {**(api.get("Meta") or {}), **(group.get("Meta") or {}), **(task.get("Meta") or {})}
+
+
+def _port_map(networks: Any) -> list[dict[str, Any]]:
+    """Networks with dynamic port values blanked (an allocated value is no change)."""
+    out = []
+    for net in networks or []:
+        n = dict(net)
+        n["DynamicPorts"] = [{**p, "Value": -1} for p in n.get("DynamicPorts") or []]
+        out.append(n)
+    return out
+
+
+_TASK_DESTRUCTIVE = ("Driver", "User", "Config", "Env", "Artifacts", "Vault", "Templates", "Lifecycle",
+                     "Identity", "Identities", "VolumeMounts", "Kind", "CSIPluginConfig")
+
+
+def _tasks_updated(old: dict[str, Any], new: dict[str, Any], group_name: str) -> bool:
+    """Whether group ``group_name`` changed destructively between two job versions (API JSON), after
+    Nomad's ``tasksUpdated``: tasks added or removed, ephemeral disk, networks (dynamic port values
+    aside), volumes, and per task its driver, user, config, env, artifacts, templates, vault,
+    lifecycle, identities, volume mounts, combined job/group/task meta, resources and whether logs are
+    disabled. Count, restart/reschedule/update policies, constraints, services, kill timeout/signal and
+    shutdown delay are not: those allocations are updated in place."""
+    a = next((g for g in old.get("TaskGroups") or [] if g.get("Name") == group_name), None)
+    b = next((g for g in new.get("TaskGroups") or [] if g.get("Name") == group_name), None)
+    if a is None or b is None:
+        return True
+    ta = {t.get("Name"): t for t in a.get("Tasks") or []}
+    tb = {t.get("Name"): t for t in b.get("Tasks") or []}
+    if ta.keys() != tb.keys():
+        return True
+    for field in ("EphemeralDisk", "Volumes", "Consul"):
+        if a.get(field) != b.get(field):
+            return True
+    if _port_map(a.get("Networks")) != _port_map(b.get("Networks")):
+        return True
+    for name, x in ta.items():
+        y = tb[name]
+        if any(x.get(f) != y.get(f) for f in _TASK_DESTRUCTIVE):
+            return True
+        if _combined_meta(old, a, x) != _combined_meta(new, b, y):
+            return True
+        rx, ry = dict(x.get("Resources") or {}), dict(y.get("Resources") or {})
+        if _port_map(rx.pop("Networks", None)) != _port_map(ry.pop("Networks", None)) or rx != ry:
+            return True
+        if bool((x.get("LogConfig") or {}).get("Disabled")) != bool((y.get("LogConfig") or {}).get("Disabled")):
+            return True
+    return False
+
+
+def _reconcile(live: list[AllocRunner], job: Job, api: dict[str, Any]
+               ) -> tuple[list[tuple[AllocRunner, TaskGroup]], list[AllocRunner],
+                          list[tuple[TaskGroup, int, AllocRunner | None]]]:
+    """What a job update does to the job's live allocations: (kept and updated in place, stopped,
+    placed as (group, index, the allocation it replaces)). Per group: allocations changed
+    destructively are replaced at their index; of the others the lowest indexes up to ``count`` are
+    kept, the rest (highest index first) stopped; missing indexes (lowest first) are placed."""
+    keep: list[tuple[AllocRunner, TaskGroup]] = []
+    stop: list[AllocRunner] = []
+    place: list[tuple[TaskGroup, int, AllocRunner | None]] = []
+    names = {g.name for g in job.groups}
+    by_group: dict[str, list[AllocRunner]] = {}
+    for a in live:
+        if a.group.name in names:
+            by_group.setdefault(a.group.name, []).append(a)
+        else:
+            stop.append(a)
+    for g in job.groups:
+        survivors: list[AllocRunner] = []
+        taken: set[int] = set()
+        replaced: dict[int, AllocRunner] = {}
+        destructive: dict[int, bool] = {}  # by id() of the allocation's job version: compared once
+        for a in sorted(by_group.get(g.name, []), key=lambda a: (a.index, a.create_index)):
+            changed = destructive.get(id(a.job_api))
+            if changed is None:
+                changed = destructive[id(a.job_api)] = _tasks_updated(a.job_api, api, g.name)
+            if changed or a.index in taken:
+                stop.append(a)
+                replaced.setdefault(a.index, a)
+            else:
+                survivors.append(a)
+                taken.add(a.index)
+        stop.extend(reversed(survivors[g.count:]))
+        survivors = survivors[:g.count]
+        keep.extend((a, g) for a in survivors)
+        used = {a.index for a in survivors}
+        free = (i for i in itertools.count() if i not in used)
+        for _ in range(g.count - len(survivors)):
+            i = next(free)
+            place.append((g, i, replaced.get(i)))
+    return keep, stop, place
 
 
 def _spec(api: dict[str, Any]) -> dict[str, Any]:

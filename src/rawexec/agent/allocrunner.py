@@ -20,6 +20,7 @@ from rawexec.agent import events as ev
 from rawexec.agent.events import TaskEvent
 from rawexec.agent.flag import DoneFlag
 from rawexec.agent.ports import AllocatedPort
+from rawexec.agent.restarts import RestartPolicy
 from rawexec.agent.taskrunner import TaskRunner
 from rawexec.driver import TaskHandle
 from rawexec.jobspec import Job, TaskGroup
@@ -63,6 +64,13 @@ class AllocRunner:
         self.group = group
         self.index = index
         self.eval_id = eval_id
+        self.previous_allocation = ""
+        """The allocation this one replaces (``alloc stop``, a destructive update), as Nomad's field."""
+        self.next_allocation = ""
+        self.wait_for: AllocRunner | None = None
+        """The allocation this one replaces on this node: its tasks start once that one is done (as
+        Nomad's client waits for a local previous allocation; its ports are free by then)."""
+        self._ports_deferred = False
         self.name = f"{job.id}.{group.name}[{index}]"
         self.alloc_dir = os.path.join(agent.data_dir, "alloc", alloc_id)
         self.desired_status = "run"
@@ -116,8 +124,11 @@ class AllocRunner:
 
     # ------------------------------------------------------------------ persistence
     def _private(self) -> dict[str, Any]:
-        return {"Index": self.index, "Ports": [p.to_dict() for p in self.ports], "Group": self.group.name,
-                "JobKey": job_meta_key(self.job_api)}
+        out = {"Index": self.index, "Ports": [p.to_dict() for p in self.ports], "Group": self.group.name,
+               "JobKey": job_meta_key(self.job_api)}
+        if self._ports_deferred:
+            out["PortsDeferred"] = True
+        return out
 
     def body(self, stub: dict[str, Any] | None = None) -> dict[str, Any]:
         """The stored allocation (Nomad's Allocation JSON without TaskStates and Job, plus our private
@@ -144,6 +155,7 @@ class AllocRunner:
             "TaskGroup": self.group.name, "DesiredStatus": self.desired_status,
             "DesiredDescription": self.desired_description, "ClientStatus": self.client_status,
             "ClientDescription": self.client_description, "FollowupEvalID": "",
+            "PreviousAllocation": self.previous_allocation, "NextAllocation": self.next_allocation,
             "CreateIndex": self.create_index, "ModifyIndex": self.modify_index,
             "AllocModifyIndex": self.create_index, "CreateTime": self.create_time, "ModifyTime": self.modify_time,
         }
@@ -216,11 +228,14 @@ class AllocRunner:
                  create_time=int(body.get("CreateTime", 0)) or None)
         ar.desired_status = body.get("DesiredStatus", "run")
         ar.desired_description = body.get("DesiredDescription", "")
+        ar.previous_allocation = str(body.get("PreviousAllocation") or "")
+        ar.next_allocation = str(body.get("NextAllocation") or "")
         ar.client_status = body.get("ClientStatus", CLIENT_PENDING)
         ar.client_description = body.get("ClientDescription", "")
         ar.create_index = int(body.get("CreateIndex", 0))
         ar.modify_index = int(body.get("ModifyIndex", 0))
         ar.ports = [AllocatedPort.from_dict(p) for p in priv.get("Ports", [])]
+        ar._ports_deferred = bool(priv.get("PortsDeferred"))
         for name, rec in states.items():
             if name in ar.runners:
                 ar.runners[name].load_record(rec)
@@ -235,23 +250,35 @@ class AllocRunner:
         """A new allocation: allocate ports, record Received for every task (not yet committed);
         the agent commits a batch of new allocations at once, then calls :meth:`advance` (never
         before that commit: it records the ids the first starts use)."""
-        requests = [p for n in self.group.networks for p in n.ports]
-        if requests:
-            try:
-                self.ports = self.agent.ports.allocate(self.alloc_id, requests)
-            except Exception as e:
-                for r in self.runners.values():
-                    r.state.set_state(ev.TASK_DEAD, TaskEvent.setup_failure(f"failed to allocate ports: {e}"))
-                self.client_status = CLIENT_FAILED
-                self.client_description = f"Failed to allocate ports: {e}"
-                self.persist(all_tasks=True)
-                self._done.set()
-                return
+        if self.wait_for is not None and not self.wait_for.terminal:
+            self._ports_deferred = bool(self._port_requests())  # the previous allocation may hold them
+        elif not self._allocate_ports():
+            return
         os.makedirs(self.alloc_dir, mode=0o755, exist_ok=True)
         for r in self.runners.values():
             r.state.append_event(TaskEvent.received())
             r.reserve_first_id()  # committed with this: the first start needs no commit of its own
         self.persist(all_tasks=True, wait=False)
+
+    def _port_requests(self) -> list[Any]:
+        return [p for n in self.group.networks for p in n.ports]
+
+    def _allocate_ports(self) -> bool:
+        """Allocate the group's ports; on failure the allocation fails (recorded) and False is returned."""
+        requests = self._port_requests()
+        if not requests:
+            return True
+        try:
+            self.ports = self.agent.ports.allocate(self.alloc_id, requests)
+        except Exception as e:
+            for r in self.runners.values():
+                r.state.set_state(ev.TASK_DEAD, TaskEvent.setup_failure(f"failed to allocate ports: {e}"))
+            self.client_status = CLIENT_FAILED
+            self.client_description = f"Failed to allocate ports: {e}"
+            self.persist(all_tasks=True)
+            self._done.set()
+            return False
+        return True
 
     def resume(self) -> None:
         """After an agent restart: re-attach running tasks, then continue the lifecycle."""
@@ -333,6 +360,16 @@ class AllocRunner:
     def _advance_once(self) -> None:
         if self.detached or self._done.is_set():
             return
+        if self.desired_status == "run" and self.wait_for is not None:
+            if not self.wait_for.terminal:
+                return  # started again when the previous allocation is done (Agent.alloc_finished)
+            self.wait_for = None
+            if self._ports_deferred:
+                self._ports_deferred = False
+                if not self._allocate_ports():
+                    self.agent.alloc_finished(self)
+                    return
+                self.persist(wait=False)
         rs = list(self.runners.values())
         pre = [r for r in rs if r.lifecycle == "prestart"]
         main = [r for r in rs if r.lifecycle == ""]
@@ -393,6 +430,28 @@ class AllocRunner:
         if force:
             self._kill_all(list(self.runners.values()), None, force=True)
         self.advance()
+
+    def update_in_place(self, job: Job, job_api: dict[str, Any], group: TaskGroup, eval_id: str) -> None:
+        """A non-destructive job update (count, restart policy, kill timeout, ...): this allocation
+        keeps running, now of the new job version (as Nomad's in-place update). Queued for the next
+        commit."""
+        with self._lock:
+            self.job = job
+            self.job_api = job_api
+            self.group = group
+            self.eval_id = eval_id
+            for t in group.tasks:
+                r = self.runners.get(t.name)
+                if r is not None:
+                    r.task = t
+                    try:  # the new restart policy applies from now on (the count so far is kept)
+                        policy = RestartPolicy.coerce(t.restart)
+                        policy.validate()
+                    except Exception as e:
+                        log.warning("restart policy of %s/%s not updated: %s", self.alloc_id, t.name, e)
+                    else:
+                        r.tracker.policy = policy
+        self.persist(wait=False)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)

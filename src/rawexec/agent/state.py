@@ -94,6 +94,10 @@ class Tx:
                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(self._index),))
         return self._index
 
+    def bump(self) -> int:
+        """This transaction's modify index, for a write that changes no job or allocation (an evaluation)."""
+        return self._bump()
+
     def index(self) -> int:
         """The latest modify index (0 for an empty store)."""
         row = self._c.execute("SELECT value FROM meta WHERE key = 'index'").fetchone()

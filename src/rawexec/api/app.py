@@ -53,6 +53,13 @@ _ACL_EXEMPT = {"/v1/acl/bootstrap", "/v1/status/leader", "/v1/status/peers"}  # 
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+_UNSUPPORTED_JOB_OPS = (("plan", "plan"), ("dispatch", "dispatch"), ("scale", "scale"),
+                        ("periodic/force", "periodic force"), ("revert", "revert"), ("stable", "stable"),
+                        ("evaluate", "evaluate"), ("submission", "submission"), ("services", "services"),
+                        ("action", "action"), ("actions", "actions"))
+"""Nomad's ``/v1/job/:id/<sub-path>`` operations this agent does not have (answered 501, never
+"job not found")."""
+
 
 class ApiInfo:
     """Where the API listens, for ``/v1/agent/self`` and ``/v1/status/leader``."""
@@ -280,6 +287,39 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
 
         return await blocking(watch, request, fetch)
 
+    async def job_versions(request: Request) -> Response:
+        versions = await to_thread(agent.job_versions, request.path_params["job_id"])
+        idx = max((int(v.get("ModifyIndex", 0)) for v in versions), default=0)
+        return json_response({"Versions": versions, "Diffs": None, "Index": idx, "LastContact": 0,
+                              "KnownLeader": True, "NextToken": ""}, index=idx)
+
+    async def job_evaluations(request: Request) -> Response:
+        return json_response(await to_thread(agent.list_evaluations, request.path_params["job_id"]))
+
+    async def job_deployments(request: Request) -> Response:
+        return json_response([], index=0)  # no deployments: updates are applied at once
+
+    async def job_deployment(request: Request) -> Response:
+        return json_response(None, index=0)
+
+    def job_unsupported(op: str) -> Handler:
+        async def handler(request: Request) -> Response:
+            raise ApiError(501, f"job {op} is not supported by rawexec (a single-node agent: "
+                                f"{request.method} {request.url.path} has no equivalent here)")
+
+        return handler
+
+    # -- evaluations --------------------------------------------------------------------------
+    async def evaluations(request: Request) -> Response:
+        items = await to_thread(agent.list_evaluations)
+        return json_response(prefix_filter(items, request.query_params.get("prefix")))
+
+    async def evaluation(request: Request) -> Response:
+        return json_response(await to_thread(agent.get_evaluation, request.path_params["eval_id"]))
+
+    async def evaluation_allocations(request: Request) -> Response:
+        return json_response(await to_thread(agent.evaluation_allocations, request.path_params["eval_id"]))
+
     # -- allocations --------------------------------------------------------------------------
     async def allocations(request: Request) -> Response:
         prefix = request.query_params.get("prefix")
@@ -314,7 +354,8 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
 
     async def allocation_stop(request: Request) -> Response:
         resp = await to_thread(agent.stop_allocation, request.path_params["alloc_id"])
-        return json_response({"EvalID": resp.get("EvalID", ""), "Index": resp.get("Index", 0)})
+        return json_response({"EvalID": resp.get("EvalID", ""), "Index": resp.get("Index", 0)},
+                             index=int(resp.get("Index", 0)))
 
     async def allocation_signal(request: Request) -> Response:
         body = await read_json_body(request, required=False) or {}
@@ -478,6 +519,15 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         Route("/v1/jobs/parse", _wrap(jobs_parse), methods=["PUT", "POST"]),
         Route("/v1/job/{job_id:path}/allocations", _wrap(job_allocations), methods=["GET"]),
         Route("/v1/job/{job_id:path}/summary", _wrap(job_summary), methods=["GET"]),
+        Route("/v1/job/{job_id:path}/versions", _wrap(job_versions), methods=["GET"]),
+        Route("/v1/job/{job_id:path}/evaluations", _wrap(job_evaluations), methods=["GET"]),
+        Route("/v1/job/{job_id:path}/deployments", _wrap(job_deployments), methods=["GET"]),
+        Route("/v1/job/{job_id:path}/deployment", _wrap(job_deployment), methods=["GET"]),
+        *[Route(f"/v1/job/{{job_id:path}}/{sub}", _wrap(job_unsupported(op)),
+                methods=["GET", "PUT", "POST", "DELETE"]) for sub, op in _UNSUPPORTED_JOB_OPS],
+        Route("/v1/evaluations", _wrap(evaluations), methods=["GET"]),
+        Route("/v1/evaluation/{eval_id}/allocations", _wrap(evaluation_allocations), methods=["GET"]),
+        Route("/v1/evaluation/{eval_id}", _wrap(evaluation), methods=["GET"]),
         Route("/v1/job/{job_id:path}", _wrap(job), methods=["GET", "PUT", "POST", "DELETE"]),
         Route("/v1/allocations", _wrap(allocations), methods=["GET"]),
         Route("/v1/allocation/{alloc_id}/stop", _wrap(allocation_stop), methods=["PUT", "POST"]),

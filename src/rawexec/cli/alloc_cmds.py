@@ -183,11 +183,16 @@ def restart_cmd(ctx: ClientCtx, alloc_id: str, task_arg: str | None, task_opt: s
 @click.option("-detach", "--detach", "detach", is_flag=True, help="Print the evaluation ID only.")
 @api_command("stopping allocation", json_flag=False)
 def stop_cmd(ctx: ClientCtx, alloc_id: str, detach: bool) -> None:
-    """Stop an allocation."""
+    """Stop an allocation and reschedule it (a replacement is placed unless the job is stopped)."""
     a = resolve_alloc(ctx, alloc_id)
     resp = ctx.api.put(f"/v1/allocation/{a['ID']}/stop") or {}
     eval_id = str(resp.get("EvalID", ""))
     click.echo(eval_id if detach else f'==> Allocation "{a["ID"][:8]}" stopped (evaluation "{eval_id[:8]}")')
+    if detach or not eval_id:
+        return
+    for new in ctx.api.get(f"/v1/evaluation/{eval_id}/allocations") or []:
+        click.echo(f'    Allocation "{str(new.get("ID", ""))[:8]}" created ({new.get("Name", "")}), replacing '
+                   f'"{str(new.get("PreviousAllocation", ""))[:8]}"')
 
 
 # -- fs -----------------------------------------------------------------------------------------

@@ -132,10 +132,14 @@ def register_job(ctx: ClientCtx, api_job: dict[str, Any], *, detach: bool) -> No
         return
     click.echo(f'==> Job "{job_id}" registered (evaluation "{eval_id[:8]}", '
                f"job modify index {resp.get('JobModifyIndex', 0)})")
-    allocs = ctx.api.get(f"/v1/job/{job_id}/allocations") or []
-    for a in allocs:  # the allocations this evaluation created (none for an unchanged job)
-        if a.get("DesiredStatus") == "run" and a.get("EvalID") == eval_id:
-            click.echo(f'    Allocation "{str(a.get("ID", ""))[:8]}" placed ({a.get("Name", "")}): '
+    # the allocations this evaluation placed or updated in place (a kept one was created before it)
+    allocs = (ctx.api.get(f"/v1/evaluation/{eval_id}/allocations") if eval_id
+              else ctx.api.get(f"/v1/job/{job_id}/allocations")) or []
+    created_from = int(resp.get("EvalCreateIndex", 0) or 0)
+    for a in allocs:
+        if a.get("DesiredStatus") == "run":
+            what = "updated in place" if int(a.get("CreateIndex", 0) or 0) < created_from else "placed"
+            click.echo(f'    Allocation "{str(a.get("ID", ""))[:8]}" {what} ({a.get("Name", "")}): '
                        f"{a.get('ClientStatus', '')}")
 
 
