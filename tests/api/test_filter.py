@@ -28,7 +28,8 @@ def two_jobs(served: Served) -> Served:
     """Job ``flt-a`` with two running allocations; job ``flt-b`` with one, stopped (complete)."""
     register(served, job_json("flt-a", "sleep", "60", count=2))
     b_alloc = register(served, job_json("flt-b", "sleep", "60"))
-    assert served.unix.put(f"/v1/allocation/{b_alloc}/stop").status_code == 200
+    # the job stopped (not only the allocation, which would be rescheduled): its allocation ends
+    assert served.unix.delete("/v1/job/flt-b").status_code == 200
 
     def b_stopped() -> bool:
         return bool(get(served, f"/v1/allocation/{b_alloc}")["ClientStatus"] not in ("pending", "running"))
