@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from rawexec.api.bexpr import Filter, FilterError
 from rawexec.errors import RawExecError
 
 __all__ = [
@@ -166,6 +165,8 @@ def filter_list(items: Any, expression: str | None) -> Any:
     """
     if not expression:
         return items
+    from rawexec.api.bexpr import Filter, FilterError  # loaded with the first filter
+
     try:
         flt = Filter(expression)
     except FilterError as e:

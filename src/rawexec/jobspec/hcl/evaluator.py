@@ -17,7 +17,6 @@ from typing import Any
 
 from rawexec.jobspec.diagnostics import Pos, did_you_mean
 from rawexec.jobspec.hcl.functions import FuncContext, FuncError, normalize_number, to_number, to_string
-from rawexec.jobspec.hcl.library import ALL_NAMES, EXPRESSION_FUNCTIONS, FUNCTIONS, NOT_SUPPORTED
 from rawexec.jobspec.hcl.templates import MAX_LEN, TemplateMixin, decode_string_chars, parse_heredoc
 from rawexec.jobspec.hcl.tree import Token, Tree, kids, node_pos, node_source
 from rawexec.jobspec.hcl.values import Context, ErrorReported, EvalError, NeedsRuntime, Runtime, type_name
@@ -265,6 +264,10 @@ class Evaluator(TemplateMixin):
         parts = kids(node)
         idents = [p for p in parts if p.data == "identifier"]
         name = "::".join(str(i.children[0]) for i in idents)
+        # the function table (and the modules behind it) loads with the first call: a job without
+        # functions, and an agent that never parses HCL, do without its memory
+        from rawexec.jobspec.hcl.library import ALL_NAMES, EXPRESSION_FUNCTIONS, FUNCTIONS, NOT_SUPPORTED
+
         fn = FUNCTIONS.get(name)
         arg_nodes = [p for p in parts if p.data == "arguments"]
         if fn is None:

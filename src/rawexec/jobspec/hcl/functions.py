@@ -7,7 +7,6 @@ raises :class:`FuncError` with a message that the evaluator places at the call.
 from __future__ import annotations
 
 import base64
-import decimal
 import json
 import math
 import os
@@ -61,6 +60,8 @@ def format_number(v: int | float) -> str:
         return str(n)
     if not math.isfinite(n):
         return "-Inf" if n < 0 else "+Inf"
+    import decimal  # (its C module is ~1 MB: only for a fraction)
+
     text = format(decimal.Decimal(repr(n)), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 
