@@ -185,8 +185,9 @@ def test_unrecorded_start_is_not_run_twice(make_agent: MakeAgent, tmp_path: Path
     b = make_agent(data_dir=data)
     wait_until(lambda: len(_sleepers(tag)) == 2 and _sleepers(tag) != before, 30, 0.05,
                "the unrecorded copy replaced by exactly one new one")
-    survivors = before & _sleepers(tag)
-    assert len(survivors) == 1  # the other alloc's task was re-attached, untouched
+    # the other alloc's task was re-attached, untouched (looked for again: under load one /proc scan
+    # has been seen to miss a live process; a killed one never comes back)
+    wait_until(lambda: len(before & _sleepers(tag)) == 1, 5, 0.05, "the other task re-attached, untouched")
     wait_until(lambda: b.get_allocation(victim)["TaskStates"]["s"]["State"] == "running", 30)
     assert "Failed Restoring Task" in event_types(b.get_allocation(victim), "s")
     b.stop_job("keep")
