@@ -62,7 +62,9 @@ class FakeCgroupFS(CgroupFS):
     def _put(self, path: str, content: str) -> None:
         hp = Path(self.host_path(path))
         hp.parent.mkdir(parents=True, exist_ok=True)
-        hp.write_text(content)
+        tmp = hp.with_name(hp.name + ".put")  # atomic, as a kernel file: a reader never sees it half-written
+        tmp.write_text(content)
+        os.replace(tmp, hp)
 
     def add_mount(self, mount: str, kinds: tuple[str, ...], *, controllers: str = "") -> None:
         self.mounts[mount] = kinds

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -258,6 +260,29 @@ def test_v2_kill_all_uses_cgroup_kill(tmp_path: Path) -> None:
     assert cg.pids() == []
     assert (str(cg.unified) + "/cgroup.kill", "1") in fs.events
     assert not [e for e in fs.events if e[0] == "kill"]
+
+
+def test_v2_kill_all_waits_for_a_slow_exit_instead_of_killing_again(tmp_path: Path) -> None:
+    """cgroup.kill takes every member (and any fork racing it) at once. When hundreds of tasks stop
+    together their processes need longer than a round to exit: wait for them, do not kill again."""
+    s, fs = system(tmp_path, "v2")
+    cg = create(s)
+    fs.set_procs(str(cg.unified), [101])
+    fs.immortal.add(101)  # killed, still exiting
+
+    def exit_later() -> None:
+        time.sleep(0.7)
+        fs.immortal.discard(101)
+        fs.set_procs(str(cg.unified), [])
+
+    t = threading.Thread(target=exit_later)
+    t.start()
+    t0 = time.monotonic()
+    cg.kill_all(timeout=5)
+    t.join()
+    assert time.monotonic() - t0 >= 0.6
+    assert [e for e in fs.events if e[0].endswith("/cgroup.kill")] == [(str(cg.unified) + "/cgroup.kill", "1")]
+    assert cg.pids() == []
 
 
 def test_v1_kill_all_freezes_kills_thaws(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import re
@@ -9,6 +10,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,8 @@ from rawexec.errors import (
     TaskStateError,
     UnavailableError,
 )
-from rawexec.executor.protocol import remove_socket, send_spec
+from rawexec.executor.protocol import STOP_GATE, remove_socket, send_spec
+from rawexec.executor.shim import GATE_BOUND_S
 from tests.conftest import IS_ROOT, TaskFactory
 from tests.helpers.util import alive, pids_with_tag, tt, wait_until
 
@@ -161,6 +164,80 @@ def test_stop_kill_immediately(driver: Driver, make_task: TaskFactory) -> None:
     driver.start_task(cfg)
     driver.stop_task(cfg.id, 0, "SIGKILL")
     assert driver.wait_task(cfg.id, 5).signal == 9
+
+
+def _hold_gate(driver: Driver) -> int:
+    """Hold the state dir's stop gate shared, as a driver with a stop in flight does."""
+    fd = os.open(os.path.join(driver.config.state_dir, STOP_GATE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def test_a_finished_shim_exits_once_no_stop_is_in_flight(driver: Driver, make_task: TaskFactory) -> None:
+    """The stop gate: a shim that answered everything leaves its teardown (the kernel unmapping
+    its interpreter) until the stops in flight are done, then exits at once."""
+    cfg = make_task(tt("sleep", "100"))
+    shim = int(driver.start_task(cfg).driver_state["shim_pid"])
+    gate = _hold_gate(driver)  # another stop in flight
+    try:
+        driver.stop_task(cfg.id, 1, "SIGTERM")
+        assert driver.wait_task(cfg.id, 5).signal == signal.SIGTERM  # answered, not held up
+        time.sleep(GATE_BOUND_S / 2)
+        assert alive(shim), "the shim left while a stop was in flight"
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        t0 = time.monotonic()
+        wait_until(lambda: not alive(shim), 5)
+        assert time.monotonic() - t0 < GATE_BOUND_S / 2
+    finally:
+        os.close(gate)
+    # With nothing else in flight, this driver's own stop lets its shim go at once.
+    cfg2 = make_task(tt("sleep", "100"))
+    shim2 = int(driver.start_task(cfg2).driver_state["shim_pid"])
+    t0 = time.monotonic()
+    driver.stop_task(cfg2.id, 1, "SIGTERM")
+    wait_until(lambda: not alive(shim2), 5)
+    assert time.monotonic() - t0 < GATE_BOUND_S
+
+
+def test_the_wait_at_the_stop_gate_is_bounded(driver: Driver, make_task: TaskFactory) -> None:
+    gate = _hold_gate(driver)  # held for good (a stop with a long kill_timeout, say)
+    try:
+        cfg = make_task(tt("sleep", "0"))
+        t0 = time.monotonic()
+        shim = int(driver.start_task(cfg).driver_state["shim_pid"])
+        assert driver.wait_task(cfg.id, 5).exit_code == 0
+        wait_until(lambda: not alive(shim), GATE_BOUND_S + 3)
+        assert GATE_BOUND_S * 0.8 < time.monotonic() - t0 < GATE_BOUND_S + 3
+    finally:
+        os.close(gate)
+
+
+def test_the_driver_holds_the_stop_gate_while_a_stop_is_in_flight(driver: Driver, make_task: TaskFactory) -> None:
+    cfg = make_task(tt("ignore", "SIGTERM", "echo", "ready", "sleep", "100"), name="slow")
+    driver.start_task(cfg)
+    log = os.path.join(cfg.alloc_dir, "alloc/logs/slow.stdout.0")
+    wait_until(lambda: os.path.exists(log) and read(log) == "ready\n", 10)
+    stopper = threading.Thread(target=driver.stop_task, args=(cfg.id, 1.0, "SIGTERM"))
+    stopper.start()
+    path = os.path.join(driver.config.state_dir, STOP_GATE)
+    wait_until(lambda: os.path.exists(path), 5)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(BlockingIOError):  # held shared by the stop in flight
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        stopper.join(10)
+
+        def free() -> bool:  # once it returned (the shim passes the gate meanwhile, for microseconds)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        wait_until(free, 5)
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+    finally:
+        os.close(fd)
 
 
 def test_signal_trap(driver: Driver, make_task: TaskFactory) -> None:

@@ -277,7 +277,11 @@ class TaskCgroup:
                 raise ContainmentError(f"{len(pids)} processes survived SIGKILL in cgroup {busy[0]} for "
                                        f"{timeout:g}s: {sorted(pids)[:10]}")
             self._kill_round(busy, deadline)
-            self._settle(busy, min(deadline, time.monotonic() + 0.25))
+            # cgroup.kill is one kernel operation that takes every member and any fork racing it:
+            # wait for it, not for a fixed round. A new round re-kills what is still exiting, and
+            # when hundreds of tasks stop at once their processes need longer than 0.25 s to go.
+            u = self.unified if self.unified in busy and self._can_kill(self.unified) else None
+            self._settle(busy, min(deadline, time.monotonic() + (1.0 if u is not None else 0.25)))
 
     def _settle(self, busy: tuple[str, ...], until: float) -> None:
         """Wait (bounded by ``until``) for the processes of a kill round to be gone from ``busy``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -39,7 +40,7 @@ from rawexec.errors import (
     UnavailableError,
 )
 from rawexec.executor import procfs
-from rawexec.executor.protocol import Channel, ProtocolError, exit_record_tmp, remove_socket
+from rawexec.executor.protocol import STOP_GATE, Channel, ProtocolError, exit_record_tmp, remove_socket
 from rawexec.logs.config import MB
 from rawexec.logs.rotator import open_current
 from rawexec.types import ExitResult, TaskResourceUsage
@@ -103,6 +104,55 @@ def _open_logs(spec: dict[str, Any]) -> list[int]:
     return fds
 
 
+class _StopGate:
+    """A shared ``flock`` on ``<state_dir>/.stop-gate`` held while any stop of this driver is in
+    flight. A shim that has answered everything (its task dead, the exit recorded and sent) takes
+    the lock exclusively, bounded, before it exits: the kernel's teardown of its interpreter, a
+    third of what a stop costs, runs once no stop is waiting for the CPU instead of slowing the
+    stops still running (a job of 200 tasks stopping at once). Best effort: without the file,
+    shims exit at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._fd = -1
+        self._path = ""
+
+    def enter(self, state_dir: str) -> None:
+        with self._lock:
+            self._in_flight += 1
+            if self._in_flight > 1:
+                return
+            try:
+                path = os.path.join(state_dir, STOP_GATE)
+                if path != self._path:
+                    if self._fd >= 0:
+                        os.close(self._fd)
+                        self._fd = -1
+                    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+                    self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    self._path = path
+                fcntl.flock(self._fd, fcntl.LOCK_SH)  # a shim holds it exclusively for microseconds
+            except OSError as e:
+                log.debug("stop gate %s: %s", state_dir, e)
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._fd >= 0:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+                self._path = ""
+
+
 class Driver:
     """Nomad's raw_exec driver as a Python object. Every method is synchronous and thread-safe."""
 
@@ -116,6 +166,7 @@ class Driver:
         self._spawner = SpawnerClient()
         self._watcher = Watcher()
         self._subscribers: list[Callable[[TaskEvent], None]] = []
+        self._stop_gate = _StopGate()
 
     # ----------------------------------------------------------------- events
     def subscribe_events(self, callback: Callable[[TaskEvent], None]) -> Callable[[], None]:
@@ -157,6 +208,7 @@ class Driver:
         """Release the spawner and the watcher thread. Running tasks live on (recover them later)."""
         self._spawner.close()
         self._watcher.close()
+        self._stop_gate.close()
 
     def __enter__(self) -> Driver:
         return self
@@ -357,6 +409,13 @@ class Driver:
         """Send ``signal``, wait up to ``timeout`` s, then SIGKILL the task's whole tree. Bounded."""
         sig = parse_signal(signal)
         rec = self._get(task_id)
+        self._stop_gate.enter(self.config.state_dir)
+        try:
+            self._stop(rec, sig, timeout, group)
+        finally:
+            self._stop_gate.leave()
+
+    def _stop(self, rec: TaskRecord, sig: int, timeout: float, group: bool) -> None:
         msg = {"op": "stop", "signal": sig, "timeout": max(0.0, timeout), "group": group}
         reply: dict[str, Any] | None
         try:
@@ -367,8 +426,13 @@ class Driver:
                 reply = self._request(rec, msg, timeout + _STOP_MARGIN_S)
         except UnavailableError:
             # The shim may be on its way out (the task just ended and it is cleaning up), or
-            # dead: give it a moment, then clean up whatever it left.
-            _wait_gone(int(rec.driver_state["shim_pid"]), rec, 2.0)
+            # dead: give it a moment, then clean up whatever it left. Not holding the stop gate
+            # meanwhile: the shim may be waiting at it before it exits.
+            self._stop_gate.leave()
+            try:
+                _wait_gone(int(rec.driver_state["shim_pid"]), rec, 2.0)
+            finally:
+                self._stop_gate.enter(self.config.state_dir)
             if rec.shim_alive:
                 raise
             self._kill_orphans(rec)

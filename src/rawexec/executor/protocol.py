@@ -221,3 +221,14 @@ def exit_record_tmp(path: str, shim_pid: int) -> str:
     """The temp file a shim writes its exit record ``path`` into before renaming it (the driver
     removes it when a killed shim left it)."""
     return f"{path}.tmp.{shim_pid}"
+
+
+#: The file, next to the tasks' state files, whose lock says "a stop is in flight": a driver holds
+#: it shared while any of its stops runs, and a shim that has answered everything takes it
+#: exclusively (bounded) before it exits. See ``rawexec.executor.shim._teardown_when_idle``.
+STOP_GATE = ".stop-gate"
+
+
+def stop_gate_path(state_path: str) -> str:
+    """The stop gate for a task whose exit record is ``state_path`` (one per state dir)."""
+    return os.path.join(os.path.dirname(state_path), STOP_GATE)

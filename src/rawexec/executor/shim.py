@@ -27,6 +27,7 @@ from rawexec.executor.protocol import (
     recv_spec,
     remove_socket,
     send_spec,
+    stop_gate_path,
 )
 from rawexec.executor.sinks import open_sink
 from rawexec.executor.supervisor import KILL_BOUND_S, Supervisor, _Stream
@@ -150,15 +151,60 @@ def run_shim(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> NoRe
                 send_spec(reply.sock, {"ok": False, "kind": "launch", "error": f"shim failed: {e!r}"})
             except OSError:
                 pass
-    _teardown_when_idle()
-    os._exit(code)
+    try:
+        _teardown_when_idle(spec.get("state_path"))
+    finally:  # (a late SIGALRM of the gate's timer may raise anywhere in it)
+        os._exit(code)
 
 
-def _teardown_when_idle() -> None:
+#: How long a finished shim waits at the stop gate for the stops in flight to end.
+GATE_BOUND_S = 1.0
+
+
+class _GateTimeout(Exception):
+    pass
+
+
+def _gate_timeout(_sig: int, _frame: object) -> None:
+    raise _GateTimeout
+
+
+def _teardown_when_idle(state_path: str | None) -> None:
     """Everything is answered for: the task is gone, its exit recorded and sent, its cgroup and
     socket removed. What is left is the kernel unmapping this forked interpreter (about a third of
-    a shim's CPU in a stop), which no one waits for: let it run when nothing else wants the CPU,
-    so that when hundreds of tasks stop at once every one of them is answered first."""
+    a shim's CPU in a stop), which no one waits for: when hundreds of tasks stop at once, let it
+    run after every one of them is answered.
+
+    Two steps. The stop gate (``.stop-gate`` in the state dir, held shared by a driver while any of
+    its stops is in flight): take it exclusively, waiting at most :data:`GATE_BOUND_S`, and let go
+    at once. Then the lowest priority for the exit itself, for the shim's session's autogroup as
+    well as the process: the kernel weighs each session (autogroup) as one, so SCHED_IDLE alone
+    would change nothing for a shim that is alone in its session."""
+    if state_path:
+        try:
+            fd = os.open(stop_gate_path(state_path), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                _csignal.signal(signal.SIGALRM, _gate_timeout)
+                _csignal.setitimer(_csignal.ITIMER_REAL, GATE_BOUND_S)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except (OSError, _GateTimeout):
+                pass
+            finally:
+                _csignal.setitimer(_csignal.ITIMER_REAL, 0)
+                os.close(fd)  # the lock goes with it: the next shim passes
+    try:
+        fd = os.open("/proc/self/autogroup", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            os.write(fd, b"19")
+        except OSError:
+            pass
+        os.close(fd)
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except OSError:
