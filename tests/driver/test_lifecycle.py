@@ -199,6 +199,23 @@ def test_a_finished_shim_exits_once_no_stop_is_in_flight(driver: Driver, make_ta
     assert time.monotonic() - t0 < GATE_BOUND_S
 
 
+def test_destroy_does_not_wait_for_a_shim_at_the_stop_gate(driver: Driver, make_task: TaskFactory) -> None:
+    """The agent destroys each task after its exit (then the task is dead in the alloc): that waits
+    for the shim's work for the task (it closes the wait connection last), not for its process."""
+    cfg = make_task(tt("sleep", "100"))
+    shim = int(driver.start_task(cfg).driver_state["shim_pid"])
+    gate = _hold_gate(driver)  # other stops in flight
+    try:
+        driver.stop_task(cfg.id, 1, "SIGTERM")
+        t0 = time.monotonic()
+        driver.destroy_task(cfg.id)
+        assert time.monotonic() - t0 < GATE_BOUND_S / 2
+        assert alive(shim)  # still at the gate: its exit is all that is left
+    finally:
+        os.close(gate)
+    wait_until(lambda: not alive(shim), 5)
+
+
 def test_the_wait_at_the_stop_gate_is_bounded(driver: Driver, make_task: TaskFactory) -> None:
     gate = _hold_gate(driver)  # held for good (a stop with a long kill_timeout, say)
     try:

@@ -74,6 +74,16 @@ def _wait_gone(pid: int, rec: TaskRecord, timeout: float) -> None:
         os.close(pidfd)
 
 
+def _wait_shim_done(rec: TaskRecord, timeout: float) -> bool:
+    """Wait until the shim has done all it does for the task: it closes the wait connection last,
+    after the cgroup, the socket and the logs (its process may then still be waiting at the stop
+    gate). False when there is no wait connection to tell, or it did not close in ``timeout``."""
+    with rec.cond:
+        if rec.wait_ch is None and not rec.wait_closed:
+            return False
+        return rec.cond.wait_for(lambda: rec.wait_closed, timeout)
+
+
 def _open_logs(spec: dict[str, Any]) -> list[int]:
     """Open the current log file of each "file" stream here, before there is a shim: one that
     cannot be opened fails the start cleanly (nothing runs yet). The fds go to the shim, whose
@@ -482,7 +492,8 @@ class Driver:
                 self._request(rec, {"op": "kill"}, _STOP_MARGIN_S)
             except UnavailableError:
                 pass
-            _wait_gone(int(rec.driver_state["shim_pid"]), rec, _STOP_MARGIN_S)
+            if not _wait_shim_done(rec, _STOP_MARGIN_S):
+                _wait_gone(int(rec.driver_state["shim_pid"]), rec, _STOP_MARGIN_S)
         # Whatever the shim could not clean up (it was killed, or hung): the task's group by
         # verified identity, and its cgroup. A no-op when everything is already gone.
         self._kill_orphans(rec)

@@ -247,8 +247,6 @@ class Supervisor:
                 self.cgroup.destroy()
             except Exception as e:
                 self.log(f"removing cgroup failed: {e}")
-        for c in list(self.clients.values()):
-            c.channel.close()
         remove_socket(self.spec["socket_path"])
         if self._listener is not None:
             self._listener.close()
@@ -259,6 +257,10 @@ class Supervisor:
                 st.sink.close(drain_timeout=FIFO_DRAIN_S)  # let Nomad's log reader take what is left
             else:
                 st.sink.close()
+        # Last: the driver takes the end of the wait connection for "the shim has done all it
+        # does for the task" (Driver.destroy_task). What follows, the process's exit, no one waits for.
+        for c in list(self.clients.values()):
+            c.channel.close()
 
     # ------------------------------------------------------------------ children
     def _on_wakeup(self) -> None:
