@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +78,15 @@ def wait_terminal(agent: Agent, job_id: str, timeout: float = 90.0) -> list[dict
         detail = {a["ID"][:8]: (a["ClientStatus"], {t: [e["Type"] for e in s["Events"]] for t, s in
                                                    agent.get_allocation(a["ID"])["TaskStates"].items()})
                   for a in agent.list_allocations(job_id)}
-        raise AssertionError(f"allocations of {job_id} did not finish: {detail}") from None
+        raise AssertionError(f"allocations of {job_id} did not finish: {detail}\n{thread_dump()}") from None
     return [agent.get_allocation(a["ID"]) for a in agent.list_allocations(job_id)]
+
+
+def thread_dump() -> str:
+    """Every thread's stack: what a hang was waiting for."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(f"--- thread {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+                     for ident, frame in sys._current_frames().items())
 
 
 def event_types(alloc: dict[str, Any], task: str) -> list[str]:

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,37 @@ def test_graceful_restart_keeps_tasks(make_agent: MakeAgent, tmp_path: Path, tag
     b.stop_job("keep")
     wait_terminal(b, "keep", 60)
     assert _sleepers(tag) == set()
+
+
+def test_a_stop_while_re_attaching_is_not_lost(make_agent: MakeAgent, tmp_path: Path, tag: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job stopped while the new agent is still re-attaching to its tasks: the task runner knows
+    the task runs (its recorded state), the driver does not know it yet. The stop waits for the
+    re-attach instead of going to a driver that answers "task not found" (it was lost, and the
+    allocation hung in Killing)."""
+    from rawexec.driver import Driver
+    from rawexec.jobspec import parse_hcl
+
+    data = tmp_path / "data"
+    a = make_agent(data_dir=data)
+    a.register_job(parse_hcl(_sleep_job(tag, 2)))
+    wait_until(lambda: [x["ClientStatus"] for x in a.list_allocations("keep")] == ["running"] * 2, 60)
+    a.shutdown(stop_tasks=False)
+    slow = threading.Event()
+    recover = Driver.recover_task
+
+    def slow_recover(self: Driver, handle: Any) -> None:
+        slow.wait(10)  # until the stop is in
+        recover(self, handle)
+
+    monkeypatch.setattr(Driver, "recover_task", slow_recover)
+    b = make_agent(data_dir=data)
+    b.stop_job("keep")
+    wait_until(lambda: all(event_types(b.get_allocation(x["ID"]), "s")[-1:] == ["Killing"]
+                           for x in b.list_allocations("keep")), 10, msg="the stop reached every task runner")
+    slow.set()
+    wait_terminal(b, "keep", 30)
+    wait_until(lambda: _sleepers(tag) == set(), 10, msg="no task left")
 
 
 def test_unrecorded_start_is_not_run_twice(make_agent: MakeAgent, tmp_path: Path, tag: str) -> None:

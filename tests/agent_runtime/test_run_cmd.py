@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from rawexec.driver.config import default_state_dir
+from tests.agent_runtime.conftest import thread_dump
 from tests.helpers.util import pids_with_tag, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,7 +252,7 @@ def test_detach_leaves_tasks_for_the_next_agent(make_agent: Any, tag: str, state
     (a,) = agent.list_allocations("bg")
     wait_until(lambda: agent.get_allocation(a["ID"])["TaskStates"]["t"]["State"] == "running", 30)
     agent.stop_job("bg")
-    assert agent.allocation_runner(a["ID"]).wait(30)
+    assert agent.allocation_runner(a["ID"]).wait(30), thread_dump()
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "stopped")
 
 
@@ -277,7 +278,7 @@ def test_a_run_on_a_data_dir_stops_only_its_own_job(make_agent: Any, tag: str, s
     (a,) = agent.list_allocations("bg")
     assert a["ClientStatus"] == "running" and a["DesiredStatus"] == "run"
     agent.stop_job("bg")
-    assert agent.allocation_runner(a["ID"]).wait(30)
+    assert agent.allocation_runner(a["ID"]).wait(30), thread_dump()
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "stopped")
 
 

@@ -119,6 +119,9 @@ class TaskRunner:
         self._dir_built = False
         self._finished = False
         self._stop_sent = False
+        # A stop that came while re-attaching (the task runs, the driver does not know it yet):
+        # its reason, sent once re-attached. None: no stop waiting.
+        self._stop_pending: str | None = None
 
     # ------------------------------------------------------------------ persisted form
     def to_record(self) -> dict[str, Any]:
@@ -290,9 +293,13 @@ class TaskRunner:
         self._stop_current(reason="kill")
 
     def _stop_current(self, reason: str) -> None:
-        task_id = self.task_id
-        if not task_id or not self.running:
-            return
+        with self._cond:
+            task_id = self.task_id
+            if not task_id or not self.running:
+                return
+            if self.handle is None:  # re-attaching: the driver does not know the task yet
+                self._stop_pending = reason
+                return
         timeout = 0.0 if self._force else self._kill_timeout()
         try:
             self.alloc.driver.stop_task(task_id, timeout=timeout, signal=self.task.kill_signal or "SIGINT")
@@ -365,10 +372,14 @@ class TaskRunner:
             self.task_id = ""
             return False
         self.task_id = handle.config.id
-        self.handle = handle
+        with self._cond:
+            self.handle = handle
+            pending, self._stop_pending = self._stop_pending, None
         self.started_once = True
         if self.state.state != ev.TASK_RUNNING:
             self._emit(None, ev.TASK_RUNNING)
+        if pending is not None:  # a stop came while re-attaching: it found no task to stop then
+            self._stop_current(pending)
         return True
 
     def _sleep_until(self, wall: float) -> bool:
