@@ -28,7 +28,7 @@ from rawexec.errors import (
     TaskStateError,
     UnavailableError,
 )
-from rawexec.executor.protocol import STOP_GATE, remove_socket, send_spec
+from rawexec.executor.protocol import STOP_GATE, ProtocolError, remove_socket, send_spec
 from rawexec.executor.shim import GATE_BOUND_S
 from tests.conftest import IS_ROOT, TaskFactory
 from tests.helpers.util import alive, pids_with_tag, tt, wait_until
@@ -164,6 +164,27 @@ def test_stop_kill_immediately(driver: Driver, make_task: TaskFactory) -> None:
     driver.start_task(cfg)
     driver.stop_task(cfg.id, 0, "SIGKILL")
     assert driver.wait_task(cfg.id, 5).signal == 9
+
+
+def test_a_stop_on_the_wait_connection_is_answered_once_with_the_exit(driver: Driver,
+                                                                      make_task: TaskFactory) -> None:
+    """The driver stops on its wait connection: the shim answers with the exit (and when it
+    happened) once the tree is gone, and sends no separate exit event on that connection."""
+    cfg = make_task(tt("sleep", "100"))
+    h = driver.start_task(cfg)
+    ch = connect_shim(h.driver_state["socket_path"], 5)
+    try:
+        t0 = time.time()
+        ch.send({"op": "wait"})
+        ch.send({"op": "stop", "signal": int(signal.SIGTERM), "timeout": 2})
+        msg, _ = ch.recv()
+        assert msg["ok"] is True and msg["exit"]["signal"] == signal.SIGTERM, msg
+        assert t0 - 1 < msg["completed_at"] <= time.time()
+        with pytest.raises(ProtocolError, match="connection closed"):
+            ch.recv()  # the shim is done: nothing more on this connection
+    finally:
+        ch.close()
+    assert driver.wait_task(cfg.id, 5).signal == signal.SIGTERM
 
 
 def _hold_gate(driver: Driver) -> int:

@@ -453,7 +453,7 @@ class Driver:
             if not reply.get("ok"):
                 raise LaunchError(f"executor Shutdown failed: {reply.get('error')}")
             if reply.get("exit"):
-                rec.set_exit(ExitResult.from_dict(reply["exit"]), None)
+                rec.set_exit(ExitResult.from_dict(reply["exit"]), reply.get("completed_at"))
         with rec.cond:
             rec.cond.wait_for(lambda: rec.exit is not None, _STOP_MARGIN_S)
 

@@ -252,6 +252,8 @@ class Watcher:
                 rec.on_event(rec, str(msg.get("message")), {str(k): str(v) for k, v in
                                                             (msg.get("annotations") or {}).items()})
         elif "ok" in msg:  # the answer to a request sent on the wait connection
+            if msg.get("exit"):  # a stop's answer carries the exit (the shim sends no separate event)
+                rec.set_exit(ExitResult.from_dict(msg["exit"]), msg.get("completed_at"))
             rec.answered(msg)
 
     def close(self) -> None:

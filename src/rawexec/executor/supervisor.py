@@ -316,7 +316,9 @@ class Supervisor:
         except OSError as e:
             self.log(f"writing exit record failed: {e}")
         for c in self.clients.values():
-            if c.waiting:
+            # A stop waiting on the same connection (the driver's wait connection) gets the exit
+            # in its answer, once the whole tree is gone: one message, not two.
+            if c.waiting and c.channel not in self.stoppers:
                 self._send_exit(c.channel)
         if self.stoppers and not self.killing:  # (inside _kill_tree, its caller answers when the tree is gone)
             self._kill_tree()
@@ -535,7 +537,7 @@ class Supervisor:
         if self.exit is None:
             return  # the SIGCHLD for the main process will come; answer then
         for ch in self.stoppers:
-            self._reply(ch, {"ok": True, "exit": self.exit.to_dict()})
+            self._reply(ch, {"ok": True, "exit": self.exit.to_dict(), "completed_at": self.completed_at})
         self.stoppers.clear()
 
     def _kill_tree(self) -> None:
