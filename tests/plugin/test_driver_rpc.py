@@ -436,6 +436,28 @@ def test_clients_cancelling_streams_midway(configured: Plugin, tmp_path: Path) -
         _stop_destroy(configured, cfg.id)
 
 
+def test_a_cancelled_exec_stream_leaves_the_next_sessions_alone(configured: Plugin, tmp_path: Path) -> None:
+    """A client cancels a chatty exec stream; the next sessions get every byte of their own output.
+    (The cancelled session's output thread must be done with its descriptors before they are
+    closed: their numbers are reused at once, by the next session's pipes.)"""
+    d = configured.driver
+    cfg = task_config(tmp_path, {"command": "/bin/sh", "args": ["-c", "exec sleep 60"]})
+    _start(configured, cfg)
+    try:
+        for i in range(8):
+            chatty = d.ExecTaskStreaming(iter(exec_stream_requests(
+                cfg.id, ["/bin/sh", "-c", "while :; do echo chatter; done"], close=False)))
+            assert next(chatty).stdout.data.startswith(b"chatter")
+            chatty.cancel()
+            basic = d.ExecTaskStreaming(iter(exec_stream_requests(
+                cfg.id, ["/bin/sh", "-c", f"echo out-{i}; echo err-{i} >&2; exit {i}"])), timeout=30)
+            out, err, result, _ = collect_exec(basic)
+            assert (out, err, result.exit_code) == (f"out-{i}\n".encode(), f"err-{i}\n".encode(), i)
+        assert configured.healthy()
+    finally:
+        _stop_destroy(configured, cfg.id)
+
+
 def _ps_children(_plugin_pid: int, _task_id: str) -> bytes:
     """Command lines of every `sh -c echo x; sleep 30` exec session still alive."""
     found = b""

@@ -13,6 +13,7 @@ import os
 import selectors
 import struct
 import termios
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ class ExecSession:
         self.tty = tty
         self.result: ExitResult | None = None
         self._closed = False
+        # Input (a client's thread), output (another) and close may run at once: every close of a
+        # descriptor and every write to stdin happen under this lock, after checking the number is
+        # still ours. A number closed twice would close whatever the process opened in between.
+        self._fd_lock = threading.RLock()
         if tty:
             (master,) = fds
             self._stdin: int | None = master
@@ -60,33 +65,39 @@ class ExecSession:
 
     # ------------------------------------------------------------------ input
     def write_stdin(self, data: bytes) -> None:
-        if self._stdin is None:
-            raise ValueError("stdin is closed")
         view = memoryview(data)
         while view:
-            try:
-                n = os.write(self._stdin, view)
-            except BlockingIOError:
+            with self._fd_lock:  # (not held while waiting: a close must not wait for a full pipe)
+                if self._stdin is None:
+                    raise ValueError("stdin is closed")
+                try:
+                    n = os.write(self._stdin, view)
+                except BlockingIOError:
+                    n = -1
+            if n < 0:
                 time.sleep(0.001)
                 continue
             view = view[n:]
 
     def close_stdin(self) -> None:
         """EOF to the command. With a TTY this sends the terminal's EOF character (Ctrl-D)."""
-        if self._stdin is None:
-            return
         if self.tty:
-            self.write_stdin(b"\x04")
+            if self._stdin is not None:
+                self.write_stdin(b"\x04")
             return
-        os.close(self._stdin)
-        self._stdin = None
+        with self._fd_lock:
+            if self._stdin is None:
+                return
+            os.close(self._stdin)
+            self._stdin = None
 
     def resize(self, rows: int, cols: int) -> None:
         if not self.tty:
             return
-        fd = next(iter(self._outs), None)
-        if fd is not None and rows > 0 and cols > 0:
-            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        with self._fd_lock:
+            fd = next(iter(self._outs), None)
+            if fd is not None and rows > 0 and cols > 0:
+                fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     # ------------------------------------------------------------------ output
     def frames(self, poll_timeout: float | None = None) -> Iterator[ExecFrame]:
@@ -173,10 +184,12 @@ class ExecSession:
             yield frame
 
     def _close_out(self, fd: int) -> None:
-        del self._outs[fd]
-        if self.tty and fd == self._stdin:
-            self._stdin = None
-        os.close(fd)
+        with self._fd_lock:
+            if self._outs.pop(fd, None) is None:
+                return  # closed already (by close(), on another thread)
+            if self.tty and fd == self._stdin:
+                self._stdin = None
+            os.close(fd)
 
     def wait(self, timeout: float | None = None) -> ExitResult:
         """Consume the output (discarding it) until the command exits; return its result."""
@@ -205,14 +218,15 @@ class ExecSession:
 
     def close(self) -> None:
         """Kill the command if still running and release every descriptor."""
-        if self._closed:
-            return
-        self._closed = True
-        for fd in list(self._outs):
-            self._close_out(fd)
-        if self._stdin is not None:
-            os.close(self._stdin)
-            self._stdin = None
+        with self._fd_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in list(self._outs):
+                self._close_out(fd)
+            if self._stdin is not None:
+                os.close(self._stdin)
+                self._stdin = None
         self.channel.close()
 
     def __enter__(self) -> ExecSession:

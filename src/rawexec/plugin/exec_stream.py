@@ -29,6 +29,7 @@ log = logging.getLogger("rawexec.plugin.exec")
 
 _POLL = 0.25  # how often the output thread looks up from a quiet command to see if the client left
 _QUEUE = 16  # output messages in flight between the output thread and the loop
+_JOIN_S = 10.0  # how long a finished stream waits for its output thread before closing the session
 _END = object()
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from grpc-stubs)
 
@@ -136,12 +137,14 @@ async def exec_streaming(driver: Any, context: grpc.aio.ServicerContext[Any, Any
     loop = asyncio.get_running_loop()
     output = _Output(session, setup.tty, loop)
     reader: asyncio.Task[None] | None = None
+    out_thread: threading.Thread | None = None
     finished = False
     try:
         if first.HasField("stdin"):
             await run_blocking(lambda: _apply_logged(session, first))
         reader = loop.create_task(_pump_input(session, context), name="exec-input")
-        threading.Thread(target=output.run, name="exec-output", daemon=True).start()
+        out_thread = threading.Thread(target=output.run, name="exec-output", daemon=True)
+        out_thread.start()
         while True:
             item = await output.queue.get()
             if item is _END:
@@ -156,4 +159,12 @@ async def exec_streaming(driver: Any, context: grpc.aio.ServicerContext[Any, Any
             reader.cancel()
         if not finished:
             log.debug("exec client went away; killing the command", extra={"kv": {"task_id": setup.task_id}})
+        if out_thread is not None and out_thread.is_alive():
+            # The output thread reads the session's descriptors: close them only once it is done
+            # (it looks up every _POLL). A number closed under it is reused at once by the next
+            # open of this process -- another session's pipe, which it would then read or close.
+            thread = out_thread
+            await run_blocking(lambda: thread.join(_JOIN_S))
+            if thread.is_alive():
+                log.warning("exec output thread still running after %.0fs; closing its session anyway", _JOIN_S)
         session.close()
