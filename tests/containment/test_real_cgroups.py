@@ -105,7 +105,7 @@ def test_recovered_from_state_in_a_new_object(host: CgroupSystem, parent: str) -
     assert wait_until(lambda: len(tagged(tag)) >= 2, 10)
     back = TaskCgroup.from_state(cg.to_state())
     # (two reads: the daemon's intermediate process may exit between them; the sets settle)
-    assert wait_until(lambda: sorted(back.pids()) == sorted(cg.pids()) and back.pids(), 10)
+    assert wait_until(lambda: sorted(back.pids()) == sorted(cg.pids()) and bool(back.pids()), 10)
     back.destroy()
     _reap([p])
     assert tagged(tag) == []
