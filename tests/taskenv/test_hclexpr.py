@@ -56,6 +56,7 @@ def ctx() -> EvalContext:
     ("${coalesce(\"\", \"b\", \"c\")}", "b"),
     ('${hasindex(env, "PATH")}/${hasindex([1], 1)}', "true/false"),
     ("${jsonencode({a = 1, \"b\" = [true, null]})}", '{"a":1,"b":[true,null]}'),
+    ("${jsonencode({z = \"<&>\", a = 1})}", '{"a":1,"z":"\\u003c\\u0026\\u003e"}'),  # cty: keys sorted, Go's escapes
     ('${jsondecode("{\\"k\\": [1, 2]}").k[1]}', 2),
     ("${[10, 20, 30][1]}", 20),
     ("${[10, 20, 30].2}", 30),

@@ -29,7 +29,7 @@ from typing import Any
 
 from rawexec.errors import InvalidConfigError
 
-__all__ = ["EvalContext", "evaluate_config", "evaluate_template", "nest_dotted", "node_variables"]
+__all__ = ["EvalContext", "cty_jsonencode", "evaluate_config", "evaluate_template", "nest_dotted", "node_variables"]
 
 
 class _EvalError(Exception):
@@ -211,8 +211,19 @@ def _fn_jsondecode(s: Any) -> Any:
         raise _fail("Error in function call", f'Call to function "jsondecode" failed: {e}.') from None
 
 
+#: Characters cty's jsonencode writes as \u escapes (Go's encoding/json HTML-safe set).
+_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                               "\u2029": "\\u2029"})
+
+
+def cty_jsonencode(v: Any) -> str:
+    """JSON text as HCL's ``jsonencode`` (cty) writes it: compact, object keys sorted, and
+    ``<``, ``>``, ``&`` escaped as Go does (they only occur inside strings, so escaping the text is safe)."""
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=False, sort_keys=True).translate(_JSON_ESCAPES)
+
+
 def _fn_jsonencode(v: Any) -> str:
-    return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+    return cty_jsonencode(v)
 
 
 def _fn_length(v: Any) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rawexec.jobspec.hcl.values import type_name
+from rawexec.taskenv.hclexpr import cty_jsonencode
 
 __all__ = ["FUNCTIONS", "Func", "FuncContext", "FuncError", "arg_error", "arity", "as_int", "as_list", "as_str",
            "format_number", "normalize_number", "to_number", "to_string"]
@@ -320,16 +321,9 @@ def _json_ready(v: Any) -> Any:
     return v
 
 
-#: Characters cty's jsonencode writes as \u escapes (Go's encoding/json HTML-safe set).
-_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
-                               "\u2029": "\\u2029"})
-
-
 def _fn_jsonencode(a: list[Any], c: FuncContext) -> Any:
     _arity("jsonencode", a, 1)
-    # cty writes object keys sorted; <, >, & only occur inside strings, so escaping the text is safe.
-    text = json.dumps(_json_ready(a[0]), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-    return text.translate(_JSON_ESCAPES)
+    return cty_jsonencode(_json_ready(a[0]))
 
 
 def _fn_formatlist(a: list[Any], c: FuncContext) -> Any:
