@@ -250,6 +250,22 @@ def test_the_wait_at_the_stop_gate_is_bounded(driver: Driver, make_task: TaskFac
         os.close(gate)
 
 
+def test_a_shim_stuck_holding_the_gate_holds_up_no_stop(driver: Driver, make_task: TaskFactory) -> None:
+    """A shim holds the gate exclusively for microseconds; one stopped (SIGSTOP) right then must not
+    hold up the driver's stops: they go on without the gate."""
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    fd = os.open(os.path.join(driver.config.state_dir, STOP_GATE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the stuck shim
+    try:
+        t0 = time.monotonic()
+        driver.stop_task(cfg.id, 1, "SIGTERM")
+        assert time.monotonic() - t0 < 0.5
+        assert driver.wait_task(cfg.id, 5).signal == signal.SIGTERM
+    finally:
+        os.close(fd)
+
+
 def test_the_driver_holds_the_stop_gate_while_a_stop_is_in_flight(driver: Driver, make_task: TaskFactory) -> None:
     cfg = make_task(tt("ignore", "SIGTERM", "echo", "ready", "sleep", "100"), name="slow")
     driver.start_task(cfg)

@@ -114,6 +114,9 @@ def _open_logs(spec: dict[str, Any]) -> list[int]:
     return fds
 
 
+_GATE_WAIT_S = 0.05
+
+
 class _StopGate:
     """A shared ``flock`` on ``<state_dir>/.stop-gate`` held while any stop of this driver is in
     flight. A shim that has answered everything (its task dead, the exit recorded and sent) takes
@@ -142,9 +145,23 @@ class _StopGate:
                     os.makedirs(state_dir, mode=0o700, exist_ok=True)
                     self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                     self._path = path
-                fcntl.flock(self._fd, fcntl.LOCK_SH)  # a shim holds it exclusively for microseconds
+                self._lock_shared()
             except OSError as e:
                 log.debug("stop gate %s: %s", state_dir, e)
+
+    def _lock_shared(self) -> None:
+        """A shim holds the gate exclusively for microseconds; a shim stopped (SIGSTOP) right then
+        must not hold up every stop: wait at most _GATE_WAIT_S, then go on without the gate."""
+        deadline = time.monotonic() + _GATE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    log.debug("stop gate busy for %.0f ms: stopping without it", _GATE_WAIT_S * 1000)
+                    return
+                time.sleep(0.0005)
 
     def leave(self) -> None:
         with self._lock:

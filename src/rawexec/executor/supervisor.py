@@ -37,11 +37,11 @@ RETRY_WRITE_S = 0.2
 KILL_BOUND_S = 5.0
 FIFO_DRAIN_S = 2.0
 DRIVER_GONE_GRACE_S = 5.0
+"""A task whose spec says ``stop_with_driver``: how long it has to exit after its SIGTERM once the
+driver that started it is gone, before its whole tree is killed."""
 _SIGCHLD = (signal.SIGCHLD,)
 # The C functions behind ``signal.pthread_sigmask``/``sigtimedwait``: no enum conversion of masks.
 _csignal: Any = importlib.import_module("_signal")
-"""A task whose spec says ``stop_with_driver``: how long it has to exit after its SIGTERM once the
-driver that started it is gone, before its whole tree is killed."""
 
 
 def open_record_tmp(path: str) -> int:
