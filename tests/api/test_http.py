@@ -74,6 +74,7 @@ def test_job_lifecycle_and_nomad_shapes(served: Served) -> None:
     register(served, job)  # the same job again: no change, waits until it runs
     jobs = served.unix.get("/v1/jobs").json()
     assert [j["ID"] for j in jobs] == ["api-job"]
+    assert "Meta" not in jobs[0]  # Nomad's JobListStub: Meta is omitempty
     assert served.unix.get("/v1/jobs", params={"prefix": "zzz"}).json() == []
     full = served.unix.get("/v1/job/api-job").json()
     assert full["ID"] == "api-job" and full["TaskGroups"][0]["Tasks"][0]["Driver"] == "raw_exec"
@@ -95,6 +96,13 @@ def test_job_lifecycle_and_nomad_shapes(served: Served) -> None:
     assert r.status_code == 200 and "EvalID" in r.json()
     wait_until(lambda: served.unix.get("/v1/job/api-job").status_code == 404, 20, interval=0.05)
     wait_until(lambda: served.unix.get(f"/v1/allocation/{alloc_id}").status_code == 404, 20, interval=0.05)
+    # a job's Meta shows in its list stub (only when it has one: omitempty)
+    with_meta = job_json("meta-job", "sleep", "60")
+    with_meta["Job"]["Meta"] = {"team": "infra"}
+    register(served, with_meta)
+    stubs = {j["ID"]: j for j in served.unix.get("/v1/jobs").json()}
+    assert stubs["meta-job"]["Meta"] == {"team": "infra"}
+    assert served.unix.delete("/v1/job/meta-job", params={"purge": "true"}).status_code == 200
 
 
 def test_allocation_stats_sum_every_field_of_the_tasks(served: Served) -> None:

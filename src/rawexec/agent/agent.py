@@ -467,6 +467,8 @@ class Agent:
             "CreateIndex": api.get("CreateIndex", 0), "ModifyIndex": api.get("ModifyIndex", 0),
             "JobModifyIndex": api.get("JobModifyIndex", 0), "SubmitTime": api.get("SubmitTime", 0),
             "Version": api.get("Version", 0),
+            # Nomad's JobListStub: Meta with omitempty
+            **({"Meta": api["Meta"]} if api.get("Meta") else {}),
         }
 
     def list_jobs(self, namespace: str | None = None) -> list[dict[str, Any]]:
