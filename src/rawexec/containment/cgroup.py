@@ -277,21 +277,21 @@ class TaskCgroup:
                 raise ContainmentError(f"{len(pids)} processes survived SIGKILL in cgroup {busy[0]} for "
                                        f"{timeout:g}s: {sorted(pids)[:10]}")
             self._kill_round(busy, deadline)
-            # cgroup.kill is one kernel operation that takes every member and any fork racing it:
-            # wait for it, not for a fixed round. A new round re-kills what is still exiting, and
-            # when hundreds of tasks stop at once their processes need longer than 0.25 s to go.
-            u = self.unified if self.unified in busy and self._can_kill(self.unified) else None
-            self._settle(busy, min(deadline, time.monotonic() + (1.0 if u is not None else 0.25)))
+            self._settle(busy, deadline)
 
-    def _settle(self, busy: tuple[str, ...], until: float) -> None:
-        """Wait (bounded by ``until``) for the processes of a kill round to be gone from ``busy``."""
+    def _settle(self, busy: tuple[str, ...], deadline: float) -> None:
+        """Wait for the processes of a kill round to be gone from ``busy``: at most one round
+        (1 s after a cgroup.kill, else 0.25 s), and never past ``deadline``."""
         u = self.unified if self.unified in busy else None
         if u is not None and self._can_kill(u):
-            # cgroup.kill: every member goes at once, in every hierarchy. Sleep until the kernel
-            # says the cgroup2 side is empty (cgroup.events is pollable), then look at the rest once:
-            # a leftover there was never in the cgroup2 dir, and the next round signals it.
-            self._wait_unpopulated(u, until)
+            # cgroup.kill: every member goes at once, in every hierarchy, and any fork racing it.
+            # Sleep until the kernel says the cgroup2 side is empty (cgroup.events is pollable),
+            # then look at the rest once: a leftover there was never in the cgroup2 dir, and the
+            # next round signals it. A long round: one kill needs no repeating, and when hundreds of
+            # tasks stop at once their processes need longer than 0.25 s to go.
+            self._wait_unpopulated(u, min(deadline, time.monotonic() + 1.0))
             return
+        until = min(deadline, time.monotonic() + 0.25)
         delay = 0.0002
         while self._busy(busy) and time.monotonic() < until:
             time.sleep(delay)

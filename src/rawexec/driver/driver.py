@@ -469,7 +469,7 @@ class Driver:
         else:
             if not reply.get("ok"):
                 raise LaunchError(f"executor Shutdown failed: {reply.get('error')}")
-            if reply.get("exit"):
+            if reply.get("exit") and rec.exit is None:  # (on the wait connection the watcher set it already)
                 rec.set_exit(ExitResult.from_dict(reply["exit"]), reply.get("completed_at"))
         with rec.cond:
             rec.cond.wait_for(lambda: rec.exit is not None, _STOP_MARGIN_S)

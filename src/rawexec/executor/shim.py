@@ -11,7 +11,6 @@ import _socket
 import ctypes
 import errno
 import fcntl
-import importlib
 import os
 import signal
 import time
@@ -30,7 +29,7 @@ from rawexec.executor.protocol import (
     stop_gate_path,
 )
 from rawexec.executor.sinks import open_sink
-from rawexec.executor.supervisor import KILL_BOUND_S, Supervisor, _Stream
+from rawexec.executor.supervisor import KILL_BOUND_S, Supervisor, _csignal, _Stream
 
 __all__ = ["idle_shim", "run_shim"]
 
@@ -42,8 +41,6 @@ MAX_LOG_FDS = 2  # the driver opens each stream's current log file and sends it 
 # No use_errno: its per-thread errno swap allocates on first use; prctl(2) cannot fail here short of
 # a kernel without subreapers (< 3.4), which the message names.
 _prctl = ctypes.CDLL(None).prctl
-# The C functions behind ``signal.signal``: the Python wrapper converts to and from enums.
-_csignal: Any = importlib.import_module("_signal")
 
 
 #: (policy, param) a shim comes back to after its post-start setup ran as SCHED_IDLE; None: it

@@ -40,7 +40,8 @@ DRIVER_GONE_GRACE_S = 5.0
 """A task whose spec says ``stop_with_driver``: how long it has to exit after its SIGTERM once the
 driver that started it is gone, before its whole tree is killed."""
 _SIGCHLD = (signal.SIGCHLD,)
-# The C functions behind ``signal.pthread_sigmask``/``sigtimedwait``: no enum conversion of masks.
+# The C functions behind ``signal`` (signal, pthread_sigmask, sigtimedwait, setitimer): the
+# Python wrappers convert to and from enums.
 _csignal: Any = importlib.import_module("_signal")
 
 

@@ -222,10 +222,6 @@ def cty_jsonencode(v: Any) -> str:
     return json.dumps(v, separators=(",", ":"), ensure_ascii=False, sort_keys=True).translate(_JSON_ESCAPES)
 
 
-def _fn_jsonencode(v: Any) -> str:
-    return cty_jsonencode(v)
-
-
 def _fn_length(v: Any) -> int:
     if isinstance(v, str | list | tuple | Mapping):
         return len(v)
@@ -280,7 +276,7 @@ def _fn_substr(s: Any, offset: Any, length: Any) -> str:
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "abs": _fn_abs, "coalesce": _fn_coalesce, "concat": _fn_concat, "hasindex": _fn_hasindex,
-    "int": _fn_int, "jsondecode": _fn_jsondecode, "jsonencode": _fn_jsonencode, "length": _fn_length,
+    "int": _fn_int, "jsondecode": _fn_jsondecode, "jsonencode": cty_jsonencode, "length": _fn_length,
     "lower": _fn_lower, "max": _fn_max, "min": _fn_min, "reverse": _fn_reverse, "strlen": _fn_strlen,
     "substr": _fn_substr, "upper": _fn_upper,
 }
