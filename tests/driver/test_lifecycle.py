@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rawexec import Driver, DriverConfig, HealthState, TaskState
-from rawexec.driver.handle import connect_shim
+from rawexec.driver.handle import connect_shim, read_exit_record
 from rawexec.driver.spawnclient import _listen
 from rawexec.errors import (
     DriverDisabledError,
@@ -29,7 +29,7 @@ from rawexec.errors import (
     UnavailableError,
 )
 from rawexec.executor.protocol import STOP_GATE, ProtocolError, remove_socket, send_spec
-from rawexec.executor.shim import GATE_BOUND_S
+from rawexec.executor.supervisor import GATE_BOUND_S
 from tests.conftest import IS_ROOT, TaskFactory
 from tests.helpers.util import alive, pids_with_tag, tt, wait_until
 
@@ -220,21 +220,42 @@ def test_a_finished_shim_exits_once_no_stop_is_in_flight(driver: Driver, make_ta
     assert time.monotonic() - t0 < GATE_BOUND_S
 
 
-def test_destroy_does_not_wait_for_a_shim_at_the_stop_gate(driver: Driver, make_task: TaskFactory) -> None:
-    """The agent destroys each task after its exit (then the task is dead in the alloc): that waits
-    for the shim's work for the task (it closes the wait connection last), not for its process."""
+def test_a_stopped_tasks_clean_up_waits_for_the_stops_in_flight(driver: Driver, make_task: TaskFactory) -> None:
+    """What a stopped task's shim does after its answer (the exit record, the cgroup dirs, the
+    socket, the logs) waits at the stop gate: when hundreds of tasks stop at once, that work would
+    slow the stops still running. The task's processes are all gone before the answer."""
+    cfg = make_task(tt("sleep", "100"))
+    handle = driver.start_task(cfg)
+    shim, state_path = int(handle.driver_state["shim_pid"]), handle.driver_state["state_path"]
+    gate = _hold_gate(driver)  # other stops in flight
+    try:
+        driver.stop_task(cfg.id, 1, "SIGTERM")
+        assert not alive(int(handle.driver_state["pid"]))
+        time.sleep(GATE_BOUND_S / 2)
+        assert alive(shim) and read_exit_record(state_path) is None
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        wait_until(lambda: not alive(shim), 5)
+    finally:
+        os.close(gate)
+    rec = read_exit_record(state_path)
+    assert rec is not None and rec[0].signal == signal.SIGTERM
+
+
+def test_destroy_releases_a_stopped_shim_from_the_stop_gate(driver: Driver, make_task: TaskFactory) -> None:
+    """The agent destroys each task after its exit (then the task is dead in the alloc): it wants
+    the clean-up now, so it sends the shim the release signal instead of waiting for the gate."""
     cfg = make_task(tt("sleep", "100"))
     shim = int(driver.start_task(cfg).driver_state["shim_pid"])
     gate = _hold_gate(driver)  # other stops in flight
     try:
         driver.stop_task(cfg.id, 1, "SIGTERM")
+        time.sleep(0.1)  # at the gate by now
         t0 = time.monotonic()
         driver.destroy_task(cfg.id)
         assert time.monotonic() - t0 < GATE_BOUND_S / 2
-        assert alive(shim)  # still at the gate: its exit is all that is left
+        wait_until(lambda: not alive(shim), GATE_BOUND_S / 2)
     finally:
         os.close(gate)
-    wait_until(lambda: not alive(shim), 5)
 
 
 def test_the_wait_at_the_stop_gate_is_bounded(driver: Driver, make_task: TaskFactory) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import enum
 import errno
+import json
 import os
 import socket
 import struct
@@ -17,7 +18,7 @@ import pytest
 
 from rawexec import Driver
 from rawexec.executor.launch import LaunchFailure, start_process
-from rawexec.executor.protocol import SPAWN_REQUEST, ProtocolError, recv_spec, send_spec
+from rawexec.executor.protocol import SPAWN_REQUEST, Channel, ProtocolError, recv_spec, send_spec
 from tests.conftest import TaskFactory
 
 
@@ -75,6 +76,32 @@ def test_recv_spec_rejects_truncated_and_oversized_input() -> None:
         a.sendall(struct.pack(">I", 3) + b"\xff\xff\xff")
         with pytest.raises(ProtocolError, match="malformed message"):
             recv_spec(b)
+
+
+def test_channel_messages_are_compact_json_and_bad_ones_are_refused() -> None:
+    """The shim's messages use json's C encoder and scanner directly (fewer page copies in a
+    freshly forked shim): the bytes are exactly ``json.dumps``'s, and what ``json.loads`` would
+    refuse, or a value with anything after it, is a malformed message."""
+    msg = {"ok": True, "exit": {"exit_code": 143, "signal": 15, "err": None}, "completed_at": 1764370000.123456,
+           "text": "caf\u00e9 \"q\" \\ \n \u2603", "list": [1, -2.5, False, None, {}]}
+    a, b = socket.socketpair()
+    with a, b:
+        Channel(a).send(msg)
+        (n,) = struct.unpack(">I", b.recv(4))
+        raw = b.recv(n)
+        assert raw == json.dumps(msg, separators=(",", ":")).encode()
+        assert raw.isascii()
+    a, b = socket.socketpair()
+    with a, b:
+        ca, cb = Channel(a), Channel(b)
+        ca.send(msg)
+        assert cb.recv() == (msg, [])
+    for bad in (b'{"a":1} x', b'{"a":1}{}', b'{"a":', b"[1]", b'{"a":"\xff"}', b"\xff\xfe", b"", b" {}"):
+        a, b = socket.socketpair()
+        with a, b:
+            a.sendall(struct.pack(">I", len(bad)) + bad)
+            with pytest.raises(ProtocolError, match="malformed message"):
+                Channel(b).recv()
 
 
 def _wait_exit(pid: int) -> int:

@@ -361,6 +361,19 @@ class TaskCgroup:
         finally:
             fs.write(f"{d}/{f}", thaw)
 
+    def kill_now(self) -> bool:
+        """One ``cgroup.kill`` of the task's cgroup2 dir, not waiting: True when written (every
+        member, in every hierarchy, and any fork racing it, is on its way out; the caller waits
+        for them), False when the cgroup has no ``cgroup.kill`` (use :meth:`kill_all`).
+
+        For a shim, which is the subreaper of every process the task made: it waits for its own
+        children to be gone, which needs no read of the cgroup's files."""
+        u = self.unified
+        if u is None or not self._can_kill(u):
+            return False
+        self.fs.write(u + "/cgroup.kill", "1")
+        return True
+
     def signal_kill(self) -> None:
         """Start killing everything in the cgroup without waiting (one kill round; see :func:`destroy_all`)."""
         busy = self._busy(self.dirs)

@@ -40,7 +40,14 @@ from rawexec.errors import (
     UnavailableError,
 )
 from rawexec.executor import procfs
-from rawexec.executor.protocol import STOP_GATE, Channel, ProtocolError, exit_record_tmp, remove_socket
+from rawexec.executor.protocol import (
+    RELEASE_SIGNAL,
+    STOP_GATE,
+    Channel,
+    ProtocolError,
+    exit_record_tmp,
+    remove_socket,
+)
 from rawexec.logs.config import MB
 from rawexec.logs.rotator import open_current
 from rawexec.types import ExitResult, TaskResourceUsage
@@ -505,6 +512,13 @@ class Driver:
         if rec.exit is None and not force:
             raise TaskStateError("cannot destroy running task")
         if rec.shim_alive:
+            if rec.exit is not None:
+                # A stopped task's shim cleans up after the stops in flight (the stop gate):
+                # this one's clean-up is wanted now.
+                try:
+                    os.kill(int(rec.driver_state["shim_pid"]), RELEASE_SIGNAL)
+                except ProcessLookupError:
+                    pass
             try:
                 self._request(rec, {"op": "kill"}, _STOP_MARGIN_S)
             except UnavailableError:

@@ -20,16 +20,23 @@ from rawexec.containment import TaskCgroup, descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, start_process
 from rawexec.executor.protocol import (
     FD_SPACE,
+    RELEASE_SIGNAL,
     Channel,
     ProtocolError,
     fds_from_ancdata,
     recv_spec,
     remove_socket,
     send_spec,
-    stop_gate_path,
 )
 from rawexec.executor.sinks import open_sink
-from rawexec.executor.supervisor import KILL_BOUND_S, Supervisor, _csignal, _Stream
+from rawexec.executor.supervisor import (
+    KILL_BOUND_S,
+    Supervisor,
+    _csignal,
+    _Stream,
+    on_release,
+    pass_stop_gate,
+)
 
 __all__ = ["idle_shim", "run_shim"]
 
@@ -95,6 +102,7 @@ def _detach() -> int:
     # Caught, not ignored: an ignored disposition would be inherited by the task across exec.
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         _csignal.signal(sig, _noop)
+    _csignal.signal(RELEASE_SIGNAL, on_release)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     return wake_r
@@ -150,20 +158,8 @@ def run_shim(spec: dict[str, Any], reply: Channel, wake_r: int, me: int) -> NoRe
                 pass
     try:
         _teardown_when_idle(spec.get("state_path"))
-    finally:  # (a late SIGALRM of the gate's timer may raise anywhere in it)
+    finally:
         os._exit(code)
-
-
-#: How long a finished shim waits at the stop gate for the stops in flight to end.
-GATE_BOUND_S = 1.0
-
-
-class _GateTimeout(Exception):
-    pass
-
-
-def _gate_timeout(_sig: int, _frame: object) -> None:
-    raise _GateTimeout
 
 
 def _teardown_when_idle(state_path: str | None) -> None:
@@ -172,26 +168,12 @@ def _teardown_when_idle(state_path: str | None) -> None:
     a shim's CPU in a stop), which no one waits for: when hundreds of tasks stop at once, let it
     run after every one of them is answered.
 
-    Two steps. The stop gate (``.stop-gate`` in the state dir, held shared by a driver while any of
-    its stops is in flight): take it exclusively, waiting at most :data:`GATE_BOUND_S`, and let go
-    at once. Then the lowest priority for the exit itself, for the shim's session's autogroup as
-    well as the process: the kernel weighs each session (autogroup) as one, so SCHED_IDLE alone
-    would change nothing for a shim that is alone in its session."""
-    if state_path:
-        try:
-            fd = os.open(stop_gate_path(state_path), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            fd = -1
-        if fd >= 0:
-            try:
-                _csignal.signal(signal.SIGALRM, _gate_timeout)
-                _csignal.setitimer(_csignal.ITIMER_REAL, GATE_BOUND_S)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except (OSError, _GateTimeout):
-                pass
-            finally:
-                _csignal.setitimer(_csignal.ITIMER_REAL, 0)
-                os.close(fd)  # the lock goes with it: the next shim passes
+    Two steps. The stop gate (:func:`~rawexec.executor.supervisor.pass_stop_gate`; a stopped
+    shim passed it already, before its clean-up). Then the lowest priority for the exit itself,
+    for the shim's session's autogroup as well as the process: the kernel weighs each session
+    (autogroup) as one, so SCHED_IDLE alone would change nothing for a shim that is alone in its
+    session."""
+    pass_stop_gate(state_path)
     try:
         fd = os.open("/proc/self/autogroup", os.O_WRONLY | os.O_CLOEXEC)
     except OSError:

@@ -9,6 +9,7 @@ cgroups.
 from __future__ import annotations
 
 import _socket
+import fcntl
 import heapq
 import importlib
 import itertools
@@ -25,16 +26,25 @@ from typing import Any
 
 from rawexec.containment import descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, reaped, start_process
-from rawexec.executor.protocol import Channel, ProtocolError, exit_record_tmp, remove_socket
+from rawexec.executor.protocol import (
+    Channel,
+    ProtocolError,
+    exit_record_tmp,
+    remove_socket,
+    stop_gate_path,
+)
 from rawexec.executor.sinks import Sink
 from rawexec.logs import FifoWriter
 from rawexec.types import ExitResult, exit_result_from_wait_status
 
-__all__ = ["Supervisor", "write_json_atomic"]
+__all__ = ["GATE_BOUND_S", "Supervisor", "on_release", "pass_stop_gate", "write_json_atomic"]
 
 READ_CHUNK = 1024 * 1024
 RETRY_WRITE_S = 0.2
 KILL_BOUND_S = 5.0
+CGROUP_KILL_WAIT_S = 1.0
+"""After a ``cgroup.kill``: how long the shim waits for its children to die before it walks /proc
+for a process that escaped the cgroup (hundreds of tasks stopping at once take longer than 0.25 s)."""
 FIFO_DRAIN_S = 2.0
 DRIVER_GONE_GRACE_S = 5.0
 """A task whose spec says ``stop_with_driver``: how long it has to exit after its SIGTERM once the
@@ -169,6 +179,8 @@ class Supervisor:
         self.uid = os.geteuid()
         self.record_fd = -1  # the exit record's temp file, when made ahead (prepare_exit_record)
         self.owner: Channel | None = None  # the driver's start connection (see adopt_waiter)
+        self.record_pending = False  # the exit record waits for the clean-up (see _main_exited)
+        self.stopped = False  # a stop was answered: the clean-up waits at the stop gate
         self.driver_gone = False
 
     def prepare_exit_record(self) -> None:
@@ -220,6 +232,10 @@ class Supervisor:
                 cb = self.sel.callback(fd)  # looked up now: an earlier callback may have dropped it
                 if cb is not None:
                     cb()
+        if self.stopped:
+            # Stopped: hundreds of tasks may be stopping at once. The clean-up (exit record,
+            # cgroup dirs, socket, logs) waits for them; the task's processes are all gone.
+            pass_stop_gate(self.spec.get("state_path"))
         self._shutdown()
 
     def _finished(self) -> bool:
@@ -236,6 +252,8 @@ class Supervisor:
         return False
 
     def _shutdown(self) -> None:
+        if self.record_pending:
+            self._write_exit_record()
         if self.driver_gone and self.spec.get("stop_with_driver"):
             # no driver will ever read the exit record (see _stop_without_driver): leave no file
             for path in (self.spec["state_path"], exit_record_tmp(self.spec["state_path"], os.getpid())):
@@ -272,16 +290,17 @@ class Supervisor:
             pass
         self._reap()
 
-    def _reap(self) -> None:
+    def _reap(self) -> bool:
+        """Reap every child that has exited; True when no child is left at all."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                return True
             except InterruptedError:
                 continue
             if pid == 0:
-                return
+                return False
             self._reaped(pid, status)
 
     def _reaped(self, pid: int, status: int) -> None:
@@ -309,13 +328,12 @@ class Supervisor:
                 oom = False
         self.exit = exit_result_from_wait_status(status, oom_killed=oom)
         self.completed_at = time.time()
-        try:
-            fd, self.record_fd = self.record_fd, -1
-            write_json_atomic(self.spec["state_path"], {
-                "task_id": self.spec["task_id"], "pid": self.main_pid, "exit": self.exit.to_dict(),
-                "completed_at": self.completed_at, "started_at": self.spec.get("started_at")}, fd)
-        except OSError as e:
-            self.log(f"writing exit record failed: {e}")
+        if self.stoppers:
+            # A stop ended it: the answer carries the exit, and the record (for a driver that
+            # re-attaches after we are gone) is written after the stop gate, with the clean-up.
+            self.record_pending = True
+        else:
+            self._write_exit_record()
         for c in self.clients.values():
             # A stop waiting on the same connection (the driver's wait connection) gets the exit
             # in its answer, once the whole tree is gone: one message, not two.
@@ -324,6 +342,17 @@ class Supervisor:
         if self.stoppers and not self.killing:  # (inside _kill_tree, its caller answers when the tree is gone)
             self._kill_tree()
             self._answer_stoppers()
+
+    def _write_exit_record(self) -> None:
+        assert self.exit is not None
+        self.record_pending = False
+        try:
+            fd, self.record_fd = self.record_fd, -1
+            write_json_atomic(self.spec["state_path"], {
+                "task_id": self.spec["task_id"], "pid": self.main_pid, "exit": self.exit.to_dict(),
+                "completed_at": self.completed_at, "started_at": self.spec.get("started_at")}, fd)
+        except OSError as e:
+            self.log(f"writing exit record failed: {e}")
 
     def _send_exit(self, ch: Channel) -> None:
         assert self.exit is not None
@@ -539,6 +568,7 @@ class Supervisor:
             return  # the SIGCHLD for the main process will come; answer then
         for ch in self.stoppers:
             self._reply(ch, {"ok": True, "exit": self.exit.to_dict(), "completed_at": self.completed_at})
+            self.stopped = True
         self.stoppers.clear()
 
     def _kill_tree(self) -> None:
@@ -561,30 +591,37 @@ class Supervisor:
             _csignal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
     def _kill_all_now(self) -> None:
-        deadline = time.monotonic() + KILL_BOUND_S
+        # No child left means no descendant left: an orphan is reparented to us (we are its
+        # subreaper), so every live descendant has a parent chain ending at a child of ours. A
+        # task whose main process was all there was (the common stop) needs nothing more.
+        if self._reap() and self.exit is not None:
+            return
+        now = time.monotonic()
+        deadline = now + KILL_BOUND_S
+        walk_at = now
         if self.cgroup is not None:
             try:
-                self.cgroup.kill_all(timeout=KILL_BOUND_S)
+                if self.cgroup.kill_now():
+                    # Every process of the cgroup is dying: wait for our children to be gone
+                    # (a SIGCHLD each) before looking for a leftover with a walk of /proc. A
+                    # leftover is one that left the cgroup2 dir (a root task can).
+                    walk_at = now + CGROUP_KILL_WAIT_S
+                else:
+                    self.cgroup.kill_all(timeout=KILL_BOUND_S)  # v1: freeze, kill, thaw; waits
             except Exception as e:
                 self.log(f"cgroup kill failed: {e}")
         me = os.getpid()
         while True:
-            self._reap()  # after a cgroup kill the whole tree is dead already: reap it before any walk
+            if self._reap() and self.exit is not None:
+                return
             if self.exit is None:
                 try:
                     os.killpg(self.main_pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            else:
-                # No child left means no descendant left: an orphan is reparented to us (we are
-                # its subreaper), so every live descendant has a parent chain ending at a child
-                # of ours. The common stop needs no /proc walk.
-                try:
-                    pid, _ = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    return
-                if pid:
-                    self._reaped(pid, _)
+            if time.monotonic() < walk_at:
+                self._await_child(min(0.05, walk_at - time.monotonic()))
+                continue
             pids = descendants(me)
             for pid in pids:
                 try:
@@ -710,3 +747,61 @@ def resolve_in_path(cmd: str, path_env: str | None, cwd: str) -> str | None:
         if os.path.isfile(full) and os.access(full, os.X_OK):
             return full
     return None
+
+
+# ---------------------------------------------------------------------- the stop gate
+#: How long a shim waits at the stop gate for the stops in flight to end.
+GATE_BOUND_S = 1.0
+
+
+class _GateTimeout(Exception):
+    pass
+
+
+_released = False
+_at_gate = False
+_gate_passed = False
+
+
+def on_release(_sig: int, _frame: object) -> None:
+    """The handler of :data:`~rawexec.executor.protocol.RELEASE_SIGNAL`."""
+    global _released
+    _released = True
+    if _at_gate:
+        raise _GateTimeout
+
+
+def _gate_timeout(_sig: int, _frame: object) -> None:
+    if _at_gate:  # (a late alarm, after the wait, must not raise in what follows)
+        raise _GateTimeout
+
+
+def pass_stop_gate(state_path: str | None) -> None:
+    """Wait, at most :data:`GATE_BOUND_S`, until no stop is in flight; once per process.
+
+    The stop gate is ``.stop-gate`` in the state dir: a driver holds it shared while any of its
+    stops is in flight. Taking it exclusively and letting go at once is waiting for them. What
+    waits: a stopped shim's clean-up and every shim's exit (the kernel unmapping a forked
+    interpreter). When hundreds of tasks stop at once, that work would otherwise take the CPU
+    the stops still running need, and no one waits for it. Skipped (or left) on
+    :data:`~rawexec.executor.protocol.RELEASE_SIGNAL`."""
+    global _gate_passed, _at_gate
+    if _gate_passed or not state_path:
+        return
+    _gate_passed = True
+    try:
+        fd = os.open(stop_gate_path(state_path), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        _csignal.signal(signal.SIGALRM, _gate_timeout)
+        _at_gate = True
+        if not _released:
+            _csignal.setitimer(_csignal.ITIMER_REAL, GATE_BOUND_S)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except (OSError, _GateTimeout):
+        pass
+    finally:
+        _at_gate = False
+        _csignal.setitimer(_csignal.ITIMER_REAL, 0)
+        os.close(fd)  # the lock goes with it: the next shim passes
