@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import rawexec.driver.driver as driver_module
 from rawexec import Driver, DriverConfig, HealthState, TaskState
 from rawexec.driver.handle import connect_shim, read_exit_record
 from rawexec.driver.spawnclient import _listen
@@ -298,8 +299,9 @@ def test_the_driver_holds_the_stop_gate_while_a_stop_is_in_flight(driver: Driver
     wait_until(lambda: os.path.exists(path), 5)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with pytest.raises(BlockingIOError):  # held shared by the stop in flight
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        wait_until(lambda: _gate_held(fd), 5)  # shared, by the stop in flight (taken just after the file is made)
+        time.sleep(0.3)
+        assert stopper.is_alive() and _gate_held(fd)  # still: the task ignores SIGTERM for its 1 s
         stopper.join(10)
 
         def free() -> bool:  # once it returned (the shim passes the gate meanwhile, for microseconds)
@@ -311,6 +313,35 @@ def test_the_driver_holds_the_stop_gate_while_a_stop_is_in_flight(driver: Driver
 
         wait_until(free, 5)
         assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+    finally:
+        os.close(fd)
+
+
+def _gate_held(fd: int) -> bool:
+    """Someone holds the stop gate (an exclusive lock of ours, taken for a moment, says no one)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def test_the_stop_gate_lingers_after_the_last_stop(driver: Driver, make_task: TaskFactory,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent starts each task's stop on a new thread; on a busy machine the stops in flight can
+    all be done before the next one starts. The gate stays held a moment after the last one, so
+    the shims waiting at it do not go (and take the CPU) between two stops of one burst."""
+    linger = 0.4
+    monkeypatch.setattr(driver_module, "_GATE_LINGER_S", linger)
+    cfg = make_task(tt("sleep", "100"))
+    driver.start_task(cfg)
+    fd = os.open(os.path.join(driver.config.state_dir, STOP_GATE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        t0 = time.monotonic()
+        driver.stop_task(cfg.id, 1, "SIGTERM")
+        wait_until(lambda: not _gate_held(fd), 5, interval=0.005)
+        assert linger <= time.monotonic() - t0 < linger + 2
     finally:
         os.close(fd)
 

@@ -122,21 +122,32 @@ def _open_logs(spec: dict[str, Any]) -> list[int]:
 
 
 _GATE_WAIT_S = 0.05
+_GATE_LINGER_S = 0.1
+"""How long the stop gate stays held after the last stop in flight returned. An agent stopping a
+job starts each task's stop on a thread of its own, one after another; when the machine is busy
+with the stops, starting a thread takes milliseconds, and the stops in flight can all be done
+before the next one starts. Without a linger, every such moment would let the shims waiting at
+the gate go, and their clean-up and exits would run among the stops still to come."""
 
 
 class _StopGate:
     """A shared ``flock`` on ``<state_dir>/.stop-gate`` held while any stop of this driver is in
-    flight. A shim that has answered everything (its task dead, the exit recorded and sent) takes
-    the lock exclusively, bounded, before it exits: the kernel's teardown of its interpreter, a
-    third of what a stop costs, runs once no stop is waiting for the CPU instead of slowing the
-    stops still running (a job of 200 tasks stopping at once). Best effort: without the file,
-    shims exit at once."""
+    flight, and :data:`_GATE_LINGER_S` after. A stopped task's shim takes the lock exclusively,
+    bounded, before its clean-up, and every shim before it exits: that work, a good part of what
+    a stop costs, runs once no stop is waiting for the CPU instead of slowing the stops still
+    running (a job of 200 tasks stopping at once). Best effort: without the file, shims go on at
+    once."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._in_flight = 0
+        self._held = False  # the shared lock is held (in flight, or lingering after)
+        self._idle_since = 0.0
+        self._keeper: threading.Thread | None = None
         self._fd = -1
         self._path = ""
+        self._closed = False
 
     def enter(self, state_dir: str) -> None:
         with self._lock:
@@ -146,45 +157,72 @@ class _StopGate:
             try:
                 path = os.path.join(state_dir, STOP_GATE)
                 if path != self._path:
+                    self._unlock()
                     if self._fd >= 0:
                         os.close(self._fd)
                         self._fd = -1
                     os.makedirs(state_dir, mode=0o700, exist_ok=True)
                     self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                     self._path = path
-                self._lock_shared()
+                if not self._held:
+                    self._held = self._lock_shared()
             except OSError as e:
                 log.debug("stop gate %s: %s", state_dir, e)
 
-    def _lock_shared(self) -> None:
+    def _lock_shared(self) -> bool:
         """A shim holds the gate exclusively for microseconds; a shim stopped (SIGSTOP) right then
         must not hold up every stop: wait at most _GATE_WAIT_S, then go on without the gate."""
         deadline = time.monotonic() + _GATE_WAIT_S
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     log.debug("stop gate busy for %.0f ms: stopping without it", _GATE_WAIT_S * 1000)
-                    return
+                    return False
                 time.sleep(0.0005)
 
     def leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
-            if self._in_flight == 0 and self._fd >= 0:
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
-                except OSError:
-                    pass
+            if self._in_flight == 0 and self._held:
+                self._idle_since = time.monotonic()
+                if self._keeper is None:
+                    self._keeper = threading.Thread(target=self._keep, name="rawexec-stop-gate", daemon=True)
+                    self._keeper.start()
+                self._cond.notify()
+
+    def _keep(self) -> None:
+        """Let go of the lock once no stop has been in flight for :data:`_GATE_LINGER_S`."""
+        with self._lock:
+            while not self._closed:
+                if not self._held or self._in_flight:
+                    self._cond.wait()
+                    continue
+                left = self._idle_since + _GATE_LINGER_S - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._unlock()
+
+    def _unlock(self) -> None:
+        if self._held and self._fd >= 0:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
+        self._held = False
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            self._unlock()
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
                 self._path = ""
+            self._cond.notify_all()
 
 
 class Driver:
