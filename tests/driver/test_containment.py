@@ -48,6 +48,30 @@ def _cgroup_driver(driver: Driver) -> None:
         pytest.skip("needs the cgroup variant of the driver")
 
 
+def test_a_process_that_left_the_cgroup_is_killed_too(driver: Driver, make_task: TaskFactory, tag: str) -> None:
+    """A root task can move a process of its own out of its cgroup2 dir, out of reach of
+    ``cgroup.kill``. It is still the shim's descendant (the shim is everyone's subreaper): the
+    stop finds and kills it, at once."""
+    _cgroup_driver(driver)
+    from rawexec.containment import detect
+
+    procs = os.path.join(str(detect().unified_mount), "cgroup.procs")
+    cfg = make_task({"command": "/bin/sh", "args": ["-c", f"sleep 100 & echo $! > {procs}; exec sleep 100"]})
+    handle = driver.start_task(cfg)
+    wait_until(lambda: len(pids_with_tag(tag)) == 2, 10)
+    escaped = [p for p in pids_with_tag(tag) if p != int(handle.driver_state["pid"])]
+    wait_until(lambda: _cgroup2_of(escaped[0]) == "/", 5)
+    t0 = time.monotonic()
+    driver.stop_task(cfg.id, 0.1, "SIGTERM")
+    assert time.monotonic() - t0 < 0.5
+    assert pids_with_tag(tag) == []
+
+
+def _cgroup2_of(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+
+
 def test_oom_is_reported(driver: Driver, make_task: TaskFactory) -> None:
     _cgroup_driver(driver)
     events: list[TaskEvent] = []

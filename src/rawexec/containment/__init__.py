@@ -19,7 +19,7 @@ from rawexec.containment.cgroup import DEFAULT_V1_PARENT, DEFAULT_V2_PARENT, Tas
 from rawexec.containment.detect import CgroupSystem, clear_detect_cache, detect, parse_mountinfo
 from rawexec.containment.fs import CgroupFS
 from rawexec.containment.limits import cpu_shares, cpu_weight
-from rawexec.containment.procs import apply_oom_score_adj, descendants, kill_process_tree, read_proc_sample
+from rawexec.containment.procs import apply_oom_score_adj, children, descendants, kill_process_tree, read_proc_sample
 from rawexec.containment.stats import StatsCollector, host_total_mhz
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "StatsCollector",
     "TaskCgroup",
     "apply_oom_score_adj",
+    "children",
     "clear_detect_cache",
     "cpu_shares",
     "cpu_weight",

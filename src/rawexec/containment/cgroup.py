@@ -374,6 +374,13 @@ class TaskCgroup:
         self.fs.write(u + "/cgroup.kill", "1")
         return True
 
+    def wait_empty(self, timeout: float) -> None:
+        """After :meth:`kill_now`: sleep until the cgroup2 dir holds no live process (the kernel
+        says so in ``cgroup.events``, without counting zombies), at most ``timeout`` seconds. One
+        wake-up, where waiting for each process's SIGCHLD would be one per process."""
+        if self.unified is not None:
+            self._wait_unpopulated(self.unified, time.monotonic() + timeout)
+
     def signal_kill(self) -> None:
         """Start killing everything in the cgroup without waiting (one kill round; see :func:`destroy_all`)."""
         busy = self._busy(self.dirs)

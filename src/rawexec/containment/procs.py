@@ -18,6 +18,7 @@ from rawexec.errors import ContainmentError, InvalidConfigError
 __all__ = [
     "ProcSample",
     "apply_oom_score_adj",
+    "children",
     "descendants",
     "host_has_swap",
     "kill_process_tree",
@@ -64,6 +65,11 @@ def _stat_fields(pid: int, maxsplit: int = -1) -> list[bytes] | None:
 def _has_children_files() -> bool:
     """Does this kernel offer ``/proc/PID/task/TID/children`` (CONFIG_PROC_CHILDREN)?"""
     return os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def children(pid: int) -> list[int]:
+    """The live and zombie children of ``pid`` (every thread's), from procfs; [] when it is gone."""
+    return _children_of(pid)
 
 
 def _children_of(pid: int) -> list[int]:

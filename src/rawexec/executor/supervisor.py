@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rawexec.containment import descendants
+from rawexec.containment import children, descendants
 from rawexec.executor.launch import Credentials, LaunchFailure, reaped, start_process
 from rawexec.executor.protocol import (
     Channel,
@@ -43,6 +43,9 @@ READ_CHUNK = 1024 * 1024
 RETRY_WRITE_S = 0.2
 KILL_BOUND_S = 5.0
 CGROUP_KILL_WAIT_S = 1.0
+REWALK_S = 0.05
+"""Killing without ``cgroup.kill``: how often the shim walks its descendants again while the killed
+ones die (each walk finds and kills what forked in between)."""
 """After a ``cgroup.kill``: how long the shim waits for its children to die before it walks /proc
 for a process that escaped the cgroup (hundreds of tasks stopping at once take longer than 0.25 s)."""
 FIFO_DRAIN_S = 2.0
@@ -598,14 +601,20 @@ class Supervisor:
             return
         now = time.monotonic()
         deadline = now + KILL_BOUND_S
-        walk_at = now
+        # Without cgroup.kill, the first rounds kill our own children only (one read of /proc):
+        # the orphans of a fork storm or a double fork are ours already, and what a killed child
+        # leaves behind is reparented to us as it dies. A walk of the whole tree comes after
+        # REWALK_S, for what is still there (a tree forking faster than its levels die).
+        walk_at = now + REWALK_S
         if self.cgroup is not None:
             try:
                 if self.cgroup.kill_now():
-                    # Every process of the cgroup is dying: wait for our children to be gone
-                    # (a SIGCHLD each) before looking for a leftover with a walk of /proc. A
-                    # leftover is one that left the cgroup2 dir (a root task can).
+                    # Every process of the cgroup is dying: once the kernel says the cgroup is
+                    # empty, our children are all zombies (or about to be), and one pass reaps
+                    # them. Only a process that left the cgroup2 dir (a root task can) is still
+                    # alive then: the walk of /proc below finds it, after a while.
                     walk_at = now + CGROUP_KILL_WAIT_S
+                    self.cgroup.wait_empty(CGROUP_KILL_WAIT_S)
                 else:
                     self.cgroup.kill_all(timeout=KILL_BOUND_S)  # v1: freeze, kill, thaw; waits
             except Exception as e:
@@ -620,7 +629,12 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
             if time.monotonic() < walk_at:
-                self._await_child(min(0.05, walk_at - time.monotonic()))
+                for pid in children(me):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self._await_child(min(REWALK_S, walk_at - time.monotonic()))
                 continue
             pids = descendants(me)
             for pid in pids:
@@ -641,7 +655,11 @@ class Supervisor:
             if time.monotonic() > deadline:
                 self.log(f"processes survived SIGKILL for {KILL_BOUND_S}s: {pids}")
                 return
-            self._await_child(min(0.05, max(0.0, deadline - time.monotonic())))
+            # What it killed dies meanwhile, each death a SIGCHLD (reaped at the top of the next
+            # turn). Walk again only after a while, for what forked between this walk and its kills:
+            # a walk per death would cost a fork storm's shim a dozen reads of /proc per wake-up.
+            walk_at = time.monotonic() + REWALK_S
+            self._await_child(min(REWALK_S, deadline - time.monotonic()))
 
     def _await_child(self, timeout: float) -> None:
         """Sleep until a child changes state or ``timeout`` (SIGCHLD is blocked: see _kill_tree).
@@ -654,7 +672,7 @@ class Supervisor:
         except BlockingIOError:
             pass
         if not woken:
-            _csignal.sigtimedwait(_SIGCHLD, timeout)
+            _csignal.sigtimedwait(_SIGCHLD, max(0.0, timeout))  # (a deadline may have passed: no wait)
 
     # ------------------------------------------------------------------ exec
     def _op_exec(self, client: _Client, msg: dict[str, Any]) -> None:
