@@ -184,6 +184,7 @@ class Supervisor:
         self.owner: Channel | None = None  # the driver's start connection (see adopt_waiter)
         self.record_pending = False  # the exit record waits for the clean-up (see _main_exited)
         self.stopped = False  # a stop was answered: the clean-up waits at the stop gate
+        self.past_gate = False
         self.driver_gone = False
 
     def prepare_exit_record(self) -> None:
@@ -227,6 +228,17 @@ class Supervisor:
         for st in self.streams:
             self.sel.register(st.fd, EVENT_READ, self._reader(st))
         self._reap()
+        self._loop()
+        if self.stopped:
+            # Stopped: hundreds of tasks may be stopping at once. The rest (the last of the task's
+            # output, the exit record, the cgroup dirs, the socket, the logs) waits for them; the
+            # task's processes are all gone.
+            pass_stop_gate(self.spec.get("state_path"))
+            self.past_gate = True
+            self._loop()  # drain what the task wrote last, to EOF (every writer is gone)
+        self._shutdown()
+
+    def _loop(self) -> None:
         while not self._finished():
             timeout = self._run_timers()
             if self._finished():
@@ -235,16 +247,12 @@ class Supervisor:
                 cb = self.sel.callback(fd)  # looked up now: an earlier callback may have dropped it
                 if cb is not None:
                     cb()
-        if self.stopped:
-            # Stopped: hundreds of tasks may be stopping at once. The clean-up (exit record,
-            # cgroup dirs, socket, logs) waits for them; the task's processes are all gone.
-            pass_stop_gate(self.spec.get("state_path"))
-        self._shutdown()
 
     def _finished(self) -> bool:
         if self.exit is None or self.execs or self.stoppers:
             return False
-        if any(not st.closed for st in self.streams):
+        # (A stopped task's output is drained after the stop gate; see run.)
+        if (self.past_gate or not self.stopped) and any(not st.closed for st in self.streams):
             return False
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
