@@ -51,3 +51,36 @@ def test_final_poll_reads_a_task_never_marked_started(tmp_path: Path) -> None:
     (Path(ar.alloc_dir) / "alloc" / "logs" / "web.stderr.0").write_bytes(b"oops\n")
     assert pump.poll(final=True) == 1
     assert out.getvalue() == "a2/web | oops\n"
+
+
+@pytest.mark.parametrize("inotify", [False, True])
+def test_files_rotated_away_before_they_were_shown_are_named(tmp_path: Path, inotify: bool) -> None:
+    """A task that writes faster than its max_files x max_file_size keeps can have files deleted
+    before `rawexec run` read them: it says which, instead of skipping to the next one silently."""
+    ar = _alloc(tmp_path, "a3")
+    ar.runners["web"].started_once = True
+    logs = Path(ar.alloc_dir) / "alloc" / "logs"
+    out = io.StringIO()
+    pump = _LogPump(out, threading.Lock())
+    if inotify:
+        pump.watch = LogDirWatch()
+    try:
+        pump.add_alloc(ar, "a3")
+        (logs / "web.stdout.0").write_bytes(b"one\ntw")
+        assert pump.poll(changed=None) == 1 and out.getvalue() == "a3/web | one\n"
+        (logs / "web.stdout.0").unlink()  # .0 and .1 rotated away, .2 and .3 kept
+        (logs / "web.stdout.2").write_bytes(b"five\n")
+        (logs / "web.stdout.3").write_bytes(b"six\n")
+        assert pump.poll(changed=None) == 4
+        assert out.getvalue().splitlines()[1:] == [
+            "a3/web | tw",
+            "a3/web | [rawexec run: web.stdout.0 to .1 rotated away (the task's logs max_files) before it could be "
+            "shown; those lines are lost]",
+            "a3/web | five",
+            "a3/web | six",
+        ]
+        (logs / "web.stdout.3").write_bytes(b"six\nseven\n")
+        assert pump.poll(changed=None) == 1 and out.getvalue().endswith("a3/web | seven\n")
+    finally:
+        if pump.watch is not None:
+            pump.watch.close()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from rawexec.agent.agent import Agent
     from rawexec.agent.allocrunner import AllocRunner
     from rawexec.logs import LogPosition
+    from rawexec.logs.reader import LogFile
 
 __all__ = ["run"]
 
@@ -127,6 +128,11 @@ class _LogPump:
             base = os.path.join(log_dir, f"{st.task}.{st.stream}.")
             try:
                 grown = os.stat(base + str(st.pos.index)).st_size > st.pos.offset
+            except FileNotFoundError:
+                # Rotated away (the stream's max_files) before we read it all: say so, and go on
+                # with the oldest file left, rather than skip to it silently.
+                n += self._skip_rotated(st, reader.list_log_files(log_dir, st.task, st.stream))  # type: ignore[arg-type]
+                grown = True
             except OSError:
                 grown = False
             if not grown:
@@ -156,6 +162,28 @@ class _LogPump:
                     self.out.flush()
                 n += len(lines)
         return n
+
+
+    def _skip_rotated(self, st: _Stream, files: list[LogFile]) -> int:
+        """The file ``st`` was reading is gone: print what is left of its line, a line saying which
+        files were lost, and carry on at the oldest file left. Returns the lines printed."""
+        from rawexec.logs import LogPosition
+
+        assert st.pos is not None
+        later = [f.index for f in files if f.index > st.pos.index]
+        if not later:
+            return 0  # nothing newer yet: the writer is rotating right now; look again later
+        first, last = st.pos.index, later[0] - 1
+        lost = f"{st.task}.{st.stream}.{first}" + (f" to .{last}" if last > first else "")
+        lines = [st.partial.decode("utf-8", "replace")] if st.partial else []
+        lines.append(f"[rawexec run: {lost} rotated away (the task's logs max_files) before it could be shown; "
+                     "those lines are lost]")
+        st.partial = b""
+        st.pos = LogPosition(later[0], 0)
+        with self.lock:
+            self.out.write("".join(st.prefix + ln + "\n" for ln in lines))
+            self.out.flush()
+        return len(lines)
 
 
 # ---------------------------------------------------------------------- rendering
