@@ -259,6 +259,28 @@ def test_destroy_releases_a_stopped_shim_from_the_stop_gate(driver: Driver, make
         os.close(gate)
 
 
+def test_destroy_sends_no_release_to_a_shim_that_does_not_know_it(driver: Driver, make_task: TaskFactory,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task started by an older release (its handle has no ``release_signal``): its shim has no
+    handler for the signal, which would kill it, so destroy waits for its clean-up instead."""
+    cfg = make_task(tt("sleep", "100"))
+    handle = driver.start_task(cfg)
+    shim = int(handle.driver_state["shim_pid"])
+    driver._tasks[cfg.id].driver_state.pop("release_signal")
+    sent: list[tuple[int, int]] = []
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        sent.append((pid, sig))
+        real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", kill)
+    driver.stop_task(cfg.id, 1, "SIGTERM")
+    driver.destroy_task(cfg.id)
+    assert not [s for s in sent if s[0] == shim]
+    wait_until(lambda: not alive(shim), 5)
+
+
 def test_the_wait_at_the_stop_gate_is_bounded(driver: Driver, make_task: TaskFactory) -> None:
     gate = _hold_gate(driver)  # held for good (a stop with a long kill_timeout, say)
     try:

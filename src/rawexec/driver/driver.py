@@ -423,6 +423,9 @@ class Driver:
             "shim_pid": reply["shim_pid"], "shim_start": reply["shim_start"], "pid": reply["pid"],
             "pid_start": reply["pid_start"], "socket_path": socket_path, "state_path": state_path,
             "started_at": reply["started_at"], "cgroup": reply.get("cgroup"),
+            # what its shim takes as "clean up now" (a shim of an older release has no handler:
+            # that signal would kill it)
+            "release_signal": int(RELEASE_SIGNAL),
         }
         rec = TaskRecord(cfg, driver_state, float(reply["started_at"]), on_event=self._emit)
         return TaskHandle(config=cfg, driver_state=driver_state), rec, wait_ch
@@ -550,11 +553,12 @@ class Driver:
         if rec.exit is None and not force:
             raise TaskStateError("cannot destroy running task")
         if rec.shim_alive:
-            if rec.exit is not None:
+            release = rec.driver_state.get("release_signal")
+            if rec.exit is not None and release:
                 # A stopped task's shim cleans up after the stops in flight (the stop gate):
                 # this one's clean-up is wanted now.
                 try:
-                    os.kill(int(rec.driver_state["shim_pid"]), RELEASE_SIGNAL)
+                    os.kill(int(rec.driver_state["shim_pid"]), int(release))
                 except ProcessLookupError:
                     pass
             try:
