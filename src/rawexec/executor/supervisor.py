@@ -793,12 +793,19 @@ def on_release(_sig: int, _frame: object) -> None:
     """The handler of :data:`~rawexec.executor.protocol.RELEASE_SIGNAL`."""
     global _released
     _released = True
-    if _at_gate:
-        raise _GateTimeout
+    _leave_gate()
 
 
 def _gate_timeout(_sig: int, _frame: object) -> None:
-    if _at_gate:  # (a late alarm, after the wait, must not raise in what follows)
+    _leave_gate()
+
+
+def _leave_gate() -> None:
+    """Interrupt the wait at the gate, once: a signal outside it, or a second one (a late alarm
+    and a release together), must not raise in what follows."""
+    global _at_gate
+    if _at_gate:
+        _at_gate = False
         raise _GateTimeout
 
 
@@ -825,6 +832,7 @@ def pass_stop_gate(state_path: str | None) -> None:
         if not _released:
             _csignal.setitimer(_csignal.ITIMER_REAL, GATE_BOUND_S)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        _at_gate = False  # (here, inside the try: a signal right after the lock is still caught)
     except (OSError, _GateTimeout):
         pass
     finally:
