@@ -364,10 +364,9 @@ class TaskCgroup:
     def kill_now(self) -> bool:
         """One ``cgroup.kill`` of the task's cgroup2 dir, not waiting: True when written (every
         member, in every hierarchy, and any fork racing it, is on its way out; the caller waits
-        for them), False when the cgroup has no ``cgroup.kill`` (use :meth:`kill_all`).
-
-        For a shim, which is the subreaper of every process the task made: it waits for its own
-        children to be gone, which needs no read of the cgroup's files."""
+        for them: :meth:`wait_empty`), False when the cgroup has no ``cgroup.kill`` (use
+        :meth:`kill_all`). No look at the cgroup's files first: a shim, the subreaper of every
+        process the task made, calls it only when it still has a child."""
         u = self.unified
         if u is None or not self._can_kill(u):
             return False

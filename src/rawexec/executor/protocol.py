@@ -73,7 +73,7 @@ def _unencodable(o: object) -> object:
 def _c_json() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     """The C encoder and scanner behind :func:`json.dumps` and :func:`json.loads`, called
     directly: the Python layers around them run about a dozen functions per message, and in a
-    freshly forked shim each of those costs page copies (about 50 per stop). Same output: compact,
+    freshly forked shim each of those costs page copies (about 25 per stop). Same output: compact,
     ASCII-escaped; same input: what ``json.loads`` accepts, without surrounding whitespace (which
     no peer sends)."""
     try:

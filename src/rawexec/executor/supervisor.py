@@ -43,11 +43,11 @@ READ_CHUNK = 1024 * 1024
 RETRY_WRITE_S = 0.2
 KILL_BOUND_S = 5.0
 CGROUP_KILL_WAIT_S = 1.0
+"""After a ``cgroup.kill``: how long the shim waits for the cgroup to empty before it walks /proc
+for a process that left the cgroup (hundreds of tasks stopping at once take longer than 0.25 s)."""
 REWALK_S = 0.05
 """Killing without ``cgroup.kill``: how often the shim walks its descendants again while the killed
 ones die (each walk finds and kills what forked in between)."""
-"""After a ``cgroup.kill``: how long the shim waits for its children to die before it walks /proc
-for a process that escaped the cgroup (hundreds of tasks stopping at once take longer than 0.25 s)."""
 FIFO_DRAIN_S = 2.0
 DRIVER_GONE_GRACE_S = 5.0
 """A task whose spec says ``stop_with_driver``: how long it has to exit after its SIGTERM once the
