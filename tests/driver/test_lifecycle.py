@@ -252,9 +252,9 @@ def test_destroy_releases_a_stopped_shim_from_the_stop_gate(driver: Driver, make
         driver.stop_task(cfg.id, 1, "SIGTERM")
         time.sleep(0.1)  # at the gate by now
         t0 = time.monotonic()
-        driver.destroy_task(cfg.id)
+        driver.destroy_task(cfg.id)  # returns once the shim's clean-up is done (not at the gate's bound)
         assert time.monotonic() - t0 < GATE_BOUND_S / 2
-        wait_until(lambda: not alive(shim), GATE_BOUND_S / 2)
+        wait_until(lambda: not alive(shim), 5)  # (it exits at the lowest priority)
     finally:
         os.close(gate)
 
