@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +14,20 @@ import pytest
 
 from rawexec.cli.logwatch import LogDirWatch
 from rawexec.cli.run_cmd import _LogPump
+
+
+@contextlib.contextmanager
+def _pump(ar: Any, label: str, inotify: bool) -> Iterator[tuple[_LogPump, io.StringIO]]:
+    out = io.StringIO()
+    pump = _LogPump(out, threading.Lock())
+    if inotify:
+        pump.watch = LogDirWatch()
+    try:
+        pump.add_alloc(ar, label)
+        yield pump, out
+    finally:
+        if pump.watch is not None:
+            pump.watch.close()
 
 
 def _alloc(root: Path, alloc_id: str) -> Any:
@@ -24,12 +40,7 @@ def _alloc(root: Path, alloc_id: str) -> Any:
 @pytest.mark.parametrize("inotify", [False, True])
 def test_unstarted_task_is_skipped_until_started(tmp_path: Path, inotify: bool) -> None:
     ar = _alloc(tmp_path, "a1")
-    out = io.StringIO()
-    pump = _LogPump(out, threading.Lock())
-    if inotify:
-        pump.watch = LogDirWatch()
-    try:
-        pump.add_alloc(ar, "a1")
+    with _pump(ar, "a1", inotify) as (pump, out):
         (Path(ar.alloc_dir) / "alloc" / "logs" / "web.stdout.0").write_bytes(b"early\npart")
         assert pump.poll() == 0 and out.getvalue() == ""  # not started: not even listed
         assert all(st.pos is None for st in pump.streams.values())
@@ -38,9 +49,6 @@ def test_unstarted_task_is_skipped_until_started(tmp_path: Path, inotify: bool) 
         assert out.getvalue() == "a1/web | early\n"
         assert pump.poll(final=True) == 1
         assert out.getvalue() == "a1/web | early\na1/web | part\n"
-    finally:
-        if pump.watch is not None:
-            pump.watch.close()
 
 
 def test_final_poll_reads_a_task_never_marked_started(tmp_path: Path) -> None:
@@ -60,12 +68,7 @@ def test_files_rotated_away_before_they_were_shown_are_named(tmp_path: Path, ino
     ar = _alloc(tmp_path, "a3")
     ar.runners["web"].started_once = True
     logs = Path(ar.alloc_dir) / "alloc" / "logs"
-    out = io.StringIO()
-    pump = _LogPump(out, threading.Lock())
-    if inotify:
-        pump.watch = LogDirWatch()
-    try:
-        pump.add_alloc(ar, "a3")
+    with _pump(ar, "a3", inotify) as (pump, out):
         (logs / "web.stdout.0").write_bytes(b"one\ntw")
         assert pump.poll(changed=None) == 1 and out.getvalue() == "a3/web | one\n"
         (logs / "web.stdout.0").unlink()  # .0 and .1 rotated away, .2 and .3 kept
@@ -81,6 +84,3 @@ def test_files_rotated_away_before_they_were_shown_are_named(tmp_path: Path, ino
         ]
         (logs / "web.stdout.3").write_bytes(b"six\nseven\n")
         assert pump.poll(changed=None) == 1 and out.getvalue().endswith("a3/web | seven\n")
-    finally:
-        if pump.watch is not None:
-            pump.watch.close()

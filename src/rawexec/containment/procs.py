@@ -68,11 +68,6 @@ def _has_children_files() -> bool:
 
 
 def children(pid: int) -> list[int]:
-    """The live and zombie children of ``pid`` (every thread's), from procfs; [] when it is gone."""
-    return _children_of(pid)
-
-
-def _children_of(pid: int) -> list[int]:
     """Children of every thread of ``pid`` via ``/proc/PID/task/TID/children``.
 
     Lists ``/proc/PID/task`` to find the threads; see :func:`tree_samples` for the cheaper
@@ -115,7 +110,7 @@ def descendants(pid: int) -> list[int]:
     table = None if _has_children_files() else _ppid_table()
     while queue:
         cur = queue.pop(0)
-        kids = _children_of(cur) if table is None else table.get(cur, [])
+        kids = children(cur) if table is None else table.get(cur, [])
         for k in kids:
             if k not in seen:
                 seen.add(k)
@@ -287,9 +282,9 @@ def tree_samples(root_pid: int, *, exclude: frozenset[int] = frozenset(),
                 raw = _read(f"/proc/{pid}/task/{pid}/children")
                 kids = [int(x) for x in raw.split()] if raw else []
             else:
-                kids = _children_of(pid)
+                kids = children(pid)
         else:
-            kids = _children_of(pid)
+            kids = children(pid)
         for k in kids:
             if k not in seen:
                 seen.add(k)
