@@ -14,6 +14,7 @@ import struct
 import subprocess
 import termios
 import time
+import uuid
 
 from tests.cli.conftest import RAWEXEC, AgentProc, free_port, job_json
 from tests.helpers.util import wait_until
@@ -71,6 +72,25 @@ def test_read_verbs_tables_and_json(agent: AgentProc) -> None:
     assert r.code == 0 and "local/" in r.out
     r = agent.cli("node", "status", "-self")
     assert r.code == 0 and "raw_exec" in r.out
+
+
+def test_filter_flag_on_the_lists(agent: AgentProc) -> None:
+    _register(agent, job_json("web", "sleep 120"))
+    _register(agent, job_json("api", "sleep 120"))
+    r = agent.cli("job", "status", "-filter", 'ID == "api"', "-json")
+    assert r.code == 0 and [j["ID"] for j in json.loads(r.out)] == ["api"]
+    r = agent.cli("job", "status", "-filter", 'Status == "dead"')
+    assert r.code == 0 and "web" not in r.out and "api" not in r.out
+    r = agent.cli("job", "status", "-filter", "ID ==")
+    assert r.code == 1 and r.err.startswith("Error querying jobs: ") and "HTTP 400" in r.err
+    r = agent.cli("job", "status", "-filter", 'ID == "api"', "web")
+    assert r.code == 1 and "give it without a job ID" in r.err
+    r = agent.cli("node", "status", "-filter", 'Status == "ready"', "-json")
+    assert r.code == 0 and len(json.loads(r.out)) == 1
+    r = agent.cli("node", "status", "-filter", 'Status == "down"')
+    assert r.code == 0 and "raw_exec" not in r.out and len(r.out.splitlines()) <= 1
+    r = agent.cli("node", "status", "-self", "-filter", 'Status == "ready"')
+    assert r.code == 1 and "give it without a node ID or -self" in r.err
 
 
 def test_logs_tail_and_follow(agent: AgentProc) -> None:
@@ -223,6 +243,35 @@ def test_acl_bootstrap_and_tokens_over_tcp(data_dir: str) -> None:
         if token:
             a.stop_all_jobs(token)
         a.terminate()
+
+
+def test_acl_bootstrap_with_a_secret_from_a_file_or_stdin(data_dir: str) -> None:
+    """``acl bootstrap PATH`` (Nomad 1.4+): the management token's secret is set ahead of time."""
+    cfg = os.path.join(data_dir, "agent.hcl")
+    with open(cfg, "w") as f:
+        f.write("acl { enabled = true }\n")
+    empty, bad, good = (os.path.join(data_dir, n) for n in ("empty", "bad", "good"))
+    secret = str(uuid.uuid4())
+    for path, text in ((empty, " \n"), (bad, "not-a-uuid\n"), (good, secret + "\n")):
+        with open(path, "w") as f:
+            f.write(text)
+    a = AgentProc(os.path.join(data_dir, "d"), ["-dev", "-config", cfg])
+    a.start()
+    try:
+        r = a.cli("acl", "bootstrap", os.path.join(data_dir, "missing"))
+        assert r.code == 1 and "cannot read the bootstrap secret from" in r.err
+        r = a.cli("acl", "bootstrap", empty)
+        assert r.code == 1 and "is empty" in r.err
+        r = a.cli("acl", "bootstrap", bad)
+        assert r.code == 1 and "UUID" in r.err, r.err
+        r = a.cli("acl", "bootstrap", "-", "-json", input=secret + "\n")
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["SecretID"] == secret
+        assert a.cli("status", token=secret).code == 0
+        r = a.cli("acl", "bootstrap", good)
+        assert r.code == 1 and "already done" in r.err
+    finally:
+        a.terminate()  # (no job ran)
 
 
 def test_sigterm_leaves_tasks_running_and_the_next_agent_recovers_them(data_dir: str) -> None:

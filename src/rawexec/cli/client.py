@@ -119,6 +119,11 @@ def api_command(doing: str, *, json_flag: bool = True) -> Callable[[F], F]:
     return deco
 
 
+filter_opt = click.option(
+    "-filter", "--filter", "filter_expr", default=None, metavar="EXPR",
+    help='Only what matches this expression (Nomad\'s filter syntax, e.g. \'Status == "running"\').')
+
+
 def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=4, sort_keys=False))
 

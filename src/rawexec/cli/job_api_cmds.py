@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rawexec.cli.client import ClientCtx, api_command, format_time_ns, kv_table, print_json, table
+from rawexec.cli.client import ClientCtx, api_command, filter_opt, format_time_ns, kv_table, print_json, table
 from rawexec.cli.job_cmds import job
 from rawexec.errors import RawExecError, UnavailableError
 
@@ -50,9 +50,11 @@ def _find_job(ctx: ClientCtx, job_id: str) -> dict[str, Any]:
     return found
 
 
-def status_job(ctx: ClientCtx, job_id: str | None) -> None:
+def status_job(ctx: ClientCtx, job_id: str | None, filter_expr: str | None = None) -> None:
+    if job_id and filter_expr:
+        raise RawExecError("-filter applies to the list of jobs: give it without a job ID")
     if not job_id:
-        jobs = ctx.api.get("/v1/jobs") or []
+        jobs = ctx.api.get("/v1/jobs", filter=filter_expr or None) or []
         if ctx.as_json:
             print_json(jobs)
         else:
@@ -83,10 +85,11 @@ def status_job(ctx: ClientCtx, job_id: str | None) -> None:
 
 @job.command("status")
 @click.argument("job_id", required=False)
+@filter_opt
 @api_command("querying jobs")
-def job_status_cmd(ctx: ClientCtx, job_id: str | None) -> None:
+def job_status_cmd(ctx: ClientCtx, job_id: str | None, filter_expr: str | None) -> None:
     """Show all jobs, or one job's summary and allocations."""
-    status_job(ctx, job_id)
+    status_job(ctx, job_id, filter_expr)
 
 
 @job.command("inspect")

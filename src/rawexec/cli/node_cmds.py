@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from rawexec.cli.client import ClientCtx, api_command, kv_table, print_json, table
+from rawexec.cli.client import ClientCtx, api_command, filter_opt, kv_table, print_json, table
 from rawexec.errors import RawExecError
 
 __all__ = ["node"]
@@ -26,13 +26,16 @@ def _drivers(n: dict[str, Any]) -> str:
 @click.argument("node_id", required=False)
 @click.option("-self", "--self", "self_", is_flag=True, help="The node of the agent being queried.")
 @click.option("-verbose", "--verbose", "verbose", is_flag=True, help="Full IDs and all attributes.")
+@filter_opt
 @api_command("querying node")
-def node_status_cmd(ctx: ClientCtx, node_id: str | None, self_: bool, verbose: bool) -> None:
+def node_status_cmd(ctx: ClientCtx, node_id: str | None, self_: bool, verbose: bool, filter_expr: str | None) -> None:
     """List nodes, or show one node's details."""
+    if filter_expr and (node_id or self_):
+        raise RawExecError("-filter applies to the list of nodes: give it without a node ID or -self")
     if self_:
         node_id = str(ctx.api.get("/v1/agent/self")["stats"]["client"]["node_id"])
     if not node_id:
-        nodes = ctx.api.get("/v1/nodes") or []
+        nodes = ctx.api.get("/v1/nodes", filter=filter_expr or None) or []
         if ctx.as_json:
             print_json(nodes)
             return
