@@ -240,9 +240,11 @@ def test_acl_bootstrap_and_tokens_over_tcp(data_dir: str) -> None:
         with open(os.path.join(a.data_dir, "acl-tokens.json")) as f:
             assert token not in f.read()
     finally:
-        if token:
-            a.stop_all_jobs(token)
-        a.terminate()
+        try:
+            if token:
+                a.stop_all_jobs(token)
+        finally:
+            a.terminate()  # (even when the clean-up fails: no agent outlives its test)
 
 
 def test_acl_bootstrap_with_a_secret_from_a_file_or_stdin(data_dir: str) -> None:
@@ -296,8 +298,10 @@ def test_sigterm_leaves_tasks_running_and_the_next_agent_recovers_them(data_dir:
         wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 20)
     finally:
         if a.proc is not None and a.proc.poll() is None:
-            a.stop_all_jobs()
-            a.terminate()
+            try:
+                a.stop_all_jobs()
+            finally:
+                a.terminate()
 
 
 def test_interrupt_shuts_down_cleanly(agent: AgentProc) -> None:
