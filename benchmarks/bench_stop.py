@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_stop.py [--tasks 200] [--shapes plain,fork-storm,...]
                                               [--grace 0.1] [--supervisor-path DIR]
+                                              [--repeat N] [--baseline-src DIR]
 
 For each of the issue's six shapes (``tests/helpers/shapes.py``, as the containment tests), in one run:
 
@@ -24,6 +25,13 @@ For each of the issue's six shapes (``tests/helpers/shapes.py``, as the containm
 ``--grace`` is the SIGTERM grace before the tree is killed (default 0.1 s, as the containment
 test uses; only the SIGTERM-ignoring shapes wait for it).
 
+``--repeat N``: N rounds of every rawexec figure (and of the floor); each cell is then the median,
+with the single runs after it. This VM varies by 20-40 % from run to run: compare medians.
+``--baseline-src DIR``: also measure another tree (``git archive REV src | tar -x -C DIR``: a
+``src/`` from before a change), alternating with this one in each round, and print its medians
+and this tree's ratio to them. Every rawexec figure is then measured in a fresh worker process
+with ``PYTHONPATH`` set to its tree.
+
 Last column: the CPU time the whole machine was busy during rawexec's stop window (/proc/stat, all
 CPUs; cgroups / none). When it is the window times the number of CPUs, the stop is CPU-bound: the
 figure is then the work of the stop (the killed processes' own exits included), not a wait.
@@ -33,11 +41,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import math
 import os
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -270,48 +280,90 @@ def bench_supervisord(path: str, shape: str, n: int, grace: float) -> tuple[floa
         shutil.rmtree(work, ignore_errors=True)
 
 
+def run_worker(src: str, shape: str, n: int, grace: float, cgroups: bool) -> tuple[float, int, float]:
+    """:func:`bench_rawexec` in a fresh process that imports the tree ``src``."""
+    env = dict(os.environ, PYTHONPATH=src)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--shapes", shape, "--tasks", str(n),
+           "--grace", str(grace)] + (["--cgroups"] if cgroups else [])
+    out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    t, left, busy = json.loads(out.strip().splitlines()[-1])
+    return float(t), int(left), float(busy)
+
+
+def _cell(runs: list[tuple[float, int, float]], single: bool) -> str:
+    t = statistics.median(r[0] for r in runs)
+    left = max(r[1] for r in runs)
+    return f"{t:.3f} s, {left} left" + ("" if single else " (" + ", ".join(f"{r[0]:.3f}" for r in runs) + ")")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, from: " + ", ".join(SHAPES))
     ap.add_argument("--grace", type=float, default=0.1, help="SIGTERM grace before the kill (s)")
     ap.add_argument("--supervisor-path", help="a dir with supervisor 4.3 installed (pip install --target DIR)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds; each cell is the median")
+    ap.add_argument("--baseline-src", help="another src/ tree, measured in alternation with this one")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cgroups", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     for s in shapes:
         if s not in SHAPES:
             raise SystemExit(f"--shapes: unknown shape {s!r}; choose from {', '.join(SHAPES)}")
+    if args.repeat < 1:
+        raise SystemExit("--repeat: at least 1")
+    _become_subreaper()
+    n = args.tasks
+    if args.worker:
+        print(json.dumps(bench_rawexec(shapes[0], n, args.grace, cgroups=args.cgroups)))
+        return
     from rawexec.containment import detect
 
     cg_ok = os.geteuid() == 0 and detect().enabled
-    _become_subreaper()
-    n = args.tasks
+    modes = [True, False] if cg_ok else [False]
+    this_src = str(Path(__file__).resolve().parents[1] / "src")
+    trees = {"this": this_src}
+    if args.baseline_src:
+        trees["baseline"] = os.path.abspath(args.baseline_src)
+    single = args.repeat == 1
     print(f"stop of {n} tasks per shape; SIGTERM grace {args.grace:g} s; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}; cgroups {'yes' if cg_ok else 'no (not root or none here)'}")
-    cols = ["rawexec" + (" (cgroups)" if cg_ok else ""), "rawexec (none)", "floor"]
+          f"load average {os.getloadavg()[0]:.2f}; cgroups {'yes' if cg_ok else 'no (not root or none here)'}"
+          + ("" if single else f"; {args.repeat} rounds, medians (single runs in brackets)")
+          + (f"; baseline tree {args.baseline_src}, alternating" if args.baseline_src else ""))
+    mode_names = ["cgroups", "none"] if cg_ok else ["none"]
+    cols = [f"rawexec ({m})" for m in mode_names]
+    if args.baseline_src:
+        cols += [f"baseline ({m})" for m in mode_names] + ["ratio"]
+    cols.append("floor")
     if args.supervisor_path:
         cols.append("supervisord 4.3")
-    print(f"{'shape':26s}" + "".join(f"{c:>22s}" for c in cols) + "   target")
+    width = 22 if single else 44
+    print(f"{'shape':26s}" + "".join(f"{c:>{width if c.startswith(('rawexec', 'baseline')) else 22}s}"
+                                      for c in cols) + "   target")
     for shape in shapes:
-        cells = []
-        figures: list[float] = []
-        busy = []
-        if cg_ok:
-            t, left, b = bench_rawexec(shape, n, args.grace, cgroups=True)
-            cells.append(f"{t:.3f} s, {left} left")
-            figures.append(t)
-            busy.append(b)
-        t, left, b = bench_rawexec(shape, n, args.grace, cgroups=False)
-        cells.append(f"{t:.3f} s, {left} left")
-        figures.append(t)
-        busy.append(b)
-        floor = bench_floor(shape, n)
-        cells.append(f"{floor:.3f} s")
+        runs: dict[tuple[str, bool], list[tuple[float, int, float]]] = {(t, m): [] for t in trees for m in modes}
+        floors: list[float] = []
+        for _ in range(args.repeat):
+            for tree, src in trees.items():
+                for m in modes:
+                    runs[tree, m].append(run_worker(src, shape, n, args.grace, m) if args.baseline_src
+                                         else bench_rawexec(shape, n, args.grace, cgroups=m))
+            floors.append(bench_floor(shape, n))
+        cells = [f"{_cell(runs['this', m], single):>{width}s}" for m in modes]
+        if args.baseline_src:
+            cells += [f"{_cell(runs['baseline', m], single):>{width}s}" for m in modes]
+            ratios = [statistics.median(r[0] for r in runs["this", m]) / statistics.median(r[0] for r in
+                                                                                           runs["baseline", m])
+                      for m in modes]
+            cells.append(f"{' / '.join(f'{x:.2f}' for x in ratios):>22s}")
+        cells.append(f"{statistics.median(floors):.3f} s".rjust(22))
         if args.supervisor_path:
-            r = bench_supervisord(args.supervisor_path, shape, n, args.grace)
-            cells.append("failed" if r is None else f"{r[0]:.3f} s, {r[1]} left")
-        worst = max(figures)
-        print(f"{shape:26s}" + "".join(f"{c:>22s}" for c in cells)
+            sr = bench_supervisord(args.supervisor_path, shape, n, args.grace)
+            cells.append(("failed" if sr is None else f"{sr[0]:.3f} s, {sr[1]} left").rjust(22))
+        worst = max(statistics.median(r[0] for r in runs["this", m]) for m in modes)
+        busy = [statistics.median(r[2] for r in runs["this", m]) for m in modes]
+        print(f"{shape:26s}" + "".join(cells)
               + f"   <= {TARGET_S} s: {'met' if worst <= TARGET_S else 'NOT met'} ({worst / TARGET_S:.2f}x)"
               + f"   busy CPU in the window: {' / '.join(f'{x:.2f}' for x in busy)} s")
 
