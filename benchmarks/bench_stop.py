@@ -331,7 +331,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}; cgroups {'yes' if cg_ok else 'no (not root or none here)'}"
           + ("" if single else f"; {args.repeat} rounds, medians (single runs in brackets)")
           + (f"; baseline tree {args.baseline_src}, alternating" if args.baseline_src else ""))
-    mode_names = ["cgroups", "none"] if cg_ok else ["none"]
+    mode_names = ["cgroups" if m else "none" for m in modes]
     cols = [f"rawexec ({m})" for m in mode_names]
     if args.baseline_src:
         cols += [f"baseline ({m})" for m in mode_names] + ["ratio"]
