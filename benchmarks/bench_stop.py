@@ -338,7 +338,7 @@ def main() -> None:
     cols.append("floor")
     if args.supervisor_path:
         cols.append("supervisord 4.3")
-    width = 22 if single else 44
+    width = 22 if single else 21 + 7 * args.repeat  # "0.402 s, 0 left (" and a run each, never run together
     print(f"{'shape':26s}" + "".join(f"{c:>{width if c.startswith(('rawexec', 'baseline')) else 22}s}"
                                       for c in cols) + "   target")
     for shape in shapes:
