@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import uuid
@@ -94,6 +95,29 @@ OK: list[tuple[str, Any]] = [
     ('basename("a/b/")', "b"),
     ('dirname("foo/bar/baz.txt")', "foo/bar"), ('dirname("baz")', "."), ('dirname("/a")', "/"),
     ('dirname("a/b/")', "a/b"),
+    # yaml (go-cty-yaml's rules: quoted is verbatim, plain is guessed, YAML 1.1 booleans; the
+    # yamlencode cases are Terraform's documented examples)
+    ('yamlencode({"a":"b", "c":"d"})', '"a": "b"\n"c": "d"\n'),
+    ('yamlencode({"foo":[1, 2, 3], "bar": "baz"})', '"bar": "baz"\n"foo":\n- 1\n- 2\n- 3\n'),
+    ('yamlencode({"foo":[1, {"a":"b","c":"d"}, 3], "bar": "baz"})',
+     '"bar": "baz"\n"foo":\n- 1\n- "a": "b"\n  "c": "d"\n- 3\n'),
+    ("yamlencode(true)", "true\n...\n"), ("yamlencode(0)", "0\n...\n"), ("yamlencode(null)", "null\n...\n"),
+    ('yamlencode("hello")', '"hello"\n'), ('yamlencode("")', '""\n'), ("yamlencode({})", "{}\n"),
+    ("yamlencode([])", "[]\n"), ("yamlencode(256 * 1.5)", "384\n...\n"),
+    ('yamlencode({ a = "x\\ny", "yes" = "yes" })', '"a": "x\\ny"\n"yes": "yes"\n'),
+    ('yamldecode("a: 1\\nb: true")', {"a": 1, "b": True}),
+    ('yamldecode("[yes, No, off, ~, null, \\"\\", x]")', [True, False, False, None, None, "", "x"]),
+    ('yamldecode("a: \'true\'\\nb: \\"1\\"\\nc: !!str 2\\nd: |\\n  3\\n")',
+     {"a": "true", "b": "1", "c": "2", "d": "3\n"}),
+    ('yamldecode("[12, -12, .5, 1.5, 1e3, 0x1F, 0o17, -0b101, 012, 1_000, +Inf]")',
+     [12, -12, 0.5, 1.5, 1000, 31, 15, -5, 12, "1_000", math.inf]),
+    ('yamldecode("[2006-1-2, 2001-12-14t21:59:43.10-05:00, 2001-12-14 21:59:43]")',
+     ["2006-01-02T00:00:00Z", "2001-12-14T21:59:43-05:00", "2001-12-14T21:59:43Z"]),
+    ('yamldecode("!!bool yes")', True), ('yamldecode("!!int 0x10")', 16),
+    ('yamldecode("!!binary aGVsbG8=")', "aGVsbG8="),
+    ('yamldecode("{1: a, true: b, 1.50: c, <<: d}")', {"1": "a", "true": "b", "1.5": "c", "<<": "d"}),
+    ('yamldecode("foo: &bar\\n  - x\\nbar: *bar")', {"foo": ["x"], "bar": ["x"]}),
+    ('yamldecode("")', None), ('yamldecode("# only a comment")', None),
     # try, can, convert
     ('try(local.nope, "fallback")', "fallback"), ('try({ a = 1 }.b, [1][5], "z")', "z"),
     ('try("first", "second")', "first"), ('can(1 + "a")', False), ('can(upper("a"))', True),
@@ -160,6 +184,18 @@ ERRORS: list[tuple[str, str]] = [
     ("can(1, 2)", "can() takes 1 argument"),
     ('convert("a", number)', 'convert(): invalid value for "value" parameter'),
     ("convert(1, nosuchtype)", "Invalid type specification"),
+    ('yamldecode("a: 1\\n---\\nb: 2")', "yamldecode(): on line 2, column 1: only a single document is allowed"),
+    ('yamldecode(".nan")', "yamldecode(): on line 1, column 1: floating point NaN is not supported"),
+    ('yamldecode("a: &x [1, *x]")', "cannot refer to an anchor from inside its own definition"),
+    ('yamldecode("x: *nope")', "yamldecode(): on line 1, column 4: found undefined alias"),
+    ('yamldecode("!!bool bananas")', 'cannot parse "bananas" as !!bool'),
+    ('yamldecode("!!binary \'>>>>\'")', 'cannot parse ">>>>" as tag:yaml.org,2002:binary: not valid base64'),
+    ('yamldecode("!!nope foo")', 'unsupported tag "tag:yaml.org,2002:nope"'),
+    ('yamldecode("!!map [1]")', "can't interpret sequence as tag:yaml.org,2002:map"),
+    ('yamldecode("? [1]\\n: 2")', "yamldecode(): on line 1, column 3: only strings are allowed as mapping keys"),
+    ('yamldecode("~: 2")', "mapping key cannot be null"),
+    ('yamldecode("{a: [1,")', "yamldecode(): on line 2, column 1: did not find expected node content"),
+    ("yamldecode([])", 'yamldecode(): invalid value for "src" parameter'), ("yamlencode()", "yamlencode() takes 1"),
 ]
 
 
@@ -287,3 +323,24 @@ def test_a_failed_command_is_not_also_reported_missing(expr: str) -> None:
     errs = errors_of(text)
     assert len(errs) == 1, errs
     assert 'there is no function named "uuidv9"' in errs[0]
+
+
+def test_yaml_round_trips_and_folds_long_strings_as_go_yaml() -> None:
+    long = "a very long string with many words in it that goes on and on past the eighty column limit ok"
+    text = value(f'yamlencode({{ k = "{long}", l = ["é\\t\\u0001", "x: y", "- z", "#"] }})')
+    assert text == ('"k": "a very long string with many words in it that goes on and on past the eighty\n'
+                    '  column limit ok"\n"l":\n- "é\\t\\x01"\n- "x: y"\n- "- z"\n- "#"\n')
+    assert value(f'yamldecode(yamlencode({{ k = "{long}", n = [1, 2.5, true, null, {{}}] }}))') == \
+        {"k": long, "n": [1, 2.5, True, None, {}]}
+
+
+def test_yamldecode_shares_aliases_instead_of_expanding_them() -> None:
+    # a "billion laughs" document: 9 levels of 9 aliases each would be 387 million strings expanded
+    doc = "a: &a [x, x, x, x, x, x, x, x, x]\\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\\n" for i in range(8))
+    out = value(f'yamldecode("{doc}").i[0][0][0][0][0][0][0][0]')
+    assert out == ["x"] * 9
+
+
+def test_yaml_functions_keep_runtime_values_for_the_client() -> None:
+    assert value("yamlencode({ a = NOMAD_ALLOC_ID })") == "${yamlencode({ a = NOMAD_ALLOC_ID })}"

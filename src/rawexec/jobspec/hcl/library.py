@@ -9,12 +9,14 @@ from __future__ import annotations
 from rawexec.jobspec.hcl.funcs_collections import COLLECTION_FUNCTIONS
 from rawexec.jobspec.hcl.funcs_encoding import ENCODING_FUNCTIONS
 from rawexec.jobspec.hcl.funcs_files import FILE_FUNCTIONS
+from rawexec.jobspec.hcl.funcs_yaml import YAML_FUNCTIONS
 from rawexec.jobspec.hcl.functions import FUNCTIONS as _CORE
 from rawexec.jobspec.hcl.functions import Func
 
 __all__ = ["ALL_NAMES", "EXPRESSION_FUNCTIONS", "FUNCTIONS", "NOT_SUPPORTED"]
 
-FUNCTIONS: dict[str, Func] = {**_CORE, **COLLECTION_FUNCTIONS, **ENCODING_FUNCTIONS, **FILE_FUNCTIONS}
+FUNCTIONS: dict[str, Func] = {**_CORE, **COLLECTION_FUNCTIONS, **ENCODING_FUNCTIONS, **FILE_FUNCTIONS,
+                           **YAML_FUNCTIONS}
 
 #: Functions evaluated from their argument expressions (in the evaluator).
 EXPRESSION_FUNCTIONS = frozenset({"try", "can", "convert"})
@@ -23,8 +25,6 @@ EXPRESSION_FUNCTIONS = frozenset({"try", "can", "convert"})
 NOT_SUPPORTED: dict[str, str] = {
     "bcrypt": "bcrypt needs a bcrypt library, which is not a dependency; hash the secret outside the job file",
     "rsadecrypt": "rsadecrypt needs an RSA library, which is not a dependency; decrypt outside the job file",
-    "yamldecode": "YAML support needs PyYAML, which is not a dependency; use jsondecode() with JSON input",
-    "yamlencode": "YAML support needs PyYAML, which is not a dependency; use jsonencode()",
 }
 
 ALL_NAMES = frozenset(FUNCTIONS) | EXPRESSION_FUNCTIONS
