@@ -509,3 +509,24 @@ def test_finished_alloc_drops_its_events_json(make_agent: MakeAgent, tag: str) -
     assert events and all(e._api_json is None and e._record_json is None for e in events)
     assert json.loads(ar.committed_stub) == ar.stub()  # encoded anew, the same
     assert json.loads(ar.runners["t"].to_record_json())["state"] == ar.runners["t"].state.to_dict()
+
+
+def test_a_count_no_node_could_hold_is_refused_before_anything_is_placed(make_agent: MakeAgent, tag: str) -> None:
+    # One request with count = 100,000,000 used to build that many allocations in the agent's
+    # memory (3 GB within seconds, the API unanswered). Refused now, naming the field and the bound.
+    from rawexec.errors import InvalidConfigError
+
+    agent = make_agent()
+    total_mb = int(agent.node_obj.attributes["memory.totalbytes"]) // (1 << 20)
+    t0 = time.monotonic()
+    with pytest.raises(InvalidConfigError) as ei:
+        agent.register_job(job_hcl(group("g", task("a", "sleep 100"), task("b", "sleep 100"),
+                                         extra="count = 100000000"), tag, job_id="huge"))
+    assert time.monotonic() - t0 < 1.0
+    msg = str(ei.value)
+    assert 'task group "g": count = 100000000 cannot run on this node' in msg
+    assert f"need 2000000000 MB and the node has {total_mb} MB" in msg and f"at most {total_mb // 20} here" in msg
+    assert agent.list_jobs() == [] and pids_with_tag(tag) == []
+    # a count within the bound is placed as before
+    agent.register_job(job_hcl(group("g", task("t", "true"), extra="count = 3"), tag, job_id="fits"))
+    assert len(wait_terminal(agent, "fits")) == 3

@@ -345,12 +345,34 @@ class Agent:
                        "{ config { enabled = true } }, or run the agent with -dev)")
         return out
 
+    def _check_count_can_fit(self, job: Job) -> None:
+        """Refuse a group whose ``count`` could not run on this node whatever its resources: this
+        agent places every allocation a job asks for (it has no resource feasibility check and no
+        blocked evaluations: see the README), so a count like 100,000,000 would otherwise have it
+        build that many allocations, in memory, in one request. The bound is the node's memory at
+        Nomad's minimum of 10 MB per task, which no job can go below."""
+        try:
+            total_mb = int(self.node_obj.attributes.get("memory.totalbytes", "0")) // (1 << 20)
+        except (AttributeError, ValueError):
+            return
+        if total_mb <= 0:
+            return
+        for g in job.groups:
+            per_alloc = _MIN_TASK_MEMORY_MB * max(1, len(g.tasks))
+            if g.count * per_alloc > total_mb:
+                raise InvalidConfigError(
+                    f'task group "{g.name}": count = {g.count} cannot run on this node: even at the '
+                    f"minimum of {_MIN_TASK_MEMORY_MB} MB per task (resources.memory), {g.count} allocations of "
+                    f"{len(g.tasks)} task(s) need {g.count * per_alloc} MB and the node has {total_mb} MB of memory; "
+                    f"lower count (at most {total_mb // per_alloc} here)")
+
     def register_job(self, job: Job) -> dict[str, Any]:
         """Register (or update) a job, as Nomad's scheduler: allocations whose tasks are unchanged are
         kept (updated in place to the new version), missing ones placed, excess ones (highest index
         first) stopped; a destructive change (see :func:`_tasks_updated`) replaces the allocations.
         An unchanged job is a no-op."""
         self._require_started()
+        self._check_count_can_fit(job)
         api = to_api_json(job)["Job"]
         key = self._job_key(job.id, job.namespace)
         warnings = self._job_warnings(job)
@@ -920,6 +942,10 @@ def _tasks_updated(old: dict[str, Any], new: dict[str, Any], group_name: str) ->
         if bool((x.get("LogConfig") or {}).get("Disabled")) != bool((y.get("LogConfig") or {}).get("Disabled")):
             return True
     return False
+
+
+#: Nomad's smallest ``resources.memory`` (MB): the job validator refuses less.
+_MIN_TASK_MEMORY_MB = 10
 
 
 def _reconcile(live: list[AllocRunner], job: Job, api: dict[str, Any]
