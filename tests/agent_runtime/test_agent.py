@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rawexec.agent.agent import Agent
 from rawexec.errors import NotFoundError
 from tests.agent_runtime.conftest import MakeAgent, event_types, job_hcl, wait_terminal
 from tests.helpers.util import pids_with_tag, wait_until
@@ -530,3 +531,70 @@ def test_a_count_no_node_could_hold_is_refused_before_anything_is_placed(make_ag
     # a count within the bound is placed as before
     agent.register_job(job_hcl(group("g", task("t", "true"), extra="count = 3"), tag, job_id="fits"))
     assert len(wait_terminal(agent, "fits")) == 3
+
+
+def _status(agent: Agent) -> str:
+    api = agent.get_job_api("rs")
+    assert api is not None
+    return str(api["Status"])
+
+
+def _failing(policy: str) -> str:
+    return group("g", task("t", "exit 3"), extra=f'restart {{\n attempts = 0\n mode = "fail"\n }}\n{policy}')
+
+
+def test_failed_allocations_are_rescheduled_as_the_policy_says(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    agent.register_job(job_hcl(_failing('reschedule {\n attempts = 2\n interval = "1h"\n delay = "300ms"\n'
+                                        ' delay_function = "exponential"\n unlimited = false\n }'), tag, job_id="rs"))
+
+    def chain_done() -> bool:
+        allocs = agent.list_allocations("rs")
+        return len(allocs) == 3 and all(a["ClientStatus"] == "failed" for a in allocs) \
+            and _status(agent) == "dead"
+    wait_until(chain_done, 30, 0.05, "three failed allocations of rs")
+    time.sleep(1.5)  # the third is not rescheduled: 2 attempts in the hour were used
+    allocs = sorted((agent.get_allocation(a["ID"]) for a in agent.list_allocations("rs")),
+                    key=lambda a: a["CreateIndex"])
+    assert len(allocs) == 3 and {a["Name"] for a in allocs} == {"rs.g[0]"}
+    first, second, third = allocs
+    assert (first["PreviousAllocation"], first["NextAllocation"]) == ("", second["ID"])
+    assert (second["PreviousAllocation"], second["NextAllocation"]) == (first["ID"], third["ID"])
+    assert (third["PreviousAllocation"], third["NextAllocation"], third["FollowupEvalID"]) == (second["ID"], "", "")
+    assert first["RescheduleTracker"] is None
+    e1, e2 = third["RescheduleTracker"]["Events"]
+    assert (e1["PrevAllocID"], e1["Delay"], e2["PrevAllocID"], e2["Delay"]) == \
+        (first["ID"], 300_000_000, second["ID"], 600_000_000)  # exponential: doubled
+    assert second["RescheduleTracker"]["Events"] == [e1]
+    assert e2["RescheduleTime"] - e1["RescheduleTime"] >= 600_000_000
+    for failed, replacement in ((first, second), (second, third)):
+        ev = agent.get_evaluation(failed["FollowupEvalID"])
+        assert (ev["TriggeredBy"], ev["Status"], ev["PreviousEval"]) == ("alloc-failure", "complete", failed["EvalID"])
+        assert replacement["EvalID"] == ev["ID"] and ev["WaitUntil"].endswith("Z")
+
+
+def test_a_stopped_job_cancels_its_pending_reschedule(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    agent.register_job(job_hcl(_failing('reschedule {\n delay = "2s"\n delay_function = "constant"\n'
+                                        ' unlimited = true\n }'), tag, job_id="rs", job_type="service"))
+    wait_until(lambda: any(a["FollowupEvalID"] for a in agent.list_allocations("rs")), 30, 0.05, "a reschedule")
+    assert _status(agent) == "pending"  # a replacement is due
+    failed = agent.get_allocation(agent.list_allocations("rs")[0]["ID"])
+    assert agent.get_evaluation(failed["FollowupEvalID"])["Status"] == "pending"
+    agent.stop_job("rs")
+    ev = agent.get_evaluation(failed["FollowupEvalID"])
+    assert ev["Status"] == "canceled" and "stopped" in ev["StatusDescription"]
+    time.sleep(2.5)
+    assert len(agent.list_allocations("rs")) == 1 and _status(agent) == "dead"
+
+
+def test_a_pending_reschedule_survives_an_agent_restart(make_agent: MakeAgent, tag: str, tmp_path: Path) -> None:
+    agent = make_agent(data_dir=tmp_path / "d")
+    agent.register_job(job_hcl(_failing('reschedule {\n attempts = 1\n interval = "1h"\n delay = "2s"\n'
+                                        ' delay_function = "constant"\n unlimited = false\n }'), tag, job_id="rs"))
+    wait_until(lambda: any(a["FollowupEvalID"] for a in agent.list_allocations("rs")), 30, 0.05, "a reschedule")
+    agent.shutdown(stop_tasks=False)
+    again = make_agent(data_dir=tmp_path / "d")
+    wait_until(lambda: len(again.list_allocations("rs")) == 2, 10, 0.05, "the replacement after the restart")
+    allocs = wait_terminal(again, "rs")
+    assert sorted(len((a["RescheduleTracker"] or {}).get("Events") or []) for a in allocs) == [0, 1]

@@ -379,3 +379,41 @@ def test_one_spawner_booted_first_and_taken_over(tag: str, state_dir: str, tmp_p
             p.kill()
             p.wait()
     wait_until(lambda: pids_with_tag(tag) == [], 10, msg="processes left after the run")
+
+
+def test_a_failed_allocation_is_rescheduled_and_its_replacement_decides(tag: str, state_dir: str,
+                                                                       tmp_path: Path) -> None:
+    # fails the first time (no marker yet), succeeds on the reschedule: the run follows the
+    # replacement and exits as it did
+    marker = tmp_path / "ran-once"
+    jf = tmp_path / "flaky.nomad.hcl"
+    jf.write_text(f'''job "flaky" {{
+  type = "batch"
+  group "g" {{
+    restart {{
+      attempts = 0
+      mode     = "fail"
+    }}
+    reschedule {{
+      attempts       = 1
+      interval       = "1h"
+      delay          = "500ms"
+      delay_function = "constant"
+      unlimited      = false
+    }}
+    task "t" {{
+      driver = "raw_exec"
+      config {{
+        command = "/bin/sh"
+        args    = ["-c", "if [ -e {marker} ]; then echo second; else touch {marker}; echo first; exit 3; fi"]
+      }}
+    }}
+  }}
+}}
+''')
+    p = run([str(jf)], tag, state_dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "| first" in p.stdout and "| second" in p.stdout
+    assert "failed; rescheduled as" in p.stdout and "(reschedule 1)" in p.stdout
+    summary = p.stdout.split("==> Summary", 1)[1]
+    assert "dead (failed)" in summary and "Exit Code: 0" in summary

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rawexec.agent.agentconfig import AgentConfig
-from rawexec.agent.allocrunner import TERMINAL, AllocRunner, job_meta_key
+from rawexec.agent.allocrunner import CLIENT_FAILED, TERMINAL, AllocRunner, job_meta_key
 from rawexec.agent.eventstream import Event, EventBroker, EventSubscription
 from rawexec.agent.fshint import mark_top_dir
 from rawexec.agent.memory import trim_malloc
@@ -33,6 +33,7 @@ from rawexec.agent.taskrunner import kill_strays_of
 from rawexec.driver import Driver, DriverConfig, ExecSession
 from rawexec.errors import InvalidConfigError, NotFoundError, TaskStateError
 from rawexec.jobspec import Job, TaskGroup, parse_json, to_api_json
+from rawexec.jobspec.model import ReschedulePolicy
 
 __all__ = ["Agent"]
 
@@ -75,6 +76,7 @@ class Agent:
         self._prepared = False
         self._closed = False
         self._purge_waiters: list[threading.Thread] = []
+        self._reschedules: dict[str, threading.Timer] = {}  # by the failed allocation's ID
         self.start_slots = threading.BoundedSemaphore(START_CONCURRENCY)
         self.changes = 0
         """Bumped on every state commit: a cheap "anything new?" check for pollers."""
@@ -210,6 +212,9 @@ class Agent:
                 ar.wait_for = prev
         for ar in runners:
             ar.resume()
+        for ar in runners:  # a reschedule that was due while no agent ran is done now
+            if ar.reschedule_at and not ar.next_allocation and ar.client_status == CLIENT_FAILED:
+                self._arm_reschedule(ar)
         for (ns, job_id), body in list(self._jobs.items()):
             if body.get("RawExecPurge"):
                 self._schedule_purge(ns, job_id)
@@ -234,6 +239,9 @@ class Agent:
                 ar.wait(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._closed = True
+            for timer in self._reschedules.values():  # (kept in the allocations: the next agent re-arms them)
+                timer.cancel()
+            self._reschedules.clear()
             for ar in self._allocs.values():
                 ar.detach()
         self.persister.close()
@@ -244,9 +252,16 @@ class Agent:
     def stop_all(self, *, force: bool = False, job: tuple[str, str] | None = None) -> None:
         """Stop every allocation, or with ``job`` (namespace, job id) that job's (``force``: SIGKILL at
         once, skip shutdown delays and poststop tasks)."""
+        self._cancel_reschedules(job)
         for ar in self._allocs_of(job):
             if not ar.terminal:
                 ar.stop("agent shutting down", force=force)
+
+    def _cancel_reschedules(self, job: tuple[str, str] | None) -> None:
+        """Drop the pending reschedules of ``job`` (of every job: None): their evaluations are canceled."""
+        for ar in self._allocs_of(job):
+            if ar.reschedule_at and not ar.next_allocation:
+                self._reschedule(ar.alloc_id, cancel=True)
 
     def _allocs_of(self, job: tuple[str, str] | None) -> list[AllocRunner]:
         """Every allocation, or those of ``job`` (namespace, job id)."""
@@ -324,6 +339,8 @@ class Agent:
         return self._broker.subscribe(index)
 
     def alloc_finished(self, ar: AllocRunner) -> None:
+        if ar.client_status == CLIENT_FAILED:
+            self._plan_reschedule(ar)
         self._refresh_job_status(ar.job.namespace, ar.job.id)
         nxt = self._allocs.get(ar.next_allocation) if ar.next_allocation else None
         # the replacement waited for this one; before its first commit, its creator advances it
@@ -390,6 +407,8 @@ class Agent:
                     self._record_eval(tx, self._new_eval(eval_id, prev, "job-register", tx.bump()))
                 return {"EvalID": eval_id, "EvalCreateIndex": 0, "JobModifyIndex": prev["JobModifyIndex"],
                         "Warnings": "\n".join(warnings), "Index": prev["ModifyIndex"]}
+            # this registration places what is missing, a pending reschedule's replacement included
+            self._cancel_reschedules(key)
             version = 0 if prev is None else int(prev.get("Version", 0)) + 1
             now = time.time_ns()
             api.update({"Version": version, "Stop": False, "Status": "pending", "StatusDescription": "",
@@ -451,6 +470,8 @@ class Agent:
         allocs = self._job_allocs(api["ID"], api.get("Namespace", "default"))
         if any(not a.terminal for a in allocs):
             return "running"
+        if not api.get("Stop") and any(a.reschedule_at and not a.next_allocation for a in allocs):
+            return "pending"  # a replacement is due (a pending evaluation, in Nomad's terms)
         if api.get("Stop") or allocs:
             return "dead"
         return "pending"
@@ -562,6 +583,7 @@ class Agent:
             self._jobs_changed(idx)
             allocs = [a for a in self._job_allocs(job_id, namespace) if not a.terminal]
         self.publish("Job", "JobDeregistered", job_id, idx, {"Job": api}, namespace=namespace)
+        self._cancel_reschedules(key)
         for a in allocs:
             a.stop("alloc not needed as job is stopped")
         if purge:
@@ -714,6 +736,92 @@ class Agent:
             new.advance()
         self._refresh_job_status(*key)
         return {"EvalID": eval_id, "Index": idx}
+
+    # ------------------------------------------------------------------ rescheduling
+    def _plan_reschedule(self, ar: AllocRunner) -> None:
+        """A failed allocation of a running service or batch job: as Nomad's scheduler, place a
+        replacement (same name, ``PreviousAllocation``, the ``RescheduleTracker`` extended) after the
+        delay of the group's ``reschedule`` policy, if the policy has an attempt left. The pending
+        replacement is an evaluation (``alloc-failure``, ``WaitUntil``) named by the allocation's
+        ``FollowupEvalID``; the job is "pending" meanwhile, and a stop of the job cancels it."""
+        key = (ar.job.namespace, ar.job.id)
+        with self._lock:
+            api = self._jobs.get(key)
+            if (api is None or api.get("Stop") or self._closed or ar.desired_status != "run" or ar.next_allocation
+                    or ar.followup_eval_id or ar.job.type not in ("service", "batch")):
+                return
+            group = next((g for g in self._current_job(ar, api).groups if g.name == ar.group.name), None)
+            if group is None:
+                return
+            now = time.time_ns()
+            delay = reschedule_delay(group.reschedule, ar.reschedule_events, now)
+            if delay is None:
+                return
+            eval_id = str(uuid.uuid4())
+            ar.followup_eval_id = eval_id
+            ar.reschedule_at = now + delay
+            with self.store.transaction() as tx:
+                ev = self._new_eval(eval_id, api, "alloc-failure", tx.bump())
+                ev.update(Status="pending", WaitUntil=_rfc3339(ar.reschedule_at), PreviousEval=ar.eval_id,
+                          StatusDescription="created for delayed rescheduling")
+                self._record_eval(tx, ev)
+        ar.persist(wait=False)
+        self._arm_reschedule(ar)
+
+    def _arm_reschedule(self, ar: AllocRunner) -> None:
+        delay = max(0.0, (ar.reschedule_at - time.time_ns()) / 1e9)
+        timer = threading.Timer(delay, self._reschedule, (ar.alloc_id,))
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return
+            old = self._reschedules.pop(ar.alloc_id, None)
+            if old is not None:
+                old.cancel()
+            self._reschedules[ar.alloc_id] = timer
+        timer.start()
+
+    def _reschedule(self, alloc_id: str, *, cancel: bool = False) -> None:
+        """The delay is over: place the replacement, unless the job was stopped (or replaced)
+        meanwhile; ``cancel``: do not place it (the job's allocations are being stopped)."""
+        new: AllocRunner | None = None
+        with self._lock:
+            timer = self._reschedules.pop(alloc_id, None)
+            if timer is not None:
+                timer.cancel()
+            ar = self._allocs.get(alloc_id)
+            if self._closed or ar is None or ar.next_allocation or not ar.reschedule_at:
+                return
+            key = (ar.job.namespace, ar.job.id)
+            api = self._jobs.get(key)
+            job = None if api is None or api.get("Stop") or cancel else self._current_job(ar, api)
+            group = None if job is None else next((g for g in job.groups if g.name == ar.group.name), None)
+            ev = dict(self._evals.get(ar.followup_eval_id) or {})
+            if job is not None and group is not None and api is not None:
+                new = AllocRunner(self, str(uuid.uuid4()), job, api, group, ar.index, eval_id=ar.followup_eval_id)
+                new.previous_allocation = ar.alloc_id
+                new.reschedule_events = [*ar.reschedule_events, {
+                    "RescheduleTime": time.time_ns(), "PrevAllocID": ar.alloc_id, "PrevNodeID": self.node_obj.id,
+                    "Delay": next_delay(group.reschedule, ar.reschedule_events)}]
+                ar.next_allocation = new.alloc_id
+                self._allocs[new.alloc_id] = new
+            ar.reschedule_at = 0
+            if ev:
+                with self.store.transaction() as tx:
+                    idx = tx.bump()
+                    ev.update(Status="complete" if new is not None else "canceled", ModifyIndex=idx,
+                              ModifyTime=time.time_ns(), StatusDescription="" if new is not None else
+                              "the job was stopped before the rescheduling delay was over")
+                    self._record_eval(tx, ev)
+        if new is not None:
+            new.start()
+            self.persister.flush()
+            new.advance()
+        ar.persist(wait=False)
+        self._refresh_job_status(*key)
+
+    def _current_job(self, ar: AllocRunner, api: dict[str, Any]) -> Job:
+        return ar.job if ar.job_api.get("Version") == api.get("Version") else job_from_api(api)
 
     # ------------------------------------------------------------------ evaluations
     def _new_eval(self, eval_id: str, api: dict[str, Any], triggered_by: str, idx: int) -> dict[str, Any]:
@@ -942,6 +1050,41 @@ def _tasks_updated(old: dict[str, Any], new: dict[str, Any], group_name: str) ->
         if bool((x.get("LogConfig") or {}).get("Disabled")) != bool((y.get("LogConfig") or {}).get("Disabled")):
             return True
     return False
+
+
+def next_delay(policy: ReschedulePolicy, events: list[dict[str, Any]]) -> int:
+    """The delay (ns) before the next reschedule, after ``events`` (Nomad's RescheduleTracker):
+    ``constant`` the policy's delay; ``exponential`` the last delay doubled; ``fibonacci`` the sum
+    of the last two; the last two capped at ``max_delay``."""
+    base = int(policy.delay * 1e9)
+    delays = [int(e.get("Delay", 0)) for e in events]
+    if policy.delay_function == "exponential" and delays:
+        d = delays[-1] * 2
+    elif policy.delay_function == "fibonacci" and len(delays) >= 2:
+        d = delays[-1] + delays[-2]
+    else:
+        d = base
+    if policy.delay_function != "constant" and policy.max_delay > 0:
+        d = min(d, int(policy.max_delay * 1e9))
+    return max(d, 0)
+
+
+def reschedule_delay(policy: ReschedulePolicy, events: list[dict[str, Any]], now: int) -> int | None:
+    """The delay (ns) before a failed allocation is replaced, or None when its group's policy has no
+    attempt left: ``attempts`` within the last ``interval`` (all of them when ``unlimited``)."""
+    if not policy.unlimited:
+        window = int(policy.interval * 1e9)
+        recent = [e for e in events if now - int(e.get("RescheduleTime", 0)) < window]
+        if policy.attempts <= 0 or len(recent) >= policy.attempts:
+            return None
+    return next_delay(policy, events)
+
+
+def _rfc3339(ns: int) -> str:
+    """Go's time.Time in JSON (RFC 3339 with nanoseconds, UTC)."""
+    secs, frac = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
 
 
 #: Nomad's smallest ``resources.memory`` (MB): the job validator refuses less.

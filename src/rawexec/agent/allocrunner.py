@@ -62,8 +62,10 @@ class AllocRunner:
     __slots__ = ("__weakref__", "_advancing", "_dirty", "_done", "_killing_all", "_lock", "_ports_deferred",
                  "_restored_handles", "agent", "alloc_dir", "alloc_id", "client_description", "client_status",
                  "committed_stub", "create_index", "create_time", "desired_description", "desired_status",
-                 "detached", "eval_id", "group", "index", "job", "job_api", "modify_index", "modify_time", "name",
-                 "next_allocation", "ports", "previous_allocation", "runners", "short", "stub_cut", "wait_for")
+                 "detached", "eval_id", "followup_eval_id", "group", "index", "job", "job_api", "modify_index",
+                 "modify_time", "name",
+                 "next_allocation", "ports", "previous_allocation", "reschedule_at", "reschedule_events", "runners",
+                 "short", "stub_cut", "wait_for")
 
     def __init__(self, agent: Agent, alloc_id: str, job: Job, job_api: dict[str, Any], group: TaskGroup,
                  index: int, *, eval_id: str, create_time: int | None = None) -> None:
@@ -78,6 +80,12 @@ class AllocRunner:
         self.previous_allocation = ""
         """The allocation this one replaces (``alloc stop``, a destructive update), as Nomad's field."""
         self.next_allocation = ""
+        self.followup_eval_id = ""
+        """The evaluation that will place this failed allocation's replacement (Nomad's field)."""
+        self.reschedule_at = 0
+        """When (ns since the epoch) the replacement is due; 0: no reschedule pending."""
+        self.reschedule_events: list[dict[str, Any]] = []
+        """Nomad's RescheduleTracker events: the reschedules that led to this allocation."""
         self.wait_for: AllocRunner | None = None
         """The allocation this one replaces on this node: its tasks start once that one is done (as
         Nomad's client waits for a local previous allocation; its ports are free by then)."""
@@ -140,6 +148,8 @@ class AllocRunner:
                "JobKey": job_meta_key(self.job_api)}
         if self._ports_deferred:
             out["PortsDeferred"] = True
+        if self.reschedule_at:
+            out["RescheduleAt"] = self.reschedule_at
         return out
 
     def body(self, stub: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -166,7 +176,8 @@ class AllocRunner:
             "JobType": self.job.type, "JobVersion": int(self.job_api.get("Version", 0)),
             "TaskGroup": self.group.name, "DesiredStatus": self.desired_status,
             "DesiredDescription": self.desired_description, "ClientStatus": self.client_status,
-            "ClientDescription": self.client_description, "FollowupEvalID": "",
+            "ClientDescription": self.client_description, "FollowupEvalID": self.followup_eval_id,
+            "RescheduleTracker": {"Events": self.reschedule_events} if self.reschedule_events else None,
             "PreviousAllocation": self.previous_allocation, "NextAllocation": self.next_allocation,
             "CreateIndex": self.create_index, "ModifyIndex": self.modify_index,
             "AllocModifyIndex": self.create_index, "CreateTime": self.create_time, "ModifyTime": self.modify_time,
@@ -242,6 +253,9 @@ class AllocRunner:
         ar.desired_description = body.get("DesiredDescription", "")
         ar.previous_allocation = str(body.get("PreviousAllocation") or "")
         ar.next_allocation = str(body.get("NextAllocation") or "")
+        ar.followup_eval_id = str(body.get("FollowupEvalID") or "")
+        ar.reschedule_events = list((body.get("RescheduleTracker") or {}).get("Events") or [])
+        ar.reschedule_at = int(priv.get("RescheduleAt", 0))
         ar.client_status = body.get("ClientStatus", CLIENT_PENDING)
         ar.client_description = body.get("ClientDescription", "")
         ar.create_index = int(body.get("CreateIndex", 0))

@@ -268,8 +268,9 @@ class _EventPrinter:
 def _summary(allocs: list[AllocRunner]) -> tuple[str, bool]:
     rows = []
     ok = True
-    for ar in allocs:
-        ok = ok and ar.client_status == "complete"
+    followed = {ar.alloc_id for ar in allocs}
+    for ar in allocs:  # (a rescheduled allocation's outcome is its replacement's)
+        ok = ok and (ar.client_status == "complete" or ar.next_allocation in followed)
         for name, r in ar.runners.items():
             st = r.state
             code = ""
@@ -435,8 +436,14 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                 # rule): show that run's result, and exit as it did
                 prior = [a for a in agent._allocs.values() if (a.job.namespace, a.job.id) == mine]
                 if prior:
-                    last = max(prior, key=lambda a: (a.create_index, a.alloc_id)).eval_id
-                    allocs = [a for a in prior if a.eval_id == last]
+                    # that run: the allocations its registration placed, and their reschedules
+                    placed = [a for a in prior if a.previous_allocation not in agent._allocs] or prior
+                    last = max(placed, key=lambda a: (a.create_index, a.alloc_id)).eval_id
+                    allocs = [a for a in placed if a.eval_id == last]
+                    for a in allocs:  # (the list grows as it is walked: each replacement's own replacement)
+                        nxt = agent._allocs.get(a.next_allocation)
+                        if nxt is not None and nxt not in allocs:
+                            allocs.append(nxt)
                     sys.stderr.write(
                         f"==> Job {job.id!r} is unchanged and its last run in {agent.data_dir} has finished: "
                         "showing that run's result. To run it again, change the job, or purge it with an "
@@ -531,7 +538,21 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                         last_sig = sig
                         live.update(_table(allocs), refresh=True)
                 if all(a.terminal for a in allocs):
-                    break
+                    # a failed allocation's replacement (rescheduling) is followed too; while one is
+                    # due the job is not over, unless it is being stopped
+                    followed = {a.alloc_id for a in allocs}
+                    more = [(a, agent._allocs[a.next_allocation]) for a in allocs
+                            if a.next_allocation not in followed and a.next_allocation in agent._allocs]
+                    for prev, a in more:
+                        allocs.append(a)
+                        pump.add_alloc(a, _label(a))
+                        _say(out, lock, live, f"==> {prev.short}: failed; rescheduled as {a.short} "
+                                              f"(reschedule {len(a.reschedule_events)})\n")
+                    if more:
+                        allocs.sort(key=lambda a: (a.group.name, a.index, a.create_time))
+                        continue
+                    if stopping or not any(a.reschedule_at and not a.next_allocation for a in allocs):
+                        break
                 timeout: float | None = interval
                 if starting:
                     timeout = max(interval, 0.3)
