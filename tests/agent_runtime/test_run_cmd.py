@@ -417,3 +417,15 @@ def test_a_failed_allocation_is_rescheduled_and_its_replacement_decides(tag: str
     assert "failed; rescheduled as" in p.stdout and "(reschedule 1)" in p.stdout
     summary = p.stdout.split("==> Summary", 1)[1]
     assert "dead (failed)" in summary and "Exit Code: 0" in summary
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a task as another user needs root")
+def test_a_task_run_as_another_user_can_write_its_task_dir(tag: str, state_dir: str, tmp_path: Path) -> None:
+    # run's private data dir came from mkdtemp (0700): "nobody" could not reach its own task dir
+    jf = tmp_path / "nobody.nomad.hcl"
+    jf.write_text('job "nb" {\n type = "batch"\n group "g" {\n task "t" {\n driver = "raw_exec"\n'
+                  ' user = "nobody"\n config {\n command = "/bin/sh"\n'
+                  ' args = ["-c", "touch $NOMAD_TASK_DIR/x && echo wrote as $(id -un)"]\n }\n }\n }\n}\n')
+    p = run([str(jf)], tag, state_dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "| wrote as nobody" in p.stdout

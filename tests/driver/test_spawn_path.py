@@ -144,6 +144,8 @@ def test_vfork_launch_failures_name_the_stage(argv: list[str], cwd: str, env: di
     finally:
         os.close(null)
     assert (ei.value.stage, ei.value.errno) == (stage, err)
+    if env:  # the key is named
+        assert "illegal environment variable name 'A=B'" in str(ei.value)
 
 
 def test_lazy_logger_keeps_logging_unimported_until_a_warning() -> None:

@@ -323,6 +323,9 @@ def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir
             # a private temp data dir: start the agent (and the driver's spawner process) first, so
             # the spawner boots while the job file is parsed
             tmp = data_dir = tempfile.mkdtemp(prefix="rawexec-run-")
+            # (mkdtemp makes it 0700: a task run as another user, user = "nobody", could not reach
+            # its task dir below it; the alloc dirs themselves are 0755/0777, as Nomad's)
+            os.chmod(data_dir, 0o711)
             # no later agent will know this data dir: should this process die without stopping
             # the tasks (kill -9, a crash), their shims stop them -- unless asked to leave them
             agent = _start_agent(data_dir, stop_tasks_with_driver=not detach)

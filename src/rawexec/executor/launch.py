@@ -330,7 +330,8 @@ def _vfork_exec(argv: Sequence[str], env: Mapping[str, str], cwd: str, stdio: tu
     for k, v in env.items():
         kb = k.encode("utf-8", "surrogateescape")
         if b"=" in kb:
-            raise LaunchFailure("exec", errno.EINVAL, "illegal environment variable name")
+            raise LaunchFailure("exec", errno.EINVAL, f"illegal environment variable name {k!r}: a name cannot "
+                                "contain '='")
         env_list.append(kb + b"=" + v.encode("utf-8", "surrogateescape"))
     exe = argv[0].encode("utf-8", "surrogateescape")
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
