@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -161,6 +163,91 @@ def test_failed_task_kills_sibling_and_leader(make_agent: MakeAgent, tag: str) -
     (b,) = wait_terminal(agent, "lead")
     assert b["ClientStatus"] == "complete"
     assert "Leader Task Dead" in event_types(b, "long")
+    assert pids_with_tag(tag) == []
+
+
+# A task that records when it gets SIGINT and, ``linger`` seconds later, when it exits.
+_RECORDER = """
+import os, signal, sys, time
+name, linger = sys.argv[1], float(sys.argv[2])
+out = os.path.join(os.environ["NOMAD_ALLOC_DIR"], name)
+def on_int(signum, frame):
+    with open(out, "a") as f:
+        f.write(f"int {time.monotonic()}\\n")
+    time.sleep(linger)
+    with open(out, "a") as f:
+        f.write(f"exit {time.monotonic()}\\n")
+    os._exit(0)
+signal.signal(signal.SIGINT, on_int)
+open(out + ".ready", "w").close()
+while True:
+    time.sleep(1)
+"""
+
+
+def recorder(name: str, linger: float, extra: str = "") -> str:
+    return f'''
+    task "{name}" {{
+      driver = "raw_exec"
+      config {{
+        command = "{sys.executable}"
+        args    = ["-c", {json.dumps(_RECORDER)}, "{name}", "{linger}"]
+      }}
+      {extra}
+    }}'''
+
+
+def recorded(alloc_dir: str, name: str) -> dict[str, float]:
+    lines = Path(alloc_dir, "alloc", name).read_text().split("\n")
+    return {k: float(v) for k, v in (ln.split() for ln in lines if ln)}
+
+
+@pytest.mark.parametrize("with_leader", [False, True], ids=["main", "leader"])
+def test_sidecars_are_killed_after_the_other_tasks(make_agent: MakeAgent, tag: str, with_leader: bool) -> None:
+    # Nomad's killTasks: the leader, then the other non-sidecar tasks, then (once those are dead)
+    # the sidecars; poststop tasks after all of them.
+    agent = make_agent()
+    side = 'lifecycle {\n hook = "prestart"\n sidecar = true\n}'
+    tasks = [recorder("main", 0.4), recorder("side", 0.0, side), recorder("pside", 0.0, side.replace("pre", "post")),
+             task("stop", "echo done > $NOMAD_ALLOC_DIR/stop", 'lifecycle { hook = "poststop" }')]
+    if with_leader:
+        tasks.append(recorder("lead", 0.4, "leader = true"))
+    agent.register_job(job_hcl(group("g", *tasks), tag, job_id="side", job_type="service"))
+    wait_until(lambda: [a["ClientStatus"] for a in agent.list_allocations("side")] == ["running"], 30)
+    aid = agent.list_allocations("side")[0]["ID"]
+    ar = agent.allocation_runner(aid)
+    names = ["main", "side", "pside"] + (["lead"] if with_leader else [])
+    wait_until(lambda: all(Path(ar.alloc_dir, "alloc", f"{n}.ready").exists() for n in names), 30)
+    agent.stop_allocation(aid)
+    assert ar.wait(30)
+    t = {n: recorded(ar.alloc_dir, n) for n in names}
+    for s in ("side", "pside"):
+        assert t[s]["int"] >= t["main"]["exit"], t  # not while main was still running
+        assert "Killed" in event_types(ar.full(), s)
+    if with_leader:
+        assert t["main"]["int"] >= t["lead"]["exit"], t
+    assert Path(ar.alloc_dir, "alloc", "stop").exists()
+    assert ar.full()["ClientStatus"] == "complete"
+    assert pids_with_tag(tag) == []
+
+
+def test_a_failed_task_tells_every_task_at_once_then_kills_sidecars_last(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    side = 'lifecycle {\n hook = "prestart"\n sidecar = true\n}'
+    rp = 'restart {\n attempts = 0\n mode = "fail"\n}'
+    fail = "until [ -e $NOMAD_ALLOC_DIR/main.ready ] && [ -e $NOMAD_ALLOC_DIR/side.ready ]; do sleep 0.02; done; exit 3"
+    agent.register_job(job_hcl(group("g", recorder("main", 0.4), recorder("side", 0.0, side), task("bad", fail),
+                                     extra=rp), tag, job_id="sf"))
+    (a,) = wait_terminal(agent, "sf")
+    assert a["ClientStatus"] == "failed"
+    t = {n: recorded(agent.alloc_dir(a["ID"]), n) for n in ("main", "side")}
+    assert t["side"]["int"] >= t["main"]["exit"], t
+    for n in ("main", "side"):
+        assert event_types(a, n)[-4:] == ["Sibling Task Failed", "Killing", "Terminated", "Killed"]
+    side_events = {e["Type"]: e["Time"] for e in a["TaskStates"]["side"]["Events"]}
+    main_events = {e["Type"]: e["Time"] for e in a["TaskStates"]["main"]["Events"]}
+    # the reason reaches the sidecar when the failure is seen, not after main has been stopped
+    assert side_events["Sibling Task Failed"] < main_events["Killed"]
     assert pids_with_tag(tag) == []
 
 

@@ -81,6 +81,22 @@ def test_vars_and_data_dir(tag: str, state_dir: str, tmp_path: Path) -> None:
     assert (data / "state.db").exists()  # kept: it was given
 
 
+def test_job_from_standard_input(tag: str, state_dir: str, tmp_path: Path) -> None:
+    # `rawexec run -` (Nomad's `job run -`): relative paths (file()) are relative to the current directory
+    (tmp_path / "greeting.txt").write_text("hi-from-cwd")
+    text = (ROOT / "examples" / "hello.nomad.hcl").read_text().replace('default = "hello"',
+                                                                       'default = file("greeting.txt")')
+    assert 'file("greeting.txt")' in text
+    p = subprocess.run([*CMD, "-"], input=text, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env=_env(tag, state_dir), check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "/say | hi-from-cwd from say in alloc " in p.stdout
+    assert pids_with_tag(tag) == []
+    p = subprocess.run([*CMD, "-"], input='job "x" {\n', capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path, env=_env(tag, state_dir), check=False)
+    assert p.returncode != 0 and "<stdin>:2:1: " in p.stderr, p.stderr
+
+
 def test_failing_batch_job_exits_nonzero(tag: str, state_dir: str, tmp_path: Path) -> None:
     jf = tmp_path / "fail.nomad.hcl"
     jf.write_text('''job "fail" {

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from rawexec.cli.main import cli
@@ -72,3 +73,26 @@ def test_installed_entry_point_runs_validate() -> None:
                            str(CORPUS / "artifact.nomad.hcl")], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "Job validation successful"
+
+
+def test_job_file_dash_reads_standard_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nomad's `job run -`: the job comes from stdin; file() paths are relative to the current directory
+    (tmp_path / "greeting.txt").write_text("from-cwd")
+    monkeypatch.chdir(tmp_path)
+    text = (CORPUS / "sleep.nomad.hcl").read_text().replace(
+        'driver = "raw_exec"', 'driver = "raw_exec"\n      meta { g = file("greeting.txt") }', 1)
+
+    def run_stdin(*args: str, stdin: str) -> tuple[int, str, str]:
+        r = CliRunner().invoke(cli, list(args), input=stdin, catch_exceptions=False)
+        return r.exit_code, r.stdout, r.stderr
+
+    code, api, err = run_stdin("job", "run", "-output", "-", stdin=text)
+    assert code == 0, err
+    (task,) = json.loads(api)["Job"]["TaskGroups"][0]["Tasks"]
+    assert task["Meta"] == {"g": "from-cwd"}
+    assert run_stdin("job", "validate", "-", stdin=text)[:2] == (0, "Job validation successful\n")
+    # API JSON too (`rawexec job inspect web | rawexec job run -json -`)
+    code, again, err = run_stdin("job", "run", "-json", "-output", "-", stdin=api)
+    assert code == 0 and json.loads(again) == json.loads(api), err
+    code, _, err = run_stdin("job", "validate", "-", stdin='job "x" {\n  group "g" {\n')
+    assert code == 1 and "  * <stdin>:3:1: " in err, err

@@ -140,3 +140,60 @@ def test_parse_hcl_base_dir_for_file(tmp_path: Path) -> None:
     text = task_job('user = file("inc.txt")')
     assert parse_hcl(text, base_dir=str(tmp_path), env={}).groups[0].tasks[0].user == "content"
     assert any('no file exists at "inc.txt"' in e for e in errors_of(text, base_dir="/nonexistent"))
+
+
+def _user(decl: str, expr: str, **kw: object) -> str:
+    return str(parse(decl + task_job(f"user = {expr}"), **kw).groups[0].tasks[0].user)
+
+
+def test_optional_object_attribute_may_be_absent_and_is_null() -> None:
+    decl = ('variable "o" {\n type = object({ name = string, size = optional(number) })\n'
+            ' default = { name = "o" }\n}\n')
+    assert _user(decl, '"${var.o.name}:${var.o.size == null}"') == "o:true"
+    assert _user(decl, '"${var.o.name}:${var.o.size}"', variables={"o": '{ name = "v", size = "7" }'}) == "v:7"
+
+
+def test_optional_with_default_fills_absent_and_null_attributes() -> None:
+    decl = ('variable "o" {\n type = object({ name = string, size = optional(number, 3) })\n'
+            ' default = { name = "o" }\n}\n')
+    assert _user(decl, '"${var.o.name}:${var.o.size}"') == "o:3"
+    assert _user(decl, "jsonencode(var.o)", variables={"o": '{ name = "v", size = null }'}) == '{"name":"v","size":3}'
+    assert _user(decl, "jsonencode(var.o)", env={"NOMAD_VAR_o": '{ name = "e", size = 9 }'}) == '{"name":"e","size":9}'
+
+
+def test_optional_in_nested_objects_and_collections_of_objects(tmp_path: Path) -> None:
+    decl = ('variable "svcs" {\n type = list(object({\n  name = string\n  port = optional(number, 80)\n'
+            '  check = optional(object({ path = optional(string, "/health"), interval = optional(string) }), {})\n'
+            ' }))\n default = [{ name = "a" }, { name = "b", port = 81, check = { path = "/b" } }]\n}\n'
+            'variable "byname" {\n type = map(object({ tags = optional(list(string), []) }))\n'
+            ' default = { x = {}, y = { tags = ["t"] } }\n}\n')
+    assert _user(decl, "jsonencode(var.svcs)") == (
+        '[{"check":{"interval":null,"path":"/health"},"name":"a","port":80},'
+        '{"check":{"interval":null,"path":"/b"},"name":"b","port":81}]')
+    assert _user(decl, "jsonencode(var.byname)") == '{"x":{"tags":[]},"y":{"tags":["t"]}}'
+    vf = tmp_path / "v.hcl"
+    vf.write_text('svcs = [{ name = "f", check = { interval = "5s" } }]\n')
+    assert _user(decl, "jsonencode(var.svcs)", var_files=[str(vf)]) == (
+        '[{"check":{"interval":"5s","path":"/health"},"name":"f","port":80}]')
+
+
+def test_optional_errors() -> None:
+    def errs(type_expr: str, default: str = "null") -> list[str]:
+        return errors_of(f'variable "o" {{\n type = {type_expr}\n default = {default}\n}}\n' + task_job(""))
+
+    assert any('Invalid default value for optional attribute: cannot convert "zz" to number' in e
+               and 'the type of attribute "size" is number' in e
+               for e in errs('object({ size = optional(number, "zz") })'))
+    assert any('the keyword "optional" is valid only as a modifier for object type attributes' in e
+               for e in errs("list(optional(string))"))
+    assert any("the optional attribute modifier takes the attribute type and an optional default value, "
+               "got 3 argument(s)" in e for e in errs("object({ a = optional(string, 1, 2) })"))
+    # A required attribute is still required, wherever the object is; the message says where.
+    assert any('Invalid default value for variable: element 1: attribute "name" is required' in e
+               and "list(object({name=string, size=optional(number)}))" in e
+               for e in errs("list(object({ name = string, size = optional(number) }))", '[{ name = "a" }, {}]'))
+
+
+def test_convert_function_takes_optional_attributes() -> None:
+    assert _user("", 'jsonencode(convert({ a = 1 }, object({ a = string, b = optional(bool, true) })))') == (
+        '{"a":"1","b":true}')

@@ -4,7 +4,8 @@ Lifecycle (Nomad's): prestart tasks first (sidecars keep running; the others mus
 successfully), then the main tasks, poststart tasks once every main task has started, and
 poststop tasks once every other task is dead. A failed task kills its siblings (``Sibling Task
 Failed``); a dead leader kills the rest (``Leader Task Dead``); when every main task is dead
-the sidecars are stopped (``Main Tasks Dead``).
+the sidecars are stopped (``Main Tasks Dead``). Tasks are killed in Nomad's order: the leader,
+then the other non-sidecar tasks, then the sidecars once those are dead (:meth:`AllocRunner._kill_all`).
 """
 
 from __future__ import annotations
@@ -401,7 +402,9 @@ class AllocRunner:
         poststart = [r for r in rs if r.lifecycle == "poststart"]
         poststop = [r for r in rs if r.lifecycle == "poststop"]
         others = [r for r in rs if r.lifecycle != "poststop"]
-        if not self._killing_all:
+        if self._killing_all:
+            self._kill_next_phase(others)
+        else:
             failed = next((r for r in others if r.dead and r.state.failed), None)
             leader = next((r for r in others if r.task.leader and r.dead), None)
             if self.desired_status != "run":
@@ -430,10 +433,42 @@ class AllocRunner:
             self._finish()
 
     def _kill_all(self, runners: list[TaskRunner], event: TaskEvent | None, *, force: bool = False) -> None:
+        """Kill ``runners`` as Nomad's ``killTasks``: ``event`` (the reason) goes to every live one at
+        once; then the leader is killed, then the other non-sidecar tasks, and the sidecars only once
+        those are dead, so that a sidecar (a proxy, a log shipper) outlives the tasks it serves.
+        ``force`` kills them all at once. The later phases are begun by :meth:`advance`."""
         self._killing_all = True
-        for r in runners:
-            if not r.dead:
-                r.kill(event, force=force)
+        if force:
+            for r in runners:
+                if not r.dead:
+                    r.kill(event, force=True)
+            return
+        if event is not None:
+            for r in runners:
+                if not r.dead:
+                    r.note_kill(event)
+        self._kill_next_phase(runners)
+
+    def _kill_next_phase(self, runners: list[TaskRunner]) -> None:
+        """Kill the tasks of the first phase of ``runners`` with a live task; the next phase begins
+        when they are all dead, or once they are past their kill deadline (logged)."""
+        for phase in _kill_phases(runners):
+            live = [r for r in phase if not r.dead]
+            if not live:
+                continue
+            fresh = [r for r in live if not r.kill_started]
+            for r in fresh:
+                r.kill()
+            left = max(r.kill_deadline() for r in live) - time.monotonic()
+            if left > 0:
+                if fresh:  # one wake-up per phase, for a task that outlives its deadline
+                    timer = threading.Timer(left + 0.05, self.advance)
+                    timer.daemon = True
+                    timer.start()
+                return
+            if any(not r.dead and not r.kill_started for r in runners):  # once: before the next phase's kill
+                log.warning("allocation %s: %s still not dead after their kill timeout; killing the next tasks",
+                            self.alloc_id, ", ".join(sorted(r.name for r in live)))
 
     def _finish(self) -> None:
         if self._done.is_set():
@@ -487,3 +522,10 @@ class AllocRunner:
 
     def detach(self) -> None:
         self.detached = True
+
+
+def _kill_phases(runners: list[TaskRunner]) -> list[list[TaskRunner]]:
+    """The order of Nomad's ``killTasks``: the leader, the other non-sidecar tasks, the sidecars."""
+    leader = [r for r in runners if r.task.leader]
+    rest = [r for r in runners if not r.task.leader]
+    return [leader, [r for r in rest if not r.sidecar], [r for r in rest if r.sidecar]]

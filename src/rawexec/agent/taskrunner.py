@@ -45,6 +45,9 @@ __all__ = ["ArtifactProgress", "TaskRunner", "kill_strays", "kill_strays_of"]
 
 log = logging.getLogger("rawexec.agent")
 
+_KILL_MARGIN_S = 5.0
+"""After its kill timeout a task gets SIGKILL; the margin for that and for its runner to see it."""
+
 
 @dataclass
 class ArtifactProgress:
@@ -114,6 +117,8 @@ class TaskRunner:
         self._done_evt = DoneFlag()
         self._kill_reason: TaskEvent | None = None
         self._killing = False
+        self.kill_started = 0.0
+        """Monotonic time of the first :meth:`kill` (0: never killed); see :meth:`kill_deadline`."""
         self._force = False
         self._restart_requested = False
         self._dir_built = False
@@ -216,13 +221,35 @@ class TaskRunner:
             self._launched = True
         _thread.start_new_thread(self._run_safe, (handle, True))
 
+    def note_kill(self, event: TaskEvent) -> None:
+        """Record why this task is going to be killed, before :meth:`kill` (the alloc runner tells
+        every live task at once, then kills them in phases, as Nomad's). Once per task."""
+        with self._cond:
+            if self._kill_reason is not None or self._killing or self.dead:
+                return
+            self._kill_reason = event
+        if event.type != ev.KILLING:
+            self._emit(event)
+
+    def kill_deadline(self) -> float:
+        """Monotonic time by which a killed task should be dead: its shutdown delay and kill
+        timeout from the first kill, plus a margin for the final SIGKILL (0: not killed)."""
+        if not self.kill_started:
+            return 0.0
+        delay = 0.0 if self._force else max(self.task.shutdown_delay, self.alloc.group.shutdown_delay)
+        timeout = 0.0 if self._force else self._kill_timeout()
+        return self.kill_started + delay + timeout + _KILL_MARGIN_S
+
     def kill(self, event: TaskEvent | None = None, *, force: bool = False) -> None:
         """Stop the task (kill_signal, then kill_timeout, then SIGKILL); no restart afterwards.
         A task that never started is marked dead."""
         with self._cond:
             first = not self._killing
             self._killing = True
+            if first:
+                self.kill_started = time.monotonic()
             self._force = self._force or force
+            announce = first and self._kill_reason is None  # else note_kill() told it already
             if event is not None and self._kill_reason is None:
                 self._kill_reason = event
             self._cond.notify_all()
@@ -233,7 +260,7 @@ class TaskRunner:
         if never_started:
             self._emit(None, ev.TASK_DEAD)
             return
-        if first and event is not None and event.type != ev.KILLING and not self.dead:
+        if announce and event is not None and event.type != ev.KILLING and not self.dead:
             self._emit(event)
         if force and not first and self.task_id:
             try:

@@ -4,6 +4,7 @@
 any warnings) or every error at once (exit 1). ``job run -output FILE`` prints the API JSON a
 Nomad server would accept; ``job run FILE`` registers the job with the running agent. ``-json``
 reads FILE as API JSON (``job inspect`` output too: the server-set fields are ignored, as Nomad does).
+A FILE of ``-`` is standard input (Nomad's ``job run -``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def job() -> None:
 @_var_file_opt
 @_json_opt
 def validate_cmd(file: str, var: tuple[str, ...], var_file: tuple[str, ...], as_json: bool) -> None:
-    """Check a job file (HCL2 or API JSON) and report every problem at once."""
+    """Check a job file (HCL2 or API JSON; - is standard input) and report every problem at once."""
     parsed = _load(file, var, var_file, as_json)
     if parsed is None:
         sys.exit(1)
@@ -89,7 +90,7 @@ def validate_cmd(file: str, var: tuple[str, ...], var_file: tuple[str, ...], as_
               help="Register the job in this namespace (env RAWEXEC_NAMESPACE; default: the job's own).")
 def run_cmd(file: str, output: bool, var: tuple[str, ...], var_file: tuple[str, ...], as_json: bool,
             detach: bool, address: str | None, token: str | None, namespace: str | None) -> None:
-    """Run a job on the agent (with -output: print its API JSON)."""
+    """Run a job on the agent (with -output: print its API JSON). FILE - is standard input."""
     parsed = _load(file, var, var_file, as_json)
     if parsed is None:
         sys.exit(1)

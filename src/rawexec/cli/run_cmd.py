@@ -302,7 +302,9 @@ def _summary(allocs: list[AllocRunner]) -> tuple[str, bool]:
 @click.option("-detach", "--detach", "detach", is_flag=True,
               help="Start the job and return; tasks keep running (the data dir is kept).")
 def run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir: str | None, detach: bool) -> None:
-    """Run a Nomad job file in the foreground on an embedded single-node agent."""
+    """Run a Nomad job file in the foreground on an embedded single-node agent.
+
+    A JOBFILE of - reads the job from standard input."""
     sys.exit(_run(jobfile, var, var_file, data_dir, detach))
 
 

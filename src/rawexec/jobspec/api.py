@@ -6,6 +6,7 @@ import contextlib
 import gc
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -220,32 +221,44 @@ def _looks_like_json(data: bytes) -> bool:
     return data.lstrip()[:1] == b"{"
 
 
+#: The name diagnostics give a job file read from standard input (``-``).
+STDIN_NAME = "<stdin>"
+
+
 def load_file(path: str | os.PathLike[str], variables: Mapping[str, str] | None = None,
               var_files: list[str] | None = None, env: Mapping[str, str] | None = None, *,
               as_json: bool = False) -> ParsedJob:
     """Read a job file (HCL2, or API JSON by ``.json`` extension or a leading ``{``) and validate it.
 
-    ``as_json`` (the CLI's ``-json``) reads the file as API JSON whatever its name.
+    ``as_json`` (the CLI's ``-json``) reads the file as API JSON whatever its name. A ``path`` of
+    ``-`` reads the job from standard input (Nomad's ``job run -``): its errors name ``<stdin>``,
+    and its relative paths (``file()``) are relative to the current directory.
     """
     p = os.fspath(path)
     d = Diagnostics()
+    stdin = p == "-"
+    name = STDIN_NAME if stdin else p
     try:
-        size = os.path.getsize(p)
-        if _too_big(size, p, d):
-            d.raise_if_any()
-        with open(p, "rb") as f:
-            data = f.read(MAX_JOB_FILE_BYTES + 1)
+        if stdin:  # one byte more than the limit: load_hcl/load_json refuse it
+            data = sys.stdin.buffer.read(MAX_JOB_FILE_BYTES + 1)
+        else:
+            size = os.path.getsize(p)
+            if _too_big(size, p, d):
+                d.raise_if_any()
+            with open(p, "rb") as f:
+                data = f.read(MAX_JOB_FILE_BYTES + 1)
     except OSError as exc:
-        d.error(f"cannot read job file: {exc.strerror}", pos=Pos(p), hint="check the path")
+        d.error(f"cannot read job file: {exc.strerror}", pos=Pos(name),
+                hint="check standard input" if stdin else "check the path")
         d.raise_if_any()
         raise  # unreachable
     if as_json or p.endswith(".json") or _looks_like_json(data):
         if variables or var_files:
-            d.error("-var and -var-file apply to HCL job files only; this is API JSON", pos=Pos(p))
+            d.error("-var and -var-file apply to HCL job files only; this is API JSON", pos=Pos(name))
             d.raise_if_any()
-        return load_json(data, filename=p)
-    return load_hcl(data, filename=p, variables=variables, var_files=var_files, env=env,
-                    base_dir=os.path.dirname(os.path.abspath(p)))
+        return load_json(data, filename=name)
+    return load_hcl(data, filename=name, variables=variables, var_files=var_files, env=env,
+                    base_dir=os.getcwd() if stdin else os.path.dirname(os.path.abspath(p)))
 
 
 def parse_hcl(text: str, *, filename: str = "<job>", variables: Mapping[str, str] | None = None,

@@ -6,6 +6,7 @@ Precedence (later wins): ``default`` < ``NOMAD_VAR_<name>`` environment < ``-var
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from rawexec.jobspec.hcl.values import ErrorReported, EvalError, type_name
 
 __all__ = ["VarType", "convert", "locals_resolver", "parse_type", "resolve_variables", "type_str"]
 
-VarType = tuple[Any, ...]  # ("string",) | ("list", T) | ("object", {k: T}) | ("tuple", [T...]) | ("any",)
+VarType = tuple[Any, ...]  # ("string",) | ("list", T) | ("object", {k: T}, {optional k: default}) | ("tuple", [T...])
 _ANY: VarType = ("any",)
 _PRIMS = ("string", "number", "bool", "any")
 
@@ -37,8 +38,23 @@ class _Decl:
     sensitive: bool = False
 
 
+def _call(node: Tree) -> tuple[str, list[Tree]] | None:
+    """``(name, argument nodes)`` when ``node`` is a function call (``list(string)``), else None."""
+    while node.data == "expr_term" and len(kids(node)) == 1:
+        node = kids(node)[0]
+    if node.data != "function_call":
+        return None
+    parts = kids(node)
+    return str(parts[0].children[0]), kids(parts[1]) if len(parts) > 1 else []
+
+
 def parse_type(node: Tree, ev: Evaluator) -> VarType:
-    """Parse a type expression (``string``, ``list(string)``, ``object({a=number})``...)."""
+    """Parse a type expression (``string``, ``list(string)``, ``object({a=number})``...).
+
+    An object type is ``("object", {attr: T}, {attr: default})``: the third element holds its
+    ``optional(T)``/``optional(T, default)`` attributes, each with its default converted to ``T``
+    (None: null), as HCL's ``typeexpr.TypeConstraintWithDefaults``.
+    """
     if node.data == "expr_term":
         ks = kids(node)
         if len(ks) == 1:
@@ -50,22 +66,25 @@ def parse_type(node: Tree, ev: Evaluator) -> VarType:
         raise EvalError(f'Invalid type specification: the keyword "{name}" is not a valid type',
                         ev.pos(node), did_you_mean(name, _PRIMS) or "use string, number, bool, list(...), "
                         "map(...), set(...), object({...}), tuple([...]) or any")
-    if node.data == "function_call":
-        parts = kids(node)
-        name = str(parts[0].children[0])
-        args = kids(parts[1]) if len(parts) > 1 else []
+    call = _call(node)
+    if call is not None:
+        name, args = call
         if name in ("list", "set", "map") and len(args) == 1:
             return (name, parse_type(args[0], ev))
-        if name == "optional" and args:
-            return parse_type(args[0], ev)
+        if name == "optional":
+            raise EvalError('Invalid type specification: the keyword "optional" is valid only as a modifier '
+                            "for object type attributes", ev.pos(node),
+                            "write object({ name = optional(string) }), or drop optional(...)")
         if name == "object" and len(args) == 1:
             obj = kids(args[0])
             if len(obj) == 1 and obj[0].data == "object":
                 fields: dict[str, VarType] = {}
+                optional: dict[str, Any] = {}
                 for elem in kids(obj[0]):
                     k, v = kids(elem)
-                    fields[str(kids(kids(k)[0])[0].children[0]) if kids(kids(k)[0]) else "?"] = parse_type(v, ev)
-                return ("object", fields)
+                    aname = str(kids(kids(k)[0])[0].children[0]) if kids(kids(k)[0]) else "?"
+                    fields[aname] = _attr_type(aname, v, optional, ev)
+                return ("object", fields, optional)
         if name == "tuple" and len(args) == 1:
             tup = kids(args[0])
             if len(tup) == 1 and tup[0].data == "tuple":
@@ -74,18 +93,48 @@ def parse_type(node: Tree, ev: Evaluator) -> VarType:
                     "use string, number, bool, list(T), set(T), map(T), object({...}), tuple([...]) or any")
 
 
+def _attr_type(name: str, node: Tree, optional: dict[str, Any], ev: Evaluator) -> VarType:
+    """An object attribute's type; ``optional(T[, default])`` also records the attribute in ``optional``."""
+    call = _call(node)
+    if call is None or call[0] != "optional":
+        return parse_type(node, ev)
+    args = call[1]
+    if not args or len(args) > 2:
+        raise EvalError("Invalid type specification: the optional attribute modifier takes the attribute type "
+                        f"and an optional default value, got {len(args)} argument(s)", ev.pos(node),
+                        f"write {name} = optional(string) or {name} = optional(string, \"default\")")
+    t = parse_type(args[0], ev)
+    default: Any = None
+    if len(args) == 2:
+        default = ev.evaluate(args[1])
+        try:
+            default = convert(default, t)
+        except ValueError as exc:
+            raise EvalError(f"Invalid default value for optional attribute: {exc}", ev.pos(args[1]),
+                            f'the type of attribute "{name}" is {type_str(t)}') from None
+    optional[name] = default
+    return t
+
+
 def type_str(t: VarType) -> str:
     if t[0] in _PRIMS:
         return str(t[0])
     if t[0] in ("list", "set", "map"):
         return f"{t[0]}({type_str(t[1])})"
     if t[0] == "object":
-        return "object({" + ", ".join(f"{k}={type_str(v)}" for k, v in t[1].items()) + "})"
+        optional = t[2] if len(t) > 2 else {}
+        return "object({" + ", ".join(f"{k}=optional({type_str(v)})" if k in optional else f"{k}={type_str(v)}"
+                                      for k, v in t[1].items()) + "})"
     return "tuple([" + ", ".join(type_str(v) for v in t[1]) + "])"
 
 
 def convert(value: Any, t: VarType) -> Any:
-    """Convert a value to a declared type (HCL's safe conversions), or raise ValueError."""
+    """Convert a value to a declared type (HCL's safe conversions), or raise ValueError.
+
+    An optional object attribute that is absent or null takes its default (or null), and so do
+    those of the default itself; the message of a failure inside a collection names where
+    (``element 0: attribute "name" is required``), as cty's conversion errors do.
+    """
     kind = t[0]
     if value is None or kind == "any":
         return value
@@ -107,25 +156,37 @@ def convert(value: Any, t: VarType) -> Any:
     if kind in ("list", "set"):
         if not isinstance(value, list):
             raise ValueError(f"{type_str(t)} required, got {type_name(value)}")
-        return [convert(v, t[1]) for v in value]
+        return [_convert_in(v, t[1], f"element {i}") for i, v in enumerate(value)]
     if kind == "map":
         if not isinstance(value, dict):
             raise ValueError(f"{type_str(t)} required, got {type_name(value)}")
-        return {k: convert(v, t[1]) for k, v in value.items()}
+        return {k: _convert_in(v, t[1], f'element "{k}"') for k, v in value.items()}
     if kind == "object":
         if not isinstance(value, dict):
             raise ValueError(f"object required, got {type_name(value)}")
+        optional: dict[str, Any] = t[2] if len(t) > 2 else {}
         out: dict[str, Any] = {}
         for k, ft in t[1].items():
-            if k not in value:
+            v = value.get(k)
+            if v is None and k in optional:
+                out[k] = copy.deepcopy(optional[k])  # already converted to ft
+            elif k not in value:
                 raise ValueError(f'attribute "{k}" is required')
-            out[k] = convert(value[k], ft)
+            else:
+                out[k] = _convert_in(v, ft, f'attribute "{k}"')
         return out
     if kind == "tuple":
         if not isinstance(value, list) or len(value) != len(t[1]):
             raise ValueError(f"tuple of {len(t[1])} elements required")
-        return [convert(v, ft) for v, ft in zip(value, t[1], strict=True)]
+        return [_convert_in(v, ft, f"element {i}") for i, (v, ft) in enumerate(zip(value, t[1], strict=True))]
     return value
+
+
+def _convert_in(value: Any, t: VarType, where: str) -> Any:
+    try:
+        return convert(value, t)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _decls(body: Body, src: str, ctx: Context, diags: Diagnostics) -> dict[str, _Decl]:
