@@ -438,6 +438,7 @@ def test_a_failed_allocation_is_rescheduled_and_its_replacement_decides(tag: str
 @pytest.mark.skipif(os.geteuid() != 0, reason="running a task as another user needs root")
 def test_a_task_run_as_another_user_can_write_its_task_dir(tag: str, state_dir: str, tmp_path: Path) -> None:
     # run's private data dir came from mkdtemp (0700): "nobody" could not reach its own task dir
+    os.chmod(state_dir, 0o711)  # (the TMPDIR the run makes its data dir in, here: /tmp itself is 1777)
     jf = tmp_path / "nobody.nomad.hcl"
     jf.write_text('job "nb" {\n type = "batch"\n group "g" {\n task "t" {\n driver = "raw_exec"\n'
                   ' user = "nobody"\n config {\n command = "/bin/sh"\n'
