@@ -125,8 +125,10 @@ def _wrap(fn: Handler) -> Handler:
     return handler
 
 
-def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None) -> ASGIApp:
-    """The ASGI app serving ``agent``."""
+def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None, *,
+               watch: IndexWatch | None = None) -> ASGIApp:
+    """The ASGI app serving ``agent``. ``watch`` (made here if not given) wakes the blocking queries;
+    its :meth:`~IndexWatch.close` ends them and the streams when the server stops."""
     info = info or ApiInfo()
 
     # The agent's fast path: the body joined from per-allocation stubs encoded once per commit (the
@@ -135,7 +137,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     fast_allocs: Callable[..., tuple[int, bytes]] | None = getattr(agent, "allocations_json", None)
     jobs_index: Callable[[], int] | None = getattr(agent, "jobs_index", None)
     # blocking queries (?index=&wait=) of the read endpoints wait on this, woken by every commit
-    watch = IndexWatch(agent)
+    watch = watch or IndexWatch(agent)
 
     def raw_json(index: int, body: bytes) -> Response:
         return Response(body, media_type="application/json",
@@ -389,7 +391,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         return list((alloc.get("TaskStates") or {}).keys())
 
     async def logs(request: Request) -> Response:
-        return await fs_logs(agent, request, task_names)
+        return await fs_logs(agent, request, task_names, until=watch.wait_closed)
 
     async def ls(request: Request) -> Response:
         return await fs_ls(agent, request)
@@ -496,7 +498,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
                 if not batch:
                     yield b"{}\n"  # heartbeat
 
-        return LiveStreamingResponse(lines(), media_type="application/json")
+        return LiveStreamingResponse(lines(), media_type="application/json", until=watch.wait_closed)
 
     # -- ACL ----------------------------------------------------------------------------------
     async def acl_bootstrap(request: Request) -> Response:

@@ -13,7 +13,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any
 
 import anyio.to_thread
@@ -162,8 +162,10 @@ def _log_params(request: Request) -> tuple[str, str, Any, int, bool, bool]:
     return task, log_type, origin, offset, query_bool(request, "follow"), query_bool(request, "plain")
 
 
-async def fs_logs(agent: AgentAPI, request: Request, task_names: Callable[[str], list[str]]) -> Response:
-    """Nomad's log endpoint: framed JSON ``StreamFrame`` objects, or raw bytes with ``plain=true``."""
+async def fs_logs(agent: AgentAPI, request: Request, task_names: Callable[[str], list[str]], *,
+                  until: Callable[[], Awaitable[None]] | None = None) -> Response:
+    """Nomad's log endpoint: framed JSON ``StreamFrame`` objects, or raw bytes with ``plain=true``.
+    ``until`` returns when the server stops (a follow then ends)."""
     alloc_id = request.path_params["alloc_id"]
     task, log_type, origin, offset, follow, plain = _log_params(request)
     alloc_dir = await to_thread(agent.alloc_dir, alloc_id)
@@ -179,11 +181,11 @@ async def fs_logs(agent: AgentAPI, request: Request, task_names: Callable[[str],
             gen = follow_logs(log_dir, task, stream, origin=origin, offset=offset, stop=stop.is_set)
         else:
             gen = read_logs(log_dir, task, stream, origin=origin, offset=offset)
-        return LiveStreamingResponse(_threaded(gen, stop), media_type="text/plain; charset=utf-8")
+        return LiveStreamingResponse(_threaded(gen, stop), media_type="text/plain; charset=utf-8", until=until)
 
     def frames() -> Generator[bytes, None, None]:
         for fr in stream_frames(log_dir, task, stream, origin=origin, offset=offset, follow=follow,
                                 stop=stop.is_set, heartbeat_interval=_HEARTBEAT_S if follow else None):
             yield json.dumps(fr.to_dict(), separators=(",", ":")).encode() + b"\n"
 
-    return LiveStreamingResponse(_threaded(frames(), stop), media_type="application/json")
+    return LiveStreamingResponse(_threaded(frames(), stop), media_type="application/json", until=until)
