@@ -300,8 +300,8 @@ def test_a_backtracking_regex_is_stopped_by_the_time_budget() -> None:
     took = time.monotonic() - t0
     assert took < 1.0, took  # the budget is shared by the whole list: not 10 x 0.1 s
     assert e.value.message.startswith('the regular expression "^(a|aa)+[xyz]" took too long to match ID '
-                                      f"(more than {REGEX_BUDGET_S:g}s of matching for this filter)")
+                                      f"(a filter may spend {REGEX_BUDGET_S:g}s matching, plus 50µs per match)")
     # ordinary patterns over many objects stay far inside the budget
-    many = [{"ID": f"web-{i:05d}"} for i in range(20000)]
+    many = [{"ID": f"web-{i:05d}"} for i in range(50000)]
     assert len(Filter('ID matches "^web-0+1[0-9]$"').select(many)) == 10
-    assert len(Filter('ID not matches "[13579]$"').select(many)) == 10000
+    assert len(Filter('ID not matches "[13579]$" and ID matches "^web"').select(many)) == 25000

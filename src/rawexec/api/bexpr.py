@@ -49,6 +49,7 @@ import regex as _regex
 __all__ = [
     "MAX_NESTING",
     "REGEX_BUDGET_S",
+    "REGEX_PER_MATCH_S",
     "And",
     "Filter",
     "FilterError",
@@ -85,14 +86,20 @@ MAX_NESTING = 100
 
 REGEX_BUDGET_S = 0.1
 """Seconds that all the regular-expression matching of one evaluation (one object, or one whole list
-with :meth:`Filter.select`) may take in total."""
+with :meth:`Filter.select`) may take in total, besides :data:`REGEX_PER_MATCH_S` per match."""
+
+REGEX_PER_MATCH_S = 50e-6
+"""What each match adds to the budget: an ordinary match costs a few microseconds (most of it the
+timeout bookkeeping), so a long list of them never runs out, while the whole stays linear in the
+number of objects, as RE2's matching is linear in the input."""
 
 
 class RegexBudget:
     """The matching time left to the evaluations that share it (seconds spent in the regex engine)."""
 
-    def __init__(self, seconds: float = REGEX_BUDGET_S) -> None:
-        self.total = seconds
+    def __init__(self, seconds: float = REGEX_BUDGET_S, per_match: float = REGEX_PER_MATCH_S) -> None:
+        self.seconds = seconds
+        self.per_match = per_match
         self.left = seconds
 
 
@@ -605,13 +612,15 @@ def _matches(m: Match, value: Any, budget: RegexBudget) -> bool:
         raise FilterEvalError(f"Value of type {_go_type(value)} is not convertible to []byte "
                               f"(selector {_q(m.selector_text)}): matches works on strings")
     assert m.regex is not None
+    budget.left += budget.per_match
     start = time.perf_counter()
     try:
         # the regex package takes 0 as "out of time at once": at least a microsecond for a budget spent
         return m.regex.search(value, timeout=max(budget.left, 1e-6)) is not None
     except TimeoutError:
         raise FilterEvalError(f"the regular expression {_q(m.value or '')} took too long to match "
-                              f"{m.selector_text} (more than {budget.total:g}s of matching for this filter): "
+                              f"{m.selector_text} (a filter may spend {budget.seconds:g}s matching, plus "
+                              f"{budget.per_match * 1e6:g}µs per match): "
                               "it backtracks too much; simplify it, e.g. without nested repetition like "
                               "(a+)+ or overlapping alternatives like (a|aa)+") from None
     finally:
