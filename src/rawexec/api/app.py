@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 from rawexec import __version__ as _pkg_version
 from rawexec.agent.eventstream import Event
 from rawexec.api.acl import PermissionDeniedError, TokenStore
+from rawexec.api.agentinfo import AgentInfoEndpoints
 from rawexec.api.blocking import IndexWatch, blocking
 from rawexec.api.common import (
     ApiError,
@@ -41,7 +42,7 @@ from rawexec.api.common import (
     to_thread,
 )
 from rawexec.api.exec_ws import exec_endpoint
-from rawexec.api.fs import fs_cat, fs_logs, fs_ls, fs_stat
+from rawexec.api.fs import fs_cat, fs_logs, fs_ls, fs_readat, fs_stat, fs_stream
 from rawexec.api.protocol import AgentAPI
 from rawexec.errors import RawExecError, ValidationError
 from rawexec.jobspec import load_hcl, load_json, to_api_json
@@ -49,7 +50,8 @@ from rawexec.jobspec import load_hcl, load_json, to_api_json
 __all__ = ["ApiInfo", "create_app"]
 
 _EVENT_HEARTBEAT_S = 10.0
-_ACL_EXEMPT = {"/v1/acl/bootstrap", "/v1/status/leader", "/v1/status/peers"}  # as Nomad: no token needed
+_ACL_EXEMPT = {"/v1/acl/bootstrap", "/v1/status/leader", "/v1/status/peers",
+               "/v1/agent/health"}  # as Nomad: no token needed
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -402,6 +404,12 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None,
     async def cat(request: Request) -> Response:
         return await fs_cat(agent, request)
 
+    async def readat(request: Request) -> Response:
+        return await fs_readat(agent, request)
+
+    async def stream(request: Request) -> Response:
+        return await fs_stream(agent, request, until=watch.wait_closed)
+
     async def exec_ws(ws: WebSocket) -> None:
         await exec_endpoint(agent, tokens, ws)
 
@@ -516,6 +524,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None,
         tok = tokens.resolve(secret)
         return json_response({**tok.to_api(), "SecretID": secret}, index=tok.create_index)  # the caller's own
 
+    more = AgentInfoEndpoints(agent, watch)
     routes = [
         Route("/v1/jobs", _wrap(jobs), methods=["GET", "PUT", "POST"]),
         Route("/v1/jobs/parse", _wrap(jobs_parse), methods=["PUT", "POST"]),
@@ -542,9 +551,17 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None,
         Route("/v1/client/fs/ls/{alloc_id}", _wrap(ls), methods=["GET"]),
         Route("/v1/client/fs/stat/{alloc_id}", _wrap(stat_), methods=["GET"]),
         Route("/v1/client/fs/cat/{alloc_id}", _wrap(cat), methods=["GET"]),
+        Route("/v1/client/fs/readat/{alloc_id}", _wrap(readat), methods=["GET"]),
+        Route("/v1/client/fs/stream/{alloc_id}", _wrap(stream), methods=["GET"]),
+        Route("/v1/client/stats", _wrap(more.client_stats), methods=["GET"]),
         Route("/v1/nodes", _wrap(nodes), methods=["GET"]),
+        Route("/v1/node/{node_id}/allocations", _wrap(more.node_allocations), methods=["GET"]),
         Route("/v1/node/{node_id}", _wrap(node), methods=["GET"]),
         Route("/v1/agent/self", _wrap(agent_self), methods=["GET"]),
+        Route("/v1/agent/health", _wrap(more.health), methods=["GET"]),
+        Route("/v1/agent/members", _wrap(more.members), methods=["GET"]),
+        Route("/v1/namespaces", _wrap(more.namespaces), methods=["GET"]),
+        Route("/v1/namespace/{name}", _wrap(more.namespace), methods=["GET", "PUT", "POST", "DELETE"]),
         Route("/v1/status/leader", _wrap(status_leader), methods=["GET"]),
         Route("/v1/status/peers", _wrap(status_peers), methods=["GET"]),
         Route("/v1/regions", _wrap(regions), methods=["GET"]),
