@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
-from rawexec.api.bexpr import And, Filter, FilterEvalError, FilterSyntaxError, Match, Not, Or, parse
+from rawexec.api.bexpr import (
+    MAX_NESTING,
+    REGEX_BUDGET_S,
+    And,
+    Filter,
+    FilterEvalError,
+    FilterSyntaxError,
+    Match,
+    Not,
+    Or,
+    parse,
+)
 
 JOB: dict[str, Any] = {
     "ID": "web-1",
@@ -251,3 +263,45 @@ def test_unknown_field_error_names_the_fields_there_are() -> None:
     assert e.value.message.startswith('error finding value in datum: /Stauts at part 0: '
                                       'couldn\'t find struct field with name "Stauts" (the listed objects have: ')
     assert "Status, Stop" in e.value.message
+
+
+def test_long_and_or_chains_and_runs_of_not_need_no_deep_stack() -> None:
+    # as many terms as the stack could never hold frames for: parsed and evaluated in a loop
+    n = 5000
+    assert ok(" and ".join(["Stop == false"] * n))
+    assert not ok(" and ".join(["Stop == false"] * (n - 1) + ["Stop == true"]))
+    assert ok(" or ".join(["Stop == true"] * (n - 1) + ["Stop == false"]))
+    assert not ok(" or ".join(["Stop == true"] * n))
+    assert ok(" and ".join(f"(Priority == 50 or ID == \"x{i}\")" for i in range(n)))
+    assert ok("not " * 3001 + "Stop == true") and not ok("not " * 3000 + "Stop == true")
+    # the same AST shape as before for short chains: folded to the right
+    a, b, c = (Match((x,), "==", "1") for x in "abc")
+    assert parse("a == 1 and b == 1 and c == 1") == And(a, And(b, c))
+    assert parse("a == 1 or b == 1 or c == 1") == Or(a, Or(b, c))
+
+
+def test_deep_parentheses_are_a_syntax_error_not_a_crash() -> None:
+    assert ok("(" * MAX_NESTING + "Stop == false" + ")" * MAX_NESTING)
+    for depth in (MAX_NESTING + 1, 3000):
+        with pytest.raises(FilterSyntaxError) as e:
+            parse("(" * depth + "Stop == false" + ")" * depth)
+        assert f"parentheses nest deeper than {MAX_NESTING} levels" in e.value.message
+    with pytest.raises(FilterSyntaxError, match="nest deeper"):
+        parse("not (" * 3000 + "Stop == false" + ")" * 3000)
+
+
+def test_a_backtracking_regex_is_stopped_by_the_time_budget() -> None:
+    # exponential for a backtracking engine (Python's re: seconds on 36 characters); RE2 is linear
+    ids = [{"ID": "a" * 36} for _ in range(10)]
+    f = Filter('ID matches "^(a|aa)+[xyz]"')
+    t0 = time.monotonic()
+    with pytest.raises(FilterEvalError) as e:
+        f.select(ids)
+    took = time.monotonic() - t0
+    assert took < 1.0, took  # the budget is shared by the whole list: not 10 x 0.1 s
+    assert e.value.message.startswith('the regular expression "^(a|aa)+[xyz]" took too long to match ID '
+                                      f"(a filter may spend {REGEX_BUDGET_S:g}s matching, plus 50µs per match)")
+    # ordinary patterns over many objects stay far inside the budget
+    many = [{"ID": f"web-{i:05d}"} for i in range(50000)]
+    assert len(Filter('ID matches "^web-0+1[0-9]$"').select(many)) == 10
+    assert len(Filter('ID not matches "[13579]$" and ID matches "^web"').select(many)) == 25000

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from rawexec.agent.agent import Agent
 from rawexec.api.blocking import parse_go_duration
-from tests.api.conftest import Served
+from rawexec.api.server import ApiServer
+from tests.api.conftest import Served, make_config
 from tests.api.test_http import job_json, register
 from tests.helpers.util import wait_until
 
@@ -148,3 +152,58 @@ def test_a_thousand_waiters_cost_no_threads(served: Served) -> None:
 
     results = asyncio.run(run())
     assert all(code == 200 and got > idx for code, got in results)
+
+
+def _held_socket(s: Served, path: str) -> socket.socket:
+    """A raw HTTP/1.1 GET on the unix socket, sent and left unread (a client that may hang up)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(s.server.unix_path)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: rawexec\r\n\r\n".encode())
+    return sock
+
+
+def test_a_client_that_hangs_up_stops_waiting(served: Served) -> None:
+    idx = index_of(served.unix.get("/v1/jobs"))
+    held = [_held_socket(served, f"/v1/jobs?index={idx}&wait=10m") for _ in range(3)]
+    watch = served.server.watch
+    wait_until(lambda: watch.waiting == 3, 5, msg="the blocking queries are not waiting")
+    for sock in held:
+        sock.close()  # as `timeout 2 curl ...?index=...&wait=10m` does
+    wait_until(lambda: watch.waiting == 0, 5, msg="blocking queries still wait for clients that left")
+    assert index_of(served.unix.get("/v1/jobs")) == idx
+
+
+def test_shutdown_ends_waiting_queries_and_streams_cleanly(short_dir: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    agent = Agent(make_config(short_dir), dev=True)
+    agent.start()
+    server = ApiServer(agent, agent.config, tcp=None)
+    server.start()
+    try:
+        client = httpx.Client(base_url="http://rawexec", transport=httpx.HTTPTransport(uds=server.unix_path),
+                              timeout=30)
+        idx = index_of(client.get("/v1/jobs"))
+        with ThreadPoolExecutor(4) as pool, caplog.at_level(logging.INFO, logger="uvicorn.error"):
+            waiting = [pool.submit(client.get, "/v1/jobs", params={"index": str(idx), "wait": "10m"})
+                       for _ in range(3)]
+
+            def read_events() -> list[str]:
+                with client.stream("GET", "/v1/event/stream") as r:
+                    return list(r.iter_lines())  # to the stream's clean end (a broken one raises)
+
+            events = pool.submit(read_events)
+            wait_until(lambda: server.watch.waiting == 3, 5, msg="the blocking queries are not waiting")
+            t0 = time.monotonic()
+            server.stop()
+            took = time.monotonic() - t0
+            answers = [f.result(timeout=10) for f in waiting]
+            events.result(timeout=10)
+        client.close()
+    finally:
+        server.stop()
+        agent.shutdown(stop_tasks=True, timeout=20)
+    # each answered with the data as it is (no change: the same index), none cancelled by the server
+    assert [(r.status_code, index_of(r), r.json()) for r in answers] == [(200, idx, [])] * 3
+    assert took < 1.5, took  # uvicorn's graceful timeout (2 s) was never reached
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Exception in ASGI application" not in logged and "timeout graceful shutdown" not in logged, logged

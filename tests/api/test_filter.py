@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -118,3 +119,32 @@ def test_malformed_filter_is_400_on_an_empty_list(served: Served) -> None:
     assert r.status_code == 400 and r.text.startswith(PARSE_ERROR + "1:17 (16): expected a value"), r.text
     # a well-formed filter over nothing: nothing, and no evaluation error even for an unknown field
     assert get(served, "/v1/allocations", filter='InvalidField == "x"') == []
+
+
+def test_huge_and_deep_filters_are_answered_not_crashed(two_jobs: Served) -> None:
+    """A 1,000-term chain is evaluated; 3,000 nested parentheses or `not`s are a 400, never a 500."""
+    s = two_jobs
+    long_and = " and ".join(['ID matches "^flt-"'] * 1000)
+    assert ids(get(s, "/v1/jobs", filter=long_and)) == ["flt-a", "flt-b"]
+    assert ids(get(s, "/v1/jobs", filter=" or ".join(['ID == "nosuch"'] * 999 + ['ID == "flt-b"']))) == ["flt-b"]
+    assert len(get(s, "/v1/allocations", filter=" and ".join(['ClientStatus != "x"'] * 1000))) == 3
+    assert ids(get(s, "/v1/jobs", filter="not " * 3000 + 'ID == "flt-a"')) == ["flt-a"]
+    for deep in ("(" * 3000 + 'ID == "flt-a"' + ")" * 3000, "not (" * 3000 + 'ID == "flt-a"' + ")" * 3000):
+        r = s.unix.get("/v1/jobs", params={"filter": deep})
+        assert r.status_code == 400, r.text[:300]
+        assert r.text.startswith(PARSE_ERROR) and "parentheses nest deeper than" in r.text, r.text[:300]
+    assert s.unix.get("/v1/agent/self").status_code == 200
+
+
+def test_a_catastrophic_regex_is_400_and_stalls_nobody(two_jobs: Served) -> None:
+    s = two_jobs
+    # backtracks exponentially on the 36-character allocation IDs' hex-and-dash alphabet
+    evil = 'ID matches "^([0-9a-f-]|[0-9a-f-]{2})+[xyz]"'
+    t0 = time.monotonic()
+    r = s.unix.get("/v1/allocations", params={"filter": evil})
+    took = time.monotonic() - t0
+    assert r.status_code == 400, r.text
+    assert r.text.startswith('failed to read result page: the regular expression "^([0-9a-f-]|[0-9a-f-]{2})+[xyz]" '
+                             "took too long to match ID"), r.text
+    assert took < 2.0, took
+    assert len(get(s, "/v1/allocations", filter='ID matches "^[0-9a-f]{8}-"')) == 3

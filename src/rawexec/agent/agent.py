@@ -699,6 +699,14 @@ class Agent:
                 self._alloc_list[namespace] = out
             return out
 
+    def node_allocations(self) -> tuple[int, list[dict[str, Any]]]:
+        """``GET /v1/node/:id/allocations``: (state index, every committed allocation of every
+        namespace in full, its job included), the index read first so it is never newer than the data."""
+        self._require_started()
+        with self._list_lock:
+            idx = self._alloc_index
+        return max(idx, 1), [a.full() for a in self._committed_allocs()]
+
     def allocation_runner(self, alloc_id_or_prefix: str) -> AllocRunner:
         return self._alloc(alloc_id_or_prefix)
 

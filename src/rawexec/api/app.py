@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 from rawexec import __version__ as _pkg_version
 from rawexec.agent.eventstream import Event
 from rawexec.api.acl import PermissionDeniedError, TokenStore
+from rawexec.api.agentinfo import AgentInfoEndpoints
 from rawexec.api.blocking import IndexWatch, blocking
 from rawexec.api.common import (
     ApiError,
@@ -41,7 +42,7 @@ from rawexec.api.common import (
     to_thread,
 )
 from rawexec.api.exec_ws import exec_endpoint
-from rawexec.api.fs import fs_cat, fs_logs, fs_ls, fs_stat
+from rawexec.api.fs import fs_cat, fs_logs, fs_ls, fs_readat, fs_stat, fs_stream
 from rawexec.api.protocol import AgentAPI
 from rawexec.errors import RawExecError, ValidationError
 from rawexec.jobspec import load_hcl, load_json, to_api_json
@@ -49,7 +50,8 @@ from rawexec.jobspec import load_hcl, load_json, to_api_json
 __all__ = ["ApiInfo", "create_app"]
 
 _EVENT_HEARTBEAT_S = 10.0
-_ACL_EXEMPT = {"/v1/acl/bootstrap", "/v1/status/leader", "/v1/status/peers"}  # as Nomad: no token needed
+_ACL_EXEMPT = {"/v1/acl/bootstrap", "/v1/status/leader", "/v1/status/peers",
+               "/v1/agent/health"}  # as Nomad: no token needed
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -125,8 +127,10 @@ def _wrap(fn: Handler) -> Handler:
     return handler
 
 
-def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None) -> ASGIApp:
-    """The ASGI app serving ``agent``."""
+def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None, *,
+               watch: IndexWatch | None = None) -> ASGIApp:
+    """The ASGI app serving ``agent``. ``watch`` (made here if not given) wakes the blocking queries;
+    its :meth:`~IndexWatch.close` ends them and the streams when the server stops."""
     info = info or ApiInfo()
 
     # The agent's fast path: the body joined from per-allocation stubs encoded once per commit (the
@@ -135,7 +139,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
     fast_allocs: Callable[..., tuple[int, bytes]] | None = getattr(agent, "allocations_json", None)
     jobs_index: Callable[[], int] | None = getattr(agent, "jobs_index", None)
     # blocking queries (?index=&wait=) of the read endpoints wait on this, woken by every commit
-    watch = IndexWatch(agent)
+    watch = watch or IndexWatch(agent)
 
     def raw_json(index: int, body: bytes) -> Response:
         return Response(body, media_type="application/json",
@@ -389,7 +393,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         return list((alloc.get("TaskStates") or {}).keys())
 
     async def logs(request: Request) -> Response:
-        return await fs_logs(agent, request, task_names)
+        return await fs_logs(agent, request, task_names, until=watch.wait_closed)
 
     async def ls(request: Request) -> Response:
         return await fs_ls(agent, request)
@@ -399,6 +403,12 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
 
     async def cat(request: Request) -> Response:
         return await fs_cat(agent, request)
+
+    async def readat(request: Request) -> Response:
+        return await fs_readat(agent, request)
+
+    async def stream(request: Request) -> Response:
+        return await fs_stream(agent, request, until=watch.wait_closed)
 
     async def exec_ws(ws: WebSocket) -> None:
         await exec_endpoint(agent, tokens, ws)
@@ -496,7 +506,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
                 if not batch:
                     yield b"{}\n"  # heartbeat
 
-        return LiveStreamingResponse(lines(), media_type="application/json")
+        return LiveStreamingResponse(lines(), media_type="application/json", until=watch.wait_closed)
 
     # -- ACL ----------------------------------------------------------------------------------
     async def acl_bootstrap(request: Request) -> Response:
@@ -514,6 +524,7 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         tok = tokens.resolve(secret)
         return json_response({**tok.to_api(), "SecretID": secret}, index=tok.create_index)  # the caller's own
 
+    more = AgentInfoEndpoints(agent, watch)
     routes = [
         Route("/v1/jobs", _wrap(jobs), methods=["GET", "PUT", "POST"]),
         Route("/v1/jobs/parse", _wrap(jobs_parse), methods=["PUT", "POST"]),
@@ -540,9 +551,17 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None)
         Route("/v1/client/fs/ls/{alloc_id}", _wrap(ls), methods=["GET"]),
         Route("/v1/client/fs/stat/{alloc_id}", _wrap(stat_), methods=["GET"]),
         Route("/v1/client/fs/cat/{alloc_id}", _wrap(cat), methods=["GET"]),
+        Route("/v1/client/fs/readat/{alloc_id}", _wrap(readat), methods=["GET"]),
+        Route("/v1/client/fs/stream/{alloc_id}", _wrap(stream), methods=["GET"]),
+        Route("/v1/client/stats", _wrap(more.client_stats), methods=["GET"]),
         Route("/v1/nodes", _wrap(nodes), methods=["GET"]),
+        Route("/v1/node/{node_id}/allocations", _wrap(more.node_allocations), methods=["GET"]),
         Route("/v1/node/{node_id}", _wrap(node), methods=["GET"]),
         Route("/v1/agent/self", _wrap(agent_self), methods=["GET"]),
+        Route("/v1/agent/health", _wrap(more.health), methods=["GET"]),
+        Route("/v1/agent/members", _wrap(more.members), methods=["GET"]),
+        Route("/v1/namespaces", _wrap(more.namespaces), methods=["GET"]),
+        Route("/v1/namespace/{name}", _wrap(more.namespace), methods=["GET", "PUT", "POST", "DELETE"]),
         Route("/v1/status/leader", _wrap(status_leader), methods=["GET"]),
         Route("/v1/status/peers", _wrap(status_peers), methods=["GET"]),
         Route("/v1/regions", _wrap(regions), methods=["GET"]),

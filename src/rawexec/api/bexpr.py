@@ -23,19 +23,33 @@ Missing fields follow bexpr: a key missing from a nested object (``Meta.nosuch``
 or a JSON ``null`` on the way makes ``==``, ``in``, ``matches`` and ``is not empty`` false and their
 negations true; a missing top-level field is an error (Nomad answers "error finding value in datum",
 since a struct field of that name does not exist), as is comparing a value of the wrong type
-(``ModifyIndex == "abc"``) or a map with ``==``. Regular expressions are Python's ``re`` (RE2-like for the
-common subset) and are compiled when the expression is parsed.
+(``ModifyIndex == "abc"``) or a map with ``==``.
+
+Regular expressions are compiled when the expression is parsed, by the ``regex`` package (the ``re``
+syntax, which agrees with Go's RE2 for the common subset). RE2 matches in linear time; a backtracking
+engine can take exponential time on patterns such as ``^(a|aa)+$``, so matching has a time budget
+(:data:`REGEX_BUDGET_S` for one evaluation of the filter over a whole list): a pattern that exceeds it
+is an evaluation error, never a stalled agent.
+
+Parsing and evaluation never recurse along a chain of ``and``/``or`` (``a and b and ... and z``, of any
+length) nor along a run of ``not``; parentheses nest at most :data:`MAX_NESTING` deep.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+import regex as _regex
+
 __all__ = [
+    "MAX_NESTING",
+    "REGEX_BUDGET_S",
+    "REGEX_PER_MATCH_S",
     "And",
     "Filter",
     "FilterError",
@@ -44,6 +58,7 @@ __all__ = [
     "Match",
     "Not",
     "Or",
+    "RegexBudget",
     "evaluate",
     "parse",
 ]
@@ -62,7 +77,30 @@ class FilterSyntaxError(FilterError):
 
 
 class FilterEvalError(FilterError):
-    """The expression parsed but cannot be applied to an object (unknown field, wrong type)."""
+    """The expression parsed but cannot be applied to an object (unknown field, wrong type, a regular
+    expression that takes too long)."""
+
+
+MAX_NESTING = 100
+"""How deep parentheses may nest (Python's stack, not the grammar, would give out a few hundred deeper)."""
+
+REGEX_BUDGET_S = 0.1
+"""Seconds that all the regular-expression matching of one evaluation (one object, or one whole list
+with :meth:`Filter.select`) may take in total, besides :data:`REGEX_PER_MATCH_S` per match."""
+
+REGEX_PER_MATCH_S = 50e-6
+"""What each match adds to the budget: an ordinary match costs a few microseconds (most of it the
+timeout bookkeeping), so a long list of them never runs out, while the whole stays linear in the
+number of objects, as RE2's matching is linear in the input."""
+
+
+class RegexBudget:
+    """The matching time left to the evaluations that share it (seconds spent in the regex engine)."""
+
+    def __init__(self, seconds: float = REGEX_BUDGET_S, per_match: float = REGEX_PER_MATCH_S) -> None:
+        self.seconds = seconds
+        self.per_match = per_match
+        self.left = seconds
 
 
 # -- AST ---------------------------------------------------------------------------------------------
@@ -75,7 +113,7 @@ class Match:
     op: str
     value: str | None = None
     pointer: bool = False  # the selector was written as a JSON pointer (for messages)
-    regex: re.Pattern[str] | None = field(default=None, compare=False)
+    regex: _regex.Pattern[str] | None = field(default=None, compare=False)
 
     @property
     def selector_text(self) -> str:
@@ -119,6 +157,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0  # open parentheses around the current position
 
     # helpers
     def error(self, msg: str, pos: int | None = None) -> FilterSyntaxError:
@@ -182,34 +221,49 @@ class _Parser:
         return expr
 
     def or_expr(self) -> Expr:
-        left = self.and_expr()
-        save = self.pos
-        if self.ws() and self.take_word("or"):
+        # a loop, not recursion: a chain of any length; folded to the right (a or (b or c))
+        parts = [self.and_expr()]
+        while True:
+            save = self.pos
+            if not (self.ws() and self.take_word("or")):
+                self.pos = save
+                break
             self.ws()
-            return Or(left, self.or_expr())
-        self.pos = save
-        return left
+            parts.append(self.and_expr())
+        return _fold_right(Or, parts)
 
     def and_expr(self) -> Expr:
-        left = self.not_expr()
-        save = self.pos
-        if self.ws() and self.take_word("and"):
+        parts = [self.not_expr()]
+        while True:
+            save = self.pos
+            if not (self.ws() and self.take_word("and")):
+                self.pos = save
+                break
             self.ws()
-            return And(left, self.and_expr())
-        self.pos = save
-        return left
+            parts.append(self.not_expr())
+        return _fold_right(And, parts)
 
     def not_expr(self) -> Expr:
-        save = self.pos
-        if self.take_word("not") and (self.ws() or self.text.startswith("(", self.pos)):
-            inner = self.not_expr()
-            return inner.operand if isinstance(inner, Not) else Not(inner)
-        self.pos = save
-        return self.primary()
+        negate = False
+        while True:  # a run of `not`s, counted (two cancel out)
+            save = self.pos
+            if self.take_word("not") and (self.ws() or self.text.startswith("(", self.pos)):
+                negate = not negate
+                continue
+            self.pos = save
+            break
+        inner = self.primary()
+        if not negate:
+            return inner
+        return inner.operand if isinstance(inner, Not) else Not(inner)
 
     def primary(self) -> Expr:
         if self.text.startswith("(", self.pos):
             open_at = self.pos
+            if self.depth >= MAX_NESTING:
+                raise self.error(f"parentheses nest deeper than {MAX_NESTING} levels here; "
+                                 "write the expression with fewer of them")
+            self.depth += 1
             self.pos += 1
             self.ws()
             expr = self.or_expr()
@@ -219,6 +273,7 @@ class _Parser:
                     raise self.error("unmatched parentheses: no ')' for the '(' here", open_at)
                 raise self.error(f"unexpected {self.describe_here()}: expected ')', 'and' or 'or'")
             self.pos += 1
+            self.depth -= 1
             return expr
         return self.match()
 
@@ -291,13 +346,13 @@ class _Parser:
                     if not self.ws():
                         raise self.error(f"expected a value after '{' '.join(words)}'")
                     value = self.value(" ".join(words))
-                    regex = None
+                    compiled = None
                     if op in ("matches", "not matches"):
                         try:
-                            regex = re.compile(value)
-                        except re.error as e:
+                            compiled = _regex.compile(value)
+                        except (_regex.error, RecursionError, OverflowError) as e:
                             raise self.error(f"Failed to compile regular expression {value!r}: {e}") from None
-                    return Match(path, op, value, pointer=pointer, regex=regex)
+                    return Match(path, op, value, pointer=pointer, regex=compiled)
             if not pointer and (self.peek_word("in") or self.peek_word("not", "in")):
                 self.pos = sel_end
                 return self.value_in(".".join(path))  # a bare word is a value: foo in Tags
@@ -399,13 +454,24 @@ class _Parser:
             raise self.error(f"invalid escape sequence in string: \\{esc}", self.pos)
 
 
+def _fold_right(node: type[And] | type[Or], parts: list[Expr]) -> Expr:
+    expr = parts[-1]
+    for left in reversed(parts[:-1]):
+        expr = node(left, expr)
+    return expr
+
+
 def _pointer_parts(ptr: str) -> tuple[str, ...]:
     return tuple(p.replace("~1", "/").replace("~0", "~") for p in ptr[1:].split("/")) if ptr != "/" else ()
 
 
 def parse(expression: str) -> Expr:
     """Parse ``expression`` into an AST; :class:`FilterSyntaxError` (with ``line:col (offset)``) if malformed."""
-    return _Parser(expression).parse()
+    try:
+        return _Parser(expression).parse()
+    except RecursionError:  # only on a stack already nearly full: MAX_NESTING keeps the parser shallow
+        raise FilterSyntaxError("the expression nests too deeply to be read; write it with fewer "
+                                "parentheses") from None
 
 
 # -- evaluation --------------------------------------------------------------------------------------
@@ -541,15 +607,27 @@ def _is_empty(m: Match, value: Any) -> bool:
     raise FilterEvalError(f"Cannot perform is empty on type {_go_type(value)} for selector: {_q(m.selector_text)}")
 
 
-def _matches(m: Match, value: Any) -> bool:
+def _matches(m: Match, value: Any, budget: RegexBudget) -> bool:
     if not isinstance(value, str):
         raise FilterEvalError(f"Value of type {_go_type(value)} is not convertible to []byte "
                               f"(selector {_q(m.selector_text)}): matches works on strings")
     assert m.regex is not None
-    return m.regex.search(value) is not None
+    budget.left += budget.per_match
+    start = time.perf_counter()
+    try:
+        # the regex package takes 0 as "out of time at once": at least a microsecond for a budget spent
+        return m.regex.search(value, timeout=max(budget.left, 1e-6)) is not None
+    except TimeoutError:
+        raise FilterEvalError(f"the regular expression {_q(m.value or '')} took too long to match "
+                              f"{m.selector_text} (a filter may spend {budget.seconds:g}s matching, plus "
+                              f"{budget.per_match * 1e6:g}µs per match): "
+                              "it backtracks too much; simplify it, e.g. without nested repetition like "
+                              "(a+)+ or overlapping alternatives like (a|aa)+") from None
+    finally:
+        budget.left -= time.perf_counter() - start
 
 
-def _eval_match(m: Match, obj: Any) -> bool:
+def _eval_match(m: Match, obj: Any, budget: RegexBudget) -> bool:
     try:
         value = _lookup(obj, m)
     except _NotPresent:
@@ -567,19 +645,36 @@ def _eval_match(m: Match, obj: Any) -> bool:
     if m.op == "is not empty":
         return not _is_empty(m, value)
     if m.op == "matches":
-        return _matches(m, value)
-    return not _matches(m, value)
+        return _matches(m, value, budget)
+    return not _matches(m, value, budget)
 
 
-def evaluate(expr: Expr, obj: Any) -> bool:
-    """Whether ``obj`` passes ``expr``; :class:`FilterEvalError` when it cannot be applied to ``obj``."""
-    if isinstance(expr, Match):
-        return _eval_match(expr, obj)
-    if isinstance(expr, Not):
-        return not evaluate(expr.operand, obj)
-    if isinstance(expr, And):
-        return evaluate(expr.left, obj) and evaluate(expr.right, obj)
-    return evaluate(expr.left, obj) or evaluate(expr.right, obj)
+def evaluate(expr: Expr, obj: Any, *, budget: RegexBudget | None = None) -> bool:
+    """Whether ``obj`` passes ``expr``; :class:`FilterEvalError` when it cannot be applied to ``obj``.
+
+    ``budget`` bounds the time spent matching regular expressions (shared by the evaluations given
+    the same one); by default :data:`REGEX_BUDGET_S` for this evaluation.
+    """
+    try:
+        return _evaluate(expr, obj, budget or RegexBudget())
+    except RecursionError:  # a tree built by hand, nested deeper than parse() allows
+        raise FilterEvalError("the expression nests too deeply to be evaluated; write it with fewer "
+                              "parentheses") from None
+
+
+def _evaluate(expr: Expr, obj: Any, budget: RegexBudget) -> bool:
+    # along an and/or chain (right-folded by the parser) in a loop: recursion only into a left operand
+    while True:
+        if isinstance(expr, Match):
+            return _eval_match(expr, obj, budget)
+        if isinstance(expr, Not):
+            return not _evaluate(expr.operand, obj, budget)
+        if isinstance(expr, And):
+            if not _evaluate(expr.left, obj, budget):
+                return False
+        elif _evaluate(expr.left, obj, budget):
+            return True
+        expr = expr.right
 
 
 class Filter:
@@ -593,5 +688,9 @@ class Filter:
         return evaluate(self.ast, obj)
 
     def select(self, items: Iterable[Any]) -> list[Any]:
-        """The items that pass, in order; the first evaluation error aborts (as Nomad's paginator does)."""
-        return [i for i in items if evaluate(self.ast, i)]
+        """The items that pass, in order; the first evaluation error aborts (as Nomad's paginator does).
+
+        All the items share one regular-expression budget (:data:`REGEX_BUDGET_S`).
+        """
+        budget = RegexBudget()
+        return [i for i in items if evaluate(self.ast, i, budget=budget)]

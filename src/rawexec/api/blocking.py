@@ -8,6 +8,10 @@ do not all come back at once. A malformed ``index`` or ``wait`` is a 400.
 Waiting is asyncio only (no thread per request): :class:`IndexWatch` hears about every state commit
 from the agent (``add_commit_listener``, called on the agent's writer thread) and wakes every waiter
 with one ``call_soon_threadsafe``; each waiter then re-reads its data and compares the index.
+
+A wait also ends when the client hangs up (the ASGI ``http.disconnect``: nothing is left waiting
+for nobody) and when the server stops (:meth:`IndexWatch.close`: every waiter answers at once with
+the current data, so a shutdown never has to cancel a request in the middle).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from rawexec.api.common import ApiError
 
@@ -111,6 +116,10 @@ class IndexWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._pending = False
+        self.closed = False
+        """Set by :meth:`close`: the server is stopping, nobody waits any more."""
+        self.waiting = 0
+        """Blocking queries waiting now (read on any thread)."""
         listen = getattr(agent, "add_commit_listener", None)
         self.live = listen is not None
         """False when the agent cannot report commits: waiters then re-check every second."""
@@ -127,6 +136,16 @@ class IndexWatch:
             loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is closed (server stopped)
             self._pending = False
+
+    def close(self) -> None:
+        """The server is stopping (any thread): wake every waiter, and let no request wait from now on."""
+        self.closed = True
+        self.poke()
+
+    async def wait_closed(self) -> None:
+        """Return once :meth:`close` was called (for streams that must end when the server stops)."""
+        while not self.closed:
+            await self.current().wait()
 
     def _wake(self) -> None:
         self._pending = False
@@ -152,24 +171,43 @@ def _index_of(resp: Response) -> int:
         return 0
 
 
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has gone (a GET's empty body is read and dropped on the way)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def blocking(watch: IndexWatch, request: Request, fetch: Callable[[], Awaitable[Response]]) -> Response:
     """Answer ``request`` with ``fetch()``, blocking as Nomad does when it carries ``index``: until
     the answer's ``X-Nomad-Index`` is greater than ``index`` or the wait is over. ``fetch`` reads the
     data afresh on each call (bind the namespace, id, filters in the closure); errors it raises end
-    the wait."""
+    the wait. The wait ends early, with the data as it is, when the server stops; and when the client
+    goes away (what is returned then is sent to nobody)."""
     q = parse_query_wait(request)
     if q.min_index == 0:
         return await fetch()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + q.timeout
-    while True:
-        ev = watch.current()
-        resp = await fetch()
-        remaining = deadline - loop.time()
-        if resp.status_code != 200 or _index_of(resp) > q.min_index or remaining <= 0:
-            return resp
-        try:
-            async with asyncio.timeout(remaining if watch.live else min(remaining, _POLL_S)):
-                await ev.wait()
-        except TimeoutError:
-            pass
+    gone = asyncio.ensure_future(_disconnected(request.receive))
+    watch.waiting += 1
+    try:
+        while True:
+            ev = watch.current()
+            resp = await fetch()
+            remaining = deadline - loop.time()
+            if (resp.status_code != 200 or _index_of(resp) > q.min_index or remaining <= 0 or watch.closed
+                    or gone.done()):
+                return resp
+            woken = asyncio.ensure_future(ev.wait())
+            try:
+                await asyncio.wait((woken, gone), timeout=remaining if watch.live else min(remaining, _POLL_S),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+            if gone.done():
+                return resp  # nobody to answer: do not read the data again
+    finally:
+        watch.waiting -= 1
+        gone.cancel()
+        if gone.done() and not gone.cancelled():
+            gone.exception()  # a receive that failed: the client is gone all the same (retrieved, not logged)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from rawexec.errors import RawExecError
 
@@ -202,14 +203,32 @@ class LiveStreamingResponse(StreamingResponse):
     (Starlette only watches for ``http.disconnect`` on old ASGI spec versions; a log follow or an
     event stream can be quiet for a long time, so we always watch.) Cancelling the body iterator
     runs its ``finally``, which tells the blocking producer to stop.
+
+    ``until``, when given, is awaited alongside: when it returns (the server is stopping) the
+    stream ends cleanly, its last chunk sent, instead of being cancelled mid-response.
     """
 
+    def __init__(self, content: Any, *, media_type: str | None = None,
+                 until: Callable[[], Awaitable[None]] | None = None) -> None:
+        super().__init__(content, media_type=media_type)
+        self.until = until
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent = {"start": False, "end": False}
+
+        async def tracked_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                sent["start"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                sent["end"] = True
+            await send(message)
+
+        stopping = False
         async with anyio.create_task_group() as tg:
 
             async def body() -> None:
                 try:
-                    await self.stream_response(send)
+                    await self.stream_response(tracked_send)
                 except OSError:
                     pass  # the client went away while we were sending
                 tg.cancel_scope.cancel()
@@ -221,5 +240,19 @@ class LiveStreamingResponse(StreamingResponse):
                         break
                 tg.cancel_scope.cancel()
 
+            async def server_stops(until: Callable[[], Awaitable[None]]) -> None:
+                nonlocal stopping
+                await until()
+                stopping = True
+                tg.cancel_scope.cancel()
+
             tg.start_soon(body)
             tg.start_soon(watch)
+            if self.until is not None:
+                tg.start_soon(server_stops, self.until)
+        if stopping and not sent["end"]:
+            with contextlib.suppress(OSError):
+                if not sent["start"]:
+                    await send({"type": "http.response.start", "status": self.status_code,
+                                "headers": self.raw_headers})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})

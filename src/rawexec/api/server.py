@@ -21,6 +21,7 @@ import uvicorn
 from rawexec.agent.agentconfig import AgentConfig
 from rawexec.api.acl import TokenStore
 from rawexec.api.app import ApiInfo, create_app
+from rawexec.api.blocking import IndexWatch
 from rawexec.api.protocol import AgentAPI
 from rawexec.errors import InvalidConfigError, UnavailableError
 
@@ -106,7 +107,8 @@ class ApiServer:
         if self.tcp is not None:
             check_bind_allowed(self.tcp[0], acl_enabled=config.acl_enabled)
         self.info = ApiInfo(self.unix_path)
-        self.app = create_app(agent, self.tokens, self.info)
+        self.watch = IndexWatch(agent)
+        self.app = create_app(agent, self.tokens, self.info, watch=self.watch)
         self._access_log = access_log
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -172,6 +174,9 @@ class ApiServer:
             log.error("HTTP API server failed: %s", e)
 
     def stop(self) -> None:
+        # first end the blocking queries and streams (each answers or finishes its response), so
+        # uvicorn's graceful shutdown finds no request to wait for and none to cancel
+        self.watch.close()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
