@@ -124,7 +124,11 @@ class _LogPump:
                 files = reader.list_log_files(log_dir, st.task, st.stream)  # type: ignore[arg-type]
                 if not files:
                     continue
-                st.pos = LogPosition(files[0].index, 0)
+                st.pos = LogPosition(0, 0)
+                if files[0].index > 0:
+                    # the first look comes after rotation deleted .0 ... .N-1 (a fast writer, small
+                    # max_files x max_file_size): name them, as when it happens later
+                    n += self._skip_rotated(st, files)
             base = os.path.join(log_dir, f"{st.task}.{st.stream}.")
             try:
                 grown = os.stat(base + str(st.pos.index)).st_size > st.pos.offset
