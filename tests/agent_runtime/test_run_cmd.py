@@ -81,6 +81,20 @@ def test_vars_and_data_dir(tag: str, state_dir: str, tmp_path: Path) -> None:
     assert (data / "state.db").exists()  # kept: it was given
 
 
+def test_relative_data_dir(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """``-data-dir dd1`` is taken from the current directory (tasks used to fail with
+    "alloc_dir must be an absolute path")."""
+    env = _env(tag, state_dir)
+    p = subprocess.run([*CMD, "-data-dir", "dd1", str(ROOT / "examples/hello.nomad.hcl")], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path, env=env, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "/say | done" in p.stdout
+    assert (tmp_path / "dd1" / "state.db").exists()
+    empty = subprocess.run([*CMD, "-data-dir", "", str(ROOT / "examples/hello.nomad.hcl")], capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path, env=env, check=False)
+    assert empty.returncode == 2 and "-data-dir must not be empty" in empty.stderr, empty.stderr
+
+
 def test_failing_batch_job_exits_nonzero(tag: str, state_dir: str, tmp_path: Path) -> None:
     jf = tmp_path / "fail.nomad.hcl"
     jf.write_text('''job "fail" {

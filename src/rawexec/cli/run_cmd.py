@@ -319,6 +319,10 @@ def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir
     prestart()
     _mark("command entered")
     variables = _vars(var)
+    if data_dir is not None:
+        if not data_dir:
+            raise click.UsageError("-data-dir must not be empty")
+        data_dir = os.path.abspath(data_dir)  # as the agent's: tasks need absolute alloc dirs
     tmp = None
     agent: Agent | None = None
     try:
