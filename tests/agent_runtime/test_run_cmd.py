@@ -253,6 +253,107 @@ def test_second_ctrl_c_forces(tag: str, state_dir: str, tmp_path: Path) -> None:
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
 
 
+_HUP_JOB = '''job "hup" {
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      kill_signal = "SIGTERM"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "trap 'echo bye > MARK.t; exit 0' TERM; echo up; sleep 1000 & wait"]
+      }
+    }
+    task "after" {
+      driver = "raw_exec"
+      lifecycle {
+        hook = "poststop"
+      }
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "echo ran > MARK.after"]
+      }
+    }
+  }
+}
+'''
+
+
+@pytest.mark.slow
+def test_sighup_stops_gracefully(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """SIGHUP is a stop request like Ctrl-C: kill_signal, poststop tasks, the temp data dir removed."""
+    jf = tmp_path / "hup.nomad.hcl"
+    jf.write_text(_HUP_JOB.replace("MARK", str(tmp_path / "mark")))
+    proc = _popen(jf, tag, state_dir)
+    lines: list[str] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for ln in proc.stdout:
+            lines.append(ln)
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    try:
+        wait_until(lambda: any("/t | up" in ln for ln in lines), 60, 0.05, "task up")
+        proc.send_signal(signal.SIGHUP)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    th.join(10)
+    text = "".join(lines)
+    assert rc == 130, text
+    assert "Stopping every task" in text and "/t: Killed: Task successfully killed" in text
+    assert (tmp_path / "mark.t").read_text() == "bye\n"  # its kill_signal, not the shim's last-resort stop
+    assert (tmp_path / "mark.after").read_text() == "ran\n"
+    assert not list(Path(state_dir).glob("rawexec-run-*"))
+    wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
+
+
+@pytest.mark.slow
+def test_terminal_closed_stops_gracefully(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """The terminal of a `rawexec run` closes: SIGHUP, then every write to it fails (EIO). The tasks
+    are still stopped gracefully, the poststop task runs and the temp data dir goes."""
+    import pty
+
+    jf = tmp_path / "hup.nomad.hcl"
+    jf.write_text(_HUP_JOB.replace("MARK", str(tmp_path / "mark")))
+    master, slave = pty.openpty()
+    env = dict(_env(tag, state_dir), TERM="xterm")  # a TTY: the live table
+    # setsid -c: a session of its own with the pty as controlling terminal, rawexec its leader
+    proc = subprocess.Popen(["setsid", "-c", *CMD, str(jf)], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=ROOT, env=env)
+    os.close(slave)
+    buf = b""
+    try:
+        def task_up() -> bool:
+            nonlocal buf
+            import select
+
+            while select.select([master], [], [], 0)[0]:
+                try:
+                    buf += os.read(master, 65536)
+                except OSError:
+                    break
+            return b"/t | up" in buf
+
+        wait_until(task_up, 60, 0.05, "task up")
+        os.close(master)  # the terminal goes away: hangup
+        master = -1
+        rc = proc.wait(60)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 130, buf.decode(errors="replace")
+    assert (tmp_path / "mark.t").read_text() == "bye\n"
+    assert (tmp_path / "mark.after").read_text() == "ran\n"
+    assert not list(Path(state_dir).glob("rawexec-run-*"))
+    wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
+
+
 def test_detach_leaves_tasks_for_the_next_agent(make_agent: Any, tag: str, state_dir: str, tmp_path: Path) -> None:
     jf = tmp_path / "bg.nomad.hcl"
     jf.write_text('job "bg" {\n group "g" {\n task "t" {\n driver = "raw_exec"\n'
