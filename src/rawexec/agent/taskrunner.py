@@ -287,10 +287,13 @@ class TaskRunner:
                 return  # not started yet: the run loop sees _killing and stops it once started
             self._stop_sent = True
         if self.running:
-            reason = self._kill_reason.kill_reason if self._kill_reason and \
-                self._kill_reason.type == ev.KILLING else ""
-            self._emit(TaskEvent.killing(self._kill_timeout(), reason))
+            self._emit(self._killing_event())
         self._stop_current(reason="kill")
+
+    def _killing_event(self) -> TaskEvent:
+        reason = self._kill_reason.kill_reason if self._kill_reason and \
+            self._kill_reason.type == ev.KILLING else ""
+        return TaskEvent.killing(self._kill_timeout(), reason)
 
     def _stop_current(self, reason: str) -> None:
         with self._cond:
@@ -329,14 +332,14 @@ class TaskRunner:
         if recovering:
             attached = self._reattach(handle)
             if not attached and self.restart_at > 0 and not self._sleep_until(self.restart_at):
-                self._finish_killed(False)
+                self._finish_killed()
                 return
         while True:
             if self.alloc.detached:
                 return
             if not attached:
                 if self._killing:
-                    self._finish_killed(False)
+                    self._finish_killed()
                     return
                 result = self._start_once()
                 if result is None:
@@ -396,12 +399,17 @@ class TaskRunner:
                     return True
                 self._cond.wait(left)
 
-    def _finish_killed(self, was_running: bool) -> None:
+    def _finish_killed(self) -> None:
+        """Dead after a kill, with Nomad's ``Killing`` and ``Killed`` events: ``Killing`` is said
+        here when no process was being stopped (killed in its restart delay, while downloading
+        artifacts, before its start, or as it exited by itself), as Nomad's Kill() always says it."""
         self.restart_at = 0.0
-        if was_running:
-            self._emit(TaskEvent.killed(), ev.TASK_DEAD)
-        else:
-            self._emit(None, ev.TASK_DEAD)
+        with self._cond:
+            say_killing = not self._stop_sent
+            self._stop_sent = True
+        if say_killing:
+            self._emit(self._killing_event(), persist=False)
+        self._emit(TaskEvent.killed(), ev.TASK_DEAD)
 
     def _decide_after_failure(self, err: BaseException) -> bool | None:
         """After a failed start: False to try again (after the delay), None when the task is dead."""
@@ -413,10 +421,15 @@ class TaskRunner:
         return None
 
     def _schedule_restart(self, event: TaskEvent | None, delay: float) -> bool | None:
+        with self._cond:
+            killed = self._killing
+        if killed:  # killed while its exit or failed start was being handled: no restart after a kill
+            self._finish_killed()
+            return None
         self.restart_at = time.time() + delay
         self._emit(event, ev.TASK_PENDING)
         if not self._sleep_until(self.restart_at):
-            self._finish_killed(False)
+            self._finish_killed()
             return None
         self.restart_at = 0.0
         return False
@@ -482,7 +495,7 @@ class TaskRunner:
             return None
         with self._cond:
             if self._killing:
-                self._finish_killed(False)
+                self._finish_killed()
                 return None
             self.attempt += 1
             self.task_id = f"{ar.alloc_id}/{self.name}/{self.attempt}"
@@ -546,7 +559,7 @@ class TaskRunner:
             pass
         self.handle = None
         if killing:
-            self._finish_killed(True)
+            self._finish_killed()
             return False
         if restart_req:
             decision = self.tracker.set_restart_triggered().get_state()
