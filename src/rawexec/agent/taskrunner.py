@@ -481,6 +481,9 @@ class TaskRunner:
             try:
                 self._fetch_artifacts(env.replace)
             except ArtifactError as e:
+                if self._killing:  # the kill cancelled the download
+                    self._finish_killed()
+                    return None
                 self._emit(TaskEvent.artifact_download_failed(str(e)))
                 return self._decide_after_failure(e)
             finally:
@@ -517,7 +520,10 @@ class TaskRunner:
         return handle
 
     def _fetch_artifacts(self, interpolate: Callable[[str], str]) -> None:
+        """Download the task's artifacts; a kill cancels a download in flight (as Nomad's kill
+        context does). Raises ArtifactError, recoverable (Nomad's artifact hook)."""
         from rawexec.artifacts.getter import fetch_artifact
+        from rawexec.artifacts.task import hook_error
 
         ar = self.alloc
         self.progress = ArtifactProgress()
@@ -531,8 +537,12 @@ class TaskRunner:
         for spec in self.task.artifacts:
             if self._killing:
                 raise ArtifactError("task killed while downloading artifacts")
-            fetch_artifact(spec, task_dir=task_dir, alloc_dir=ar.alloc_dir, config=ar.getter_config(),
-                           progress=on_progress, interpolate=interpolate, task_user=self.task.user or None)
+            try:
+                fetch_artifact(spec, task_dir=task_dir, alloc_dir=ar.alloc_dir, config=ar.getter_config(),
+                               progress=on_progress, interpolate=interpolate, task_user=self.task.user or None,
+                               cancelled=lambda: self._killing)
+            except ArtifactError as e:
+                raise hook_error(e) from None
 
     def _wait_exit(self) -> ExitResult | None:
         task_id = self.task_id
