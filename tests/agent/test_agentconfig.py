@@ -93,6 +93,17 @@ def test_defaults_and_disabled_unless_enabled() -> None:
     assert AgentConfig().with_data_dir("rel").require_data_dir().endswith("/rel")
 
 
+def test_a_relative_data_dir_is_made_absolute_however_the_config_is_built(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Nomad's agent: alloc dirs, the API socket and the driver need an absolute data dir."""
+    monkeypatch.chdir(tmp_path)
+    want = str(tmp_path / "dd1")
+    assert AgentConfig(data_dir="dd1").data_dir == want
+    assert AgentConfig().with_data_dir("dd1").data_dir == want
+    assert load_config(texts=[("x.hcl", 'data_dir = "dd1"')]).data_dir == want
+    assert AgentConfig(data_dir="/abs/d").data_dir == "/abs/d"
+
+
 @pytest.mark.parametrize(("value", "enabled"), [("1", True), ("true", True), ("T", True), ("0", False),
                                                  ("False", False), ("yes", False)])
 def test_deprecated_client_option(value: str, enabled: bool) -> None:

@@ -97,6 +97,20 @@ def test_job_from_standard_input(tag: str, state_dir: str, tmp_path: Path) -> No
     assert p.returncode != 0 and "<stdin>:2:1: " in p.stderr, p.stderr
 
 
+def test_relative_data_dir(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """``-data-dir dd1`` is taken from the current directory (tasks used to fail with
+    "alloc_dir must be an absolute path")."""
+    env = _env(tag, state_dir)
+    p = subprocess.run([*CMD, "-data-dir", "dd1", str(ROOT / "examples/hello.nomad.hcl")], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path, env=env, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "/say | done" in p.stdout
+    assert (tmp_path / "dd1" / "state.db").exists()
+    empty = subprocess.run([*CMD, "-data-dir", "", str(ROOT / "examples/hello.nomad.hcl")], capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path, env=env, check=False)
+    assert empty.returncode == 2 and "-data-dir must not be empty" in empty.stderr, empty.stderr
+
+
 def test_failing_batch_job_exits_nonzero(tag: str, state_dir: str, tmp_path: Path) -> None:
     jf = tmp_path / "fail.nomad.hcl"
     jf.write_text('''job "fail" {
@@ -252,6 +266,107 @@ def test_second_ctrl_c_forces(tag: str, state_dir: str, tmp_path: Path) -> None:
     assert rc == 130, text
     assert "Forcing: killing every task now" in text
     assert took < 15, took  # not the task's 25s kill_timeout
+    wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
+
+
+_HUP_JOB = '''job "hup" {
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      kill_signal = "SIGTERM"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "trap 'echo bye > MARK.t; exit 0' TERM; echo up; sleep 1000 & wait"]
+      }
+    }
+    task "after" {
+      driver = "raw_exec"
+      lifecycle {
+        hook = "poststop"
+      }
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "echo ran > MARK.after"]
+      }
+    }
+  }
+}
+'''
+
+
+@pytest.mark.slow
+def test_sighup_stops_gracefully(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """SIGHUP is a stop request like Ctrl-C: kill_signal, poststop tasks, the temp data dir removed."""
+    jf = tmp_path / "hup.nomad.hcl"
+    jf.write_text(_HUP_JOB.replace("MARK", str(tmp_path / "mark")))
+    proc = _popen(jf, tag, state_dir)
+    lines: list[str] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for ln in proc.stdout:
+            lines.append(ln)
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    try:
+        wait_until(lambda: any("/t | up" in ln for ln in lines), 60, 0.05, "task up")
+        proc.send_signal(signal.SIGHUP)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    th.join(10)
+    text = "".join(lines)
+    assert rc == 130, text
+    assert "Stopping every task" in text and "/t: Killed: Task successfully killed" in text
+    assert (tmp_path / "mark.t").read_text() == "bye\n"  # its kill_signal, not the shim's last-resort stop
+    assert (tmp_path / "mark.after").read_text() == "ran\n"
+    assert not list(Path(state_dir).glob("rawexec-run-*"))
+    wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
+
+
+@pytest.mark.slow
+def test_terminal_closed_stops_gracefully(tag: str, state_dir: str, tmp_path: Path) -> None:
+    """The terminal of a `rawexec run` closes: SIGHUP, then every write to it fails (EIO). The tasks
+    are still stopped gracefully, the poststop task runs and the temp data dir goes."""
+    import pty
+
+    jf = tmp_path / "hup.nomad.hcl"
+    jf.write_text(_HUP_JOB.replace("MARK", str(tmp_path / "mark")))
+    master, slave = pty.openpty()
+    env = dict(_env(tag, state_dir), TERM="xterm")  # a TTY: the live table
+    # setsid -c: a session of its own with the pty as controlling terminal, rawexec its leader
+    proc = subprocess.Popen(["setsid", "-c", *CMD, str(jf)], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=ROOT, env=env)
+    os.close(slave)
+    buf = b""
+    try:
+        def task_up() -> bool:
+            nonlocal buf
+            import select
+
+            while select.select([master], [], [], 0)[0]:
+                try:
+                    buf += os.read(master, 65536)
+                except OSError:
+                    break
+            return b"/t | up" in buf
+
+        wait_until(task_up, 60, 0.05, "task up")
+        os.close(master)  # the terminal goes away: hangup
+        master = -1
+        rc = proc.wait(60)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 130, buf.decode(errors="replace")
+    assert (tmp_path / "mark.t").read_text() == "bye\n"
+    assert (tmp_path / "mark.after").read_text() == "ran\n"
+    assert not list(Path(state_dir).glob("rawexec-run-*"))
     wait_until(lambda: pids_with_tag(tag) == [], 10, 0.05, "no task process left")
 
 

@@ -19,7 +19,7 @@ from rawexec.artifacts.landlock import abi_version
 from rawexec.errors import ArtifactError
 from tests.artifacts.conftest import Alloc
 from tests.artifacts.corpus import bad_corpus, sample_tree, tar_bytes
-from tests.artifacts.server import TestServer
+from tests.artifacts.server import TestServer, wait_until
 
 FAST = GetterConfig(http_retries=2, retry_backoff=0.01, http_read_timeout=2.0,
                     decompression_size_limit=4 << 20, decompression_file_count_limit=32)
@@ -172,14 +172,16 @@ def test_checksum_file_url(server: TestServer, alloc: Alloc) -> None:
     server.add("/rel/BAD", body=f"{'1' * 64}  app.tar.gz\n".encode())
     expect_failure(ArtifactSpec(server.url("/rel/app.tar.gz"), destination="local/x/",
                                 options={"checksum": f"file:{server.url('/rel/BAD')}"}), alloc,
-                   "checksums did not match", recoverable=False)
+                   "checksums did not match", recoverable=True)
 
 
-def test_wrong_checksum_leaves_nothing_and_is_not_recoverable(server: TestServer, alloc: Alloc) -> None:
+def test_wrong_checksum_leaves_nothing_and_is_recoverable(server: TestServer, alloc: Alloc) -> None:
+    """Recoverable as in Nomad (the source may be mid-update): the task's restart policy applies."""
     data = tar_bytes(sample_tree(), "gz")
-    server.add("/app.tar.gz", body=data)
+    route = server.add("/app.tar.gz", body=data)
     expect_failure(ArtifactSpec(server.url("/app.tar.gz"), options={"checksum": f"sha256:{'ab' * 32}"}),
-                   alloc, "checksums did not match", recoverable=False)
+                   alloc, "checksums did not match", recoverable=True)
+    assert len(route.requests) == 1  # not downloaded again within the attempt
 
 
 @pytest.mark.parametrize(("checksum", "message"), [
@@ -198,8 +200,12 @@ def test_malformed_checksum_option(server: TestServer, alloc: Alloc, checksum: s
 
 # ---- HTTP failures -----------------------------------------------------------------------------
 
-def test_404_is_not_recoverable(server: TestServer, alloc: Alloc) -> None:
-    expect_failure(ArtifactSpec(server.url("/missing")), alloc, "bad response code: 404", recoverable=False)
+def test_404_is_recoverable_but_not_retried(server: TestServer, alloc: Alloc) -> None:
+    """Recoverable as every getter error in Nomad (the file may be published later: the task's restart
+    policy applies), but not a transient error worth repeating within the attempt."""
+    route = server.add("/missing", status=404, body=b"not found")
+    expect_failure(ArtifactSpec(server.url("/missing")), alloc, "bad response code: 404", recoverable=True)
+    assert len(route.requests) == 1
 
 
 def test_500_is_retried_then_recoverable(server: TestServer, alloc: Alloc) -> None:
@@ -428,6 +434,29 @@ def test_overall_deadline_kills_the_child(server: TestServer, alloc: Alloc) -> N
                    config=cfg)
 
 
+def test_cancel_kills_the_child_at_once(server: TestServer, alloc: Alloc) -> None:
+    """``cancelled`` (the task is being killed) ends a download in flight at once, not when the
+    server or a deadline lets go; nothing is left in the task dir or the staging area."""
+    import threading
+    import time
+
+    route = server.add("/hang", body=b"x" * 10000, stall=60)
+    cfg = GetterConfig(http_retries=0, http_read_timeout=60)
+    stop = threading.Event()
+
+    def cancel_once_requested() -> None:
+        wait_until(lambda: route.requests, 30)
+        stop.set()
+
+    threading.Thread(target=cancel_once_requested, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(ArtifactError, match="download cancelled") as err:
+        fetch(ArtifactSpec(server.url("/hang")), alloc, cfg, cancelled=stop.is_set)
+    assert time.monotonic() - t0 < 10
+    assert err.value.recoverable
+    assert alloc.task_files() == ["local", "secrets", "tmp"] and alloc.staging_leftovers() == []
+
+
 def test_task_artifacts_in_parallel_with_events(server: TestServer, alloc: Alloc) -> None:
     from rawexec.artifacts import EVENT_DOWNLOADING, EVENT_FAILED, fetch_task_artifacts
 
@@ -443,7 +472,7 @@ def test_task_artifacts_in_parallel_with_events(server: TestServer, alloc: Alloc
     with pytest.raises(ArtifactError) as err:
         fetch_task_artifacts([*specs, ArtifactSpec(server.url("/nope"))], task_dir=str(alloc.task),
                              alloc_dir=str(alloc.root), config=FAST, emit=lambda t, m: events.append((t, m)))
-    assert not err.value.recoverable
+    assert err.value.recoverable  # as Nomad's artifact hook: every download failure is
     assert events[-1] == (EVENT_FAILED, f'failed to download artifact "{server.url("/nope")}": '
                                         "bad response code: 404")
 

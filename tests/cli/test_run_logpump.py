@@ -84,3 +84,23 @@ def test_files_rotated_away_before_they_were_shown_are_named(tmp_path: Path, ino
         ]
         (logs / "web.stdout.3").write_bytes(b"six\nseven\n")
         assert pump.poll(changed=None) == 1 and out.getvalue().endswith("a3/web | seven\n")
+
+
+@pytest.mark.parametrize("inotify", [False, True])
+def test_files_rotated_away_before_the_first_look_are_named(tmp_path: Path, inotify: bool) -> None:
+    """A task can rotate its first files away before `rawexec run` even looks at its logs (a fast
+    writer: `seq 1 800000` with max_files = 2, max_file_size = 1): the loss is named, not silent."""
+    ar = _alloc(tmp_path, "a4")
+    ar.runners["web"].started_once = True
+    logs = Path(ar.alloc_dir) / "alloc" / "logs"
+    (logs / "web.stdout.3").write_bytes(b"seven\n")
+    (logs / "web.stdout.4").write_bytes(b"eight\nni")
+    with _pump(ar, "a4", inotify) as (pump, out):
+        assert pump.poll(changed=None) == 3
+        assert out.getvalue().splitlines() == [
+            "a4/web | [rawexec run: web.stdout.0 to .2 rotated away (the task's logs max_files) before it could be "
+            "shown; those lines are lost]",
+            "a4/web | seven",
+            "a4/web | eight",
+        ]
+        assert pump.poll(final=True) == 1 and out.getvalue().endswith("a4/web | ni\n")

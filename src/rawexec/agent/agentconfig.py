@@ -217,6 +217,12 @@ class AgentConfig:
     warnings: tuple[str, ...] = ()
     """Non-fatal notes for the operator (deprecated or ignored settings), to log at start."""
 
+    def __post_init__(self) -> None:
+        # Nomad's agent works on an absolute data dir: a relative one is taken from the current
+        # directory now, once (alloc dirs, the API socket and the driver need absolute paths)
+        if self.data_dir and not os.path.isabs(self.data_dir):
+            object.__setattr__(self, "data_dir", os.path.abspath(self.data_dir))
+
     @property
     def raw_exec_enabled(self) -> bool:
         return self.raw_exec.enabled

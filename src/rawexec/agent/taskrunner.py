@@ -314,10 +314,13 @@ class TaskRunner:
                 return  # not started yet: the run loop sees _killing and stops it once started
             self._stop_sent = True
         if self.running:
-            reason = self._kill_reason.kill_reason if self._kill_reason and \
-                self._kill_reason.type == ev.KILLING else ""
-            self._emit(TaskEvent.killing(self._kill_timeout(), reason))
+            self._emit(self._killing_event())
         self._stop_current(reason="kill")
+
+    def _killing_event(self) -> TaskEvent:
+        reason = self._kill_reason.kill_reason if self._kill_reason and \
+            self._kill_reason.type == ev.KILLING else ""
+        return TaskEvent.killing(self._kill_timeout(), reason)
 
     def _stop_current(self, reason: str) -> None:
         with self._cond:
@@ -356,14 +359,14 @@ class TaskRunner:
         if recovering:
             attached = self._reattach(handle)
             if not attached and self.restart_at > 0 and not self._sleep_until(self.restart_at):
-                self._finish_killed(False)
+                self._finish_killed()
                 return
         while True:
             if self.alloc.detached:
                 return
             if not attached:
                 if self._killing:
-                    self._finish_killed(False)
+                    self._finish_killed()
                     return
                 result = self._start_once()
                 if result is None:
@@ -423,12 +426,17 @@ class TaskRunner:
                     return True
                 self._cond.wait(left)
 
-    def _finish_killed(self, was_running: bool) -> None:
+    def _finish_killed(self) -> None:
+        """Dead after a kill, with Nomad's ``Killing`` and ``Killed`` events: ``Killing`` is said
+        here when no process was being stopped (killed in its restart delay, while downloading
+        artifacts, before its start, or as it exited by itself), as Nomad's Kill() always says it."""
         self.restart_at = 0.0
-        if was_running:
-            self._emit(TaskEvent.killed(), ev.TASK_DEAD)
-        else:
-            self._emit(None, ev.TASK_DEAD)
+        with self._cond:
+            say_killing = not self._stop_sent
+            self._stop_sent = True
+        if say_killing:
+            self._emit(self._killing_event(), persist=False)
+        self._emit(TaskEvent.killed(), ev.TASK_DEAD)
 
     def _decide_after_failure(self, err: BaseException) -> bool | None:
         """After a failed start: False to try again (after the delay), None when the task is dead."""
@@ -440,10 +448,15 @@ class TaskRunner:
         return None
 
     def _schedule_restart(self, event: TaskEvent | None, delay: float) -> bool | None:
+        with self._cond:
+            killed = self._killing
+        if killed:  # killed while its exit or failed start was being handled: no restart after a kill
+            self._finish_killed()
+            return None
         self.restart_at = time.time() + delay
         self._emit(event, ev.TASK_PENDING)
         if not self._sleep_until(self.restart_at):
-            self._finish_killed(False)
+            self._finish_killed()
             return None
         self.restart_at = 0.0
         return False
@@ -495,6 +508,9 @@ class TaskRunner:
             try:
                 self._fetch_artifacts(env.replace)
             except ArtifactError as e:
+                if self._killing:  # the kill cancelled the download
+                    self._finish_killed()
+                    return None
                 self._emit(TaskEvent.artifact_download_failed(str(e)))
                 return self._decide_after_failure(e)
             finally:
@@ -509,7 +525,7 @@ class TaskRunner:
             return None
         with self._cond:
             if self._killing:
-                self._finish_killed(False)
+                self._finish_killed()
                 return None
             self.attempt += 1
             self.task_id = f"{ar.alloc_id}/{self.name}/{self.attempt}"
@@ -531,7 +547,10 @@ class TaskRunner:
         return handle
 
     def _fetch_artifacts(self, interpolate: Callable[[str], str]) -> None:
+        """Download the task's artifacts; a kill cancels a download in flight (as Nomad's kill
+        context does). Raises ArtifactError, recoverable (Nomad's artifact hook)."""
         from rawexec.artifacts.getter import fetch_artifact
+        from rawexec.artifacts.task import hook_error
 
         ar = self.alloc
         self.progress = ArtifactProgress()
@@ -545,8 +564,12 @@ class TaskRunner:
         for spec in self.task.artifacts:
             if self._killing:
                 raise ArtifactError("task killed while downloading artifacts")
-            fetch_artifact(spec, task_dir=task_dir, alloc_dir=ar.alloc_dir, config=ar.getter_config(),
-                           progress=on_progress, interpolate=interpolate, task_user=self.task.user or None)
+            try:
+                fetch_artifact(spec, task_dir=task_dir, alloc_dir=ar.alloc_dir, config=ar.getter_config(),
+                               progress=on_progress, interpolate=interpolate, task_user=self.task.user or None,
+                               cancelled=lambda: self._killing)
+            except ArtifactError as e:
+                raise hook_error(e) from None
 
     def _wait_exit(self) -> ExitResult | None:
         task_id = self.task_id
@@ -573,7 +596,7 @@ class TaskRunner:
             pass
         self.handle = None
         if killing:
-            self._finish_killed(True)
+            self._finish_killed()
             return False
         if restart_req:
             decision = self.tracker.set_restart_triggered().get_state()

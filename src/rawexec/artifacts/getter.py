@@ -128,9 +128,15 @@ def _child_env(cfg: GetterConfig, staging: str) -> dict[str, str]:
     return env
 
 
+_CANCEL_CHECK = 0.05
+"""How often a cancellable fetch looks at its ``cancelled`` callback while the child works (s)."""
+
+
 def _run_child(params: dict[str, Any], cfg: GetterConfig, source: str,
-               progress: Callable[[Progress], None] | None) -> tuple[dict[str, Any], str]:
-    """Run the sandbox child; returns (done event, isolation mode) or raises ArtifactError."""
+               progress: Callable[[Progress], None] | None,
+               cancelled: Callable[[], bool] | None = None) -> tuple[dict[str, Any], str]:
+    """Run the sandbox child; returns (done event, isolation mode) or raises ArtifactError.
+    When ``cancelled()`` turns true the child's whole session is killed and the fetch fails."""
     staging = params["staging"]
     with tempfile.TemporaryFile(dir=staging) as errf:
         proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, _PKG_DIR], stdin=subprocess.PIPE,
@@ -141,10 +147,11 @@ def _run_child(params: dict[str, Any], cfg: GetterConfig, source: str,
         error: dict[str, Any] | None = None
         isolation = "unknown"
         deadline = time.monotonic() + cfg.deadline
+        check = _CANCEL_CHECK if cancelled is not None else 1.0
+        sel = selectors.DefaultSelector()
         try:
             proc.stdin.write(json.dumps(params).encode())
             proc.stdin.close()
-            sel = selectors.DefaultSelector()
             sel.register(proc.stdout, selectors.EVENT_READ)
             buf = b""
             eof = False
@@ -152,7 +159,9 @@ def _run_child(params: dict[str, Any], cfg: GetterConfig, source: str,
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _fail(source, f"getter subprocess timed out after {cfg.deadline:g}s", True)
-                if not sel.select(timeout=min(left, 1.0)):
+                if cancelled is not None and cancelled():
+                    raise _fail(source, "download cancelled", True)  # the finally kills the child
+                if not sel.select(timeout=min(left, check)):
                     continue
                 data = os.read(proc.stdout.fileno(), 65536)
                 if not data:
@@ -173,9 +182,9 @@ def _run_child(params: dict[str, Any], cfg: GetterConfig, source: str,
                         result = ev
                     elif kind == "error":
                         error = ev
-            sel.close()
             rc = proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
         finally:
+            sel.close()  # also on a timeout or a cancel: its epoll fd
             if proc.poll() is None:
                 try:  # the child leads its own session: take git/ssh grandchildren down too
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -240,16 +249,21 @@ def fetch_artifact(spec: ArtifactSpec, *, task_dir: str, alloc_dir: str,
                    config: GetterConfig = _DEFAULT_CONFIG,
                    progress: Callable[[Progress], None] | None = None,
                    interpolate: Callable[[str], str] | None = None,
-                   task_user: str | None = None) -> FetchResult:
+                   task_user: str | None = None,
+                   cancelled: Callable[[], bool] | None = None) -> FetchResult:
     """Download, verify and unpack one artifact into the task's directory.
 
     ``task_dir`` is ``<alloc>/<task>``; ``alloc_dir`` the allocation's root (``<alloc>``; its
     ``alloc/`` subdir is the shared dir). The destination may be under either the task dir or the
     shared dir. ``interpolate`` expands ``${...}`` in source, destination, option and header values.
     ``task_user`` is the owner for ``chown = true`` (applied only when running as root).
+    ``cancelled`` is polled while the download runs: once it returns true (the task is being
+    killed) the getter child is killed and the fetch fails at once with ``download cancelled``.
 
-    Raises :class:`~rawexec.errors.ArtifactError` (``recoverable`` for transient failures) whose
-    message is Nomad's ``failed to download artifact "<source>": <reason>``.
+    Raises :class:`~rawexec.errors.ArtifactError` whose message is Nomad's ``failed to download
+    artifact "<source>": <reason>``; ``recoverable`` unless the job itself is at fault (a bad
+    source, mode or destination, an escaping archive). A task's artifact hook makes every one
+    recoverable anyway, as Nomad's does (:func:`rawexec.artifacts.task.hook_error`).
     """
     started = time.monotonic()
     ip = interpolate or (lambda s: s)
@@ -292,7 +306,7 @@ def fetch_artifact(spec: ArtifactSpec, *, task_dir: str, alloc_dir: str,
             "isolation": {"enabled": not config.disable_filesystem_isolation},
             "extra_read": _extra_read(resolved),
         }
-        result, isolation = _run_child(params, config, spec.source, progress)
+        result, isolation = _run_child(params, config, spec.source, progress, cancelled)
         out = os.path.join(staging, "out")
         try:
             check_tree(out)  # escape inspection, whatever the child says

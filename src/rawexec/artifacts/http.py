@@ -44,9 +44,10 @@ def _client(cfg: GetterConfig, insecure: bool) -> httpx.Client:
 
 def _status_failure(resp: httpx.Response) -> FetchFailure:
     code = resp.status_code
-    # 408/425/429 and 5xx are transient; any other 4xx is the request's fault
-    recoverable = code >= 500 or code in (408, 425, 429)
-    return FetchFailure(f"bad response code: {code}", recoverable)
+    # recoverable as every getter error in Nomad (the file may appear later: the restart policy
+    # applies), but retried within the attempt only when transient: 408/425/429 and 5xx (any other
+    # 4xx is the request's fault, and go-getter does not retry at all)
+    return FetchFailure(f"bad response code: {code}", True, retry=code >= 500 or code in (408, 425, 429))
 
 
 def _classify(exc: Exception) -> FetchFailure:
@@ -174,12 +175,12 @@ def http_download(url: str, path: str, *, headers: Mapping[str, str], insecure: 
                     out.flush()
                     return done, sink.drain()
                 except FetchFailure as exc:
-                    if not exc.recoverable:
+                    if not exc.retry:
                         raise
                     last = exc
                 except httpx.HTTPError as exc:
                     failure = _classify(exc)
-                    if not failure.recoverable:
+                    if not failure.retry:
                         raise failure from None
                     last = failure
         finally:
@@ -208,12 +209,12 @@ def http_get_small(url: str, *, headers: Mapping[str, str], insecure: bool, cfg:
                             raise FetchFailure(f"checksum file larger than {limit} bytes", False)
                     return bytes(body)
             except FetchFailure as exc:
-                if not exc.recoverable:
+                if not exc.retry:
                     raise
                 last = exc
             except httpx.HTTPError as exc:
                 failure = _classify(exc)
-                if not failure.recoverable:
+                if not failure.retry:
                     raise failure from None
                 last = failure
     assert last is not None

@@ -145,7 +145,7 @@ def _hex_from_checksum_file(body: bytes, name: str, url: str) -> tuple[str, str]
             continue
         if kind:
             return kind, hexv.lower()
-    raise FetchFailure(f'no checksum for "{name}" found in checksum file {url}', False)
+    raise FetchFailure(f'no checksum for "{name}" found in checksum file {url}', True, retry=False)
 
 
 def _checksum(params: dict[str, Any], cfg: GetterConfig) -> tuple[str, str] | None:
@@ -274,8 +274,9 @@ def run(params: dict[str, Any], em: Emitter) -> dict[str, Any]:
         assert hasher is not None
         got = hasher.hexdigest()
         if got != checksum[1]:
+            # recoverable, as in Nomad: the source may be mid-update (the restart policy applies)
             raise FetchFailure(f"checksums did not match: expected {checksum[1]}, got {got} "
-                               f"({checksum[0]})", False)
+                               f"({checksum[0]})", True, retry=False)
     kind = None if params["archive_disabled"] else params["archive_kind"]
     ck_text = f"{checksum[0]}:{checksum[1]}" if checksum else None
     if kind is None:

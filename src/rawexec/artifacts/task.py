@@ -2,7 +2,7 @@
 
 Up to three downloads run at once; the task's events are ``Downloading Artifacts`` before and
 ``Failed Artifact Download`` (with ``failed to download artifact "<source>": <reason>``) on the
-first failure, whose ``recoverable`` flag decides whether the restart policy applies.
+first failure, which is always recoverable (:func:`hook_error`): the restart policy applies.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "EVENT_FAILED",
     "MAX_PARALLEL_DOWNLOADS",
     "fetch_task_artifacts",
+    "hook_error",
 ]
 
 EVENT_DOWNLOADING = "Downloading Artifacts"
@@ -29,18 +30,26 @@ EVENT_FAILED = "Failed Artifact Download"
 MAX_PARALLEL_DOWNLOADS = 3
 
 
+def hook_error(exc: ArtifactError) -> ArtifactError:
+    """The task's error for a failed download: recoverable whatever the getter said, as Nomad's
+    artifact hook wraps every getter error in a recoverable one (the restart policy decides)."""
+    return exc if exc.recoverable else ArtifactError(exc.message, recoverable=True)
+
+
 def fetch_task_artifacts(specs: Sequence[ArtifactSpec], *, task_dir: str, alloc_dir: str,
                          config: GetterConfig | None = None,
                          progress: Callable[[Progress], None] | None = None,
                          interpolate: Callable[[str], str] | None = None,
                          task_user: str | None = None,
                          emit: Callable[[str, str], None] | None = None,
-                         max_parallel: int = MAX_PARALLEL_DOWNLOADS) -> list[FetchResult]:
+                         max_parallel: int = MAX_PARALLEL_DOWNLOADS,
+                         cancelled: Callable[[], bool] | None = None) -> list[FetchResult]:
     """Fetch every artifact of a task; results in the order of ``specs``.
 
     ``emit(event_type, message)`` receives the task events. On failure the first error (in spec
     order) is emitted and raised; artifacts that did succeed keep their markers, so a restart
-    fetches only what is missing.
+    fetches only what is missing. The error raised is recoverable (:func:`hook_error`).
+    ``cancelled`` is :func:`fetch_artifact`'s.
     """
     if not specs:
         return []
@@ -50,7 +59,7 @@ def fetch_task_artifacts(specs: Sequence[ArtifactSpec], *, task_dir: str, alloc_
 
     def one(spec: ArtifactSpec) -> FetchResult:
         return fetch_artifact(spec, task_dir=task_dir, alloc_dir=alloc_dir, config=cfg, progress=progress,
-                              interpolate=interpolate, task_user=task_user)
+                              interpolate=interpolate, task_user=task_user, cancelled=cancelled)
 
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(specs))),
                             thread_name_prefix="artifact") as pool:
@@ -65,5 +74,5 @@ def fetch_task_artifacts(specs: Sequence[ArtifactSpec], *, task_dir: str, alloc_
     if first_error is not None:
         if emit is not None:
             emit(EVENT_FAILED, first_error.message)
-        raise first_error
+        raise hook_error(first_error)
     return results

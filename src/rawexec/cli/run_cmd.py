@@ -1,8 +1,9 @@
 """``rawexec run JOBFILE``: run a Nomad job in the foreground on an embedded dev-mode agent.
 
 Shows every task's output prefixed ``<alloc>/<task> |`` and, on a TTY, a live table of
-allocations and tasks (state, restarts, last event, artifact download progress). Ctrl-C stops
-every task gracefully (kill_signal, kill_timeout); a second Ctrl-C kills at once. A batch job
+allocations and tasks (state, restarts, last event, artifact download progress). Ctrl-C (or
+SIGTERM, or SIGHUP: the terminal closed) stops every task gracefully (kill_signal, kill_timeout);
+a second one kills at once. A batch job
 exits 0 when every task succeeded, 1 otherwise, 130 when interrupted, after a summary.
 """
 
@@ -18,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
@@ -124,7 +125,11 @@ class _LogPump:
                 files = reader.list_log_files(log_dir, st.task, st.stream)  # type: ignore[arg-type]
                 if not files:
                     continue
-                st.pos = LogPosition(files[0].index, 0)
+                st.pos = LogPosition(0, 0)
+                if files[0].index > 0:
+                    # the first look comes after rotation deleted .0 ... .N-1 (a fast writer, small
+                    # max_files x max_file_size): name them, as when it happens later
+                    n += self._skip_rotated(st, files)
             base = os.path.join(log_dir, f"{st.task}.{st.stream}.")
             try:
                 grown = os.stat(base + str(st.pos.index)).st_size > st.pos.offset
@@ -318,6 +323,10 @@ def _run(jobfile: str, var: tuple[str, ...], var_file: tuple[str, ...], data_dir
     prestart()
     _mark("command entered")
     variables = _vars(var)
+    if data_dir is not None:
+        if not data_dir:
+            raise click.UsageError("-data-dir must not be empty")
+        data_dir = os.path.abspath(data_dir)  # as the agent's: tasks need absolute alloc dirs
     tmp = None
     agent: Agent | None = None
     try:
@@ -401,7 +410,7 @@ def _start_agent(data_dir: str, *, prepare_only: bool = False, stop_tasks_with_d
 
 
 def _drive(agent: Agent, job: Any, detach: bool) -> int:
-    out = sys.stdout
+    out = cast(TextIO, _TerminalOut(sys.stdout))
     tty = out.isatty() and os.environ.get("TERM") != "dumb"
     lock = threading.Lock()
     interrupts: list[float] = []
@@ -411,8 +420,11 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         interrupts.append(time.monotonic())
         waker.wake()
 
+    # SIGHUP (the terminal closed) too: a run must not end without stopping its tasks gracefully,
+    # running the poststop tasks and removing its temp data dir
     old_int = signal.signal(signal.SIGINT, on_sigint)
     old_term = signal.signal(signal.SIGTERM, on_sigint)
+    old_hup = signal.signal(signal.SIGHUP, on_sigint)
     old_wakeup = waker.wake_on_signals()  # also when the kernel hands the signal to another thread
     stopping = False
     forced = False
@@ -586,6 +598,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGHUP, old_hup)
         signal.set_wakeup_fd(old_wakeup)
         waker.close()
 
@@ -635,6 +648,48 @@ def _process_age() -> float:
 
 def _all_main_started(allocs: list[AllocRunner]) -> bool:
     return all(r.started_once for a in allocs for r in a.runners.values() if r.lifecycle == "")
+
+
+class _TerminalOut:
+    """Standard output that may go away: once a write fails (the terminal closed -- SIGHUP, then
+    EIO on every write -- or the reader of a pipe left), output is dropped, so the graceful stop
+    goes on; the descriptor is pointed at /dev/null so that the exit's flush fails no more."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.lost = False
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                self._out.write(text)
+            except OSError:
+                self._lose()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._out.flush()
+            except OSError:
+                self._lose()
+
+    def isatty(self) -> bool:
+        return self._out.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
+
+    def _lose(self) -> None:
+        self.lost = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._out.fileno())
+            finally:
+                os.close(null)
+        except (OSError, ValueError):
+            pass
 
 
 class _LiveWriter:
