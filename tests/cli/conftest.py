@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -98,7 +99,7 @@ class AgentProc:
         """Stop and purge every job and wait until no allocation runs (test cleanup)."""
         with self.http(token) as c:
             for j in c.get("/v1/jobs").json():
-                c.delete(f"/v1/job/{j['ID']}", params={"purge": "true"})
+                c.delete(f"/v1/job/{quote(j['ID'], safe='')}", params={"purge": "true"})
 
             def quiet() -> bool:
                 r = c.get("/v1/allocations")

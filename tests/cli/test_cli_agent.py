@@ -139,6 +139,33 @@ def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
     assert r.code == 1 and r.err.strip() == 'Error querying jobs: No job(s) with prefix or ID "ctl" found'
 
 
+def test_job_ids_that_need_escaping_in_a_url(agent: AgentProc) -> None:
+    """IDs with URL syntax in them (``#``, ``?``, ``/``, ``%``, dot segments, an endpoint's name
+    after a slash) reach the agent as one path segment: status, inspect and stop find the job."""
+    ids = ["q#x", "x?y", "../../etc", "a/b", "a/summary", "p%2Fq"]
+    with agent.http() as c:
+        for job_id in ids:
+            r = c.put("/v1/jobs", json=job_json(job_id, "sleep 120"))
+            assert r.status_code == 200, (job_id, r.text)
+
+        def all_running() -> bool:
+            allocs = c.get("/v1/allocations").json()
+            return sorted(a["JobID"] for a in allocs if a["ClientStatus"] == "running") == sorted(ids)
+
+        wait_until(all_running, 30, interval=0.05, msg="allocations not running")
+    for job_id in ids:
+        res = agent.cli("job", "status", job_id)
+        assert res.code == 0 and res.out.splitlines()[0].split() == ["ID", "=", job_id], (job_id, res)
+        assert "running" in res.out.split("Allocations")[1], (job_id, res.out)
+        res = agent.cli("job", "inspect", job_id)
+        assert res.code == 0 and json.loads(res.out)["Job"]["ID"] == job_id, (job_id, res)
+    for job_id in ids:
+        res = agent.cli("job", "stop", "-purge", job_id)
+        assert res.code == 0 and res.out.startswith(f'==> Job "{job_id}" purged'), (job_id, res)
+    with agent.http() as c:  # purged once their allocations have stopped
+        wait_until(lambda: c.get("/v1/jobs").json() == [], 30, interval=0.05, msg="jobs not purged")
+
+
 def _set_winsize(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
