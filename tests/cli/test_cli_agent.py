@@ -9,7 +9,9 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
+import socket
 import struct
 import subprocess
 import termios
@@ -238,10 +240,82 @@ def test_second_agent_on_the_same_data_dir_is_refused(agent: AgentProc) -> None:
         assert c.get("/v1/agent/self").status_code == 200
 
 
-def test_non_loopback_bind_without_acl_is_refused(data_dir: str) -> None:
-    p = _run_agent_expecting_failure("-dev", "-data-dir", data_dir, "-bind", "0.0.0.0")
-    assert p.returncode == 1 and "not a loopback address" in p.stdout + p.stderr, p
-    assert not os.path.exists(os.path.join(data_dir, "api.sock"))
+def _processes_with_env(marker: str) -> list[int]:
+    """The pids whose environment holds ``marker`` (the agent's and its spawners', which inherit it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_bad_bind_is_one_line_and_refused_before_anything_starts(data_dir: str) -> None:
+    """``-bind`` takes an IP address (the port is ``ports { http }``) and a non-loopback one only
+    with ACLs: refused with one line and exit 1 before the agent starts anything (no data dir, no
+    spawner left), never with a traceback."""
+    state = os.path.join(data_dir, "state")
+    marker = f"RAWEXEC_TEST_MARK={uuid.uuid4()}"
+    cases = {
+        "0.0.0.0": '-bind "0.0.0.0" is not a loopback address: the HTTP API would be reachable from the '
+                   "network without authentication; pass -acl-enabled (or set acl { enabled = true } in a "
+                   'config file), or use -bind "127.0.0.1"',
+        "127.0.0.1:4662": '-bind "127.0.0.1:4662" includes a port: -bind takes an address only; use -bind '
+                          '"127.0.0.1" and set the port with ports { http = 4662 } in a config file',
+        "[::1]:4662": '-bind "[::1]:4662" includes a port: -bind takes an address only; use -bind "::1" and '
+                      "set the port with ports { http = 4662 } in a config file",
+        "localhost": '-bind "localhost" is not an IP address (e.g. "127.0.0.1")',
+    }
+    for bind, message in cases.items():
+        p = subprocess.run([RAWEXEC, "agent", "-dev", "-data-dir", state, "-bind", bind], check=False,
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "RAWEXEC_TEST_MARK": marker.partition("=")[2]})
+        assert p.returncode == 1 and p.stdout == "", (bind, p)
+        assert p.stderr == f"==> Error starting agent: {message}\n", (bind, p.stderr)
+        assert not os.path.exists(state), bind
+    assert _processes_with_env(marker) == []
+
+
+def test_non_loopback_bind_is_allowed_with_acl_enabled(data_dir: str) -> None:
+    """-acl-enabled allows a non-loopback address, given by -bind or by a config file's bind_addr."""
+    port = free_port()
+    cfg = os.path.join(data_dir, "agent.hcl")
+    for args, text in ((["-bind", "0.0.0.0", "-acl-enabled"], f"ports {{ http = {port} }}\n"),
+                       (["-acl-enabled"], f'bind_addr = "0.0.0.0"\nports {{ http = {port} }}\n')):
+        with open(cfg, "w") as f:
+            f.write(text)
+        a = AgentProc(os.path.join(data_dir, "d"), ["-dev", "-config", cfg, *args])
+        a.start()
+        try:
+            r = a.cli("acl", "bootstrap", "-json", address=f"http://127.0.0.1:{port}")
+            assert r.code == 0, (args, r)
+        finally:
+            out = a.terminate()
+        assert f"API (http): http://0.0.0.0:{port}" in out and "ACL: enabled" in out, out
+        shutil.rmtree(a.data_dir)
+
+
+def test_http_port_in_use_is_one_line_and_the_agent_shuts_down(data_dir: str) -> None:
+    marker = f"RAWEXEC_TEST_MARK={uuid.uuid4()}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        cfg = os.path.join(data_dir, "agent.hcl")
+        with open(cfg, "w") as f:
+            f.write(f"ports {{ http = {port} }}\n")
+        p = subprocess.run([RAWEXEC, "agent", "-dev", "-config", cfg, "-data-dir", os.path.join(data_dir, "d")],
+                           check=False, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "RAWEXEC_TEST_MARK": marker.partition("=")[2]})
+    assert p.returncode == 1, p
+    assert p.stderr.splitlines()[-1] == (f"==> Error starting agent: cannot listen on 127.0.0.1:{port}: the address "
+                                         "is already in use; set another ports { http = N }"), p.stderr
+    assert "Traceback" not in p.stderr
+    assert _processes_with_env(marker) == []
+    assert not os.path.exists(os.path.join(data_dir, "d", "api.sock"))
 
 
 def test_acl_bootstrap_and_tokens_over_tcp(data_dir: str) -> None:
