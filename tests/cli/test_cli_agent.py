@@ -123,8 +123,9 @@ def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
     # next argument (the allocation id) as its value
     r = agent.cli("alloc", "exec", "-i", "-task", "web", "-t=false", alloc_id, "/bin/cat", input="bare\n")
     assert r.code == 0 and r.out == "bare\n", r.err
+    # (a bare -t took -i=false, not the allocation id, as its value: the -i check answers)
     r = agent.cli("alloc", "exec", "-t", "-i=false", alloc_id, "/bin/sh", "-c", "test -t 1 && echo tty")
-    assert r.code == 0 and r.out.replace("\r", "") == "tty\n", r.err
+    assert r.code == 1 and "-i must be enabled if running with tty" in r.err, r
     r = agent.cli("alloc", "exec", "-i=maybe", alloc_id, "/bin/true")
     assert r.code == 1 and "-i: 'maybe' is not a boolean" in r.err
     _wait_log(agent, alloc_id, "ready")
@@ -166,6 +167,44 @@ def test_job_ids_that_need_escaping_in_a_url(agent: AgentProc) -> None:
         assert res.code == 0 and res.out.startswith(f'==> Job "{job_id}" purged'), (job_id, res)
     with agent.http() as c:  # purged once their allocations have stopped
         wait_until(lambda: c.get("/v1/jobs").json() == [], 30, interval=0.05, msg="jobs not purged")
+
+
+def test_exec_tty_only_with_a_terminal(agent: AgentProc) -> None:
+    """As ``nomad alloc exec``: a TTY by default when stdin and stdout are terminals, never
+    otherwise; ``-t`` with a redirected stdin or stdout, or with ``-i=false``, is an error."""
+    alloc_id = _register(agent, job_json("tty", "exec sleep 120"))
+    script = "test -t 1 && echo is-a-tty || echo not-a-tty"
+    r = agent.cli("alloc", "exec", "-t", alloc_id, "/bin/sh", "-c", script, input="")
+    assert r.code == 1 and r.out == "", r
+    assert r.err == ("Error executing command: -t needs a terminal, and stdin is not one; run the command from a "
+                     "terminal, or pass -t=false (the default when stdin or stdout is redirected)\n"), r.err
+    r = agent.cli("alloc", "exec", "-t=true", "-i=false", alloc_id, "/bin/true")
+    assert r.code == 1 and r.err == ("Error executing command: -i must be enabled if running with tty: drop "
+                                     "-i=false, or pass -t=false\n"), r.err
+    assert agent.cli("alloc", "exec", alloc_id, "/bin/sh", "-c", script, input="").out == "not-a-tty\n"
+    env = {**os.environ, "RAWEXEC_ADDR": agent.address}
+    master, slave = pty.openpty()
+    try:
+        # stdin a terminal, stdout a pipe: no TTY by default, and -t refused (stdout)
+        p = subprocess.run([RAWEXEC, "alloc", "exec", alloc_id, "/bin/sh", "-c", script], stdin=slave,
+                           capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert p.returncode == 0 and p.stdout == "not-a-tty\n", p
+        p = subprocess.run([RAWEXEC, "alloc", "exec", "-t", alloc_id, "/bin/sh", "-c", script], stdin=slave,
+                           capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert p.returncode == 1 and "-t needs a terminal, and stdout is not one" in p.stderr, p
+        # both terminals: a TTY without asking
+        proc = subprocess.Popen([RAWEXEC, "alloc", "exec", alloc_id, "/bin/sh", "-c", script],
+                                stdin=slave, stdout=slave, stderr=slave, env=env)
+        try:
+            assert b"is-a-tty" in _read_until(master, b"is-a-tty", 30)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        os.close(slave)
+        os.close(master)
 
 
 def _set_winsize(fd: int, rows: int, cols: int) -> None:

@@ -260,13 +260,32 @@ class _GoBoolFlags(click.Command):
         return super().parse_args(ctx, out + args[i:])
 
 
+def _exec_tty(flag: str | None, use_stdin: bool) -> bool:
+    """Whether ``alloc exec`` asks for a pseudo-TTY. As ``nomad alloc exec``: by default when stdin
+    and stdout are both terminals; ``-t`` given needs ``-i`` and both terminals (Nomad: "-i must be
+    enabled if running with tty", "not a terminal"). Unlike Nomad, ``-i=false`` alone in a terminal
+    just means no TTY (Nomad refuses it, its ``-t`` default being on there)."""
+    terminals = sys.stdin.isatty() and sys.stdout.isatty()
+    if flag is None:
+        return terminals and use_stdin
+    if not _go_bool("-t", flag):
+        return False
+    if not use_stdin:
+        raise RawExecError("-i must be enabled if running with tty: drop -i=false, or pass -t=false")
+    if not terminals:
+        which = "stdin" if not sys.stdin.isatty() else "stdout"
+        raise RawExecError(f"-t needs a terminal, and {which} is not one; run the command from a terminal, or "
+                           "pass -t=false (the default when stdin or stdout is redirected)")
+    return True
+
+
 @alloc.command("exec", cls=_GoBoolFlags,
                context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-task", "--task", "task_opt", default=None, help="The task to run the command in.")
 @click.option("-i", "interactive", type=str, default="true", metavar="[=BOOL]",
               help="Pass stdin to the command (default true; -i=false to disable).")
 @click.option("-t", "tty", type=str, default=None, metavar="[=BOOL]",
-              help="Allocate a pseudo-TTY (default: when stdin is a terminal; -t=false to disable).")
+              help="Allocate a pseudo-TTY (default: when stdin and stdout are terminals; -t=false to disable).")
 @click.argument("alloc_id")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @api_command("executing command", json_flag=False)
@@ -276,7 +295,7 @@ def exec_cmd(ctx: ClientCtx, task_opt: str | None, interactive: str, tty: str | 
     from rawexec.cli.exec_client import run_exec
 
     use_stdin = _go_bool("-i", interactive)
-    use_tty = sys.stdin.isatty() if tty is None else _go_bool("-t", tty)
+    use_tty = _exec_tty(tty, use_stdin)
     a = resolve_alloc(ctx, alloc_id)
     task = _pick_task(a, task_opt)
     code = run_exec(ctx, a["ID"], task, list(command), tty=use_tty, stdin=use_stdin)
