@@ -67,7 +67,8 @@ class AgentProc:
                 except httpx.TransportError:
                     pass
             time.sleep(0.05)
-        raise AssertionError("agent did not start in time")
+        out = self.terminate()  # not left running when the fixture fails (its teardown never runs)
+        raise AssertionError(f"agent did not start in {timeout:g}s:\n{out}")
 
     def http(self, token: str = "") -> httpx.Client:
         headers = {"X-Nomad-Token": token} if token else {}
