@@ -104,6 +104,15 @@ def test_a_relative_data_dir_is_made_absolute_however_the_config_is_built(tmp_pa
     assert AgentConfig(data_dir="/abs/d").data_dir == "/abs/d"
 
 
+def test_acl_enabled_flag_allows_a_non_loopback_bind_addr() -> None:
+    """``-acl-enabled`` (load_config's acl_enabled) counts for the files' bind_addr, as Nomad merges flags."""
+    text = 'bind_addr = "0.0.0.0"\nports { http = 4747 }'
+    with pytest.raises(ValidationError, match="not a loopback address"):
+        load_config(texts=[("a.hcl", text)])
+    cfg = load_config(texts=[("a.hcl", text)], acl_enabled=True)
+    assert cfg.acl_enabled and cfg.http_address() == ("0.0.0.0", 4747)
+
+
 @pytest.mark.parametrize(("value", "enabled"), [("1", True), ("true", True), ("T", True), ("0", False),
                                                  ("False", False), ("yes", False)])
 def test_deprecated_client_option(value: str, enabled: bool) -> None:
@@ -171,7 +180,11 @@ def test_unknown_keys_did_you_mean() -> None:
     ('plugin "docker" { config { } }', 'plugin "docker": only the built-in "raw_exec" plugin can be configured'),
     ('plugin "raw_exec" { args = ["x"] }', 'plugin "raw_exec".args is only for external plugins'),
     ('log_level = "LOUD"', 'Invalid log level: "LOUD". Valid log levels are: [TRACE DEBUG INFO WARN ERROR OFF]'),
-    ('bind_addr = "0.0.0.0"', 'bind_addr "0.0.0.0" is not a loopback address'),
+    ('bind_addr = "0.0.0.0"', 'bind_addr "0.0.0.0" is not a loopback address: the HTTP API would be reachable '
+                              "from the network without authentication; set acl { enabled = true } (or pass "
+                              '-acl-enabled), or use bind_addr = "127.0.0.1"'),
+    ('bind_addr = "127.0.0.1:4747"', 'bind_addr "127.0.0.1:4747" includes a port: bind_addr takes an address only; '
+                                     'use bind_addr = "127.0.0.1" and set the port with ports { http = 4747 }'),
     ('bind_addr = "localhost"', 'bind_addr "localhost" is not an IP address'),
     ('client { min_dynamic_port = 30000\n max_dynamic_port = 20000 }',
      "client.min_dynamic_port (30000) must not be greater than client.max_dynamic_port (20000)"),

@@ -15,6 +15,7 @@ import pytest
 from rawexec.api.acl import TOKENS_FILE
 from rawexec.api.server import ApiServer
 from rawexec.errors import InvalidConfigError, UnavailableError
+from rawexec.jobspec.diagnostics import SEP
 from tests.api.conftest import Served, make_config
 from tests.helpers.util import TESTTASK, wait_until
 
@@ -150,6 +151,34 @@ def test_bad_requests_are_400_with_clear_text(served: Served) -> None:
     assert r.status_code == 400 and "task_states" in r.text
     assert served.unix.get("/v1/event/stream", params={"index": "x"}).status_code == 400
     assert served.unix.get("/v1/nope").status_code == 404
+
+
+def test_a_string_field_given_a_number_or_bool_is_400(served: Served) -> None:
+    """As Go's decoder (``cannot unmarshal number into Go struct field Job.ID of type string``):
+    API JSON is never coerced to a string, the error names the field and nothing is registered."""
+    cases: list[tuple[str, Any, str]] = [
+        ("ID", 123, f'job ""{SEP}ID: Incorrect attribute value type: inappropriate value for attribute "ID": '
+                    "a string is required, got number"),
+        ("Name", True, f'{SEP}Name: Incorrect attribute value type: inappropriate value for attribute "Name": '
+                       "a string is required, got bool"),
+        ("Type", 1.5, f'{SEP}Type: Incorrect attribute value type: inappropriate value for attribute "Type": '
+                      "a string is required, got number"),
+    ]
+    for field, value, needle in cases:
+        body = job_json("typed", "sleep", "30")
+        body["Job"][field] = value
+        r = served.unix.put("/v1/jobs", json=body)
+        assert r.status_code == 400 and needle in r.text, (field, r.text)
+    body = job_json("typed", "sleep", "30")
+    body["Job"]["TaskGroups"][0]["Name"] = 5
+    body["Job"]["TaskGroups"][0]["Tasks"][0]["Name"] = 6
+    r = served.unix.put("/v1/jobs", json=body)
+    assert r.status_code == 400, r.text
+    assert f'TaskGroups[0]{SEP}Name: Incorrect attribute value type: inappropriate value for attribute "Name": ' \
+           "a string is required, got number" in r.text
+    assert f"Tasks[0]{SEP}Name: Incorrect attribute value type" in r.text
+    assert served.unix.get("/v1/jobs").json() == []
+    assert served.unix.get("/v1/job/123").status_code == 404
 
 
 def test_unknown_ids_are_404(served: Served) -> None:

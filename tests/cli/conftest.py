@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -66,7 +67,8 @@ class AgentProc:
                 except httpx.TransportError:
                     pass
             time.sleep(0.05)
-        raise AssertionError("agent did not start in time")
+        out = self.terminate()  # not left running when the fixture fails (its teardown never runs)
+        raise AssertionError(f"agent did not start in {timeout:g}s:\n{out}")
 
     def http(self, token: str = "") -> httpx.Client:
         headers = {"X-Nomad-Token": token} if token else {}
@@ -98,7 +100,7 @@ class AgentProc:
         """Stop and purge every job and wait until no allocation runs (test cleanup)."""
         with self.http(token) as c:
             for j in c.get("/v1/jobs").json():
-                c.delete(f"/v1/job/{j['ID']}", params={"purge": "true"})
+                c.delete(f"/v1/job/{quote(j['ID'], safe='')}", params={"purge": "true"})
 
             def quiet() -> bool:
                 r = c.get("/v1/allocations")

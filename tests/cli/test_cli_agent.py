@@ -9,7 +9,9 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
+import socket
 import struct
 import subprocess
 import termios
@@ -121,8 +123,9 @@ def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
     # next argument (the allocation id) as its value
     r = agent.cli("alloc", "exec", "-i", "-task", "web", "-t=false", alloc_id, "/bin/cat", input="bare\n")
     assert r.code == 0 and r.out == "bare\n", r.err
+    # (a bare -t took -i=false, not the allocation id, as its value: the -i check answers)
     r = agent.cli("alloc", "exec", "-t", "-i=false", alloc_id, "/bin/sh", "-c", "test -t 1 && echo tty")
-    assert r.code == 0 and r.out.replace("\r", "") == "tty\n", r.err
+    assert r.code == 1 and "-i must be enabled if running with tty" in r.err, r
     r = agent.cli("alloc", "exec", "-i=maybe", alloc_id, "/bin/true")
     assert r.code == 1 and "-i: 'maybe' is not a boolean" in r.err
     _wait_log(agent, alloc_id, "ready")
@@ -137,6 +140,71 @@ def test_exec_signal_restart_stop_purge(agent: AgentProc) -> None:
     assert r.code == 0 and "purged" in r.out
     r = agent.cli("job", "status", "ctl")
     assert r.code == 1 and r.err.strip() == 'Error querying jobs: No job(s) with prefix or ID "ctl" found'
+
+
+def test_job_ids_that_need_escaping_in_a_url(agent: AgentProc) -> None:
+    """IDs with URL syntax in them (``#``, ``?``, ``/``, ``%``, dot segments, an endpoint's name
+    after a slash) reach the agent as one path segment: status, inspect and stop find the job."""
+    ids = ["q#x", "x?y", "../../etc", "a/b", "a/summary", "p%2Fq"]
+    with agent.http() as c:
+        for job_id in ids:
+            r = c.put("/v1/jobs", json=job_json(job_id, "sleep 120"))
+            assert r.status_code == 200, (job_id, r.text)
+
+        def all_running() -> bool:
+            allocs = c.get("/v1/allocations").json()
+            return sorted(a["JobID"] for a in allocs if a["ClientStatus"] == "running") == sorted(ids)
+
+        wait_until(all_running, 30, interval=0.05, msg="allocations not running")
+    for job_id in ids:
+        res = agent.cli("job", "status", job_id)
+        assert res.code == 0 and res.out.splitlines()[0].split() == ["ID", "=", job_id], (job_id, res)
+        assert "running" in res.out.split("Allocations")[1], (job_id, res.out)
+        res = agent.cli("job", "inspect", job_id)
+        assert res.code == 0 and json.loads(res.out)["Job"]["ID"] == job_id, (job_id, res)
+    for job_id in ids:
+        res = agent.cli("job", "stop", "-purge", job_id)
+        assert res.code == 0 and res.out.startswith(f'==> Job "{job_id}" purged'), (job_id, res)
+    with agent.http() as c:  # purged once their allocations have stopped
+        wait_until(lambda: c.get("/v1/jobs").json() == [], 30, interval=0.05, msg="jobs not purged")
+
+
+def test_exec_tty_only_with_a_terminal(agent: AgentProc) -> None:
+    """As ``nomad alloc exec``: a TTY by default when stdin and stdout are terminals, never
+    otherwise; ``-t`` with a redirected stdin or stdout, or with ``-i=false``, is an error."""
+    alloc_id = _register(agent, job_json("tty", "exec sleep 120"))
+    script = "test -t 1 && echo is-a-tty || echo not-a-tty"
+    r = agent.cli("alloc", "exec", "-t", alloc_id, "/bin/sh", "-c", script, input="")
+    assert r.code == 1 and r.out == "", r
+    assert r.err == ("Error executing command: -t needs a terminal, and stdin is not one; run the command from a "
+                     "terminal, or pass -t=false (the default when stdin or stdout is redirected)\n"), r.err
+    r = agent.cli("alloc", "exec", "-t=true", "-i=false", alloc_id, "/bin/true")
+    assert r.code == 1 and r.err == ("Error executing command: -i must be enabled if running with tty: drop "
+                                     "-i=false, or pass -t=false\n"), r.err
+    assert agent.cli("alloc", "exec", alloc_id, "/bin/sh", "-c", script, input="").out == "not-a-tty\n"
+    env = {**os.environ, "RAWEXEC_ADDR": agent.address}
+    master, slave = pty.openpty()
+    try:
+        # stdin a terminal, stdout a pipe: no TTY by default, and -t refused (stdout)
+        p = subprocess.run([RAWEXEC, "alloc", "exec", alloc_id, "/bin/sh", "-c", script], stdin=slave,
+                           capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert p.returncode == 0 and p.stdout == "not-a-tty\n", p
+        p = subprocess.run([RAWEXEC, "alloc", "exec", "-t", alloc_id, "/bin/sh", "-c", script], stdin=slave,
+                           capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert p.returncode == 1 and "-t needs a terminal, and stdout is not one" in p.stderr, p
+        # both terminals: a TTY without asking
+        proc = subprocess.Popen([RAWEXEC, "alloc", "exec", alloc_id, "/bin/sh", "-c", script],
+                                stdin=slave, stdout=slave, stderr=slave, env=env)
+        try:
+            assert b"is-a-tty" in _read_until(master, b"is-a-tty", 30)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        os.close(slave)
+        os.close(master)
 
 
 def _set_winsize(fd: int, rows: int, cols: int) -> None:
@@ -211,10 +279,82 @@ def test_second_agent_on_the_same_data_dir_is_refused(agent: AgentProc) -> None:
         assert c.get("/v1/agent/self").status_code == 200
 
 
-def test_non_loopback_bind_without_acl_is_refused(data_dir: str) -> None:
-    p = _run_agent_expecting_failure("-dev", "-data-dir", data_dir, "-bind", "0.0.0.0")
-    assert p.returncode == 1 and "not a loopback address" in p.stdout + p.stderr, p
-    assert not os.path.exists(os.path.join(data_dir, "api.sock"))
+def _processes_with_env(marker: str) -> list[int]:
+    """The pids whose environment holds ``marker`` (the agent's and its spawners', which inherit it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_bad_bind_is_one_line_and_refused_before_anything_starts(data_dir: str) -> None:
+    """``-bind`` takes an IP address (the port is ``ports { http }``) and a non-loopback one only
+    with ACLs: refused with one line and exit 1 before the agent starts anything (no data dir, no
+    spawner left), never with a traceback."""
+    state = os.path.join(data_dir, "state")
+    marker = f"RAWEXEC_TEST_MARK={uuid.uuid4()}"
+    cases = {
+        "0.0.0.0": '-bind "0.0.0.0" is not a loopback address: the HTTP API would be reachable from the '
+                   "network without authentication; pass -acl-enabled (or set acl { enabled = true } in a "
+                   'config file), or use -bind "127.0.0.1"',
+        "127.0.0.1:4662": '-bind "127.0.0.1:4662" includes a port: -bind takes an address only; use -bind '
+                          '"127.0.0.1" and set the port with ports { http = 4662 } in a config file',
+        "[::1]:4662": '-bind "[::1]:4662" includes a port: -bind takes an address only; use -bind "::1" and '
+                      "set the port with ports { http = 4662 } in a config file",
+        "localhost": '-bind "localhost" is not an IP address (e.g. "127.0.0.1")',
+    }
+    for bind, message in cases.items():
+        p = subprocess.run([RAWEXEC, "agent", "-dev", "-data-dir", state, "-bind", bind], check=False,
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "RAWEXEC_TEST_MARK": marker.partition("=")[2]})
+        assert p.returncode == 1 and p.stdout == "", (bind, p)
+        assert p.stderr == f"==> Error starting agent: {message}\n", (bind, p.stderr)
+        assert not os.path.exists(state), bind
+    assert _processes_with_env(marker) == []
+
+
+def test_non_loopback_bind_is_allowed_with_acl_enabled(data_dir: str) -> None:
+    """-acl-enabled allows a non-loopback address, given by -bind or by a config file's bind_addr."""
+    port = free_port()
+    cfg = os.path.join(data_dir, "agent.hcl")
+    for args, text in ((["-bind", "0.0.0.0", "-acl-enabled"], f"ports {{ http = {port} }}\n"),
+                       (["-acl-enabled"], f'bind_addr = "0.0.0.0"\nports {{ http = {port} }}\n')):
+        with open(cfg, "w") as f:
+            f.write(text)
+        a = AgentProc(os.path.join(data_dir, "d"), ["-dev", "-config", cfg, *args])
+        a.start()
+        try:
+            r = a.cli("acl", "bootstrap", "-json", address=f"http://127.0.0.1:{port}")
+            assert r.code == 0, (args, r)
+        finally:
+            out = a.terminate()
+        assert f"API (http): http://0.0.0.0:{port}" in out and "ACL: enabled" in out, out
+        shutil.rmtree(a.data_dir)
+
+
+def test_http_port_in_use_is_one_line_and_the_agent_shuts_down(data_dir: str) -> None:
+    marker = f"RAWEXEC_TEST_MARK={uuid.uuid4()}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        cfg = os.path.join(data_dir, "agent.hcl")
+        with open(cfg, "w") as f:
+            f.write(f"ports {{ http = {port} }}\n")
+        p = subprocess.run([RAWEXEC, "agent", "-dev", "-config", cfg, "-data-dir", os.path.join(data_dir, "d")],
+                           check=False, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "RAWEXEC_TEST_MARK": marker.partition("=")[2]})
+    assert p.returncode == 1, p
+    assert p.stderr.splitlines()[-1] == (f"==> Error starting agent: cannot listen on 127.0.0.1:{port}: the address "
+                                         "is already in use; set another ports { http = N }"), p.stderr
+    assert "Traceback" not in p.stderr
+    assert _processes_with_env(marker) == []
+    assert not os.path.exists(os.path.join(data_dir, "d", "api.sock"))
 
 
 def test_acl_bootstrap_and_tokens_over_tcp(data_dir: str) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "ArtifactConfig",
     "ClientConfig",
     "RawExecPluginConfig",
+    "bind_addr_problem",
     "load_config",
     "parse_bytes",
     "parse_config_text",
@@ -121,6 +122,41 @@ def parse_bytes(value: object, *, field: str = "size") -> int:
     if not m or unit not in _SIZE_UNITS:
         raise InvalidConfigError(f'{field}: invalid size "{value}"; use e.g. "512MB", "100GB" or "1GiB"')
     return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
+
+
+def bind_addr_problem(value: str, *, acl_enabled: bool, name: str = "bind_addr") -> str | None:
+    """Why ``value`` cannot be the HTTP API's TCP address, or None when it can.
+
+    As Nomad's ``bind_addr`` (and ``-bind``), it is an IP address only: the port is ``ports { http }``.
+    A non-loopback address would expose the API to the network, so it needs ACLs. ``name`` is how
+    the operator gave it (``bind_addr`` in a config file, ``-bind`` on the command line).
+    """
+    flag = name.startswith("-")
+    acl_fix = ("pass -acl-enabled (or set acl { enabled = true } in a config file)" if flag
+               else "set acl { enabled = true } (or pass -acl-enabled)")
+
+    def setting(v: str) -> str:
+        return f'{name} "{v}"' if flag else f'{name} = "{v}"'
+
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        m = _HOST_PORT.match(value)
+        if m:
+            host = m.group("v6") if m.group("v6") is not None else m.group("host")
+            return (f'{name} "{value}" includes a port: {name} takes an address only; use '
+                    f'{setting(host or "127.0.0.1")} and set the port with ports {{ http = {m.group("port")} }}'
+                    + (" in a config file" if flag else ""))
+        if value.startswith("[") and value.endswith("]"):
+            return f'{name} "{value}": write the IPv6 address without brackets, e.g. "{value[1:-1]}"'
+        return f'{name} "{value}" is not an IP address (e.g. "127.0.0.1")'
+    if not ip.is_loopback and not acl_enabled:
+        return (f'{name} "{ip}" is not a loopback address: the HTTP API would be reachable from the network '
+                f"without authentication; {acl_fix}, or use {setting('127.0.0.1')}")
+    return None
 
 
 def parse_go_bool(value: str) -> bool | None:
@@ -500,11 +536,13 @@ def _files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def load_config(paths: Sequence[str | os.PathLike[str]] = (), *, texts: Sequence[tuple[str, str]] = ()
-                ) -> AgentConfig:
+def load_config(paths: Sequence[str | os.PathLike[str]] = (), *, texts: Sequence[tuple[str, str]] = (),
+                acl_enabled: bool = False) -> AgentConfig:
     """Load and merge config files (and/or ``(source, text)`` pairs) into a validated :class:`AgentConfig`.
 
-    All problems of all files are reported at once (:class:`ValidationError`).
+    ``acl_enabled`` (the agent's ``-acl-enabled``) turns ACLs on whatever the files say, so that a
+    non-loopback ``bind_addr`` of theirs is allowed. All problems of all files are reported at once
+    (:class:`ValidationError`).
     """
     merged: dict[str, Any] = {}
     errors: list[str] = []
@@ -526,10 +564,10 @@ def load_config(paths: Sequence[str | os.PathLike[str]] = (), *, texts: Sequence
             errors.append(str(e))
     if errors:
         raise ValidationError(errors)
-    return _build(merged, tuple(sources))
+    return _build(merged, tuple(sources), acl_enabled=acl_enabled)
 
 
-def _build(d: Mapping[str, Any], sources: tuple[str, ...]) -> AgentConfig:
+def _build(d: Mapping[str, Any], sources: tuple[str, ...], *, acl_enabled: bool = False) -> AgentConfig:
     errs: list[str] = []
     client_d = dict(d.get("client", {}))
     art = ArtifactConfig(**client_d.pop("artifact", {}))
@@ -570,17 +608,11 @@ def _build(d: Mapping[str, Any], sources: tuple[str, ...]) -> AgentConfig:
     for key in ("name", "region", "datacenter"):
         if key in top and not top[key]:
             errs.append(f"{key} must not be empty")
-    acl = bool(d.get("acl", {}).get("enabled", False))
+    acl = acl_enabled or bool(d.get("acl", {}).get("enabled", False))
     if "bind_addr" in top:
-        try:
-            ip = ipaddress.ip_address(top["bind_addr"])
-        except ValueError:
-            errs.append(f'bind_addr "{top["bind_addr"]}" is not an IP address (e.g. "127.0.0.1")')
-        else:
-            if not ip.is_loopback and not acl:
-                errs.append(f'bind_addr "{ip}" is not a loopback address: the HTTP API would be reachable '
-                            "from the network without authentication; set acl { enabled = true } or "
-                            'bind_addr = "127.0.0.1"')
+        problem = bind_addr_problem(top["bind_addr"], acl_enabled=acl)
+        if problem:
+            errs.append(problem)
     if errs:
         raise ValidationError(errs)
     return AgentConfig(**top, http_port=d.get("ports", {}).get("http"), acl_enabled=acl, client=client,

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -117,8 +118,39 @@ class _ACLMiddleware:
         await self.app(scope, receive, send)
 
 
+#: What an escaped slash (``%2F``) in a request path stands for while the path is routed: never in
+#: an id (a job ID cannot hold a null character), so never taken for a separator either.
+_ESCAPED_SLASH = "\0"
+
+
+class _EscapedSlashes:
+    """Route ``/v1/job/a%2Fsummary`` to job ``a/summary``, not to the summary of job ``a``.
+
+    The server hands the app the decoded path, where an escaped slash inside an id and a real one
+    look the same (Nomad's router has that ambiguity). When the raw path holds ``%2F``, the path is
+    decoded again with those kept as :data:`_ESCAPED_SLASH`; :func:`_wrap` turns them back into
+    ``/`` in the path parameters. Paths without ``%2F`` are routed as before (``/v1/job/a/b`` is job
+    ``a/b``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        if scope["type"] in ("http", "websocket") and isinstance(raw, bytes):
+            text = raw.split(b"?", 1)[0].decode("latin-1")
+            if "%2f" in text.lower() and "%00" not in text:
+                marked = text.replace("%2F", _ESCAPED_SLASH).replace("%2f", _ESCAPED_SLASH)
+                scope = dict(scope, path=unquote(marked))
+        await self.app(scope, receive, send)
+
+
 def _wrap(fn: Handler) -> Handler:
     async def handler(request: Request) -> Response:
+        params = request.path_params
+        for k, v in params.items():
+            if isinstance(v, str) and _ESCAPED_SLASH in v:
+                params[k] = v.replace(_ESCAPED_SLASH, "/")
         try:
             return await fn(request)
         except (ApiError, RawExecError, LookupError) as e:
@@ -570,4 +602,4 @@ def create_app(agent: AgentAPI, tokens: TokenStore, info: ApiInfo | None = None,
         Route("/v1/acl/token/self", _wrap(acl_token_self), methods=["GET"]),
     ]
     app = Starlette(routes=routes)
-    return _ACLMiddleware(app, tokens)
+    return _ACLMiddleware(_EscapedSlashes(app), tokens)

@@ -11,14 +11,14 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from rawexec.errors import InvalidConfigError, RawExecError, UnavailableError
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ApiClient", "ApiResponseError", "parse_address"]
+__all__ = ["ApiClient", "ApiResponseError", "parse_address", "path_escape"]
 
 
 class ApiResponseError(RawExecError):
@@ -33,6 +33,13 @@ class ApiResponseError(RawExecError):
             self.grpc_code = "INVALID_ARGUMENT"
         elif status == 403:
             self.grpc_code = "PERMISSION_DENIED"
+
+
+def path_escape(segment: str) -> str:
+    """``segment`` (a job, allocation, node or evaluation id) escaped for one URL path segment, as
+    Go's ``url.PathEscape`` in Nomad's API client: ``q#x`` -> ``q%23x``, ``a/b`` -> ``a%2Fb``,
+    ``../x`` -> ``..%2Fx`` (one segment, never a dot-segment the URL resolves away)."""
+    return quote(segment, safe="")
 
 
 def parse_address(address: str) -> tuple[str, str | None]:

@@ -137,6 +137,8 @@ class ApiServer:
                 self.info.http_addr = (str(addr[0]), int(addr[1]))
         except BaseException:
             self._close_sockets()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.unix_path)  # ours: bind_unix made it
             raise
         cfg = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=self._access_log,
                              timeout_graceful_shutdown=2, ws_ping_interval=None, ws_per_message_deflate=False,

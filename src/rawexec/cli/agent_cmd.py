@@ -35,7 +35,8 @@ _LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO,
               help="A config file or a directory of *.hcl/*.json files (repeatable; later ones win).")
 @click.option("-data-dir", "--data-dir", "data_dir", default=None, metavar="DIR", help="State directory.")
 @click.option("-bind", "--bind", "bind", default=None, metavar="ADDR",
-              help="Serve the HTTP API on TCP at this address too (see ports { http }).")
+              help="Serve the HTTP API on TCP at this IP address too (the port: ports { http } in a config "
+                   "file; non-loopback only with -acl-enabled).")
 @click.option("-acl-enabled", "--acl-enabled", "acl_enabled", is_flag=True, default=None,
               help="Require ACL tokens on every API request.")
 @click.option("-log-level", "--log-level", "log_level", default=None, metavar="LEVEL",
@@ -44,10 +45,10 @@ def agent_cmd(dev: bool, configs: tuple[str, ...], data_dir: str | None, bind: s
               acl_enabled: bool | None, log_level: str | None) -> None:
     """Run the rawexec agent and its HTTP API until SIGINT/SIGTERM."""
     limit_malloc_arenas()
-    from rawexec.agent.agentconfig import LOG_LEVELS, load_config
+    from rawexec.agent.agentconfig import LOG_LEVELS, bind_addr_problem, load_config
 
     try:
-        config = load_config(list(configs))
+        config = load_config(list(configs), acl_enabled=bool(acl_enabled))
     except ValidationError as e:
         click.echo("==> Error loading configuration:", err=True)
         for err in e.errors:
@@ -63,9 +64,12 @@ def agent_cmd(dev: bool, configs: tuple[str, ...], data_dir: str | None, bind: s
         config = config.with_data_dir(dev_data_dir())
         scratch = True
     if bind is not None:
+        # checked here, before anything starts (ApiServer checks again, for library callers)
+        problem = bind_addr_problem(bind, acl_enabled=config.acl_enabled, name="-bind")
+        if problem:
+            click.echo(f"==> Error starting agent: {problem}", err=True)
+            sys.exit(1)
         config = dataclasses.replace(config, bind_addr=bind)
-    if acl_enabled:
-        config = dataclasses.replace(config, acl_enabled=True)
     if log_level is not None:
         if log_level.upper() not in LOG_LEVELS:
             click.echo(f'==> Invalid log level: "{log_level}". Valid log levels are: [{" ".join(LOG_LEVELS)}]',
@@ -114,12 +118,14 @@ def _run(config: object, *, dev: bool, scratch: bool) -> int:
     except (RawExecError, OSError) as e:
         click.echo(f"==> Error starting agent: {e}", err=True)
         return 1
-    server = ApiServer(agent, agent.config)
     try:
+        server = ApiServer(agent, agent.config)
         server.start()
-    except RawExecError as e:
+    except (RawExecError, OSError) as e:
         click.echo(f"==> Error starting agent: {e}", err=True)
-        agent.shutdown(stop_tasks=False)
+        agent.shutdown(stop_tasks=scratch)
+        if scratch:
+            shutil.rmtree(data_dir, ignore_errors=True)
         return 1
     c = agent.config
     click.echo("==> rawexec agent configuration:\n")

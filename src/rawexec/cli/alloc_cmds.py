@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from rawexec.api.client import path_escape
 from rawexec.cli.client import ClientCtx, api_command, format_time_ns, kv_table, print_json, resolve_alloc, table
 from rawexec.errors import RawExecError
 
@@ -74,7 +75,7 @@ def _status_text(a: dict[str, Any], verbose: bool) -> str:
 def status_cmd(ctx: ClientCtx, alloc_id: str, verbose: bool, stats: bool) -> None:
     """Show an allocation's status, its tasks and their recent events."""
     a = resolve_alloc(ctx, alloc_id)
-    usage = ctx.api.get(f"/v1/client/allocation/{a['ID']}/stats") if stats else None
+    usage = ctx.api.get(f"/v1/client/allocation/{path_escape(a['ID'])}/stats") if stats else None
     if ctx.as_json:
         print_json(a if usage is None else {**a, "Stats": usage})
         return
@@ -95,8 +96,8 @@ def _tail_offset(ctx: ClientCtx, alloc_id: str, task: str, typ: str, lines: int)
     """The last ``lines`` lines and how many bytes from the end they start."""
     want = max(lines, 1) * 128
     while True:
-        with ctx.api.stream(f"/v1/client/fs/logs/{alloc_id}", task=task, type=typ, plain=True, origin="end",
-                            offset=want) as r:
+        with ctx.api.stream(f"/v1/client/fs/logs/{path_escape(alloc_id)}", task=task, type=typ, plain=True,
+                            origin="end", offset=want) as r:
             data = r.read()
         body = data[:-1] if data.endswith(b"\n") else data
         parts = body.split(b"\n")
@@ -138,7 +139,7 @@ def logs_cmd(ctx: ClientCtx, alloc_id: str, task_arg: str | None, task_opt: str 
                 out.write(head)
                 out.flush()
                 return
-    with ctx.api.stream(f"/v1/client/fs/logs/{a['ID']}", task=task, type=typ, plain=True, follow=follow,
+    with ctx.api.stream(f"/v1/client/fs/logs/{path_escape(a['ID'])}", task=task, type=typ, plain=True, follow=follow,
                         origin=origin, offset=offset) as r:
         for chunk in r.iter_raw():
             out.write(chunk)
@@ -158,7 +159,7 @@ def signal_cmd(ctx: ClientCtx, alloc_id: str, task_arg: str | None, signal: str,
     task = task_opt or task_arg
     if task:
         task = _pick_task(a, task)
-    ctx.api.put(f"/v1/client/allocation/{a['ID']}/signal", {"Signal": signal.upper(), "Task": task or ""})
+    ctx.api.put(f"/v1/client/allocation/{path_escape(a['ID'])}/signal", {"Signal": signal.upper(), "Task": task or ""})
 
 
 @alloc.command("restart")
@@ -175,7 +176,8 @@ def restart_cmd(ctx: ClientCtx, alloc_id: str, task_arg: str | None, task_opt: s
         raise RawExecError("The -all-tasks option cannot be used with a task name")
     if task:
         task = _pick_task(a, task)
-    ctx.api.put(f"/v1/client/allocation/{a['ID']}/restart", {"TaskName": task or "", "AllTasks": all_tasks})
+    ctx.api.put(f"/v1/client/allocation/{path_escape(a['ID'])}/restart",
+                {"TaskName": task or "", "AllTasks": all_tasks})
 
 
 @alloc.command("stop")
@@ -185,12 +187,12 @@ def restart_cmd(ctx: ClientCtx, alloc_id: str, task_arg: str | None, task_opt: s
 def stop_cmd(ctx: ClientCtx, alloc_id: str, detach: bool) -> None:
     """Stop an allocation and reschedule it (a replacement is placed unless the job is stopped)."""
     a = resolve_alloc(ctx, alloc_id)
-    resp = ctx.api.put(f"/v1/allocation/{a['ID']}/stop") or {}
+    resp = ctx.api.put(f"/v1/allocation/{path_escape(a['ID'])}/stop") or {}
     eval_id = str(resp.get("EvalID", ""))
     click.echo(eval_id if detach else f'==> Allocation "{a["ID"][:8]}" stopped (evaluation "{eval_id[:8]}")')
     if detach or not eval_id:
         return
-    for new in ctx.api.get(f"/v1/evaluation/{eval_id}/allocations") or []:
+    for new in ctx.api.get(f"/v1/evaluation/{path_escape(eval_id)}/allocations") or []:
         click.echo(f'    Allocation "{str(new.get("ID", ""))[:8]}" created ({new.get("Name", "")}), replacing '
                    f'"{str(new.get("PreviousAllocation", ""))[:8]}"')
 
@@ -204,9 +206,9 @@ def stop_cmd(ctx: ClientCtx, alloc_id: str, detach: bool) -> None:
 def fs_cmd(ctx: ClientCtx, alloc_id: str, path: str, show_stat: bool) -> None:
     """List a directory or print a file of the allocation directory."""
     a = resolve_alloc(ctx, alloc_id)
-    info = ctx.api.get(f"/v1/client/fs/stat/{a['ID']}", path=path)
+    info = ctx.api.get(f"/v1/client/fs/stat/{path_escape(a['ID'])}", path=path)
     if show_stat or info.get("IsDir"):
-        entries = [info] if show_stat else ctx.api.get(f"/v1/client/fs/ls/{a['ID']}", path=path)
+        entries = [info] if show_stat else ctx.api.get(f"/v1/client/fs/ls/{path_escape(a['ID'])}", path=path)
         if ctx.as_json:
             print_json(info if show_stat else entries)
             return
@@ -214,7 +216,7 @@ def fs_cmd(ctx: ClientCtx, alloc_id: str, path: str, show_stat: bool) -> None:
                  e.get("Name", "") + ("/" if e.get("IsDir") else "")) for e in entries]
         click.echo(table(["Mode", "Size", "Modified Time", "Name"], rows))
         return
-    with ctx.api.stream(f"/v1/client/fs/cat/{a['ID']}", path=path) as r:
+    with ctx.api.stream(f"/v1/client/fs/cat/{path_escape(a['ID'])}", path=path) as r:
         for chunk in r.iter_raw():
             sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
@@ -258,13 +260,32 @@ class _GoBoolFlags(click.Command):
         return super().parse_args(ctx, out + args[i:])
 
 
+def _exec_tty(flag: str | None, use_stdin: bool) -> bool:
+    """Whether ``alloc exec`` asks for a pseudo-TTY. As ``nomad alloc exec``: by default when stdin
+    and stdout are both terminals; ``-t`` given needs ``-i`` and both terminals (Nomad: "-i must be
+    enabled if running with tty", "not a terminal"). Unlike Nomad, ``-i=false`` alone in a terminal
+    just means no TTY (Nomad refuses it, its ``-t`` default being on there)."""
+    terminals = sys.stdin.isatty() and sys.stdout.isatty()
+    if flag is None:
+        return terminals and use_stdin
+    if not _go_bool("-t", flag):
+        return False
+    if not use_stdin:
+        raise RawExecError("-i must be enabled if running with tty: drop -i=false, or pass -t=false")
+    if not terminals:
+        which = "stdin" if not sys.stdin.isatty() else "stdout"
+        raise RawExecError(f"-t needs a terminal, and {which} is not one; run the command from a terminal, or "
+                           "pass -t=false (the default when stdin or stdout is redirected)")
+    return True
+
+
 @alloc.command("exec", cls=_GoBoolFlags,
                context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-task", "--task", "task_opt", default=None, help="The task to run the command in.")
 @click.option("-i", "interactive", type=str, default="true", metavar="[=BOOL]",
               help="Pass stdin to the command (default true; -i=false to disable).")
 @click.option("-t", "tty", type=str, default=None, metavar="[=BOOL]",
-              help="Allocate a pseudo-TTY (default: when stdin is a terminal; -t=false to disable).")
+              help="Allocate a pseudo-TTY (default: when stdin and stdout are terminals; -t=false to disable).")
 @click.argument("alloc_id")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @api_command("executing command", json_flag=False)
@@ -274,7 +295,7 @@ def exec_cmd(ctx: ClientCtx, task_opt: str | None, interactive: str, tty: str | 
     from rawexec.cli.exec_client import run_exec
 
     use_stdin = _go_bool("-i", interactive)
-    use_tty = sys.stdin.isatty() if tty is None else _go_bool("-t", tty)
+    use_tty = _exec_tty(tty, use_stdin)
     a = resolve_alloc(ctx, alloc_id)
     task = _pick_task(a, task_opt)
     code = run_exec(ctx, a["ID"], task, list(command), tty=use_tty, stdin=use_stdin)

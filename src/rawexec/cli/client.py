@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from rawexec.api.client import ApiClient, ApiResponseError
+from rawexec.api.client import ApiClient, ApiResponseError, path_escape
 from rawexec.errors import RawExecError
 
 __all__ = [
@@ -157,5 +157,5 @@ def resolve_alloc(ctx: ClientCtx, prefix: str) -> dict[str, Any]:
     if len(matches) > 1:
         ids = "\n".join(str(m.get("ID")) for m in matches)
         raise RawExecError(f"Prefix matched multiple allocations\n\n{ids}")
-    alloc: dict[str, Any] = ctx.api.get(f"/v1/allocation/{matches[0]['ID']}")
+    alloc: dict[str, Any] = ctx.api.get(f"/v1/allocation/{path_escape(str(matches[0]['ID']))}")
     return alloc

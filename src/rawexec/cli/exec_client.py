@@ -18,6 +18,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect, unix_connect
 
+from rawexec.api.client import path_escape
 from rawexec.cli.client import ClientCtx
 from rawexec.cli.logwatch import Waker
 from rawexec.errors import RawExecError, UnavailableError
@@ -27,7 +28,7 @@ __all__ = ["run_exec"]
 
 def _open(ctx: ClientCtx, alloc_id: str, task: str, command: list[str], tty: bool) -> ClientConnection:
     api = ctx.api
-    path = f"/v1/client/allocation/{alloc_id}/exec"
+    path = f"/v1/client/allocation/{path_escape(alloc_id)}/exec"
     url = api.websocket_url(path, task=task, command=json.dumps(command), tty=tty)
     headers = {"X-Nomad-Token": api.token} if api.token else None
     try:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from rawexec.api.client import path_escape
 from rawexec.cli.client import ClientCtx, api_command, filter_opt, format_time_ns, kv_table, print_json, table
 from rawexec.cli.job_cmds import job
 from rawexec.errors import RawExecError, UnavailableError
@@ -63,9 +64,9 @@ def status_job(ctx: ClientCtx, job_id: str | None, filter_expr: str | None = Non
     stub = _find_job(ctx, job_id)
     jid = stub["ID"]
     ns = stub.get("Namespace") or None  # the job's own (-namespace "*" finds it in any)
-    full = ctx.api.get(f"/v1/job/{jid}", namespace=ns)
-    summary = ctx.api.get(f"/v1/job/{jid}/summary", namespace=ns)
-    allocs = ctx.api.get(f"/v1/job/{jid}/allocations", namespace=ns) or []
+    full = ctx.api.get(f"/v1/job/{path_escape(jid)}", namespace=ns)
+    summary = ctx.api.get(f"/v1/job/{path_escape(jid)}/summary", namespace=ns)
+    allocs = ctx.api.get(f"/v1/job/{path_escape(jid)}/allocations", namespace=ns) or []
     if ctx.as_json:
         print_json({"Job": full, "Summary": summary, "Allocations": allocs})
         return
@@ -98,7 +99,7 @@ def job_status_cmd(ctx: ClientCtx, job_id: str | None, filter_expr: str | None) 
 def job_inspect_cmd(ctx: ClientCtx, job_id: str) -> None:
     """Print a job's API JSON ({"Job": ...}); -json is accepted (the output is JSON anyway)."""
     stub = _find_job(ctx, job_id)
-    print_json({"Job": ctx.api.get(f"/v1/job/{stub['ID']}")})
+    print_json({"Job": ctx.api.get(f"/v1/job/{path_escape(stub['ID'])}")})
 
 
 @job.command("stop")
@@ -110,7 +111,7 @@ def job_inspect_cmd(ctx: ClientCtx, job_id: str) -> None:
 def job_stop_cmd(ctx: ClientCtx, job_id: str, purge: bool, yes: bool, detach: bool) -> None:
     """Stop a running job (and with -purge, forget it)."""
     stub = _find_job(ctx, job_id)
-    resp = ctx.api.delete(f"/v1/job/{stub['ID']}", purge=purge or None) or {}
+    resp = ctx.api.delete(f"/v1/job/{path_escape(stub['ID'])}", purge=purge or None) or {}
     eval_id = resp.get("EvalID", "")
     if detach:
         click.echo(eval_id)
@@ -136,8 +137,8 @@ def register_job(ctx: ClientCtx, api_job: dict[str, Any], *, detach: bool) -> No
     click.echo(f'==> Job "{job_id}" registered (evaluation "{eval_id[:8]}", '
                f"job modify index {resp.get('JobModifyIndex', 0)})")
     # the allocations this evaluation placed or updated in place (a kept one was created before it)
-    allocs = (ctx.api.get(f"/v1/evaluation/{eval_id}/allocations") if eval_id
-              else ctx.api.get(f"/v1/job/{job_id}/allocations")) or []
+    allocs = (ctx.api.get(f"/v1/evaluation/{path_escape(eval_id)}/allocations") if eval_id
+              else ctx.api.get(f"/v1/job/{path_escape(job_id)}/allocations")) or []
     created_from = int(resp.get("EvalCreateIndex", 0) or 0)
     for a in allocs:
         if a.get("DesiredStatus") == "run":

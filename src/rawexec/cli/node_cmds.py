@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from rawexec.api.client import path_escape
 from rawexec.cli.client import ClientCtx, api_command, filter_opt, kv_table, print_json, table
 from rawexec.errors import RawExecError
 
@@ -46,7 +47,7 @@ def node_status_cmd(ctx: ClientCtx, node_id: str | None, self_: bool, verbose: b
         return
     if len(node_id) == 1:
         raise RawExecError("Identifier must contain at least two characters.")
-    n = ctx.api.get(f"/v1/node/{node_id}")
+    n = ctx.api.get(f"/v1/node/{path_escape(node_id)}")
     if ctx.as_json:
         print_json(n)
         return

@@ -102,9 +102,11 @@ class Reader:
             return default
         if isinstance(v, str):
             return v
-        if isinstance(v, bool):
+        # HCL converts a number or bool to a string (cty); API JSON does not: Go's decoder refuses
+        # `"ID": 123` ("cannot unmarshal number into Go struct field Job.ID of type string")
+        if isinstance(v, bool) and not self.is_json:
             return "true" if v else "false"
-        if isinstance(v, int) or (isinstance(v, float) and math.isfinite(v)):
+        if (isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))) and not self.is_json:
             return str(int(v)) if float(v).is_integer() else repr(v)
         self._type_err(hcl, json, "a string", v, pos)
         return default
@@ -406,6 +408,8 @@ class JsonReader(Reader):
                 label = ""
             child = JsonReader(o, path_join(self.path, f'{hcl} "{label}"' if label else f"{json}[{i}]"),
                                self.diags)
+            if o.get(label_json) is not None and not label:
+                child.string("", label_json)  # the type error, named
             child.known.add(label_json)
             out.append((label, child))
         return out
