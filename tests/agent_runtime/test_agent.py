@@ -12,6 +12,7 @@ import pytest
 
 from rawexec.agent.agent import Agent
 from rawexec.errors import NotFoundError
+from rawexec.jobspec import parse_hcl
 from tests.agent_runtime.conftest import MakeAgent, event_types, job_hcl, wait_terminal
 from tests.helpers.util import pids_with_tag, wait_until
 
@@ -685,3 +686,14 @@ def test_a_pending_reschedule_survives_an_agent_restart(make_agent: MakeAgent, t
     wait_until(lambda: len(again.list_allocations("rs")) == 2, 10, 0.05, "the replacement after the restart")
     allocs = wait_terminal(again, "rs")
     assert sorted(len((a["RescheduleTracker"] or {}).get("Events") or []) for a in allocs) == [0, 1]
+
+
+def test_datacenters_that_miss_this_node_are_a_warning(make_agent: MakeAgent, tag: str) -> None:
+    agent = make_agent()
+    ok = agent.register_job(parse_hcl('job "dc" {\n type = "batch"\n datacenters = ["d*", "us-east-1"]\n'
+                                      + group("g", task("t", "true")) + "\n}\n"))
+    assert "datacenter" not in ok["Warnings"]  # "d*" matches dc1, as Nomad's globs do
+    res = agent.register_job(parse_hcl('job "other" {\n type = "batch"\n datacenters = ["us-east-1"]\n'
+                                       + group("g", task("t", "true")) + "\n}\n"))
+    assert 'job datacenters ["us-east-1"] do not include this node\'s datacenter "dc1"' in res["Warnings"]
+    assert len(wait_terminal(agent, "other")) == 1  # run anyway, as the warning says

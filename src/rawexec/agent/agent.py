@@ -9,6 +9,7 @@ Shapes returned here are Nomad's API JSON (PascalCase) so the HTTP API passes th
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import itertools
 import json
 import logging
@@ -357,6 +358,12 @@ class Agent:
             for t in g.tasks:
                 if t.driver != "raw_exec":
                     out.append(f'task "{g.name}/{t.name}": driver "{t.driver}" not available on this node')
+        dc = self.config.datacenter
+        if job.datacenters and not any(fnmatch.fnmatchcase(dc, pattern) for pattern in job.datacenters):
+            wanted = ", ".join(f'"{d}"' for d in job.datacenters)
+            out.append(f'job datacenters [{wanted}] do not include this node\'s datacenter "{dc}": Nomad would '
+                       "place nothing here; rawexec runs it anyway (set datacenter in the agent config, or use "
+                       'datacenters = ["*"])')
         if not self.config.raw_exec_enabled and any(t.driver == "raw_exec" for g in job.groups for t in g.tasks):
             out.append("raw_exec is disabled on this node (enable it with plugin \"raw_exec\" "
                        "{ config { enabled = true } }, or run the agent with -dev)")
