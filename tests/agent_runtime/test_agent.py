@@ -697,3 +697,27 @@ def test_datacenters_that_miss_this_node_are_a_warning(make_agent: MakeAgent, ta
                                        + group("g", task("t", "true")) + "\n}\n"))
     assert 'job datacenters ["us-east-1"] do not include this node\'s datacenter "dc1"' in res["Warnings"]
     assert len(wait_terminal(agent, "other")) == 1  # run anyway, as the warning says
+
+
+def test_a_registration_cut_short_by_a_crash_is_finished_by_the_next_agent(make_agent: MakeAgent,
+                                                                           tag: str) -> None:
+    # QA: kill -9 between storing the job and storing its allocations left the job "pending" with
+    # no allocation, for good. A child process registers and "dies" (os._exit) right there.
+    job = job_hcl(group("g", task("t", "true"), extra="count = 2"), tag, job_id="cut")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            doomed = make_agent()
+            doomed.persister.flush = lambda: os._exit(9)  # type: ignore[method-assign]
+            doomed.register_job(job)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    agent = make_agent()
+    allocs = wait_terminal(agent, "cut")
+    assert len(allocs) == 2 and {a["Name"] for a in allocs} == {"cut.g[0]", "cut.g[1]"}
+    assert all(a["ClientStatus"] == "complete" for a in allocs)
+    ev = agent.get_evaluation(allocs[0]["EvalID"])
+    assert (ev["TriggeredBy"], ev["Status"]) == ("job-register", "complete")
+    assert [e["ID"] for e in agent.list_evaluations() if e["JobID"] == "cut"].count(ev["ID"]) == 1

@@ -213,6 +213,7 @@ class Agent:
                 ar.wait_for = prev
         for ar in runners:
             ar.resume()
+        self._finish_registrations()
         for ar in runners:  # a reschedule that was due while no agent ran is done now
             if ar.reschedule_at and not ar.next_allocation and ar.client_status == CLIENT_FAILED:
                 self._arm_reschedule(ar)
@@ -426,33 +427,72 @@ class Agent:
                 api["ModifyIndex"] = api["JobModifyIndex"] = idx
                 tx.put_job(job.namespace, job.id, api, summary=self._job_stub(api))
                 tx.put_meta(job_meta_key(api), json.dumps(api, separators=(",", ":")))
-                self._record_eval(tx, self._new_eval(eval_id, api, "job-register", idx))
+                # pending until the allocations it places are stored: an agent that dies in between
+                # leaves it pending, and the next one finishes it (see _finish_registrations)
+                ev = self._new_eval(eval_id, api, "job-register", idx)
+                ev["Status"] = "pending"
+                self._record_eval(tx, ev)
             self._jobs[key] = api
             self._summary_index[key] = idx
             self._jobs_changed(idx)
-            keep, stop, place = _reconcile(live, job, api)
-            for a in stop:
-                a.stop("alloc not needed due to job update")
-            for a, g in keep:
-                a.update_in_place(job, api, g, eval_id)
-            new: list[AllocRunner] = []
-            for g, i, prev_alloc in place:
-                ar = AllocRunner(self, str(uuid.uuid4()), job, api, g, i, eval_id=eval_id)
-                if prev_alloc is not None:
-                    ar.previous_allocation = prev_alloc.alloc_id
-                    ar.wait_for = prev_alloc
-                    prev_alloc.next_allocation = ar.alloc_id
-                self._allocs[ar.alloc_id] = ar
-                new.append(ar)
+            new = self._plan(job, api, eval_id, live)
         self.publish("Job", "JobRegistered", job.id, idx, {"Job": api}, namespace=job.namespace)
-        for ar in new:
-            ar.start()
-        self.persister.flush()  # every new allocation committed at once, then their tasks start
-        for ar in new:
-            ar.advance()
+        self._launch(new, ev)
         self._refresh_job_status(job.namespace, job.id, cause="PlanResult")
         return {"EvalID": eval_id, "EvalCreateIndex": idx, "JobModifyIndex": idx, "Warnings": "\n".join(warnings),
                 "Index": idx}
+
+    def _plan(self, job: Job, api: dict[str, Any], eval_id: str, live: list[AllocRunner]) -> list[AllocRunner]:
+        """Apply a registration to the job's live allocations (under the lock): stop the excess,
+        update in place the unchanged, and return the new ones (not started yet)."""
+        keep, stop, place = _reconcile(live, job, api)
+        for a in stop:
+            a.stop("alloc not needed due to job update")
+        for a, g in keep:
+            a.update_in_place(job, api, g, eval_id)
+        new: list[AllocRunner] = []
+        for g, i, prev_alloc in place:
+            ar = AllocRunner(self, str(uuid.uuid4()), job, api, g, i, eval_id=eval_id)
+            if prev_alloc is not None:
+                ar.previous_allocation = prev_alloc.alloc_id
+                ar.wait_for = prev_alloc
+                prev_alloc.next_allocation = ar.alloc_id
+            self._allocs[ar.alloc_id] = ar
+            new.append(ar)
+        return new
+
+    def _launch(self, new: list[AllocRunner], ev: dict[str, Any]) -> None:
+        """Store the new allocations (one commit), mark the evaluation complete, start their tasks."""
+        for ar in new:
+            ar.start()
+        self.persister.flush()  # every new allocation committed at once, then their tasks start
+        with self._lock:
+            if not self._closed:
+                with self.store.transaction() as tx:
+                    ev.update(Status="complete", ModifyIndex=tx.bump(), ModifyTime=time.time_ns())
+                    self._record_eval(tx, ev)
+        for ar in new:
+            ar.advance()
+
+    def _finish_registrations(self) -> None:
+        """At start: a registration whose evaluation is still pending (the agent died between storing
+        the job and storing its allocations) is applied again, as Nomad's scheduler re-processes an
+        unfinished evaluation: what is missing is placed, nothing is placed twice."""
+        for key, api in list(self._jobs.items()):
+            ids = self._job_evals.get(key) or []
+            ev = next((self._evals[i] for i in reversed(ids) if i in self._evals
+                       and self._evals[i].get("TriggeredBy") == "job-register"), None)
+            if ev is None or ev.get("Status") != "pending" or api.get("Stop"):
+                continue
+            log.warning("job %s: finishing a registration the previous agent did not (evaluation %s)",
+                        api["ID"], ev["ID"])
+            with self._lock:
+                job = job_from_api(api)
+                live = [a for a in self._job_allocs(job.id, job.namespace)
+                        if not a.terminal and a.desired_status == "run"]
+                new = self._plan(job, api, str(ev["ID"]), live)
+            self._launch(new, dict(ev))
+            self._refresh_job_status(*key, cause="PlanResult")
 
     def register_job_checked(self, job: Job, enforce_index: int | None = None) -> dict[str, Any]:
         """:meth:`register_job`; with ``enforce_index`` (Nomad's ``EnforceIndex`` + ``JobModifyIndex``)
@@ -858,6 +898,9 @@ class Agent:
         """Keep ``ev`` in memory (the newest EVALS_PER_JOB per job, EVALS_MAX in all); the job's eval IDs."""
         key = (str(ev["Namespace"]), str(ev["JobID"]))
         ids = self._job_evals.setdefault(key, [])
+        if ev["ID"] in self._evals and ev["ID"] in ids:  # an update (pending -> complete): same place
+            self._evals[ev["ID"]] = ev
+            return ids
         ids.append(ev["ID"])
         self._evals[ev["ID"]] = ev
         while len(ids) > EVALS_PER_JOB:
