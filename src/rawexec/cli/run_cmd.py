@@ -492,6 +492,7 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
         for a in allocs:
             pump.add_alloc(a, _label(a))
         agent.add_commit_listener(waker.wake)
+        announced: set[str] = set()  # allocations whose pending reschedule was said
         printer = _EventPrinter(out, lock)
         live: Any = None
         if tty:
@@ -554,22 +555,26 @@ def _drive(agent: Agent, job: Any, detach: bool) -> int:
                     if sig != last_sig:  # redraw only on change: an idle run costs no CPU
                         last_sig = sig
                         live.update(_table(allocs), refresh=True)
-                if all(a.terminal for a in allocs):
-                    # a failed allocation's replacement (rescheduling) is followed too; while one is
-                    # due the job is not over, unless it is being stopped
-                    followed = {a.alloc_id for a in allocs}
-                    more = [(a, agent._allocs[a.next_allocation]) for a in allocs
-                            if a.next_allocation not in followed and a.next_allocation in agent._allocs]
-                    for prev, a in more:
-                        allocs.append(a)
-                        pump.add_alloc(a, _label(a))
-                        _say(out, lock, live, f"==> {prev.short}: failed; rescheduled as {a.short} "
-                                              f"(reschedule {len(a.reschedule_events)})\n")
-                    if more:
+                # a failed allocation's replacement (rescheduling) is followed as soon as it is placed;
+                # while one is due the job is not over, unless it is being stopped
+                followed = {a.alloc_id for a in allocs}
+                for prev in list(allocs):
+                    if prev.reschedule_at and not prev.next_allocation and prev.alloc_id not in announced:
+                        announced.add(prev.alloc_id)
+                        wait_s = max(0.0, (prev.reschedule_at - time.time_ns()) / 1e9)
+                        _say(out, lock, live, f"==> {prev.short}: failed; rescheduling in {wait_s:.1f}s "
+                                              "(the group's reschedule policy)\n")
+                    nxt = agent._allocs.get(prev.next_allocation) if prev.next_allocation not in followed else None
+                    if nxt is not None:
+                        allocs.append(nxt)
+                        followed.add(nxt.alloc_id)
+                        pump.add_alloc(nxt, _label(nxt))
+                        _say(out, lock, live, f"==> {prev.short}: rescheduled as {nxt.short} "
+                                              f"(reschedule {len(nxt.reschedule_events)})\n")
                         allocs.sort(key=lambda a: (a.group.name, a.index, a.create_time))
-                        continue
-                    if stopping or not any(a.reschedule_at and not a.next_allocation for a in allocs):
-                        break
+                if all(a.terminal for a in allocs) and (
+                        stopping or not any(a.reschedule_at and not a.next_allocation for a in allocs)):
+                    break
                 timeout: float | None = interval
                 if starting:
                     timeout = max(interval, 0.3)
