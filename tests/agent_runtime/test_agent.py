@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rawexec.agent.agent import Agent
+from rawexec.agent.agent import Agent, reschedule_delay
 from rawexec.errors import NotFoundError
 from rawexec.jobspec import parse_hcl
+from rawexec.jobspec.model import ReschedulePolicy
 from tests.agent_runtime.conftest import MakeAgent, event_types, job_hcl, wait_terminal
 from tests.helpers.util import pids_with_tag, wait_until
 
@@ -633,37 +634,59 @@ def _failing(policy: str) -> str:
 
 def test_failed_allocations_are_rescheduled_as_the_policy_says(make_agent: MakeAgent, tag: str) -> None:
     agent = make_agent()
-    agent.register_job(job_hcl(_failing('reschedule {\n attempts = 2\n interval = "1h"\n delay = "300ms"\n'
-                                        ' delay_function = "exponential"\n unlimited = false\n }'), tag, job_id="rs"))
+    agent.register_job(job_hcl(_failing('reschedule {\n attempts = 1\n interval = "1h"\n delay = "5s"\n'
+                                        ' delay_function = "constant"\n unlimited = false\n }'), tag, job_id="rs"))
+    wait_until(lambda: any(a["FollowupEvalID"] for a in agent.list_allocations("rs")), 30, 0.05, "a reschedule")
+    assert _status(agent) == "pending"  # a replacement is due
 
     def chain_done() -> bool:
         allocs = agent.list_allocations("rs")
-        return len(allocs) == 3 and all(a["ClientStatus"] == "failed" for a in allocs) \
-            and _status(agent) == "dead"
-    wait_until(chain_done, 30, 0.05, "three failed allocations of rs")
-    time.sleep(1.5)  # the third is not rescheduled: 2 attempts in the hour were used
-    allocs = sorted((agent.get_allocation(a["ID"]) for a in agent.list_allocations("rs")),
-                    key=lambda a: a["CreateIndex"])
-    assert len(allocs) == 3 and {a["Name"] for a in allocs} == {"rs.g[0]"}
-    first, second, third = allocs
+        return len(allocs) == 2 and all(a["ClientStatus"] == "failed" for a in allocs) and _status(agent) == "dead"
+    wait_until(chain_done, 30, 0.05, "two failed allocations of rs")
+    time.sleep(1)  # the second is not rescheduled: the one attempt in the hour was used
+    first, second = sorted((agent.get_allocation(a["ID"]) for a in agent.list_allocations("rs")),
+                           key=lambda a: a["CreateIndex"])
+    assert len(agent.list_allocations("rs")) == 2 and first["Name"] == second["Name"] == "rs.g[0]"
     assert (first["PreviousAllocation"], first["NextAllocation"]) == ("", second["ID"])
-    assert (second["PreviousAllocation"], second["NextAllocation"]) == (first["ID"], third["ID"])
-    assert (third["PreviousAllocation"], third["NextAllocation"], third["FollowupEvalID"]) == (second["ID"], "", "")
+    assert (second["PreviousAllocation"], second["NextAllocation"], second["FollowupEvalID"]) == (first["ID"], "", "")
     assert first["RescheduleTracker"] is None
-    e1, e2 = third["RescheduleTracker"]["Events"]
-    assert (e1["PrevAllocID"], e1["Delay"], e2["PrevAllocID"], e2["Delay"]) == \
-        (first["ID"], 300_000_000, second["ID"], 600_000_000)  # exponential: doubled
-    assert second["RescheduleTracker"]["Events"] == [e1]
-    assert e2["RescheduleTime"] - e1["RescheduleTime"] >= 600_000_000
-    for failed, replacement in ((first, second), (second, third)):
-        ev = agent.get_evaluation(failed["FollowupEvalID"])
-        assert (ev["TriggeredBy"], ev["Status"], ev["PreviousEval"]) == ("alloc-failure", "complete", failed["EvalID"])
-        assert replacement["EvalID"] == ev["ID"] and ev["WaitUntil"].endswith("Z")
+    (event,) = second["RescheduleTracker"]["Events"]
+    assert (event["PrevAllocID"], event["Delay"]) == (first["ID"], 5_000_000_000)
+    ev = agent.get_evaluation(first["FollowupEvalID"])
+    assert (ev["TriggeredBy"], ev["Status"], ev["PreviousEval"]) == ("alloc-failure", "complete", first["EvalID"])
+    assert second["EvalID"] == ev["ID"] and ev["WaitUntil"].endswith("Z")
+    assert event["RescheduleTime"] - ev["CreateTime"] >= 4_500_000_000  # placed after the delay
+
+
+@pytest.mark.parametrize(("function", "delays"), [
+    ("constant", [5, 5, 5, 5, 5]),
+    ("exponential", [5, 10, 20, 40, 40]),  # doubled, capped at max_delay
+    ("fibonacci", [5, 5, 10, 15, 25]),
+])
+def test_reschedule_delays_follow_the_delay_function(function: str, delays: list[int]) -> None:
+    policy = ReschedulePolicy(delay=5.0, delay_function=function, max_delay=40.0, unlimited=True)
+    events: list[dict[str, int]] = []
+    got = []
+    for _ in delays:
+        d = reschedule_delay(policy, events, time.time_ns())
+        assert d is not None
+        got.append(d // 1_000_000_000)
+        events.append({"RescheduleTime": time.time_ns(), "Delay": d})
+    assert got == delays
+
+
+def test_reschedule_attempts_count_within_the_interval_only() -> None:
+    policy = ReschedulePolicy(attempts=2, interval=3600.0, delay=5.0, delay_function="constant", unlimited=False)
+    now = time.time_ns()
+    hour = 3600 * 1_000_000_000
+    assert reschedule_delay(policy, [{"RescheduleTime": now - 10, "Delay": 5}] * 2, now) is None
+    assert reschedule_delay(policy, [{"RescheduleTime": now - hour - 1, "Delay": 5}] * 2, now) == 5_000_000_000
+    assert reschedule_delay(ReschedulePolicy(attempts=0, unlimited=False), [], now) is None
 
 
 def test_a_stopped_job_cancels_its_pending_reschedule(make_agent: MakeAgent, tag: str) -> None:
     agent = make_agent()
-    agent.register_job(job_hcl(_failing('reschedule {\n delay = "2s"\n delay_function = "constant"\n'
+    agent.register_job(job_hcl(_failing('reschedule {\n delay = "5s"\n delay_function = "constant"\n'
                                         ' unlimited = true\n }'), tag, job_id="rs", job_type="service"))
     wait_until(lambda: any(a["FollowupEvalID"] for a in agent.list_allocations("rs")), 30, 0.05, "a reschedule")
     assert _status(agent) == "pending"  # a replacement is due
@@ -672,13 +695,14 @@ def test_a_stopped_job_cancels_its_pending_reschedule(make_agent: MakeAgent, tag
     agent.stop_job("rs")
     ev = agent.get_evaluation(failed["FollowupEvalID"])
     assert ev["Status"] == "canceled" and "stopped" in ev["StatusDescription"]
-    time.sleep(2.5)
+    assert not agent._reschedules  # its timer is gone: nothing will be placed
+    time.sleep(0.5)
     assert len(agent.list_allocations("rs")) == 1 and _status(agent) == "dead"
 
 
 def test_a_pending_reschedule_survives_an_agent_restart(make_agent: MakeAgent, tag: str, tmp_path: Path) -> None:
     agent = make_agent(data_dir=tmp_path / "d")
-    agent.register_job(job_hcl(_failing('reschedule {\n attempts = 1\n interval = "1h"\n delay = "2s"\n'
+    agent.register_job(job_hcl(_failing('reschedule {\n attempts = 1\n interval = "1h"\n delay = "5s"\n'
                                         ' delay_function = "constant"\n unlimited = false\n }'), tag, job_id="rs"))
     wait_until(lambda: any(a["FollowupEvalID"] for a in agent.list_allocations("rs")), 30, 0.05, "a reschedule")
     agent.shutdown(stop_tasks=False)

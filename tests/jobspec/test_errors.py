@@ -335,3 +335,30 @@ def test_errors_are_capped() -> None:
 def test_valid_nomad_fields_rawexec_does_not_use_are_warned_about() -> None:
     parsed = load_hcl(task_job('template {\n destination = "local/x"\n data = "x"\n uid = 1000\n }'), env={})
     assert any('"uid" is accepted but not used by rawexec' in w for w in parsed.warnings)
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    # Nomad's ReschedulePolicy.Validate, message for message
+    ('delay = "1s"', [f"reschedule{SEP}delay: Delay cannot be less than 5s (got 1s)"]),
+    ('attempts = 2\n unlimited = true', ["Reschedule Policy with Attempts = 2, Interval = 24h0m0s, and Unlimited = "
+                                         "true is ambiguous (hint: If Attempts >0, Unlimited cannot also be set to "
+                                         "true)"]),
+    ('attempts = 1\n interval = "10s"\n unlimited = false', ["Interval cannot be less than 15s (got 10s)"]),
+    ('delay_function = "exponential"\n delay = "10s"\n max_delay = "6s"\n unlimited = true',
+     [f"{SEP}max_delay: Max Delay cannot be less than Delay 10s (got 6s)"]),
+    ('attempts = 10\n interval = "30s"\n delay = "5s"\n delay_function = "constant"\n unlimited = false',
+     ['Nomad can only make 6 attempts in 30s with initial delay 5s and delay function "constant" '
+      "(hint: Set the interval to at least 50s to accommodate 10 attempts)"]),
+    ('attempts = 4\n interval = "30s"\n delay = "5s"\n delay_function = "exponential"\n max_delay = "1m"\n'
+     ' unlimited = false', ['Nomad can only make 3 attempts in 30s with initial delay 5s, delay function '
+                            '"exponential", and delay ceiling 1m0s (hint: Set the interval to at least 40s']),
+    ('attempts = 0\n delay = "1s"\n unlimited = false', []),  # no rescheduling: nothing checked
+])
+def test_reschedule_policy_is_validated_as_nomad_does(body: str, expected: list[str]) -> None:
+    text_ = task_job("", group_body=f"reschedule {{\n {body}\n }}", job_body='type = "batch"')
+    if not expected:
+        parse(text_)
+        return
+    errs = errors_of(text_)
+    for text in expected:
+        assert any(text in e for e in errs), errs

@@ -131,6 +131,92 @@ def _restart(c: _Ctx, path: str, r: m.RestartPolicy, what: str) -> None:
               "lower attempts or delay, or lengthen interval (attempts * delay must fit in interval)")
 
 
+#: Nomad's ReschedulePolicyMinDelay and ReschedulePolicyMinInterval (seconds).
+MIN_RESCHEDULE_DELAY = 5.0
+MIN_RESCHEDULE_INTERVAL = 15.0
+
+
+def _reschedule(c: _Ctx, path: str, r: m.ReschedulePolicy) -> None:
+    """Nomad's ReschedulePolicy.Validate, for a policy that reschedules at all (attempts or unlimited)."""
+    if not (r.attempts > 0 or r.unlimited):
+        return
+    d = format_duration
+    if r.attempts > 0:
+        if r.interval <= 0:
+            c.err(path + SEP + "interval", "Interval must be a non zero value if Attempts > 0")
+        if r.unlimited:
+            c.err(path, f"Reschedule Policy with Attempts = {r.attempts}, Interval = {d(r.interval)}, and "
+                        "Unlimited = true is ambiguous", "If Attempts >0, Unlimited cannot also be set to true")
+    pre_check = True
+    if r.delay < MIN_RESCHEDULE_DELAY:
+        c.err(path + SEP + "delay", f"Delay cannot be less than {d(MIN_RESCHEDULE_DELAY)} (got {d(r.delay)})")
+        pre_check = False
+    if r.delay_function not in ("constant", "exponential", "fibonacci"):
+        pre_check = False  # (reported by the caller)
+    if r.delay_function != "constant":
+        # (Nomad's message names the delay as what it got: the max_delay it checked is meant)
+        if r.max_delay < MIN_RESCHEDULE_DELAY:
+            c.err(path + SEP + "max_delay", f"Max Delay cannot be less than {d(MIN_RESCHEDULE_DELAY)} "
+                                            f"(got {d(r.max_delay)})")
+            pre_check = False
+        if r.max_delay < r.delay:
+            c.err(path + SEP + "max_delay", f"Max Delay cannot be less than Delay {d(r.delay)} (got {d(r.max_delay)})")
+            pre_check = False
+    if r.unlimited:
+        return
+    if r.interval < MIN_RESCHEDULE_INTERVAL:
+        c.err(path + SEP + "interval", f"Interval cannot be less than {d(MIN_RESCHEDULE_INTERVAL)} "
+                                       f"(got {d(r.interval)})")
+    if not pre_check:
+        return
+    ok, possible, recommended = _viable_attempts(r)
+    if not ok:
+        ceiling = "" if r.delay_function == "constant" else f", and delay ceiling {d(r.max_delay)}"
+        joiner = " and" if r.delay_function == "constant" else ","
+        c.err(path, f"Nomad can only make {possible} attempts in {d(r.interval)} with initial delay {d(r.delay)}"
+                    f"{joiner} delay function \"{r.delay_function}\"{ceiling}",
+              f"Set the interval to at least {d(float(round(recommended)))} to accommodate {r.attempts} attempts")
+
+
+def _viable_attempts(r: m.ReschedulePolicy) -> tuple[bool, int, float]:
+    """Nomad's viableAttempts: whether ``attempts`` reschedules fit in ``interval``, how many do, and
+    the interval that would hold them all (seconds)."""
+    possible = 0
+    recommended = 0.0
+    valid = True
+    if r.delay_function == "constant":
+        recommended = r.attempts * r.delay
+        if r.interval < recommended:
+            possible = int(r.interval // r.delay)
+            valid = False
+    elif r.delay_function == "exponential":
+        for i in range(r.attempts):
+            nxt = (2 ** i) * r.delay
+            if nxt > r.max_delay:
+                recommended += r.max_delay
+            else:
+                recommended = nxt
+            if recommended < r.interval:
+                possible += 1
+        valid = possible >= r.attempts
+    else:  # fibonacci
+        slots = [r.delay, r.delay]
+        at_ceiling = False
+        for i in range(2, r.attempts):
+            if at_ceiling:
+                nxt = slots[i - 1] + r.max_delay
+            else:
+                nxt = slots[i - 1] + slots[i - 2]
+                if nxt > r.max_delay:
+                    nxt, at_ceiling = r.max_delay, True
+            slots.append(nxt)
+        recommended = slots[-1]
+        if r.interval < recommended:
+            valid = False
+            possible = next((i for i, s in enumerate(slots) if s > r.interval), 0)
+    return valid, max(possible, 0), recommended
+
+
 def _artifact(c: _Ctx, path: str, a: ArtifactSpec) -> None:
     if not a.source:
         c.err(path + SEP + "source", "source must be specified", 'e.g. source = "https://example.com/app.tar.gz"')
@@ -247,6 +333,8 @@ def _group(c: _Ctx, path: str, g: m.TaskGroup, jtype: str) -> None:
     if g.shutdown_delay < 0:
         c.err(path + SEP + "shutdown_delay", "ShutdownDelay must be a positive value")
     _restart(c, path + SEP + "restart", g.restart, "TaskGroup")
+    if jtype != "system":
+        _reschedule(c, path + SEP + "reschedule", g.reschedule)
     if g.reschedule.delay_function not in ("constant", "exponential", "fibonacci"):
         c.err(path + SEP + "reschedule" + SEP + "delay_function",
               f'Invalid delay function "{g.reschedule.delay_function}", must be one of constant, exponential, '
