@@ -362,3 +362,11 @@ def test_reschedule_policy_is_validated_as_nomad_does(body: str, expected: list[
     errs = errors_of(text_)
     for text in expected:
         assert any(text in e for e in errs), errs
+
+
+def test_restart_interval_too_short_and_too_many_attempts_are_both_reported() -> None:
+    # as Nomad's RestartPolicy.Validate: the interval check does not hide the attempts check
+    errs = errors_of(task_job("", group_body='restart {\n attempts = 5\n delay = "1s"\n interval = "2s"\n'
+                                             ' mode = "fail"\n }'))
+    assert any("Interval can not be less than 5s (got 2s)" in e for e in errs)
+    assert any("Nomad can't restart the TaskGroup 5 times in an interval of 2s with a delay of 1s" in e for e in errs)

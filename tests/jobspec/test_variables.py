@@ -197,3 +197,15 @@ def test_optional_errors() -> None:
 def test_convert_function_takes_optional_attributes() -> None:
     assert _user("", 'jsonencode(convert({ a = 1 }, object({ a = string, b = optional(bool, true) })))') == (
         '{"a":"1","b":true}')
+
+
+def test_a_refused_value_is_one_error_not_also_a_missing_variable() -> None:
+    # -var 'ports=[1' used to report the syntax error and then "Missing required variable" as well
+    text = ('variable "ports" { type = list(number) }\n'
+            'job "j" {\n group "g" {\n task "t" {\n driver = "raw_exec"\n'
+            ' config {\n command = "/bin/echo"\n args = ["${var.ports[0]}"]\n }\n }\n }\n}\n')
+    errs = errors_of(text, variables={"ports": "[1"})
+    assert len(errs) == 1 and "Invalid value for variable: Syntax error" in errs[0], errs
+    errs = errors_of(text, env={"NOMAD_VAR_ports": '["x"]'})
+    assert len(errs) == 1 and "Invalid value for variable" in errs[0], errs
+    assert len(errors_of(text)) == 1 and "Missing required variable" in errors_of(text)[0]

@@ -125,7 +125,7 @@ def _restart(c: _Ctx, path: str, r: m.RestartPolicy, what: str) -> None:
     if r.interval < MIN_RESTART_INTERVAL:
         c.err(path + SEP + "interval", f"Interval can not be less than {format_duration(MIN_RESTART_INTERVAL)} "
                                        f"(got {format_duration(r.interval)})")
-    elif r.attempts * r.delay > r.interval:
+    if r.attempts * r.delay > r.interval:  # (checked whatever the interval: Nomad reports both)
         c.err(path, f"Nomad can't restart the {what} {r.attempts} times in an interval of "
                     f"{format_duration(r.interval)} with a delay of {format_duration(r.delay)}",
               "lower attempts or delay, or lengthen interval (attempts * delay must fit in interval)")

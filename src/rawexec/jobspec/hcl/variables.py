@@ -310,6 +310,7 @@ def resolve_variables(body: Body, src: str, ctx: Context, diags: Diagnostics, *,
     ctx.declared = set(decls)
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
+    invalid: set[str] = set()  # given a value that was refused: not "missing" on top of that
     for name, d in decls.items():
         if d.has_default:
             values[name] = d.default
@@ -321,6 +322,7 @@ def resolve_variables(body: Body, src: str, ctx: Context, diags: Diagnostics, *,
                 values[name] = convert(_parse_cli_value(raw, decls[name].type, key), decls[name].type)
                 origin[name] = f"environment variable {key}"
             except (ValueError, EvalError) as exc:
+                invalid.add(name)
                 diags.error(f"Invalid value for variable: {getattr(exc, 'message', exc)}", f'variable "{name}"',
                             Pos(key), f"the declared type is {type_str(decls[name].type)}")
     for vf in var_files or []:
@@ -334,6 +336,7 @@ def resolve_variables(body: Body, src: str, ctx: Context, diags: Diagnostics, *,
                 values[name] = convert(value, decls[name].type)
                 origin[name] = vf
             except ValueError as exc:
+                invalid.add(name)
                 diags.error(f"Invalid value for variable: {exc}", f'variable "{name}"', pos,
                             f"the declared type is {type_str(decls[name].type)}")
     for name, raw in (cli_vars or {}).items():
@@ -345,10 +348,11 @@ def resolve_variables(body: Body, src: str, ctx: Context, diags: Diagnostics, *,
             values[name] = convert(_parse_cli_value(raw, decls[name].type, f"-var {name}"), decls[name].type)
             origin[name] = "-var"
         except (ValueError, EvalError) as exc:
+            invalid.add(name)
             diags.error(f"Invalid value for variable: {getattr(exc, 'message', exc)}", f'variable "{name}"',
                         Pos("-var"), f"the declared type is {type_str(decls[name].type)}")
     for name, d in decls.items():
-        if name not in values:
+        if name not in values and name not in invalid:
             diags.error(f'Missing required variable: the variable "{name}" has no default and no value was given',
                         f'variable "{name}"', d.pos,
                         f"set it with -var {name}=..., a -var-file, or the NOMAD_VAR_{name} environment variable")
