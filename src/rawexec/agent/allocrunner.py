@@ -452,7 +452,8 @@ class AllocRunner:
     def _kill_next_phase(self, runners: list[TaskRunner]) -> None:
         """Kill the tasks of the first phase of ``runners`` with a live task; the next phase begins
         when they are all dead, or once they are past their kill deadline (logged)."""
-        for phase in _kill_phases(runners):
+        phases = _kill_phases(runners)
+        for n, phase in enumerate(phases):
             live = [r for r in phase if not r.dead]
             if not live:
                 continue
@@ -461,7 +462,9 @@ class AllocRunner:
                 r.kill()
             left = max(r.kill_deadline() for r in live) - time.monotonic()
             if left > 0:
-                if fresh:  # one wake-up per phase, for a task that outlives its deadline
+                later = any(not r.dead for p in phases[n + 1:] for r in p)
+                if fresh and later:  # one wake-up per phase, for a task that outlives its deadline
+                    # (only when a later phase waits: 200 allocations stopping need no 200 timers)
                     timer = threading.Timer(left + 0.05, self.advance)
                     timer.daemon = True
                     timer.start()
