@@ -604,3 +604,30 @@ def test_status_displays_like_nomad(agent: AgentProc, data_dir: str) -> None:
     assert "dead (stopped)" in r.out, r.out
     r = agent.cli("alloc", "status", alloc_id)
     assert not re.search(r"^Finished At\s+= N/A$", r.out, re.M) and "0001-01-01" not in r.out, r.out
+
+
+def test_alloc_status_shows_rescheduling_as_nomad(agent: AgentProc, data_dir: str) -> None:
+    jf = os.path.join(data_dir, "flaky.nomad.hcl")
+    with open(jf, "w") as f:
+        f.write('job "flaky" {\n  type = "batch"\n  group "g" {\n'
+                '    restart {\n      attempts = 0\n      mode = "fail"\n    }\n'
+                '    reschedule {\n      attempts = 2\n      interval = "1h"\n      delay = "5s"\n'
+                '      delay_function = "constant"\n      unlimited = false\n    }\n'
+                '    task "t" {\n      driver = "raw_exec"\n      config {\n        command = "/bin/sh"\n'
+                '        args = ["-c", "exit 3"]\n      }\n    }\n  }\n}\n')
+    assert agent.cli("job", "run", "-detach", jf).code == 0
+    with agent.http() as c:
+        def allocs() -> list[dict[str, object]]:
+            return sorted(c.get("/v1/job/flaky/allocations").json(), key=lambda a: a["CreateIndex"])
+        wait_until(lambda: any(a["FollowupEvalID"] for a in allocs()), 30, 0.05, "a pending reschedule")
+        first = str(allocs()[0]["ID"])
+        r = agent.cli("alloc", "status", first)
+        assert r.code == 0, r.err
+        assert re.search(r"Reschedule Eligibility\s+= [1-5]s from now", r.out), r.out
+        assert "Replacement Alloc ID" not in r.out
+        wait_until(lambda: len(allocs()) == 2, 15, 0.05, "the replacement")
+        second = str(allocs()[1]["ID"])
+    r = agent.cli("alloc", "status", first)
+    assert re.search(rf"Replacement Alloc ID\s+= {second[:8]}\n", r.out) and "Reschedule Eligibility" not in r.out
+    r = agent.cli("alloc", "status", second)
+    assert re.search(r"Reschedule Attempts\s+= 1/2\n", r.out), r.out

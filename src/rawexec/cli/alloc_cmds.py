@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -41,7 +43,32 @@ def _task_time(value: Any) -> str:
     return head + "Z" if dot else value
 
 
-def _status_text(a: dict[str, Any], verbose: bool) -> str:
+def _reschedule_rows(a: dict[str, Any], verbose: bool, wait_until: str | None) -> list[tuple[str, Any]]:
+    """Nomad's alloc status lines about rescheduling: attempts used of a limited policy, the
+    replacement, and when a pending one is due (``wait_until``: its evaluation's WaitUntil)."""
+    rows: list[tuple[str, Any]] = []
+    events = (a.get("RescheduleTracker") or {}).get("Events") or []
+    group = next((g for g in (a.get("Job") or {}).get("TaskGroups") or [] if g.get("Name") == a.get("TaskGroup")),
+                 None)
+    policy = (group or {}).get("ReschedulePolicy") or {}
+    if events and not policy.get("Unlimited") and int(policy.get("Attempts") or 0) > 0:
+        now = time.time_ns()
+        window = int(policy.get("Interval") or 0)
+        used = sum(1 for e in events if now - int(e.get("RescheduleTime") or 0) < window)
+        rows.append(("Reschedule Attempts", f"{used}/{policy['Attempts']}"))
+    if a.get("NextAllocation"):
+        rows.append(("Replacement Alloc ID", str(a["NextAllocation"])[: None if verbose else 8]))
+    if wait_until:
+        try:
+            due = datetime.fromisoformat(wait_until.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            due = 0.0
+        if due > time.time():
+            rows.append(("Reschedule Eligibility", f"{round(due - time.time())}s from now"))
+    return rows
+
+
+def _status_text(a: dict[str, Any], verbose: bool, wait_until: str | None = None) -> str:
     aid = str(a.get("ID", ""))
     short = aid if verbose else aid[:8]
     out = [kv_table([
@@ -52,6 +79,7 @@ def _status_text(a: dict[str, Any], verbose: bool) -> str:
         ("Desired Status", a.get("DesiredStatus", "")),
         ("Desired Description", a.get("DesiredDescription") or "<none>"),
         ("Created", format_time_ns(a.get("CreateTime"))), ("Modified", format_time_ns(a.get("ModifyTime"))),
+        *_reschedule_rows(a, verbose, wait_until),
     ])]
     for name, ts in sorted((a.get("TaskStates") or {}).items()):
         out.append(f'\nTask "{name}" is "{ts.get("State", "")}"')
@@ -79,7 +107,13 @@ def status_cmd(ctx: ClientCtx, alloc_id: str, verbose: bool, stats: bool) -> Non
     if ctx.as_json:
         print_json(a if usage is None else {**a, "Stats": usage})
         return
-    click.echo(_status_text(a, verbose))
+    wait_until = None
+    if a.get("FollowupEvalID") and not a.get("NextAllocation"):  # a reschedule is pending: when?
+        try:
+            wait_until = ctx.api.get(f"/v1/evaluation/{path_escape(str(a['FollowupEvalID']))}").get("WaitUntil")
+        except RawExecError:
+            wait_until = None
+    click.echo(_status_text(a, verbose, wait_until if isinstance(wait_until, str) else None))
     if usage:
         click.echo("\nResource Usage")
         rows = []
