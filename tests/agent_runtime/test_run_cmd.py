@@ -39,6 +39,20 @@ def _popen(jf: Path, tag: str, state_dir: str) -> subprocess.Popen[str]:
                             env=_env(tag, state_dir))
 
 
+def _collect_lines(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
+    """A thread appending ``proc``'s output lines to the returned list as they come."""
+    lines: list[str] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for ln in proc.stdout:
+            lines.append(ln)
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    return lines, th
+
+
 def _wait_started(p: subprocess.Popen[str], n: int) -> None:
     """Read ``p``'s output until it says all ``n`` main tasks started."""
     assert p.stdout is not None
@@ -198,15 +212,7 @@ def test_ctrl_c_stops_service_tasks(tag: str, state_dir: str, tmp_path: Path) ->
 ''')
     proc = _popen(jf, tag, state_dir)
     assert proc.stdout is not None
-    lines: list[str] = []
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for ln in proc.stdout:
-            lines.append(ln)
-
-    th = threading.Thread(target=reader, daemon=True)
-    th.start()
+    lines, th = _collect_lines(proc)
     try:
         wait_until(lambda: sum(" | up" in ln for ln in lines) == 3, 60, 0.05, "3 tasks up")
         # The banner and the tasks' first output lines race (output is followed from the log files).
@@ -242,15 +248,7 @@ def test_second_ctrl_c_forces(tag: str, state_dir: str, tmp_path: Path) -> None:
 }
 ''')
     proc = _popen(jf, tag, state_dir)
-    lines: list[str] = []
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for ln in proc.stdout:
-            lines.append(ln)
-
-    th = threading.Thread(target=reader, daemon=True)
-    th.start()
+    lines, th = _collect_lines(proc)
     try:
         wait_until(lambda: any(" | up" in ln for ln in lines), 60, 0.05, "task up")
         proc.send_signal(signal.SIGINT)
@@ -301,15 +299,7 @@ def test_sighup_stops_gracefully(tag: str, state_dir: str, tmp_path: Path) -> No
     jf = tmp_path / "hup.nomad.hcl"
     jf.write_text(_HUP_JOB.replace("MARK", str(tmp_path / "mark")))
     proc = _popen(jf, tag, state_dir)
-    lines: list[str] = []
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for ln in proc.stdout:
-            lines.append(ln)
-
-    th = threading.Thread(target=reader, daemon=True)
-    th.start()
+    lines, th = _collect_lines(proc)
     try:
         wait_until(lambda: any("/t | up" in ln for ln in lines), 60, 0.05, "task up")
         proc.send_signal(signal.SIGHUP)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -221,27 +221,22 @@ class _Parser:
         return expr
 
     def or_expr(self) -> Expr:
-        # a loop, not recursion: a chain of any length; folded to the right (a or (b or c))
-        parts = [self.and_expr()]
-        while True:
-            save = self.pos
-            if not (self.ws() and self.take_word("or")):
-                self.pos = save
-                break
-            self.ws()
-            parts.append(self.and_expr())
-        return _fold_right(Or, parts)
+        return self._chain("or", self.and_expr, Or)
 
     def and_expr(self) -> Expr:
-        parts = [self.not_expr()]
+        return self._chain("and", self.not_expr, And)
+
+    def _chain(self, word: str, operand: Callable[[], Expr], node: type[Or] | type[And]) -> Expr:
+        # a loop, not recursion: a chain of any length; folded to the right (a or (b or c))
+        parts = [operand()]
         while True:
             save = self.pos
-            if not (self.ws() and self.take_word("and")):
+            if not (self.ws() and self.take_word(word)):
                 self.pos = save
                 break
             self.ws()
-            parts.append(self.not_expr())
-        return _fold_right(And, parts)
+            parts.append(operand())
+        return _fold_right(node, parts)
 
     def not_expr(self) -> Expr:
         negate = False
